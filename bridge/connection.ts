@@ -1,0 +1,235 @@
+/**
+ * One DEALER socket to one runtime: request ids, a send queue, one reader loop.
+ *
+ * zeromq.js allows one `send` and one `receive` in flight per socket, so every request
+ * goes through `queue` (drained by a single sender) and every reply comes through one
+ * reader loop that settles the request by id. At most `maxInFlight` requests are on the
+ * wire at once: the runtime's ROUTER then never has to queue more replies for us than our
+ * pipe holds.
+ */
+import { Dealer } from 'zeromq';
+import { LiaisonError } from './errors.js';
+import { VERSION, decode, encode, type Kind, type ReplyHeader } from './protocol.js';
+
+export interface ConnectionOptions {
+  /** `ipc://…` or `tcp://host:port`. */
+  endpoint: string;
+  /** HMAC key; required on tcp:// (every message is signed). */
+  key?: Uint8Array;
+  /** Default per-request timeout in ms (0: none). */
+  timeoutMs?: number;
+  /** Requests on the wire at once; the rest wait in the send queue. */
+  maxInFlight?: number;
+  /** Idle heartbeat: ping this often when nothing is pending (0: off). */
+  heartbeatMs?: number;
+  /** A heartbeat unanswered this long declares the runtime dead. */
+  heartbeatTimeoutMs?: number;
+}
+
+export interface Reply {
+  header: ReplyHeader;
+  buffers: Uint8Array[];
+}
+
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+  kind: Kind;
+}
+
+interface Outgoing {
+  id: number;
+  frames: Uint8Array[] | null; // null until the signature is computed (tcp)
+  header: Record<string, unknown>;
+  buffers: readonly Uint8Array[];
+}
+
+export class Connection {
+  readonly endpoint: string;
+  private readonly sock: Dealer;
+  private readonly key?: Uint8Array;
+  private readonly pending = new Map<number, Pending>();
+  private readonly queue: Outgoing[] = [];
+  private qHead = 0;
+  private nextId = 1;
+  private inFlight = 0;
+  private sending = false;
+  private dead: LiaisonError | null = null;
+  private readonly maxInFlight: number;
+  private readonly timeoutMs: number;
+  private hbTimer?: NodeJS.Timeout;
+  private lastReply = Date.now();
+  /** Called once when the connection dies (runtime gone, heartbeat lost, closed). */
+  onDead?: (err: LiaisonError) => void;
+
+  constructor(opts: ConnectionOptions) {
+    this.endpoint = opts.endpoint;
+    if (opts.endpoint.startsWith('tcp://') && !opts.key?.length) {
+      throw new LiaisonError('E_AUTH', `connecting to ${opts.endpoint} needs a key: every message on tcp:// is signed (pass { key } or set LIAISON_KEY)`);
+    }
+    this.key = opts.key?.length ? opts.key : undefined;
+    this.maxInFlight = opts.maxInFlight ?? 1024;
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.sock = new Dealer({
+      linger: 0,
+      sendHighWaterMark: 0,
+      receiveHighWaterMark: 0,
+      ...(opts.endpoint.startsWith('tcp://') ? { heartbeatInterval: 2000, heartbeatTimeout: 10_000 } : {}),
+    });
+    this.sock.connect(opts.endpoint);
+    void this.readLoop();
+    const hb = opts.heartbeatMs ?? 5000;
+    if (hb > 0) this.startHeartbeat(hb, opts.heartbeatTimeoutMs ?? 15_000);
+  }
+
+  get closed(): boolean {
+    return this.dead !== null;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * Send one request; resolves with the reply, rejects with a LiaisonError carrying the
+   * runtime's code, message and Python traceback.
+   */
+  request(kind: Kind, fields: Record<string, unknown> = {}, buffers: readonly Uint8Array[] = [], timeoutMs = this.timeoutMs): Promise<Reply> {
+    if (this.dead) return Promise.reject(this.dead);
+    const id = this.nextId++;
+    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    const header: Record<string, unknown> = { v: VERSION, id, kind, ...fields };
+    return new Promise<Reply>((resolve, reject) => {
+      const p: Pending = { resolve, reject, kind };
+      if (timeoutMs > 0) {
+        p.timer = setTimeout(() => {
+          if (this.pending.delete(id)) {
+            this.inFlight = Math.max(0, this.inFlight - 1);
+            reject(new LiaisonError('E_TIMEOUT', `no reply to ${kind} #${id} within ${timeoutMs} ms (raise timeoutMs for long ops)`));
+            this.pump();
+          }
+        }, timeoutMs);
+        p.timer.unref?.();
+      }
+      this.pending.set(id, p);
+      this.queue.push({ id, frames: null, header, buffers });
+      this.pump();
+    });
+  }
+
+  /** Reject everything pending at once and stop. Idempotent. */
+  fail(err: LiaisonError): void {
+    if (this.dead) return;
+    this.dead = err;
+    if (this.hbTimer) clearInterval(this.hbTimer);
+    for (const [, p] of this.pending) {
+      if (p.timer) clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.queue.length = 0;
+    this.qHead = 0;
+    this.sock.close();
+    this.onDead?.(err);
+  }
+
+  close(): void {
+    this.fail(new LiaisonError('E_CLOSED', 'the Liaison client was closed'));
+  }
+
+  private pump(): void {
+    if (this.sending || this.dead) return;
+    this.sending = true;
+    void this.sendLoop();
+  }
+
+  private async sendLoop(): Promise<void> {
+    try {
+      while (!this.dead && this.qHead < this.queue.length && this.inFlight < this.maxInFlight) {
+        const msg = this.queue[this.qHead++];
+        if (!this.pending.has(msg.id)) continue; // timed out while queued
+        if (this.key) msg.header.ts = Date.now();
+        const frames = encode(msg.header, msg.buffers, this.key);
+        this.inFlight++;
+        await this.sock.send(frames as Buffer[]);
+        if (this.qHead > 4096 && this.qHead * 2 > this.queue.length) {
+          this.queue.splice(0, this.qHead);
+          this.qHead = 0;
+        }
+      }
+    } catch (e) {
+      if (!this.dead) this.fail(new LiaisonError('E_DEAD', `sending to ${this.endpoint} failed: ${(e as Error).message}`));
+    } finally {
+      this.sending = false;
+    }
+    if (!this.dead && this.qHead < this.queue.length && this.inFlight < this.maxInFlight) this.pump();
+  }
+
+  private async readLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const frames = await this.sock.receive();
+        this.onReply(frames);
+      }
+    } catch (e) {
+      if (!this.dead) this.fail(new LiaisonError('E_DEAD', `receiving from ${this.endpoint} failed: ${(e as Error).message}`));
+    }
+  }
+
+  private onReply(frames: Buffer[]): void {
+    let r: ReturnType<typeof decode>;
+    try {
+      r = decode(frames, this.key);
+    } catch (e) {
+      process.emitWarning(`liaison: unreadable reply dropped: ${(e as Error).message}`);
+      return;
+    }
+    const { header, buffers, forged } = r;
+    this.lastReply = Date.now();
+    const id = header.id;
+    const p = typeof id === 'number' ? this.pending.get(id) : undefined;
+    if (forged) {
+      // The runtime signs with its key; a reply we cannot verify is either a runtime that
+      // refused *our* signature (different keys) or a stranger. Only the first may settle
+      // a request, and only as a failure.
+      if (p && header.ok === false && header.error?.code === 'E_AUTH') {
+        this.settle(id as number, p);
+        p.reject(new LiaisonError('E_AUTH', `the runtime refused our signature: ${header.error.message} (are both sides using the same key?)`));
+      } else {
+        process.emitWarning('liaison: a reply with a bad signature was dropped');
+      }
+      return;
+    }
+    if (!p) {
+      if (header.ok === false && header.error) {
+        process.emitWarning(`liaison: runtime error for no pending request: ${header.error.code} ${header.error.message}`);
+      }
+      return;
+    }
+    this.settle(id as number, p);
+    if (header.ok) p.resolve({ header, buffers });
+    else p.reject(LiaisonError.fromWire(header.error ?? { code: 'E_INTERNAL', message: 'error reply without an error field' }));
+  }
+
+  private settle(id: number, p: Pending): void {
+    if (p.timer) clearTimeout(p.timer);
+    this.pending.delete(id);
+    this.inFlight = Math.max(0, this.inFlight - 1);
+    if (this.qHead < this.queue.length) this.pump();
+  }
+
+  private startHeartbeat(everyMs: number, deadAfterMs: number): void {
+    // Only an idle connection is pinged: a long op legitimately keeps the runtime's one
+    // loop busy, and per-request timeouts cover that case.
+    this.hbTimer = setInterval(() => {
+      if (this.dead || this.pending.size > 0 || Date.now() - this.lastReply < everyMs) return;
+      this.request('ping', {}, [], deadAfterMs).catch((e: LiaisonError) => {
+        if (e.code === 'E_TIMEOUT') {
+          this.fail(new LiaisonError('E_DEAD', `the runtime at ${this.endpoint} stopped answering heartbeats (${deadAfterMs} ms)`));
+        }
+      });
+    }, everyMs);
+    this.hbTimer.unref?.();
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * `liaison/bridge`: the data plane. A {@link Runtime} is a session on a PyTorch runtime
+ * process; {@link Tensor}s are handles into it.
+ *
+ * ```ts
+ * const rt = await Runtime.start();            // spawns a local runtime (CUDA when present)
+ * const a = rt.tensor(new Float32Array([1, 2, 3, 4]), [2, 2]);
+ * console.log(await a.matmul(a).relu().tolist());
+ * await rt.close();
+ * ```
+ */
+export { Runtime, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg } from './runtime.js';
+export { Tensor, type TensorData, type TensorInfo } from './tensor.js';
+export { LiaisonError, ERROR_CODES, type ErrorCode, type WireError } from './errors.js';
+export { type DType, DTYPES, ITEMSIZE, type TypedArray, type ArrayOf } from './dtype.js';
+export { Connection, type ConnectionOptions } from './connection.js';
+export { spawnRuntime, resolvePython, runtimeEnv, packageRoot, type SpawnOptions, type RuntimeProcess } from './launcher.js';
+export { VERSION as PROTOCOL_VERSION, MINOR as PROTOCOL_MINOR } from './protocol.js';

@@ -1,0 +1,142 @@
+/**
+ * Starts the local runtime: `python -m liaison_runtime` on an ipc:// socket inside a
+ * private temporary directory, owned by this Node process.
+ *
+ * No orphans: closing stops it (shutdown, then SIGTERM, then SIGKILL); this process
+ * exiting kills it; and the runtime itself exits when its parent is gone (--parent-pid),
+ * which covers a SIGKILLed Node.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LiaisonError } from './errors.js';
+
+export interface SpawnOptions {
+  /** Python interpreter; default LIAISON_PYTHON, else the project's .venv. */
+  python?: string;
+  /** `cpu`, `cuda`, `cuda:1`; default LIAISON_DEVICE, else CUDA when present. */
+  device?: string;
+  /** How long to wait for the runtime to listen (importing torch takes seconds). */
+  startTimeoutMs?: number;
+  /** Extra environment for the runtime process. */
+  env?: Record<string, string>;
+  /** Forward the runtime's stderr to ours (default: only when LIAISON_LOG is set). */
+  inheritStderr?: boolean;
+}
+
+export interface RuntimeProcess {
+  endpoint: string;
+  child: ChildProcess;
+  dir: string;
+  ready: Record<string, unknown>;
+  /** The last lines the runtime wrote to stderr (for error messages). */
+  stderrTail(): string;
+  /** Resolves with the exit description once the process has exited. */
+  exited: Promise<string>;
+  kill(): Promise<void>;
+}
+
+/** The package root: where package.json and python-runtime/ live (src or dist). */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const pj = join(dir, 'package.json');
+    if (existsSync(pj) && existsSync(join(dir, 'python-runtime'))) {
+      try {
+        if (JSON.parse(readFileSync(pj, 'utf8')).name === 'liaison') return dir;
+      } catch { /* keep walking */ }
+    }
+    dir = dirname(dir);
+  }
+  throw new LiaisonError('E_SPAWN', 'cannot find the liaison package root (package.json next to python-runtime/)');
+}
+
+export function resolvePython(explicit?: string): string {
+  if (explicit) return explicit;
+  if (process.env.LIAISON_PYTHON) return process.env.LIAISON_PYTHON;
+  const root = packageRoot();
+  const venv = process.platform === 'win32' ? join(root, '.venv', 'Scripts', 'python.exe') : join(root, '.venv', 'bin', 'python');
+  if (existsSync(venv)) return venv;
+  throw new LiaisonError('E_SPAWN', `no Python environment: expected ${venv}. Run \`npm install\` (it creates .venv) or set LIAISON_PYTHON to an interpreter with torch, pyzmq, msgpack and numpy.`);
+}
+
+/** Environment that lets any interpreter import the runtime from this checkout. */
+export function runtimeEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const rt = resolve(packageRoot(), 'python-runtime');
+  return { ...process.env, PYTHONPATH: [rt, process.env.PYTHONPATH].filter(Boolean).join(delimiter), PYTHONUNBUFFERED: '1', ...extra };
+}
+
+const live = new Set<ChildProcess>();
+let exitHook = false;
+function killAllOnExit(): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on('exit', () => {
+    for (const c of live) c.kill('SIGKILL');
+  });
+}
+
+export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProcess> {
+  const python = resolvePython(opts.python);
+  const dir = mkdtempSync(join(tmpdir(), 'liaison-'));
+  const endpoint = `ipc://${join(dir, 'rt.sock')}`;
+  const args = ['-m', 'liaison_runtime', '--endpoint', endpoint, '--parent-pid', String(process.pid)];
+  if (opts.device) args.push('--device', opts.device);
+  const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  killAllOnExit();
+
+  const tail: string[] = [];
+  const forward = opts.inheritStderr ?? Boolean(process.env.LIAISON_LOG);
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+    if (forward) process.stderr.write(s);
+    tail.push(s);
+    if (tail.length > 50) tail.splice(0, tail.length - 50);
+  });
+  const stderrTail = () => tail.join('').split('\n').slice(-20).join('\n').trim();
+
+  const exited = new Promise<string>((res) => {
+    child.on('exit', (code, signal) => {
+      live.delete(child);
+      rmSync(dir, { recursive: true, force: true });
+      res(signal ? `killed by ${signal}` : `exited with code ${code}`);
+    });
+  });
+
+  const ready = await new Promise<Record<string, unknown>>((res, rej) => {
+    let buf = '';
+    const timeoutMs = opts.startTimeoutMs ?? 120_000;
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new LiaisonError('E_SPAWN', `the runtime did not start within ${timeoutMs} ms.\n${stderrTail()}`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      rej(new LiaisonError('E_SPAWN', `cannot start ${python}: ${e.message}`));
+    });
+    void exited.then((how) => {
+      clearTimeout(timer);
+      rej(new LiaisonError('E_SPAWN', `the runtime ${how} before it was ready.\n${stderrTail()}`));
+    });
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      buf += s;
+      const m = /^LIAISON_READY (.*)$/m.exec(buf);
+      if (m) {
+        clearTimeout(timer);
+        res(JSON.parse(m[1]) as Record<string, unknown>);
+      }
+    });
+  });
+
+  const kill = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(t);
+  };
+
+  return { endpoint, child, dir, ready, stderrTail, exited, kill };
+}

@@ -1,0 +1,115 @@
+/**
+ * Liaison wire protocol, version 1 — the TypeScript half (spec: docs/protocol.md).
+ *
+ * A message is a ZeroMQ multipart message:
+ *
+ *     frame 0   signature: HMAC-SHA256 over frames 1..n (32 bytes), or empty when unsigned
+ *     frame 1   header: one msgpack map
+ *     frame 2.. raw buffers (tensor bytes), referenced from the header by index
+ *
+ * The encoder writes the same bytes as the Python encoder (`liaison_runtime/protocol.py`):
+ * smallest msgpack forms (`variableMapSize`), no msgpackr records (Python cannot read
+ * them), handles as ext type 1 with a 4-byte big-endian id. Golden vectors in
+ * `test/protocol/vectors.json` hold both sides to it.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Packr, Unpackr, addExtension } from 'msgpackr';
+import { LiaisonError } from './errors.js';
+
+/** Protocol major version: a peer with another major is refused. */
+export const VERSION = 1;
+/** Minor version: additions only; unknown header fields are ignored. */
+export const MINOR = 0;
+export const EXT_HANDLE = 1;
+export const SIG_LEN = 32;
+
+export type Kind = 'hello' | 'ping' | 'batch' | 'close' | 'shutdown';
+export const KINDS: readonly Kind[] = ['hello', 'ping', 'batch', 'close', 'shutdown'];
+
+/** A client-allocated tensor id as it appears inside a message (msgpack ext type 1). */
+export class HandleRef {
+  constructor(readonly id: number) {}
+}
+
+addExtension({
+  Class: HandleRef,
+  type: EXT_HANDLE,
+  pack(h: HandleRef) {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(h.id >>> 0);
+    return b;
+  },
+  unpack(buf: Uint8Array) {
+    if (buf.length !== 4) throw new Error(`handle ext must be 4 bytes, got ${buf.length}`);
+    return new HandleRef(Buffer.from(buf.buffer, buf.byteOffset, 4).readUInt32BE(0));
+  },
+});
+
+const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+
+export function pack(value: unknown): Buffer {
+  return packr.pack(value);
+}
+
+export function unpack(data: Uint8Array): unknown {
+  return unpackr.unpack(data);
+}
+
+/** HMAC-SHA256 over frames 1..n, each preceded by its length as u64 big-endian. */
+export function signature(key: Uint8Array, frames: readonly Uint8Array[]): Buffer {
+  const mac = createHmac('sha256', key);
+  const len = Buffer.allocUnsafe(8);
+  for (const f of frames) {
+    len.writeBigUInt64BE(BigInt(f.byteLength));
+    mac.update(len);
+    mac.update(f);
+  }
+  return mac.digest();
+}
+
+/** Header + buffers -> frames `[signature, header, ...buffers]`. */
+export function encode(header: Record<string, unknown>, buffers: readonly Uint8Array[] = [], key?: Uint8Array): Uint8Array[] {
+  const frames: Uint8Array[] = [pack(header), ...buffers];
+  frames.unshift(key ? signature(key, frames) : EMPTY);
+  return frames;
+}
+const EMPTY = Buffer.alloc(0);
+
+export interface ReplyHeader {
+  v: number;
+  id: number | null;
+  ok: boolean;
+  error?: import('./errors.js').WireError;
+  ts?: number;
+  [field: string]: unknown;
+}
+
+/**
+ * Frames -> header and buffers. With a key, the signature is checked first; a reply
+ * whose signature fails is returned with `forged: true` so the caller can tell a runtime
+ * that refused our key (it says E_AUTH) from a stranger.
+ */
+export function decode(frames: readonly Uint8Array[], key?: Uint8Array): { header: ReplyHeader; buffers: Uint8Array[]; forged: boolean } {
+  if (frames.length < 2) throw new LiaisonError('E_PROTOCOL', `a message needs at least 2 frames, got ${frames.length}`);
+  let forged = false;
+  if (key) {
+    const sig = frames[0];
+    const want = signature(key, frames.slice(1));
+    forged = sig.byteLength !== SIG_LEN || !timingSafeEqual(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength), want);
+  }
+  let header: unknown;
+  try {
+    header = unpack(frames[1]);
+  } catch (e) {
+    throw new LiaisonError('E_PROTOCOL', `header frame is not valid msgpack: ${(e as Error).message}`);
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) {
+    throw new LiaisonError('E_PROTOCOL', 'header must be a msgpack map');
+  }
+  const h = header as ReplyHeader;
+  if (h.v !== VERSION) {
+    throw new LiaisonError('E_VERSION', `the runtime speaks protocol ${String(h.v)}, this SDK speaks ${VERSION}.${MINOR}; upgrade the older side`);
+  }
+  return { header: h, buffers: frames.slice(2) as Uint8Array[], forged };
+}

@@ -1,0 +1,57 @@
+"""`python -m liaison_runtime`: serve the op table on one endpoint until told to stop.
+
+    python -m liaison_runtime --endpoint ipc:///tmp/x/rt.sock
+    LIAISON_KEY=... python -m liaison_runtime --endpoint tcp://127.0.0.1:5555
+    python -m liaison_runtime --endpoint tcp://0.0.0.0:5555 --key-file key --allow-remote
+
+When it is listening it prints one line `LIAISON_READY {json}` on stdout (the SDK's
+launcher waits for it) and then logs only to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from .server import Server, pick_device, ready_line
+
+
+def _key(args) -> bytes | None:
+    if args.key_file:
+        with open(args.key_file, "rb") as f:
+            return f.read().strip() or None
+    k = os.environ.get("LIAISON_KEY", "")
+    return k.encode() if k else None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="liaison-runtime", description=__doc__.splitlines()[0])
+    ap.add_argument("--endpoint", required=True, help="ipc://PATH, tcp://HOST:PORT (port 0: any free one)")
+    ap.add_argument("--key-file", help="file holding the HMAC key (else LIAISON_KEY); required on tcp")
+    ap.add_argument("--device", help="cpu, cuda, cuda:N (else LIAISON_DEVICE, else CUDA when present)")
+    ap.add_argument("--parent-pid", type=int, help="exit when this process is no longer our parent")
+    ap.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback tcp address")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads")
+    ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
+    args = ap.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="liaison-runtime %(levelname)s %(message)s")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
+                    parent_pid=args.parent_pid, allow_remote=args.allow_remote)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    print(ready_line(server), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

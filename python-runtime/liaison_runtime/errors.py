@@ -1,0 +1,45 @@
+"""The one table of error codes (protocol v1, docs/protocol.md §6).
+
+The TypeScript side has the same table in bridge/errors.ts; both are checked against
+test/protocol/vectors.json, so a code added here without the other side fails a test.
+"""
+
+from __future__ import annotations
+
+# code -> one-line meaning. Order is the spec's order.
+ERROR_CODES: dict[str, str] = {
+    "E_PROTOCOL": "malformed message: bad frames, not msgpack, missing or mistyped header fields",
+    "E_VERSION": "the peer speaks another major version of the protocol",
+    "E_AUTH": "missing or wrong HMAC signature, or a timestamp outside the allowed window",
+    "E_REPLAY": "a signed message that was already received once",
+    "E_SESSION": "unknown or closed session id (a runtime restart ends every session)",
+    "E_UNKNOWN_OP": "no op of that name in the runtime's op table",
+    "E_ARG": "an argument is missing, unexpected, or of the wrong kind or value",
+    "E_DTYPE": "a tensor argument has a dtype the op does not accept",
+    "E_SHAPE": "tensor shapes do not fit the op",
+    "E_HANDLE": "a handle that does not exist in this session (never created, or freed)",
+    "E_OP_FAILED": "the op raised while running; the message and traceback say why",
+    "E_OOM": "the device ran out of memory",
+    "E_INTERNAL": "a bug in the runtime; the traceback says where",
+    "E_TIMEOUT": "client side: no reply within the request's timeout",
+    "E_DEAD": "client side: the runtime process exited or the connection was lost",
+    "E_CLOSED": "client side: the client was closed while the request was pending",
+    "E_SPAWN": "client side: the local runtime could not be started",
+}
+
+
+class RuntimeFault(Exception):
+    """An error that travels back to the client as `{code, message, ...}`."""
+
+    def __init__(self, code: str, message: str, **extra):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def to_wire(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        out.update(self.extra)
+        return out

@@ -1,0 +1,188 @@
+"""Runs decoded requests against the sessions: the runtime without its sockets.
+
+`Executor.handle(header, buffers)` returns `(reply_header, reply_buffers, aliases)`;
+`aliases` are the stored tensors whose memory the reply buffers point into, so the
+server can hold in-place writes to them until the send is done.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import traceback
+
+import torch
+
+from . import __version__, transfer
+from .errors import RuntimeFault
+from .ops import OPS
+from .ops.registry import DTYPE_NAMES, Ctx
+from .protocol import MINOR, VERSION, Handle
+from .session import Sessions
+
+_SHAPE_HINTS = re.compile(r"shape|size mismatch|must match the size|dimension|cannot be multiplied|"
+                          r"out of range|Expected .*dim", re.I)
+_DTYPE_HINTS = re.compile(r"dtype|scalar type|not implemented for|expected .*Float|expected .*Long", re.I)
+
+
+def _classify(e: Exception, op: str) -> RuntimeFault:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        code = "E_OOM"
+    elif _SHAPE_HINTS.search(msg):
+        code = "E_SHAPE"
+    elif _DTYPE_HINTS.search(msg):
+        code = "E_DTYPE"
+    else:
+        code = "E_OP_FAILED"
+    return RuntimeFault(code, f"{op}: {msg}", traceback=traceback.format_exc())
+
+
+def _handles(v, what: str) -> list[int]:
+    if not isinstance(v, list) or not all(isinstance(h, Handle) for h in v):
+        raise RuntimeFault("E_PROTOCOL", f"batch field '{what}' must be a list of handles")
+    return [h.id for h in v]
+
+
+class Executor:
+    def __init__(self, device: torch.device, shm: bool = False):
+        self.device = device
+        self.shm = shm  # may tensors travel through /dev/shm files (same host only)
+        self.sessions = Sessions()
+        self.adoptable: dict[int, object] = {}  # objects handed over by the embedded pythonia hatch
+        self.ops_run = 0
+
+    # ---- request kinds ----
+
+    def handle(self, header: dict, buffers: list):
+        kind = header["kind"]
+        if kind == "batch":
+            return self._batch(header, buffers)
+        if kind == "ping":
+            return {"stats": self.stats()}, [], []
+        if kind == "hello":
+            s = self.sessions.open()
+            return {
+                "sid": s.sid, "minor": MINOR, "runtime": __version__, "torch": torch.__version__,
+                "device": str(self.device), "cuda": self.device.type == "cuda", "pid": os.getpid(),
+                "shm": self.shm, "ops": sorted(OPS) + ["upload", "adopt"], "stats": self.stats(),
+            }, [], []
+        if kind == "close":
+            return {"freed": self.sessions.close(header.get("sid"))}, [], []
+        if kind == "shutdown":
+            return {}, [], []
+        raise RuntimeFault("E_PROTOCOL", f"unknown kind {kind!r}")
+
+    def stats(self) -> dict:
+        return {**self.sessions.stats(), "ops_run": self.ops_run}
+
+    def _batch(self, header: dict, buffers: list):
+        sess = self.sessions.get(header.get("sid"))
+        ops = header.get("ops") or []
+        if not isinstance(ops, list):
+            raise RuntimeFault("E_PROTOCOL", "batch field 'ops' must be a list")
+        reads = _handles(header.get("reads") or [], "reads")
+        metas = _handles(header.get("meta") or [], "meta")
+        free = _handles(header.get("free") or [], "free")
+        ctx = Ctx(self.device, sess)
+        i = 0
+        try:
+            for i, rec in enumerate(ops):
+                self._run(ctx, sess, rec, buffers, i)
+            i = len(ops)
+            reply, bufs, aliases = self._reads(sess, reads, header)
+            if metas:
+                reply["meta"] = [self._meta(sess.get(h)) for h in metas]
+            reply["n"] = len(ops)
+            return reply, bufs, aliases
+        finally:
+            self.ops_run += i
+            sess.free(free)
+
+    def _run(self, ctx: Ctx, sess, rec, buffers, index: int) -> None:
+        if not isinstance(rec, dict):
+            raise RuntimeFault("E_PROTOCOL", f"op record {index} must be a map {{op, out, args, kw}}", index=index)
+        name = rec.get("op")
+        out = rec.get("out") or []
+        args = rec.get("args") or []
+        kw = rec.get("kw") or {}
+        if not isinstance(out, list) or not all(isinstance(h, Handle) for h in out) \
+                or not isinstance(args, list) or not isinstance(kw, dict):
+            raise RuntimeFault("E_PROTOCOL", f"op record {index} ({name!r}): 'out' must be a list of handles, "
+                               "'args' a list and 'kw' a map", index=index, op=str(name))
+        try:
+            result = self._call(ctx, sess, name, args, kw, buffers)
+            if isinstance(result, (tuple, list)):
+                if len(result) != len(out):
+                    raise RuntimeFault("E_ARG", f"{name}: makes {len(result)} outputs but the request names "
+                                       f"{len(out)} handles for them")
+                for h, r in zip(out, result):
+                    sess.objects[h.id] = r
+            else:
+                if len(out) != 1:
+                    raise RuntimeFault("E_ARG", f"{name}: makes 1 output but the request names {len(out)} handles")
+                sess.objects[out[0].id] = result
+        except RuntimeFault as f:
+            f.extra.setdefault("index", index)
+            f.extra.setdefault("op", str(name))
+            raise
+        except Exception as e:  # noqa: BLE001 — every failure must go back as a typed error
+            f = _classify(e, str(name)) if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError,
+                                                          MemoryError)) else \
+                RuntimeFault("E_INTERNAL", f"{name}: {type(e).__name__}: {e}", traceback=traceback.format_exc())
+            f.extra.update(index=index, op=str(name))
+            raise f from None
+
+    def _call(self, ctx: Ctx, sess, name, args, kw, buffers):
+        if name == "upload":
+            if "shm" in kw:
+                if not self.shm:
+                    raise RuntimeFault("E_ARG", "upload: shared memory is not enabled on this runtime")
+                return transfer.from_shm(kw, self.device)
+            return transfer.from_frame(kw, buffers, self.device)
+        if name == "adopt":
+            key = kw.get("key")
+            obj = self.adoptable.pop(key, None) if isinstance(key, int) else None
+            if obj is None:
+                raise RuntimeFault("E_ARG", f"adopt: no object was stashed under key {key!r}")
+            return obj.to(self.device) if isinstance(obj, (torch.Tensor, torch.nn.Module)) else obj
+        d = OPS.get(name) if isinstance(name, str) else None
+        if d is None:
+            raise RuntimeFault("E_UNKNOWN_OP", f"unknown op {name!r}: the runtime's op table has no such op")
+        bound = d.bind(args, kw, sess)
+        if d.inplace and self.before_inplace is not None:
+            for v in bound.values():
+                if isinstance(v, torch.Tensor):
+                    self.before_inplace(v)
+                    break
+        return d.fn(ctx, **bound)
+
+    before_inplace = None  # set by the server: waits until no pending send reads this memory
+
+    def _reads(self, sess, reads: list[int], header: dict):
+        out, bufs, aliases = [], [], []
+        shm = header.get("shm") if self.shm else None
+        shm_dir = shm.get("dir") if isinstance(shm, dict) else None
+        shm_min = shm.get("min", 1 << 20) if isinstance(shm, dict) else None
+        for k, h in enumerate(reads):
+            obj = sess.get(h)
+            if not isinstance(obj, torch.Tensor):
+                raise RuntimeFault("E_ARG", f"read: handle {h} holds a {type(obj).__name__}, not a tensor", handle=h)
+            name, shape, arr, alias = transfer.to_bytes(obj)
+            if shm_dir is not None and isinstance(shm_min, int) and arr.nbytes >= shm_min:
+                path = f"{shm_dir}/r{header['id']}-{k}"
+                transfer.to_shm(arr, path)
+                out.append({"dtype": name, "shape": shape, "shm": path})
+            else:
+                out.append({"dtype": name, "shape": shape, "frame": len(bufs)})
+                bufs.append(arr)
+                if alias:
+                    aliases.append(obj)
+        return ({"reads": out} if reads else {}), bufs, aliases
+
+    @staticmethod
+    def _meta(obj) -> dict:
+        if isinstance(obj, torch.Tensor):
+            return {"dtype": DTYPE_NAMES.get(obj.dtype, str(obj.dtype)), "shape": list(obj.shape),
+                    "device": str(obj.device)}
+        return {"type": type(obj).__name__}

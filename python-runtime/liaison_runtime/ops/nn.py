@@ -1,0 +1,145 @@
+"""Neural-network functions: normalisation, linear layers, losses, dropout."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import RuntimeFault
+from .registry import P, need_dim, need_float, need_rank, need_same_dtype, op
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _shape_fault(name: str, msg: str, param: str) -> RuntimeFault:
+    return RuntimeFault("E_SHAPE", f"{name}: {msg}", param=param)
+
+
+def _same_float(name: str, t, param: str, like, like_param: str = "input") -> None:
+    need_float(name, param, t)
+    need_same_dtype(name, param, t, like, like_param)
+
+
+def _softmax(name: str, fn):
+    def run(ctx, input, dim):
+        need_float(name, "input", input)
+        need_dim(name, input, dim)
+        return fn(input, dim)
+
+    run.__doc__ = f"{name}(input, dim): normalised along dim."
+    op(name, P("input", "tensor"), P("dim", "int"))(run)
+
+
+_softmax("softmax", torch.softmax)
+_softmax("log_softmax", torch.log_softmax)
+
+
+@op("layer_norm", P("input", "tensor"), P("normalized_shape", "shape"), P("weight", "tensor?", None),
+    P("bias", "tensor?", None), P("eps", "float", 1e-5))
+def layer_norm(ctx, input, normalized_shape, weight, bias, eps):
+    """layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5): over the trailing dims."""
+    need_float("layer_norm", "input", input)
+    k = len(normalized_shape)
+    if k == 0 or k > input.dim() or list(input.shape[input.dim() - k:]) != normalized_shape:
+        raise _shape_fault("layer_norm", f"'normalized_shape' {normalized_shape} must be a non-empty tail of "
+                           f"the input's shape {list(input.shape)}", "normalized_shape")
+    for t, p in ((weight, "weight"), (bias, "bias")):
+        if t is not None:
+            _same_float("layer_norm", t, p, input)
+            if list(t.shape) != normalized_shape:
+                raise _shape_fault("layer_norm", f"'{p}' has shape {list(t.shape)}, expected "
+                                                 f"{normalized_shape}", p)
+    return F.layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+@op("linear", P("input", "tensor"), P("weight", "tensor"), P("bias", "tensor?", None))
+def linear(ctx, input, weight, bias):
+    """linear(input, weight, bias=None): input (..., in) @ weight (out, in)^T + bias (out,)."""
+    need_float("linear", "input", input)
+    _same_float("linear", weight, "weight", input)
+    need_rank("linear", "input", input, 1, max(input.dim(), 1))
+    need_rank("linear", "weight", weight, 2)
+    if input.shape[-1] != weight.shape[1]:
+        raise _shape_fault("linear", f"'input' {list(input.shape)} has {input.shape[-1]} features but "
+                                     "'weight' "
+                           f"{list(weight.shape)} expects {weight.shape[1]}", "weight")
+    if bias is not None:
+        _same_float("linear", bias, "bias", input)
+        if list(bias.shape) != [weight.shape[0]]:
+            raise _shape_fault("linear", f"'bias' has shape {list(bias.shape)}, expected "
+                                         f"[{weight.shape[0]}]", "bias")
+    return F.linear(input, weight, bias)
+
+
+@op("cross_entropy", P("input", "tensor"), P("target", "tensor"), P("weight", "tensor?", None),
+    P("ignore_index", "int", -100), P("reduction", "str", "mean", choices=_REDUCTIONS),
+    P("label_smoothing", "float", 0.0))
+def cross_entropy(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
+    """cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0):
+    input (N, C, ...) logits; target (N, ...) class indices or (N, C, ...) probabilities."""
+    name = "cross_entropy"
+    need_float(name, "input", input)
+    need_rank(name, "input", input, 1, max(input.dim(), 1))
+    c_dim = 1 if input.dim() >= 2 else 0
+    classes = input.shape[c_dim]
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeFault("E_ARG", f"{name}: 'label_smoothing' must be in [0, 1], got {label_smoothing}",
+                           param="label_smoothing")
+    if weight is not None:
+        _same_float(name, weight, "weight", input)
+        if list(weight.shape) != [classes]:
+            raise _shape_fault(name, f"'weight' has shape {list(weight.shape)}, expected "
+                                     f"[{classes}]", "weight")
+    if target.is_floating_point():
+        _same_float(name, target, "target", input)
+        if target.shape != input.shape:
+            raise _shape_fault(name, f"probability 'target' {list(target.shape)} must match 'input' "
+                               f"{list(input.shape)}", "target")
+        return F.cross_entropy(input, target, weight, reduction=reduction, label_smoothing=label_smoothing)
+    want = list(input.shape[:c_dim]) + list(input.shape[c_dim + 1:])
+    if list(target.shape) != want:
+        raise _shape_fault(name, f"class-index 'target' has shape {list(target.shape)}, expected {want} for "
+                           f"'input' {list(input.shape)}", "target")
+    if target.dtype not in (torch.int64, torch.int32, torch.uint8):
+        raise RuntimeFault("E_DTYPE", f"{name}: 'target' must hold class indices (i64/i32/u8) or "
+                                      "probabilities "
+                           f"(a float tensor), got {target.dtype}", param="target")
+    target = target.long()
+    # An out-of-range class is a device-side assert on CUDA; refuse it here.
+    kept = target[target != ignore_index]
+    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= classes):
+        raise _shape_fault(name, f"'target' holds classes from {int(kept.min())} to {int(kept.max())}, "
+                                 "outside "
+                           f"[0, {classes}) (ignore_index {ignore_index} aside)", "target")
+    return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                           label_smoothing=label_smoothing)
+
+
+@op("mse_loss", P("input", "tensor"), P("target", "tensor"),
+    P("reduction", "str", "mean", choices=_REDUCTIONS))
+def mse_loss(ctx, input, target, reduction):
+    """mse_loss(input, target, reduction='mean'): squared error; shapes must be equal."""
+    need_float("mse_loss", "input", input)
+    _same_float("mse_loss", target, "target", input)
+    # torch would broadcast with only a warning; a shape mismatch here is almost always a bug.
+    if target.shape != input.shape:
+        raise _shape_fault("mse_loss", f"'target' {list(target.shape)} must have the shape of 'input' "
+                           f"{list(input.shape)}", "target")
+    return F.mse_loss(input, target, reduction=reduction)
+
+
+@op("dropout", P("input", "tensor"), P("p", "float", 0.5), P("training", "bool", True),
+    P("seed", "int?", None))
+def dropout(ctx, input, p, training, seed):
+    """dropout(input, p=0.5, training=True, seed=None): zero each entry with probability p, scale the
+    rest by 1/(1-p); seeded like the random ops."""
+    need_float("dropout", "input", input)
+    if not 0.0 <= p <= 1.0:
+        raise RuntimeFault("E_ARG", f"dropout: 'p' must be in [0, 1], got {p}", param="p")
+    if not training or p == 0.0:
+        return input.clone()
+    if p == 1.0:
+        return torch.zeros_like(input)
+    # F.dropout takes no generator, so the mask is drawn here from the session's (or the seed's) stream.
+    keep = torch.empty_like(input).bernoulli_(1.0 - p, generator=ctx.generator(seed))
+    return input * keep / (1.0 - p)

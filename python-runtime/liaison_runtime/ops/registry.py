@@ -1,0 +1,338 @@
+"""The op table: every tensor op the runtime will run, with its signature.
+
+An op is a plain function registered with `@op(name, *params)`. The registry binds the
+wire arguments (positional `args` + keyword `kw`) to the declared params and checks each
+one before the function runs, so an op body never sees a handle, a wrong kind or a
+missing argument. Errors name the op and the parameter.
+
+Nothing else runs: there is no pickle, no eval, no attribute lookup by name — a name that
+is not in OPS is refused with E_UNKNOWN_OP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import RuntimeFault
+from ..protocol import Handle
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16,
+    "i32": torch.int32, "i64": torch.int64, "u8": torch.uint8, "bool": torch.bool,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
+FLOATS = frozenset({torch.float32, torch.float64, torch.float16, torch.bfloat16})
+
+_MISSING = object()
+
+
+class Ctx:
+    """What an op may use besides its arguments: the device and the session's RNG."""
+
+    __slots__ = ("device", "session")
+
+    def __init__(self, device: torch.device, session):
+        self.device = device
+        self.session = session
+
+    def generator(self, seed):
+        """A generator for a seeded op, or the session's own stream when seed is None."""
+        if seed is None:
+            return self.session.generator(self.device)
+        g = torch.Generator(device=self.device)
+        g.manual_seed(seed)
+        return g
+
+
+def _fail(op: str, param: str, what: str, got) -> RuntimeFault:
+    return RuntimeFault("E_ARG", f"{op}: argument '{param}' must be {what}, got {_describe(got)}",
+                        param=param)
+
+
+def _describe(v) -> str:
+    if isinstance(v, Handle):
+        return f"tensor handle {v.id}"
+    if isinstance(v, (list, tuple)):
+        return f"a list of {len(v)}"
+    return f"{type(v).__name__} {v!r}"[:80]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# ---- checkers: (op, param, value, store) -> converted value, or raise RuntimeFault ----
+
+def _deref(op, p, h: Handle, store) -> torch.Tensor:
+    try:
+        t = store.get(h.id)
+    except RuntimeFault as f:
+        # The store's message knows the handle but not which op argument named it.
+        raise RuntimeFault(f.code, f"{op}: argument '{p}': {f.message}", param=p, **f.extra) from None
+    if type(t) is torch.Tensor or isinstance(t, torch.Tensor):
+        return t
+    raise RuntimeFault("E_ARG", f"{op}: argument '{p}' must be a tensor; handle {h.id} holds a "
+                       f"{type(t).__name__}", param=p)
+
+
+def _tensor(op, p, v, store):
+    if isinstance(v, Handle):
+        return _deref(op, p, v, store)
+    raise _fail(op, p, "a tensor", v)
+
+
+def _scalar(op, p, v, store):
+    if isinstance(v, (int, float, bool)):
+        return v
+    raise _fail(op, p, "a number or bool", v)
+
+
+def _tensor_or_scalar(op, p, v, store):
+    if isinstance(v, Handle):
+        return _deref(op, p, v, store)
+    if isinstance(v, (int, float, bool)):
+        return v
+    raise _fail(op, p, "a tensor or a number", v)
+
+
+def _int(op, p, v, store):
+    if _is_int(v):
+        return v
+    raise _fail(op, p, "an integer", v)
+
+
+def _float(op, p, v, store):
+    if _is_num(v):
+        return float(v)
+    raise _fail(op, p, "a number", v)
+
+
+def _bool(op, p, v, store):
+    if isinstance(v, bool):
+        return v
+    raise _fail(op, p, "true or false", v)
+
+
+def _str(op, p, v, store):
+    if isinstance(v, str):
+        return v
+    raise _fail(op, p, "a string", v)
+
+
+def _ints(op, p, v, store):
+    """A list of ints; a single int is taken as a list of one (dims, shapes)."""
+    if _is_int(v):
+        return [v]
+    if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v):
+        return list(v)
+    raise _fail(op, p, "an integer or a list of integers", v)
+
+
+def _int_or_ints(op, p, v, store):
+    """An int kept as an int, or a list of ints kept as a list (split sizes vs sections)."""
+    if _is_int(v):
+        return v
+    if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v):
+        return list(v)
+    raise _fail(op, p, "an integer or a list of integers", v)
+
+
+def _shape(op, p, v, store):
+    if isinstance(v, (list, tuple)) and all(_is_int(x) and x >= 0 for x in v):
+        return list(v)
+    raise _fail(op, p, "a shape (a list of non-negative integers)", v)
+
+
+def _tensors(op, p, v, store):
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, Handle) for x in v):
+        return [_deref(op, p, x, store) for x in v]
+    raise _fail(op, p, "a non-empty list of tensors", v)
+
+
+def _dtype(op, p, v, store):
+    if isinstance(v, str) and v in TORCH_DTYPES:
+        return TORCH_DTYPES[v]
+    raise _fail(op, p, f"a dtype name ({', '.join(TORCH_DTYPES)})", v)
+
+
+def _object(op, p, v, store):
+    if isinstance(v, Handle):
+        return store.get(v.id)
+    raise _fail(op, p, "a handle", v)
+
+
+def _any(op, p, v, store):
+    return v
+
+
+CHECKERS: dict[str, Callable] = {
+    "tensor": _tensor, "scalar": _scalar, "tensor|scalar": _tensor_or_scalar, "int": _int,
+    "float": _float, "bool": _bool, "str": _str, "ints": _ints, "int|ints": _int_or_ints, "shape": _shape,
+    "tensors": _tensors, "dtype": _dtype, "object": _object, "any": _any,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter. `kind` is a key of CHECKERS, optionally ending in '?'
+    (None is then allowed). `choices` limits a str param to a set of values."""
+
+    name: str
+    kind: str
+    default: Any = _MISSING
+    choices: tuple | None = None
+
+
+def P(name: str, kind: str, default: Any = _MISSING, choices: tuple | None = None) -> Param:
+    base = kind.rstrip("?")
+    if base not in CHECKERS:
+        raise ValueError(f"unknown param kind {kind!r}")
+    return Param(name, kind, default, choices)
+
+
+@dataclass
+class OpDef:
+    name: str
+    fn: Callable
+    params: tuple[Param, ...]
+    outputs: int  # how many tensors the op returns; -1: a list whose length the caller says
+    inplace: bool  # writes into its first tensor argument (the runtime then waits for sends)
+    doc: str
+    _plan: tuple = ()
+
+    def __post_init__(self):
+        self._plan = tuple(
+            (p.name, CHECKERS[p.kind.rstrip("?")], p.kind.endswith("?"), p.default, p.choices)
+            for p in self.params
+        )
+
+    def bind(self, args: list, kw: dict, store) -> dict:
+        """Wire args -> checked keyword arguments for fn."""
+        plan = self._plan
+        if len(args) > len(plan):
+            raise RuntimeFault("E_ARG", f"{self.name}: takes at most {len(plan)} arguments, got {len(args)}")
+        out = {}
+        for i, (name, check, optional, default, choices) in enumerate(plan):
+            if i < len(args):
+                v = args[i]
+                if kw and name in kw:
+                    raise RuntimeFault("E_ARG", f"{self.name}: argument '{name}' given twice", param=name)
+            elif kw and name in kw:
+                v = kw[name]
+            elif default is not _MISSING:
+                out[name] = default
+                continue
+            else:
+                raise RuntimeFault("E_ARG", f"{self.name}: missing argument '{name}'", param=name)
+            if v is None and optional:
+                out[name] = None
+                continue
+            v = check(self.name, name, v, store)
+            if choices is not None and v not in choices:
+                raise RuntimeFault("E_ARG", f"{self.name}: argument '{name}' must be one of "
+                                   f"{', '.join(map(str, choices))}; got {v!r}", param=name)
+            out[name] = v
+        if kw:
+            extra = [k for k in kw if k not in out]
+            if extra:
+                raise RuntimeFault("E_ARG", f"{self.name}: unexpected argument '{extra[0]}'", param=extra[0])
+        return out
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def op(name: str, *params: Param, outputs: int = 1, inplace: bool = False):
+    """Register `fn(ctx, **bound)` under `name`. fn returns a tensor, or a tuple/list of
+    tensors when outputs != 1."""
+
+    def deco(fn):
+        if name in OPS:
+            raise ValueError(f"op {name!r} registered twice")
+        OPS[name] = OpDef(name, fn, tuple(params), outputs, inplace, (fn.__doc__ or "").strip())
+        return fn
+
+    return deco
+
+
+# ---- shared checks that ops call; each raises the right code with a clear message ----
+
+def need_float(op_name: str, param: str, t: torch.Tensor) -> None:
+    if t.dtype not in FLOATS:
+        raise RuntimeFault("E_DTYPE", f"{op_name}: '{param}' must be a floating-point tensor, "
+                           f"got {DTYPE_NAMES.get(t.dtype, str(t.dtype))}", param=param)
+
+
+def need_dtype(op_name: str, param: str, t: torch.Tensor, allowed: frozenset) -> None:
+    if t.dtype not in allowed:
+        names = ", ".join(sorted(DTYPE_NAMES[d] for d in allowed))
+        raise RuntimeFault("E_DTYPE", f"{op_name}: '{param}' must have dtype {names}, "
+                           f"got {DTYPE_NAMES.get(t.dtype, str(t.dtype))}", param=param)
+
+
+def need_rank(op_name: str, param: str, t: torch.Tensor, lo: int, hi: int | None = None) -> None:
+    hi = lo if hi is None else hi
+    if not lo <= t.dim() <= hi:
+        want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise RuntimeFault("E_SHAPE", f"{op_name}: '{param}' must have {want} dimensions, got shape "
+                           f"{list(t.shape)}", param=param)
+
+
+def need_broadcast(op_name: str, *shapes) -> None:
+    try:
+        torch.broadcast_shapes(*shapes)
+    except RuntimeError:
+        raise RuntimeFault("E_SHAPE", f"{op_name}: shapes {' and '.join(str(list(s)) for s in shapes)} "
+                           "do not broadcast") from None
+
+
+def need_dim(op_name: str, t: torch.Tensor, dim: int, param: str = "dim") -> None:
+    n = max(t.dim(), 1)
+    if not -n <= dim < n:
+        raise RuntimeFault("E_SHAPE", f"{op_name}: {param}={dim} is out of range for a tensor of shape "
+                           f"{list(t.shape)}", param=param)
+
+
+def need_dims(op_name: str, t: torch.Tensor, dims, param: str = "dim") -> tuple[int, ...]:
+    """Checks each dim and returns them normalized (non-negative); a repeat is refused."""
+    out = []
+    for d in dims:
+        need_dim(op_name, t, d, param)
+        out.append(d % max(t.dim(), 1))
+    if len(set(out)) != len(out):
+        raise RuntimeFault("E_ARG", f"{op_name}: '{param}' names a dimension twice: {list(dims)}",
+                           param=param)
+    return tuple(out)
+
+
+def need_same_dtype(op_name: str, param: str, t: torch.Tensor, like: torch.Tensor, like_param: str) -> None:
+    if t.dtype != like.dtype:
+        raise RuntimeFault("E_DTYPE", f"{op_name}: '{param}' ({DTYPE_NAMES.get(t.dtype, t.dtype)}) must "
+                                      "have the "
+                           f"same dtype as '{like_param}' "
+                           f"({DTYPE_NAMES.get(like.dtype, like.dtype)})", param=param)
+
+
+_INDEX_DTYPES = frozenset({torch.int64, torch.int32})
+
+
+def need_index(op_name: str, param: str, t: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """An index tensor as int64. With `size`, values must lie in [0, size): an out-of-range
+    index is a device-side assert on CUDA, which poisons the whole context, so it is
+    refused here at the cost of one sync."""
+    need_dtype(op_name, param, t, _INDEX_DTYPES)
+    t = t.long()
+    if size is not None and t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= size:
+            raise RuntimeFault("E_SHAPE", f"{op_name}: '{param}' holds indices from {lo} to {hi}, outside "
+                               f"[0, {size})", param=param)
+    return t

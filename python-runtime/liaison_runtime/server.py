@@ -1,0 +1,200 @@
+"""The runtime's ZeroMQ server: one ROUTER socket, one loop, every reply accounted for.
+
+ROUTER_MANDATORY is set: without it libzmq silently drops a reply to a peer whose pipe is
+full, and the client waits forever for it. A reply to a peer that has gone is dropped with
+a log line instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+import time
+from urllib.parse import urlparse
+
+import torch
+import zmq
+
+from .errors import RuntimeFault
+from .executor import Executor
+from .protocol import ReplayGuard, decode, encode, unpack
+
+log = logging.getLogger("liaison_runtime")
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """LIAISON_DEVICE or the argument wins; otherwise CUDA when present, else CPU."""
+    req = requested or os.environ.get("LIAISON_DEVICE") or ""
+    if req:
+        dev = torch.device(req)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit(f"liaison-runtime: device {req!r} requested but CUDA is not available here")
+        return dev
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_endpoint(endpoint: str, key: bytes | None, allow_remote: bool) -> None:
+    u = urlparse(endpoint)
+    if u.scheme == "tcp":
+        if not key:
+            raise SystemExit("liaison-runtime: a tcp:// endpoint needs a key (LIAISON_KEY or --key-file); "
+                             "every message on tcp is signed")
+        host = (u.hostname or "").strip("[]")
+        loop = host in LOOPBACK_NAMES
+        if not loop:
+            try:
+                loop = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loop = False
+        if not loop and not allow_remote:
+            raise SystemExit(f"liaison-runtime: refusing to bind {endpoint}: not a loopback address. "
+                             "Pass --allow-remote to accept connections from other machines.")
+    elif u.scheme not in ("ipc", "inproc"):
+        raise SystemExit(f"liaison-runtime: endpoint must be ipc://, tcp:// or inproc://, got {endpoint!r}")
+
+
+class Server:
+    def __init__(self, endpoint: str, key: bytes | None = None, device: torch.device | None = None,
+                 parent_pid: int | None = None, allow_remote: bool = False, context: zmq.Context | None = None):
+        check_endpoint(endpoint, key, allow_remote)
+        self.endpoint = endpoint
+        self.key = key or None
+        self.guard = ReplayGuard() if self.key else None
+        self.device = device or pick_device()
+        self.parent_pid = parent_pid
+        self.exec = Executor(self.device, shm=endpoint.startswith("ipc://") and os.path.isdir("/dev/shm"))
+        self.exec.before_inplace = self._wait_sends
+        self._pending_sends: dict[int, zmq.MessageTracker] = {}
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.sock.setsockopt(zmq.SNDTIMEO, 30_000)  # a peer that stops reading for 30 s loses replies
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if endpoint.startswith("tcp://"):
+            self.sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
+            self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10_000)
+        self.sock.bind(endpoint)
+        self.bound = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._running = False
+
+    # ---- the loop ----
+
+    def serve_forever(self) -> None:
+        self._running = True
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        sock = self.sock
+        try:
+            while self._running:
+                if not poller.poll(1000):
+                    if self._parent_gone():
+                        log.info("parent process %s is gone; shutting down", self.parent_pid)
+                        break
+                    continue
+                # drain what is there before polling again: one poll per burst, not per message
+                for _ in range(1024):
+                    try:
+                        msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._on_message(msg)
+                    if not self._running:
+                        break
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._running = False
+
+    def close(self) -> None:
+        if not self.sock.closed:
+            self.sock.close(linger=0)
+        if self.endpoint.startswith("ipc://"):
+            # the launcher's private folder: leave nothing behind even if our parent died
+            path = self.endpoint[len("ipc://"):]
+            for rm in (os.unlink, lambda p: os.rmdir(os.path.dirname(p))):
+                try:
+                    rm(path)
+                except OSError:
+                    pass
+
+    def _parent_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    # ---- one message ----
+
+    def _on_message(self, msg: list) -> None:
+        if len(msg) < 1:
+            return
+        ident, frames = msg[0].bytes, msg[1:]
+        rid = None
+        try:
+            header, buffers = decode(frames, self.key, self.guard)
+            rid = header["id"]
+            reply, bufs, aliases = self.exec.handle(header, buffers)
+            reply["v"], reply["id"], reply["ok"] = 1, rid, True
+            self._send(ident, reply, bufs, aliases)
+            if header["kind"] == "shutdown":
+                self._running = False
+        except RuntimeFault as f:
+            self._send_error(ident, rid if rid is not None else _peek_id(frames), f)
+        except Exception as e:  # noqa: BLE001 — the loop must survive anything a message does
+            log.exception("internal error")
+            import traceback
+            self._send_error(ident, rid, RuntimeFault("E_INTERNAL", f"{type(e).__name__}: {e}",
+                                                      traceback=traceback.format_exc()))
+
+    def _send_error(self, ident: bytes, rid, fault: RuntimeFault) -> None:
+        self._send(ident, {"v": 1, "id": rid, "ok": False, "error": fault.to_wire()}, [], [])
+
+    def _send(self, ident: bytes, header: dict, bufs: list, aliases: list) -> None:
+        if self.key:
+            header["ts"] = time.time() * 1000.0
+        frames = encode(header, bufs, self.key)
+        big_alias = aliases and any(b.nbytes >= zmq.COPY_THRESHOLD for b in bufs)
+        try:
+            tracker = self.sock.send_multipart([ident, *frames], copy=False, track=bool(big_alias))
+        except zmq.ZMQError as e:
+            # EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: it stopped reading.
+            log.warning("reply %s dropped: %s", header.get("id"), e)
+            return
+        if big_alias and tracker is not None and not tracker.done:
+            for t in aliases:
+                self._pending_sends[t.untyped_storage().data_ptr()] = tracker
+
+    def _wait_sends(self, t: torch.Tensor) -> None:
+        """Before an in-place write: wait until libzmq has finished sending that memory."""
+        if not self._pending_sends:
+            return
+        ptr = t.untyped_storage().data_ptr() if t.device.type == "cpu" else None
+        tr = self._pending_sends.pop(ptr, None)
+        if tr is not None and not tr.done:
+            tr.wait(timeout=30)
+        if len(self._pending_sends) > 64:
+            self._pending_sends = {p: x for p, x in self._pending_sends.items() if not x.done}
+
+
+def _peek_id(frames) -> int | None:
+    """Best effort, for error replies: the id of a message that failed its checks."""
+    try:
+        h = unpack(frames[1])
+        rid = h.get("id") if isinstance(h, dict) else None
+        return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def ready_line(server: Server) -> str:
+    import json
+
+    from . import __version__
+    return "LIAISON_READY " + json.dumps({
+        "endpoint": server.bound, "device": str(server.device), "pid": os.getpid(),
+        "runtime": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+    })

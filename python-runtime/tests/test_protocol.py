@@ -1,0 +1,92 @@
+"""The Python half of the protocol conformance kit (the vitest suite does the same)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liaison_runtime.errors import ERROR_CODES, RuntimeFault
+from liaison_runtime.protocol import MINOR, VERSION, Handle, ReplayGuard, decode, encode, pack, signature, unpack
+
+VECTORS = json.loads((Path(__file__).parents[2] / "test" / "protocol" / "vectors.json").read_text())
+
+
+def from_json(v):
+    if isinstance(v, dict):
+        if "$handle" in v:
+            return Handle(v["$handle"])
+        return {k: from_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [from_json(x) for x in v]
+    return v
+
+
+def test_version_and_error_table():
+    assert VECTORS["protocol"] == f"{VERSION}.{MINOR}"
+    assert list(ERROR_CODES) == VECTORS["error_codes"]
+
+
+@pytest.mark.parametrize("vec", VECTORS["vectors"], ids=lambda v: v["name"])
+def test_vector_roundtrip(vec):
+    key = vec["key"].encode() if vec["key"] else None
+    frames = [bytes.fromhex(f) for f in vec["frames"]]
+    header = from_json(vec["header"])
+    if "kind" in header:  # requests go through the runtime's full decoder
+        got, bufs = decode(frames, key, None)
+        assert got == header
+        assert [bytes(b).hex() for b in bufs] == vec["buffers"]
+    else:
+        assert unpack(frames[1]) == header
+    again = encode(header, [bytes.fromhex(b) for b in vec["buffers"]], key)
+    assert [bytes(f).hex() for f in again] == vec["frames"]
+
+
+def _signed(header, key=b"k", bufs=()):
+    return encode(header, list(bufs), key)
+
+
+def test_signature_checks():
+    import time
+    key = b"k"
+    h = {"v": 1, "id": 1, "kind": "ping", "ts": time.time() * 1000}
+    frames = _signed(h, key)
+    guard = ReplayGuard()
+    assert decode(frames, key, guard)[0]["id"] == 1
+    with pytest.raises(RuntimeFault) as e:
+        decode(frames, key, guard)
+    assert e.value.code == "E_REPLAY"
+    with pytest.raises(RuntimeFault) as e:
+        decode([b"", *frames[1:]], key, guard)
+    assert e.value.code == "E_AUTH" and "not signed" in e.value.message
+    with pytest.raises(RuntimeFault) as e:
+        decode(_signed(h, b"other"), key, guard)
+    assert e.value.code == "E_AUTH" and "wrong signature" in e.value.message
+    old = {"v": 1, "id": 2, "kind": "ping", "ts": time.time() * 1000 - 3_600_000}
+    with pytest.raises(RuntimeFault) as e:
+        decode(_signed(old, key), key, guard)
+    assert e.value.code == "E_AUTH" and "window" in e.value.message
+
+
+def test_length_prefix():
+    assert signature(b"k", [b"ab", b"c"]) != signature(b"k", [b"a", b"bc"])
+
+
+@pytest.mark.parametrize("frames,code", [
+    ([b""], "E_PROTOCOL"),
+    ([b"", b"\xc1"], "E_PROTOCOL"),
+    ([b"", pack([1, 2])], "E_PROTOCOL"),
+    ([b"", pack({"id": 1, "kind": "ping"})], "E_PROTOCOL"),
+    ([b"", pack({"v": 2, "id": 1, "kind": "ping"})], "E_VERSION"),
+    ([b"", pack({"v": 1, "id": -1, "kind": "ping"})], "E_PROTOCOL"),
+    ([b"", pack({"v": 1, "id": 1, "kind": "exec"})], "E_PROTOCOL"),
+    ([b"", b"\xc7\x01\x05x"], "E_PROTOCOL"),  # unknown ext type
+])
+def test_malformed(frames, code):
+    with pytest.raises(RuntimeFault) as e:
+        decode(frames)
+    assert e.value.code == code
+
+
+def test_unknown_fields_are_tolerated():
+    h, _ = decode(encode({"v": 1, "id": 1, "kind": "ping", "future_field": {"x": 1}}))
+    assert h["future_field"] == {"x": 1}
