@@ -17,7 +17,7 @@ from . import __version__, transfer
 from .errors import RuntimeFault
 from .ops import OPS
 from .ops.registry import DTYPE_NAMES, Ctx
-from .protocol import MINOR, VERSION, Handle
+from .protocol import MINOR, Handle
 from .session import Sessions
 
 _SHAPE_HINTS = re.compile(r"shape|size mismatch|must match the size|dimension|cannot be multiplied|"
@@ -36,6 +36,15 @@ def _classify(e: Exception, op: str) -> RuntimeFault:
     else:
         code = "E_OP_FAILED"
     return RuntimeFault(code, f"{op}: {msg}", traceback=traceback.format_exc())
+
+
+_EMPTY: dict = {}
+
+
+def _well_formed(rec: dict) -> bool:
+    out, args, kw = rec.get("out"), rec.get("args"), rec.get("kw")
+    return (isinstance(rec.get("op"), str) and isinstance(out, list) and all(type(h) is Handle for h in out)
+            and (args is None or isinstance(args, list)) and (kw is None or isinstance(kw, dict)))
 
 
 def _handles(v, what: str) -> list[int]:
@@ -100,38 +109,52 @@ class Executor:
             sess.free(free)
 
     def _run(self, ctx: Ctx, sess, rec, buffers, index: int) -> None:
-        if not isinstance(rec, dict):
-            raise RuntimeFault("E_PROTOCOL", f"op record {index} must be a map {{op, out, args, kw}}", index=index)
-        name = rec.get("op")
-        out = rec.get("out") or []
-        args = rec.get("args") or []
-        kw = rec.get("kw") or {}
-        if not isinstance(out, list) or not all(isinstance(h, Handle) for h in out) \
-                or not isinstance(args, list) or not isinstance(kw, dict):
-            raise RuntimeFault("E_PROTOCOL", f"op record {index} ({name!r}): 'out' must be a list of handles, "
-                               "'args' a list and 'kw' a map", index=index, op=str(name))
+        # The hot path: one call per op. Field checks happen where the values are used, and
+        # a malformed record surfaces as the KeyError/TypeError/AttributeError it causes.
+        name = None
         try:
-            result = self._call(ctx, sess, name, args, kw, buffers)
-            if isinstance(result, (tuple, list)):
+            name = rec["op"]
+            out = rec["out"]
+            result = self._call(ctx, sess, name, rec.get("args") or (), rec.get("kw") or _EMPTY, buffers)
+            objects = sess.objects
+            if type(result) is tuple or type(result) is list:
                 if len(result) != len(out):
                     raise RuntimeFault("E_ARG", f"{name}: makes {len(result)} outputs but the request names "
                                        f"{len(out)} handles for them")
-                for h, r in zip(out, result):
-                    sess.objects[h.id] = r
+                for h, r in zip(out, result, strict=True):
+                    objects[h.id] = r
             else:
                 if len(out) != 1:
                     raise RuntimeFault("E_ARG", f"{name}: makes 1 output but the request names {len(out)} handles")
-                sess.objects[out[0].id] = result
+                h = out[0]
+                if type(h) is not Handle:
+                    raise AttributeError("out")
+                objects[h.id] = result
         except RuntimeFault as f:
             f.extra.setdefault("index", index)
             f.extra.setdefault("op", str(name))
             raise
+        except (KeyError, AttributeError) as e:
+            if isinstance(rec, dict) and (name is None or not _well_formed(rec)):
+                raise RuntimeFault("E_PROTOCOL", f"op record {index} ({name!r}) must be a map {{op: str, "
+                                   "out: [handles], args: [...], kw: {...}}", index=index, op=str(name)) from None
+            raise self._wrap(e, name, index) from None
+        except TypeError as e:
+            if not isinstance(rec, dict) or not _well_formed(rec):
+                raise RuntimeFault("E_PROTOCOL", f"op record {index} must be a map {{op: str, out: [handles], "
+                                   "args: [...], kw: {...}}", index=index, op=str(name)) from None
+            raise self._wrap(e, name, index) from None
         except Exception as e:  # noqa: BLE001 — every failure must go back as a typed error
-            f = _classify(e, str(name)) if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError,
-                                                          MemoryError)) else \
-                RuntimeFault("E_INTERNAL", f"{name}: {type(e).__name__}: {e}", traceback=traceback.format_exc())
-            f.extra.update(index=index, op=str(name))
-            raise f from None
+            raise self._wrap(e, name, index) from None
+
+    @staticmethod
+    def _wrap(e: Exception, name, index: int) -> RuntimeFault:
+        if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError, MemoryError)):
+            f = _classify(e, str(name))
+        else:
+            f = RuntimeFault("E_INTERNAL", f"{name}: {type(e).__name__}: {e}", traceback=traceback.format_exc())
+        f.extra.update(index=index, op=str(name))
+        return f
 
     def _call(self, ctx: Ctx, sess, name, args, kw, buffers):
         if name == "upload":
@@ -146,9 +169,11 @@ class Executor:
             if obj is None:
                 raise RuntimeFault("E_ARG", f"adopt: no object was stashed under key {key!r}")
             return obj.to(self.device) if isinstance(obj, (torch.Tensor, torch.nn.Module)) else obj
-        d = OPS.get(name) if isinstance(name, str) else None
+        d = OPS.get(name) if type(name) is str else None
         if d is None:
             raise RuntimeFault("E_UNKNOWN_OP", f"unknown op {name!r}: the runtime's op table has no such op")
+        if type(args) is not list and args != () or type(kw) is not dict:
+            raise TypeError("args/kw")
         bound = d.bind(args, kw, sess)
         if d.inplace and self.before_inplace is not None:
             for v in bound.values():

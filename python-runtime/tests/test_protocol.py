@@ -6,7 +6,17 @@ from pathlib import Path
 import pytest
 
 from liaison_runtime.errors import ERROR_CODES, RuntimeFault
-from liaison_runtime.protocol import MINOR, VERSION, Handle, ReplayGuard, decode, encode, pack, signature, unpack
+from liaison_runtime.protocol import (
+    MINOR,
+    VERSION,
+    Handle,
+    ReplayGuard,
+    decode,
+    encode,
+    pack,
+    signature,
+    unpack,
+)
 
 VECTORS = json.loads((Path(__file__).parents[2] / "test" / "protocol" / "vectors.json").read_text())
 

@@ -13,7 +13,8 @@ def _shape(v):
 
 def _binary(name: str, fn, floats_only: bool = False):
     def run(ctx, input, other):
-        need_broadcast(name, input.shape, _shape(other))
+        if isinstance(other, torch.Tensor):
+            need_broadcast(name, input.shape, other.shape, param="other")
         if floats_only:
             need_float(name, "input", input)
         return fn(input, other)
@@ -75,5 +76,5 @@ def where(ctx, condition, input, other):
         from ..errors import RuntimeFault
         raise RuntimeFault("E_DTYPE", f"where: 'condition' must be a bool tensor, got {condition.dtype}",
                            param="condition")
-    need_broadcast("where", condition.shape, _shape(input), _shape(other))
+    need_broadcast("where", condition.shape, _shape(input), _shape(other), param="other")
     return torch.where(condition, input, other)

@@ -26,7 +26,7 @@ def _size(t: torch.Tensor, dim: int) -> int:
 def _mask(name: str, input: torch.Tensor, mask: torch.Tensor) -> None:
     """mask is bool and broadcasts to input's own shape."""
     need_dtype(name, "mask", mask, _BOOL)
-    need_broadcast(name, input.shape, mask.shape)
+    need_broadcast(name, input.shape, mask.shape, param="mask")
     if torch.broadcast_shapes(input.shape, mask.shape) != input.shape:
         raise _shape_fault(name, f"'mask' {list(mask.shape)} would grow 'input' {list(input.shape)}", "mask")
 
@@ -39,8 +39,7 @@ def _like_input(name: str, input, dim: int, index, src=None) -> None:
                            f"{list(input.shape)}", "index")
     if src is not None and src.dim() != index.dim():
         raise _shape_fault(name, f"'src' {list(src.shape)} must have as many dims as 'index' "
-                                 f"{list(index.shape)}",
-                           "src")
+                           f"{list(index.shape)}", "src")
     d = dim % max(input.dim(), 1)
     for k in range(index.dim()):
         for other, pname in ((input, "input"), (src, "src")):
@@ -111,7 +110,7 @@ def masked_fill(ctx, input, mask, value):
 def masked_select(ctx, input, mask):
     """masked_select(input, mask): 1-D tensor of the entries where mask (broadcast) is true."""
     need_dtype("masked_select", "mask", mask, _BOOL)
-    need_broadcast("masked_select", input.shape, mask.shape)
+    need_broadcast("masked_select", input.shape, mask.shape, param="mask")
     return torch.masked_select(input, mask)
 
 
@@ -123,12 +122,11 @@ def take_along_dim(ctx, input, indices, dim):
     need_dim("take_along_dim", input, dim)
     indices = need_index("take_along_dim", "indices", indices, _size(input, dim))
     if indices.dim() != input.dim():
-        raise _shape_fault("take_along_dim", f"'indices' {list(indices.shape)} must have as many dims as "
-                                             "'input' "
-                           f"{list(input.shape)}", "indices")
+        raise _shape_fault("take_along_dim", f"'indices' {list(indices.shape)} must have as many dims "
+                           f"as 'input' {list(input.shape)}", "indices")
     d = dim % max(input.dim(), 1)
     rest = [list(t.shape[:d]) + list(t.shape[d + 1:]) for t in (input, indices)]
-    need_broadcast("take_along_dim", *rest)
+    need_broadcast("take_along_dim", *rest, param="indices")
     return torch.take_along_dim(input, indices, dim)
 
 

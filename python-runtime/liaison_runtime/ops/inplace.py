@@ -29,12 +29,11 @@ def _writable(name: str, input: torch.Tensor) -> None:
 def _fits(name: str, input: torch.Tensor, *operands) -> None:
     """operands: (param, tensor-or-number) pairs that must broadcast to input's shape."""
     shapes = [(p, v.shape) for p, v in operands if isinstance(v, torch.Tensor)]
-    need_broadcast(name, input.shape, *(s for _, s in shapes))
     for p, s in shapes:
+        need_broadcast(name, input.shape, s, param=p)
         if torch.broadcast_shapes(input.shape, s) != input.shape:
             raise RuntimeFault("E_SHAPE", f"{name}: '{p}' {list(s)} does not broadcast to the shape of "
-                                          "'input' "
-                               f"{list(input.shape)} (an in-place op cannot grow its input)", param=p)
+                               f"'input' {list(input.shape)} (an in-place op cannot grow its input)", param=p)
 
 
 def _castable(name: str, input: torch.Tensor, param: str, other) -> None:
@@ -181,15 +180,13 @@ def index_copy_(ctx, input, dim, index, source):
     size = input.shape[dim] if input.dim() else 1
     index = need_index(name, "index", index, size)
     if source.dtype != input.dtype:
-        raise RuntimeFault("E_DTYPE", f"{name}: 'source' ({_name(source.dtype)}) must have the dtype of "
-                                      "'input' "
-                           f"({_name(input.dtype)})", param="source")
+        raise RuntimeFault("E_DTYPE", f"{name}: 'source' ({_name(source.dtype)}) must have the dtype "
+                           f"of 'input' ({_name(input.dtype)})", param="source")
     d = dim % max(input.dim(), 1)
     want = list(input.shape)
     if want:
         want[d] = index.numel()
     if list(source.shape) != want:
         raise RuntimeFault("E_SHAPE", f"{name}: 'source' has shape {list(source.shape)}, expected {want} "
-                                      "(input's "
-                           f"shape with dim {dim} the length of 'index')", param="source")
+                           f"(input's shape with dim {dim} the length of 'index')", param="source")
     return input.index_copy_(dim, index, source)

@@ -35,7 +35,7 @@ def _matrix(name: str, param: str, t, square: bool = False) -> None:
     need_rank(name, param, t, 2, max(t.dim(), 2))
     if square and t.shape[-1] != t.shape[-2]:
         raise _shape_fault(name, f"'{param}' must be square in its last two dims, got shape "
-                                 f"{list(t.shape)}", param)
+                           f"{list(t.shape)}", param)
 
 
 def _batch(t, k: int):
@@ -48,14 +48,15 @@ def matmul(ctx, input, other):
     _floats("matmul", input, "input", other)
     a, b = list(input.shape), list(other.shape)
     if not a or not b:
-        raise _shape_fault("matmul", f"both operands need at least 1 dimension, got {a} and {b}",
-                           "input" if not a else "other")
+        p = "input" if not a else "other"
+        raise _shape_fault("matmul", f"'{p}' is 0-d; both operands need at least 1 dimension, got {a} "
+                           f"and {b}", p)
     k_other = b[-2] if len(b) >= 2 else b[0]
     if a[-1] != k_other:
         raise _shape_fault("matmul", f"cannot multiply shapes {a} and {b}: 'input' has {a[-1]} columns but "
                            f"'other' has {k_other} rows", "other")
     if len(a) > 2 or len(b) > 2:
-        need_broadcast("matmul", _batch(input, 2), _batch(other, 2))
+        need_broadcast("matmul", _batch(input, 2), _batch(other, 2), param="other")
     return torch.matmul(input, other)
 
 
@@ -69,21 +70,18 @@ def _einsum_check(equation: str, operands) -> None:
     for i, (term, t) in enumerate(zip(terms, operands, strict=True)):
         head, dots, tail = term.partition("...")
         if len(head) + len(tail) > t.dim() or (not dots and len(term) != t.dim()):
-            raise _shape_fault("einsum", f"subscripts '{term}' do not fit operand {i} of shape "
-                                         f"{list(t.shape)}",
-                               "operands")
+            raise _shape_fault("einsum", f"subscripts '{term}' do not fit 'operands'[{i}] of shape "
+                               f"{list(t.shape)}", "operands")
         pairs = list(zip(head, t.shape[:len(head)], strict=True))
         pairs += zip(tail, t.shape[t.dim() - len(tail):], strict=True)
         for c, n in pairs:
             if not c.isalpha():
-                raise RuntimeFault("E_ARG", f"einsum: '{c}' in equation '{equation}' is not a subscript "
-                                            "letter",
-                                   param="equation")
+                raise RuntimeFault("E_ARG", f"einsum: '{c}' in equation '{equation}' is not a "
+                                   "subscript letter", param="equation")
             prev = sizes.get(c)
             if prev is not None and prev != n and 1 not in (prev, n):
-                raise _shape_fault("einsum", f"subscript '{c}' has size {prev} in one operand and {n} in "
-                                             "operand "
-                                   f"{i} (shape {list(t.shape)})", "operands")
+                raise _shape_fault("einsum", f"subscript '{c}' has size {prev} in one operand and {n} "
+                                   f"in 'operands'[{i}] (shape {list(t.shape)})", "operands")
             sizes[c] = n if prev in (None, 1) else prev
 
 
@@ -113,9 +111,8 @@ def dot(ctx, input, other):
     need_rank("dot", "input", input, 1)
     need_rank("dot", "other", other, 1)
     if input.shape != other.shape:
-        raise _shape_fault("dot", f"'input' {list(input.shape)} and 'other' {list(other.shape)} differ in "
-                                  "length",
-                           "other")
+        raise _shape_fault("dot", f"'input' {list(input.shape)} and 'other' {list(other.shape)} "
+                           "differ in length", "other")
     return torch.dot(input, other)
 
 
@@ -164,8 +161,8 @@ def solve(ctx, A, B):  # noqa: N803 — the usual names for A X = B
     rows = B.shape[-1] if vector else B.shape[-2]
     if rows != n:
         raise _shape_fault("solve", f"'A' {list(A.shape)} needs 'B' with {n} rows, got shape "
-                                    f"{list(B.shape)}", "B")
-    need_broadcast("solve", _batch(A, 2), _batch(B, 1 if vector else 2))
+                           f"{list(B.shape)}", "B")
+    need_broadcast("solve", _batch(A, 2), _batch(B, 1 if vector else 2), param="B")
     return torch.linalg.solve(A, B)
 
 

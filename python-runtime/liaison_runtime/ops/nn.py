@@ -48,7 +48,7 @@ def layer_norm(ctx, input, normalized_shape, weight, bias, eps):
             _same_float("layer_norm", t, p, input)
             if list(t.shape) != normalized_shape:
                 raise _shape_fault("layer_norm", f"'{p}' has shape {list(t.shape)}, expected "
-                                                 f"{normalized_shape}", p)
+                                   f"{normalized_shape}", p)
     return F.layer_norm(input, normalized_shape, weight, bias, eps)
 
 
@@ -61,13 +61,12 @@ def linear(ctx, input, weight, bias):
     need_rank("linear", "weight", weight, 2)
     if input.shape[-1] != weight.shape[1]:
         raise _shape_fault("linear", f"'input' {list(input.shape)} has {input.shape[-1]} features but "
-                                     "'weight' "
-                           f"{list(weight.shape)} expects {weight.shape[1]}", "weight")
+                           f"'weight' {list(weight.shape)} expects {weight.shape[1]}", "weight")
     if bias is not None:
         _same_float("linear", bias, "bias", input)
         if list(bias.shape) != [weight.shape[0]]:
             raise _shape_fault("linear", f"'bias' has shape {list(bias.shape)}, expected "
-                                         f"[{weight.shape[0]}]", "bias")
+                               f"[{weight.shape[0]}]", "bias")
     return F.linear(input, weight, bias)
 
 
@@ -75,8 +74,8 @@ def linear(ctx, input, weight, bias):
     P("ignore_index", "int", -100), P("reduction", "str", "mean", choices=_REDUCTIONS),
     P("label_smoothing", "float", 0.0))
 def cross_entropy(ctx, input, target, weight, ignore_index, reduction, label_smoothing):
-    """cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0):
-    input (N, C, ...) logits; target (N, ...) class indices or (N, C, ...) probabilities."""
+    """cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean', label_smoothing=0)."""
+    # input (N, C, ...) or (C,) logits; target (N, ...) class indices or input-shaped probabilities.
     name = "cross_entropy"
     need_float(name, "input", input)
     need_rank(name, "input", input, 1, max(input.dim(), 1))
@@ -88,8 +87,8 @@ def cross_entropy(ctx, input, target, weight, ignore_index, reduction, label_smo
     if weight is not None:
         _same_float(name, weight, "weight", input)
         if list(weight.shape) != [classes]:
-            raise _shape_fault(name, f"'weight' has shape {list(weight.shape)}, expected "
-                                     f"[{classes}]", "weight")
+            raise _shape_fault(name, f"'weight' has shape {list(weight.shape)}, expected [{classes}]",
+                               "weight")
     if target.is_floating_point():
         _same_float(name, target, "target", input)
         if target.shape != input.shape:
@@ -102,15 +101,13 @@ def cross_entropy(ctx, input, target, weight, ignore_index, reduction, label_smo
                            f"'input' {list(input.shape)}", "target")
     if target.dtype not in (torch.int64, torch.int32, torch.uint8):
         raise RuntimeFault("E_DTYPE", f"{name}: 'target' must hold class indices (i64/i32/u8) or "
-                                      "probabilities "
-                           f"(a float tensor), got {target.dtype}", param="target")
+                           f"probabilities (a float tensor), got {target.dtype}", param="target")
     target = target.long()
     # An out-of-range class is a device-side assert on CUDA; refuse it here.
     kept = target[target != ignore_index]
     if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= classes):
         raise _shape_fault(name, f"'target' holds classes from {int(kept.min())} to {int(kept.max())}, "
-                                 "outside "
-                           f"[0, {classes}) (ignore_index {ignore_index} aside)", "target")
+                           f"outside [0, {classes}) (ignore_index {ignore_index} aside)", "target")
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index, reduction=reduction,
                            label_smoothing=label_smoothing)
 
@@ -131,8 +128,7 @@ def mse_loss(ctx, input, target, reduction):
 @op("dropout", P("input", "tensor"), P("p", "float", 0.5), P("training", "bool", True),
     P("seed", "int?", None))
 def dropout(ctx, input, p, training, seed):
-    """dropout(input, p=0.5, training=True, seed=None): zero each entry with probability p, scale the
-    rest by 1/(1-p); seeded like the random ops."""
+    """dropout(input, p=0.5, training=True, seed=None): zero with probability p, scale the rest by 1/(1-p)."""
     need_float("dropout", "input", input)
     if not 0.0 <= p <= 1.0:
         raise RuntimeFault("E_ARG", f"dropout: 'p' must be in [0, 1], got {p}", param="p")

@@ -165,7 +165,10 @@ def _dtype(op, p, v, store):
 
 def _object(op, p, v, store):
     if isinstance(v, Handle):
-        return store.get(v.id)
+        try:
+            return store.get(v.id)
+        except RuntimeFault as f:
+            raise RuntimeFault(f.code, f"{op}: argument '{p}': {f.message}", param=p, **f.extra) from None
     raise _fail(op, p, "a handle", v)
 
 
@@ -217,6 +220,19 @@ class OpDef:
     def bind(self, args: list, kw: dict, store) -> dict:
         """Wire args -> checked keyword arguments for fn."""
         plan = self._plan
+        if not kw and len(args) == len(plan):
+            # the common case on the hot path: every parameter given positionally
+            out = {}
+            for (name, check, optional, _default, choices), v in zip(plan, args, strict=True):
+                if v is None and optional:
+                    out[name] = None
+                    continue
+                v = check(self.name, name, v, store)
+                if choices is not None and v not in choices:
+                    raise RuntimeFault("E_ARG", f"{self.name}: argument '{name}' must be one of "
+                                       f"{', '.join(map(str, choices))}; got {v!r}", param=name)
+                out[name] = v
+            return out
         if len(args) > len(plan):
             raise RuntimeFault("E_ARG", f"{self.name}: takes at most {len(plan)} arguments, got {len(args)}")
         out = {}
@@ -286,12 +302,26 @@ def need_rank(op_name: str, param: str, t: torch.Tensor, lo: int, hi: int | None
                            f"{list(t.shape)}", param=param)
 
 
-def need_broadcast(op_name: str, *shapes) -> None:
-    try:
-        torch.broadcast_shapes(*shapes)
-    except RuntimeError:
-        raise RuntimeFault("E_SHAPE", f"{op_name}: shapes {' and '.join(str(list(s)) for s in shapes)} "
-                           "do not broadcast") from None
+def need_broadcast(op_name: str, *shapes, param: str | None = None) -> None:
+    # torch.broadcast_shapes is pure-Python reference code (~25 us a call); this is the
+    # same rule in a few comparisons, and it runs before every broadcasting op.
+    if len(shapes) == 2 and (shapes[0] == shapes[1] or not shapes[1]):
+        return
+    n = max(len(s) for s in shapes)
+    for i in range(1, n + 1):
+        d = 1
+        for s in shapes:
+            if len(s) >= i:
+                x = s[-i]
+                if x != 1:
+                    if d == 1:
+                        d = x
+                    elif x != d:
+                        extra = {"param": param} if param else {}
+                        who = f"'{param}': " if param else ""
+                        raise RuntimeFault("E_SHAPE", f"{op_name}: {who}shapes "
+                                           f"{' and '.join(str(list(s)) for s in shapes)} do not broadcast",
+                                           **extra)
 
 
 def need_dim(op_name: str, t: torch.Tensor, dim: int, param: str = "dim") -> None:
@@ -315,10 +345,9 @@ def need_dims(op_name: str, t: torch.Tensor, dims, param: str = "dim") -> tuple[
 
 def need_same_dtype(op_name: str, param: str, t: torch.Tensor, like: torch.Tensor, like_param: str) -> None:
     if t.dtype != like.dtype:
-        raise RuntimeFault("E_DTYPE", f"{op_name}: '{param}' ({DTYPE_NAMES.get(t.dtype, t.dtype)}) must "
-                                      "have the "
-                           f"same dtype as '{like_param}' "
-                           f"({DTYPE_NAMES.get(like.dtype, like.dtype)})", param=param)
+        have, want = DTYPE_NAMES.get(t.dtype, str(t.dtype)), DTYPE_NAMES.get(like.dtype, str(like.dtype))
+        raise RuntimeFault("E_DTYPE", f"{op_name}: '{param}' ({have}) must have the same dtype as "
+                           f"'{like_param}' ({want})", param=param)
 
 
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32})

@@ -45,8 +45,8 @@ def reshape(ctx, input, shape):
     n = input.numel()
     fits = (n % known == 0 and known != 0) if -1 in shape else n == known
     if not fits:
-        raise _shape_fault("reshape", f"cannot reshape {list(input.shape)} ({n} elements) into "
-                                      f"{shape}", "shape")
+        raise _shape_fault("reshape", f"cannot reshape {list(input.shape)} ({n} elements) into {shape}",
+                           "shape")
     return torch.reshape(input, shape)
 
 
@@ -117,9 +117,8 @@ def cat(ctx, tensors, dim):
     for i, t in enumerate(tensors[1:], 1):
         if t.dim() != first.dim() or any(
                 a != b for k, (a, b) in enumerate(zip(t.shape, first.shape, strict=True)) if k != d):
-            raise _shape_fault("cat", f"tensor {i} has shape {list(t.shape)}, which does not match tensor "
-                                      "0's "
-                               f"{list(first.shape)} outside dim {dim}", "tensors")
+            raise _shape_fault("cat", f"'tensors'[{i}] has shape {list(t.shape)}, which does not match "
+                               f"'tensors'[0]'s {list(first.shape)} outside dim {dim}", "tensors")
     return torch.cat(tensors, dim)
 
 
@@ -129,7 +128,7 @@ def stack(ctx, tensors, dim):
     first = tensors[0]
     for i, t in enumerate(tensors[1:], 1):
         if t.shape != first.shape:
-            raise _shape_fault("stack", f"tensor {i} has shape {list(t.shape)} but tensor 0 has "
+            raise _shape_fault("stack", f"'tensors'[{i}] has shape {list(t.shape)} but 'tensors'[0] has "
                                f"{list(first.shape)}", "tensors")
     return torch.stack(tensors, _new_dim("stack", first, dim))
 
@@ -146,8 +145,8 @@ def split(ctx, input, split_size_or_sections, dim):
             raise _arg_fault("split", f"'split_size_or_sections' must be a positive size, got {s}",
                              "split_size_or_sections")
     elif any(x < 0 for x in s) or sum(s) != size:
-        raise _shape_fault("split", f"sections {s} must be >= 0 and add up to {size}, the size of dim {dim} "
-                           f"of shape {list(input.shape)}", "split_size_or_sections")
+        raise _shape_fault("split", f"'split_size_or_sections' {s} must be >= 0 and add up to {size}, the "
+                           f"size of dim {dim} of shape {list(input.shape)}", "split_size_or_sections")
     return list(torch.split(input, s, dim))
 
 
@@ -199,9 +198,8 @@ def roll(ctx, input, shifts, dims):
 def repeat(ctx, input, repeats):
     """repeat(input, repeats): tile; repeats has one count per dim (extra leading counts add dims)."""
     if len(repeats) < input.dim() or any(r < 0 for r in repeats):
-        raise _shape_fault("repeat", f"'repeats' {repeats} needs at least {input.dim()} counts >= 0 for "
-                                     "shape "
-                           f"{list(input.shape)}", "repeats")
+        raise _shape_fault("repeat", f"'repeats' {repeats} needs at least {input.dim()} counts >= 0 "
+                           f"for shape {list(input.shape)}", "repeats")
     return input.repeat(repeats)
 
 
@@ -233,10 +231,11 @@ def narrow(ctx, input, dim, start, length):
     size = input.shape[dim]
     if not -size <= start <= size:
         raise _shape_fault("narrow", f"'start' {start} is out of range for size {size} (dim {dim})", "start")
-    start %= max(size, 1)
+    if start < 0:
+        start += size
     if length < 0 or start + length > size:
-        raise _shape_fault("narrow", f"start {start} + length {length} exceeds size {size} of dim "
-                                     f"{dim}", "length")
+        raise _shape_fault("narrow", f"start {start} + length {length} exceeds size {size} of dim {dim}",
+                           "length")
     return torch.narrow(input, dim, start, length)
 
 
