@@ -16,3 +16,4 @@ export { type DType, DTYPES, ITEMSIZE, type TypedArray, type ArrayOf } from './d
 export { Connection, type ConnectionOptions } from './connection.js';
 export { spawnRuntime, resolvePython, runtimeEnv, packageRoot, type SpawnOptions, type RuntimeProcess } from './launcher.js';
 export { VERSION as PROTOCOL_VERSION, MINOR as PROTOCOL_MINOR } from './protocol.js';
+export { startWithPython, type PythonHatch, type PythonRuntime, type PythonStartOptions, type PyObject, type HatchProcess } from './python.js';

@@ -12,6 +12,7 @@ import { type DType, ITEMSIZE, type TypedArray, dtypeOf, isDType, toBytes, viewA
 import { LiaisonError } from './errors.js';
 import { spawnRuntime, type RuntimeProcess, type SpawnOptions } from './launcher.js';
 import { HandleRef } from './protocol.js';
+import type { HatchProcess, PythonHatch, PyObject } from './python.js';
 import { ShmDir } from './shm.js';
 import { Tensor, type TensorData } from './tensor.js';
 
@@ -31,8 +32,14 @@ export interface RuntimeOptions extends Omit<ConnectionOptions, 'endpoint' | 'ke
   maxQueuedOps?: number;
   /** Send the queue once this many upload bytes are waiting (default 64 MiB). */
   maxQueuedBytes?: number;
-  /** Move tensors of at least `shmMinBytes` through /dev/shm on one host (default on). */
+  /**
+   * Upload tensors of at least `shmMinBytes` through /dev/shm on one host (default on).
+   * Node has no mmap, so each direction costs a copy into or out of tmpfs: measured here,
+   * that beats the socket for uploads but not for downloads into fresh arrays, so reads
+   * use the socket unless `shmReads` is set (bench: bridge.transfer64mb).
+   */
   shm?: boolean;
+  shmReads?: boolean;
   shmMinBytes?: number;
 }
 
@@ -56,8 +63,11 @@ export class Runtime {
   readonly endpoint: string;
   private readonly conn: Connection;
   private readonly proc?: RuntimeProcess;
+  /** The pythonia escape hatch, when `startWithPython()` (bridge/python.ts) started this runtime. */
+  readonly python?: PythonHatch;
   private readonly shm?: ShmDir;
   private readonly shmMin: number;
+  private readonly shmReads: boolean;
   private readonly maxOps: number;
   private readonly maxBytes: number;
   private nextHandle = 1;
@@ -79,9 +89,11 @@ export class Runtime {
     this.info = info;
     this.endpoint = conn.endpoint;
     this.proc = proc;
+    this.python = (proc as Partial<HatchProcess> | undefined)?.python;
     this.maxOps = opts.maxQueuedOps ?? 4096;
     this.maxBytes = opts.maxQueuedBytes ?? 64 << 20;
     this.shmMin = opts.shmMinBytes ?? 1 << 20;
+    this.shmReads = opts.shmReads ?? false;
     if (info.shm && (opts.shm ?? true) && conn.endpoint.startsWith('ipc://')) this.shm = ShmDir.create() ?? undefined;
   }
 
@@ -188,6 +200,17 @@ export class Runtime {
     return a;
   }
 
+  /**
+   * Hand a Python object built through `rt.python` (a tensor, an `nn.Module`, …) to the
+   * runtime: resolves with a handle to it, once pythonia has stashed it. The object is
+   * shared, not copied (a tensor is moved to the runtime's device if it is elsewhere).
+   */
+  async adopt(obj: PyObject): Promise<Tensor> {
+    if (!this.python) throw new LiaisonError('E_ARG', 'adopt: this runtime has no pythonia hatch; start it with startWithPython()');
+    const key = await this.python.stash(obj);
+    return this.call('adopt', [], { key }) as Tensor;
+  }
+
   // ---------------------------------------------------------------- tensors made in the runtime
 
   zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor { return this.call('zeros', [shape], { dtype }) as Tensor; }
@@ -261,7 +284,7 @@ export class Runtime {
     if (reads.length) fields.reads = reads.map((r) => r.ref);
     if (metas.length) fields.meta = metas.map((m) => m.ref);
     if (frees.length) fields.free = frees;
-    if (this.shm && reads.length) fields.shm = { dir: this.shm.dir, min: this.shmMin };
+    if (this.shm && this.shmReads && reads.length) fields.shm = { dir: this.shm.dir, min: this.shmMin };
     // A read in this batch reports an earlier auto-flush's failure instead of a value
     // computed after it.
     const earlier = this.deferred;

@@ -115,7 +115,21 @@ class Executor:
         try:
             name = rec["op"]
             out = rec["out"]
-            result = self._call(ctx, sess, name, rec.get("args") or (), rec.get("kw") or _EMPTY, buffers)
+            args = rec.get("args") or ()
+            kw = rec.get("kw") or _EMPTY
+            if type(args) is not list and args != () or type(kw) is not dict:
+                raise TypeError("args/kw")
+            d = OPS.get(name) if type(name) is str else None
+            if d is None:
+                result = self._special(ctx, sess, name, args, kw, buffers)
+            else:
+                bound = d.bind_args(args, kw, sess)
+                if d.inplace and self.before_inplace is not None:
+                    for v in bound:
+                        if isinstance(v, torch.Tensor):
+                            self.before_inplace(v)
+                            break
+                result = d.fn(ctx, *bound)
             objects = sess.objects
             if type(result) is tuple or type(result) is list:
                 if len(result) != len(out):
@@ -156,7 +170,8 @@ class Executor:
         f.extra.update(index=index, op=str(name))
         return f
 
-    def _call(self, ctx: Ctx, sess, name, args, kw, buffers):
+    def _special(self, ctx: Ctx, sess, name, args, kw, buffers):
+        """The ops that are not in the table: they touch frames, files or the hatch."""
         if name == "upload":
             if "shm" in kw:
                 if not self.shm:
@@ -169,18 +184,7 @@ class Executor:
             if obj is None:
                 raise RuntimeFault("E_ARG", f"adopt: no object was stashed under key {key!r}")
             return obj.to(self.device) if isinstance(obj, (torch.Tensor, torch.nn.Module)) else obj
-        d = OPS.get(name) if type(name) is str else None
-        if d is None:
-            raise RuntimeFault("E_UNKNOWN_OP", f"unknown op {name!r}: the runtime's op table has no such op")
-        if type(args) is not list and args != () or type(kw) is not dict:
-            raise TypeError("args/kw")
-        bound = d.bind(args, kw, sess)
-        if d.inplace and self.before_inplace is not None:
-            for v in bound.values():
-                if isinstance(v, torch.Tensor):
-                    self.before_inplace(v)
-                    break
-        return d.fn(ctx, **bound)
+        raise RuntimeFault("E_UNKNOWN_OP", f"unknown op {name!r}: the runtime's op table has no such op")
 
     before_inplace = None  # set by the server: waits until no pending send reads this memory
 

@@ -83,22 +83,33 @@ def _deref(op, p, h: Handle, store) -> torch.Tensor:
                        f"{type(t).__name__}", param=p)
 
 
+_Tensor = torch.Tensor
+_NUMBERS = (int, float, bool)
+
+
 def _tensor(op, p, v, store):
-    if isinstance(v, Handle):
+    # fast path first: these checkers run for every argument of every op
+    if type(v) is Handle:
+        t = store.objects.get(v.id)
+        if type(t) is _Tensor:
+            return t
         return _deref(op, p, v, store)
     raise _fail(op, p, "a tensor", v)
 
 
 def _scalar(op, p, v, store):
-    if isinstance(v, (int, float, bool)):
+    if type(v) in _NUMBERS:
         return v
     raise _fail(op, p, "a number or bool", v)
 
 
 def _tensor_or_scalar(op, p, v, store):
-    if isinstance(v, Handle):
+    if type(v) is Handle:
+        t = store.objects.get(v.id)
+        if type(t) is _Tensor:
+            return t
         return _deref(op, p, v, store)
-    if isinstance(v, (int, float, bool)):
+    if type(v) in _NUMBERS:
         return v
     raise _fail(op, p, "a tensor or a number", v)
 
@@ -210,8 +221,10 @@ class OpDef:
     inplace: bool  # writes into its first tensor argument (the runtime then waits for sends)
     doc: str
     _plan: tuple = ()
+    _names: tuple = ()
 
     def __post_init__(self):
+        self._names = tuple(p.name for p in self.params)
         self._plan = tuple(
             (p.name, CHECKERS[p.kind.rstrip("?")], p.kind.endswith("?"), p.default, p.choices)
             for p in self.params
@@ -219,19 +232,23 @@ class OpDef:
 
     def bind(self, args: list, kw: dict, store) -> dict:
         """Wire args -> checked keyword arguments for fn."""
+        return dict(zip(self._names, self.bind_args(args, kw, store), strict=True))
+
+    def bind_args(self, args: list, kw: dict, store) -> list:
+        """Wire args -> checked values for fn, in declared order (fn(ctx, *values))."""
         plan = self._plan
         if not kw and len(args) == len(plan):
             # the common case on the hot path: every parameter given positionally
-            out = {}
+            out = []
             for (name, check, optional, _default, choices), v in zip(plan, args, strict=True):
                 if v is None and optional:
-                    out[name] = None
+                    out.append(None)
                     continue
                 v = check(self.name, name, v, store)
                 if choices is not None and v not in choices:
                     raise RuntimeFault("E_ARG", f"{self.name}: argument '{name}' must be one of "
                                        f"{', '.join(map(str, choices))}; got {v!r}", param=name)
-                out[name] = v
+                out.append(v)
             return out
         if len(args) > len(plan):
             raise RuntimeFault("E_ARG", f"{self.name}: takes at most {len(plan)} arguments, got {len(args)}")
@@ -260,7 +277,7 @@ class OpDef:
             extra = [k for k in kw if k not in out]
             if extra:
                 raise RuntimeFault("E_ARG", f"{self.name}: unexpected argument '{extra[0]}'", param=extra[0])
-        return out
+        return [out[n] for n in self._names]
 
 
 OPS: dict[str, OpDef] = {}
