@@ -171,6 +171,34 @@ describe('a runtime that dies', () => {
     await victim.close();
   });
 
+  it('times out a request that takes too long, and the runtime goes on', async () => {
+    const slow = await startRuntime({ timeoutMs: 300 });
+    try {
+      let m = slow.randn([1200, 1200], { seed: 0 });
+      for (let i = 0; i < 40; i++) m = m.matmul(m).tanh();
+      const e = await failure(m.sum().item());
+      expect(e.code).toBe('E_TIMEOUT');
+      expect(e.message).toMatch(/timeoutMs/);
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('declares a runtime that stops answering heartbeats dead', async () => {
+    const hb = await startRuntime({ heartbeatMs: 100, heartbeatTimeoutMs: 400 });
+    const pid = hb.info.pid;
+    try {
+      process.kill(pid, 'SIGSTOP'); // alive but silent, as a hung machine would be
+      await new Promise((r) => setTimeout(r, 1000));
+      const e = await failure(hb.ping());
+      expect(e.code).toBe('E_DEAD');
+      expect(e.message).toMatch(/heartbeat/);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      await hb.close();
+    }
+  });
+
   it('closing leaves no process behind', async () => {
     const r2 = await startRuntime();
     const pid = r2.info.pid;

@@ -100,3 +100,11 @@ def test_malformed(frames, code):
 def test_unknown_fields_are_tolerated():
     h, _ = decode(encode({"v": 1, "id": 1, "kind": "ping", "future_field": {"x": 1}}))
     assert h["future_field"] == {"x": 1}
+
+
+def test_op_reference_is_current():
+    from liaison_runtime.opdoc import render
+
+    path = Path(__file__).parents[2] / "docs" / "ops.md"
+    assert path.read_text() == render(), \
+        "docs/ops.md is stale: run `node scripts/python.mjs -m liaison_runtime.opdoc > docs/ops.md`"
