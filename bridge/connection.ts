@@ -34,13 +34,15 @@ export interface Reply {
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: Error) => void;
+  /** When the default timeout expires (ms since epoch; 0: never). */
+  deadline: number;
+  /** A request with its own timeout has its own timer and is skipped by the sweep. */
   timer?: NodeJS.Timeout;
   kind: Kind;
 }
 
 interface Outgoing {
   id: number;
-  frames: Uint8Array[] | null; // null until the signature is computed (tcp)
   header: Record<string, unknown>;
   buffers: readonly Uint8Array[];
 }
@@ -101,21 +103,49 @@ export class Connection {
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const header: Record<string, unknown> = { v: VERSION, id, kind, ...fields };
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { resolve, reject, kind };
-      if (timeoutMs > 0) {
-        p.timer = setTimeout(() => {
-          if (this.pending.delete(id)) {
-            this.inFlight = Math.max(0, this.inFlight - 1);
-            reject(new LiaisonError('E_TIMEOUT', `no reply to ${kind} #${id} within ${timeoutMs} ms (raise timeoutMs for long ops)`));
-            this.pump();
-          }
-        }, timeoutMs);
+      const p: Pending = { resolve, reject, kind, deadline: 0 };
+      if (timeoutMs > 0 && timeoutMs === this.timeoutMs) {
+        // The common case shares one sweep timer: pending requests sit in the Map in the
+        // order they were made, so expired ones are always at its head.
+        p.deadline = Date.now() + timeoutMs;
+        this.armSweep();
+      } else if (timeoutMs > 0) {
+        p.timer = setTimeout(() => this.expire(id, timeoutMs), timeoutMs);
         p.timer.unref?.();
       }
       this.pending.set(id, p);
-      this.queue.push({ id, frames: null, header, buffers });
+      this.queue.push({ id, header, buffers });
       this.pump();
     });
+  }
+
+  private expire(id: number, timeoutMs: number): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    this.inFlight = Math.max(0, this.inFlight - 1);
+    p.reject(new LiaisonError('E_TIMEOUT', `no reply to ${p.kind} #${id} within ${timeoutMs} ms (raise timeoutMs for long ops)`));
+    this.pump();
+  }
+
+  private sweepTimer?: NodeJS.Timeout;
+
+  private armSweep(): void {
+    if (this.sweepTimer) return;
+    const every = Math.max(20, Math.min(1000, this.timeoutMs / 4));
+    this.sweepTimer = setInterval(() => {
+      const now = Date.now();
+      for (const [id, p] of this.pending) {
+        if (p.timer) continue;
+        if (p.deadline > now) break;
+        if (p.deadline) this.expire(id, this.timeoutMs);
+      }
+      if (this.pending.size === 0 && this.sweepTimer) {
+        clearInterval(this.sweepTimer);
+        this.sweepTimer = undefined;
+      }
+    }, every);
+    this.sweepTimer.unref?.();
   }
 
   /** Reject everything pending at once and stop. Idempotent. */
@@ -123,6 +153,7 @@ export class Connection {
     if (this.dead) return;
     this.dead = err;
     if (this.hbTimer) clearInterval(this.hbTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     for (const [, p] of this.pending) {
       if (p.timer) clearTimeout(p.timer);
       p.reject(err);

@@ -68,13 +68,18 @@ export function runtimeEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
   return { ...process.env, PYTHONPATH: [rt, process.env.PYTHONPATH].filter(Boolean).join(delimiter), PYTHONUNBUFFERED: '1', ...extra };
 }
 
-const live = new Set<ChildProcess>();
+const live = new Map<ChildProcess, string>(); // child -> its private folder
 let exitHook = false;
 function killAllOnExit(): void {
   if (exitHook) return;
   exitHook = true;
+  // On exit there is no event loop left to see the children die: kill them and remove
+  // their folders here, synchronously.
   process.on('exit', () => {
-    for (const c of live) c.kill('SIGKILL');
+    for (const [c, dir] of live) {
+      c.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 }
 
@@ -85,7 +90,7 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
   const args = ['-m', 'liaison_runtime', '--endpoint', endpoint, '--parent-pid', String(process.pid)];
   if (opts.device) args.push('--device', opts.device);
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
+  live.set(child, dir);
   killAllOnExit();
 
   const tail: string[] = [];

@@ -31,13 +31,24 @@ export class HandleRef {
   constructor(readonly id: number) {}
 }
 
+type Alloc = (size: number) => { target: Uint8Array; targetView: DataView; position: number };
+
 addExtension({
   Class: HandleRef,
   type: EXT_HANDLE,
-  pack(h: HandleRef) {
-    const b = Buffer.allocUnsafe(4);
-    b.writeUInt32BE(h.id >>> 0);
-    return b;
+  // Written in place (fixext 4: d6 01 + u32 BE) through msgpackr's allocate-for-write
+  // form: a batch carries thousands of handles, and a Buffer per handle is the slow part.
+  pack(h: HandleRef, allocateForWrite?: Alloc) {
+    if (!allocateForWrite) {
+      const b = Buffer.allocUnsafe(4);
+      b.writeUInt32BE(h.id >>> 0);
+      return b;
+    }
+    const { target, targetView, position } = allocateForWrite(6);
+    target[position] = 0xd6;
+    target[position + 1] = EXT_HANDLE;
+    targetView.setUint32(position + 2, h.id >>> 0);
+    return undefined as unknown as Buffer;
   },
   unpack(buf: Uint8Array) {
     if (buf.length !== 4) throw new Error(`handle ext must be 4 bytes, got ${buf.length}`);

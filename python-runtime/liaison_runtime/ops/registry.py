@@ -222,9 +222,11 @@ class OpDef:
     doc: str
     _plan: tuple = ()
     _names: tuple = ()
+    _fast: Callable | None = None
 
     def __post_init__(self):
         self._names = tuple(p.name for p in self.params)
+        self._fast = _fast_binder(self.params)
         self._plan = tuple(
             (p.name, CHECKERS[p.kind.rstrip("?")], p.kind.endswith("?"), p.default, p.choices)
             for p in self.params
@@ -237,6 +239,10 @@ class OpDef:
     def bind_args(self, args: list, kw: dict, store) -> list:
         """Wire args -> checked values for fn, in declared order (fn(ctx, *values))."""
         plan = self._plan
+        if self._fast is not None and not kw and len(args) == len(plan):
+            bound = self._fast(args, store.objects)
+            if bound is not None:
+                return bound
         if not kw and len(args) == len(plan):
             # the common case on the hot path: every parameter given positionally
             out = []
@@ -278,6 +284,44 @@ class OpDef:
             if extra:
                 raise RuntimeFault("E_ARG", f"{self.name}: unexpected argument '{extra[0]}'", param=extra[0])
         return [out[n] for n in self._names]
+
+
+def _fast_binder(params: tuple[Param, ...]):
+    """For the shapes most ops have — (tensor) and (tensor, tensor-or-number) — a binder
+    without the generic loop. It returns None whenever anything is unusual, and the
+    generic path then checks again and raises the precise error."""
+    kinds = tuple(p.kind for p in params)
+    if any(p.choices for p in params):
+        return None
+    if kinds == ("tensor",):
+        def one(args, objects):
+            a = args[0]
+            if type(a) is Handle:
+                t = objects.get(a.id)
+                if type(t) is _Tensor:
+                    return [t]
+            return None
+        return one
+    if kinds in (("tensor", "tensor|scalar"), ("tensor", "tensor")):
+        scalars = _NUMBERS if kinds[1] == "tensor|scalar" else ()
+
+        def two(args, objects):
+            a, b = args
+            if type(a) is not Handle:
+                return None
+            t = objects.get(a.id)
+            if type(t) is not _Tensor:
+                return None
+            if type(b) is Handle:
+                u = objects.get(b.id)
+                if type(u) is not _Tensor:
+                    return None
+                return [t, u]
+            if type(b) in scalars:
+                return [t, b]
+            return None
+        return two
+    return None
 
 
 OPS: dict[str, OpDef] = {}

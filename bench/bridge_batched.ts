@@ -1,0 +1,113 @@
+/**
+ * bridge.batched_ops: 1,000 small chained ops on a (16, 16) f32 tensor, queued by the SDK
+ * and sent as one batch with one read, against the identical chain as a plain Python loop
+ * over torch (`baselines/loop_ops.py`, kept alive between rounds so the two alternate).
+ *
+ * The op sequence is written once, here, and handed to the Python side as a file; both
+ * sides' results are compared, so the two really ran the same thing.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Runtime, type Tensor } from '../bridge/index.js';
+import { BASELINES, type BenchOptions, type BenchResult, median, nowUs, removeDir, result, spawnPython, stop, tempDir, using } from './lib.js';
+
+type Step = [name: 'add' | 'sub' | 'mul' | 'relu' | 'tanh' | 'sigmoid', arg: number | null];
+
+/** Keeps values bounded and mixes binary-with-scalar and unary ops. */
+const CYCLE: readonly Step[] = [
+  ['add', 0.5], ['mul', 0.9], ['relu', null], ['sub', 0.25],
+  ['tanh', null], ['mul', 1.5], ['sigmoid', null], ['add', -0.1],
+];
+
+export function opSequence(n: number): Step[] {
+  return Array.from({ length: n }, (_, i) => CYCLE[i % CYCLE.length]);
+}
+
+function apply(x: Tensor, [name, arg]: Step): Tensor {
+  switch (name) {
+    case 'add': return x.add(arg!);
+    case 'sub': return x.sub(arg!);
+    case 'mul': return x.mul(arg!);
+    case 'relu': return x.relu();
+    case 'tanh': return x.tanh();
+    case 'sigmoid': return x.sigmoid();
+  }
+}
+
+export async function benchBatched(opts: BenchOptions): Promise<BenchResult[]> {
+  return using(async (defer) => {
+    const nOps = opts.quick ? 100 : 1000;
+    const rounds = opts.quick ? 1 : 6;
+    const perRound = opts.quick ? 2 : 15;
+    const shape = [16, 16];
+    const init = Array.from({ length: 256 }, (_, i) => (i % 17) / 8 - 1);
+    const seq = opSequence(nOps);
+
+    const dir = tempDir();
+    defer(() => removeDir(dir));
+    const specPath = join(dir, 'ops.json');
+    writeFileSync(specPath, JSON.stringify({ shape, init, ops: seq }));
+
+    const py = spawnPython(join(BASELINES, 'loop_ops.py'), [specPath, '--serve', '--warmup', opts.quick ? '2' : '30'], 'pipe');
+    defer(() => stop(py));
+    let pyErr = '';
+    py.stderr!.setEncoding('utf8').on('data', (s: string) => { pyErr = (pyErr + s).slice(-4000); });
+    const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
+    const nextLine = async (): Promise<Record<string, number | boolean>> => {
+      const r = await lines.next();
+      if (r.done) throw new Error(`loop_ops.py exited early.\n${pyErr.trim()}`);
+      return JSON.parse(r.value) as Record<string, number | boolean>;
+    };
+
+    const rt = await Runtime.start();
+    defer(() => rt.close());
+    await nextLine(); // {"ready": true}: torch imported, warmed up
+
+    const x0 = rt.tensor(Float32Array.from(init), shape);
+    await rt.flush();
+    const sdkOnce = async (): Promise<{ us: number; sum: number }> => {
+      const t0 = nowUs();
+      let x = x0;
+      for (const step of seq) {
+        const y = apply(x, step);
+        if (x !== x0) x.free(); // the frees ride in the same batch, after the read
+        x = y;
+      }
+      const out = await x.toArray();
+      const us = nowUs() - t0;
+      x.free();
+      let sum = 0;
+      for (const v of out as Float32Array) sum += v;
+      return { us, sum };
+    };
+
+    for (let i = 0; i < (opts.quick ? 1 : 20); i++) await sdkOnce();
+    const sdkUs: number[] = [];
+    const pyUs: number[] = [];
+    let sdkSum = NaN, pySum = NaN;
+    for (let r = 0; r < rounds; r++) {
+      for (let i = 0; i < perRound; i++) {
+        const { us, sum } = await sdkOnce();
+        sdkUs.push(us);
+        sdkSum = sum;
+      }
+      py.stdin!.write(`${perRound}\n`);
+      const m = await nextLine();
+      pyUs.push(m.median_us as number);
+      pySum = m.checksum as number;
+    }
+    await rt.flush();
+    if (!(Math.abs(sdkSum - pySum) <= 1e-3 * Math.max(1, Math.abs(pySum)))) {
+      throw new Error(`batched_ops: the SDK and the Python loop disagree (sum ${sdkSum} vs ${pySum}): not the same sequence`);
+    }
+    const scale = 1000 / nOps;
+    const sdk = median(sdkUs) * scale, base = median(pyUs) * scale;
+    opts.log(`batched_ops: sdk ${sdk.toFixed(0)} us / 1000 ops (${median(sdkUs).toFixed(0)} us for ${nOps}), python loop ${base.toFixed(0)} us / 1000 ops; checksums ${sdkSum.toFixed(4)} / ${pySum.toFixed(4)}`);
+    return [result({
+      name: 'bridge.batched_ops', value: sdk, baseline: base, unit: 'us', target: '<= 2x',
+      met: sdk / base <= 2,
+      note: `us per 1000 ops; ${nOps} chained ops on (16,16) f32, one batch + one read; median of ${sdkUs.length} vs ${rounds}x${perRound}`,
+    })];
+  });
+}

@@ -1,0 +1,37 @@
+// The benchmarks still run: each at a tiny size (`--quick`), yielding well-formed records.
+// Only the shape of the record is checked: a benchmark's figures never gate a test.
+import { describe, expect, it } from 'vitest';
+import { jsonLine } from '../bench/lib.js';
+import { BENCHMARKS, GROUPS, runBenchmarks } from '../bench/run.js';
+
+const KEYS = ['name', 'value', 'baseline', 'ratio', 'unit', 'target'];
+
+describe('bench --quick', () => {
+  for (const g of GROUPS) {
+    it(`runs ${g.names.join(', ')}`, async () => {
+      const results = await runBenchmarks([...g.names], { quick: true, log: () => undefined });
+      expect(results.map((r) => r.name)).toEqual(g.names);
+      for (const r of results) {
+        const line = jsonLine(r);
+        expect(line.startsWith(`{"name": "${r.name}", "value": `)).toBe(true);
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        expect(Object.keys(rec)).toEqual(KEYS);
+        for (const k of ['value', 'baseline', 'ratio'] as const) {
+          expect(typeof rec[k]).toBe('number');
+          expect(Number.isFinite(rec[k]) && (rec[k] as number) > 0, `${r.name}.${k} = ${String(rec[k])}`).toBe(true);
+        }
+        expect(rec.ratio as number).toBeCloseTo((rec.value as number) / (rec.baseline as number), 1);
+        expect(typeof rec.unit).toBe('string');
+        expect(typeof rec.target).toBe('string');
+        expect((rec.target as string).length).toBeGreaterThan(0);
+      }
+    }, 180_000);
+  }
+
+  it('knows every benchmark of the brief', () => {
+    expect([...BENCHMARKS].sort()).toEqual([
+      'bridge.batched_ops', 'bridge.pipelined', 'bridge.roundtrip', 'bridge.transfer64mb',
+      'bridge.transfer64mb_socket', 'bridge.vs_pythonia',
+    ]);
+  });
+});
