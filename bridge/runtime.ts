@@ -392,6 +392,13 @@ export class Runtime {
 
 function collectTensors(v: unknown, into: Set<Tensor>, depth: number): void {
   if (v instanceof Tensor) into.add(v);
-  else if (depth > 0 && Array.isArray(v)) for (const x of v) collectTensors(x, into, depth - 1);
-  else if (depth > 0 && v !== null && typeof v === 'object') for (const x of Object.values(v)) collectTensors(x, into, depth - 1);
+  else if (depth <= 0 || v === null || typeof v !== 'object') return;
+  else if (Array.isArray(v)) for (const x of v) collectTensors(x, into, depth - 1);
+  else if (isPlainObject(v)) for (const x of Object.values(v)) collectTensors(x, into, depth - 1);
+  // anything else (a typed array of results, a Map, a class instance) holds no tensor we track
+}
+
+function isPlainObject(v: object): boolean {
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }

@@ -181,3 +181,13 @@ describe('lifetimes', () => {
     expect((await rt.stats()).objects).toBeLessThan(base + 100);
   });
 });
+
+describe('scopes and large results', () => {
+  it('returning a large typed array from a scope costs nothing extra', async () => {
+    const big = new Float32Array(16 << 20).fill(2);
+    const t0 = performance.now();
+    const back = await rt.scope(async () => rt.tensor(big).toArray());
+    expect(back.length).toBe(16 << 20);
+    expect(performance.now() - t0).toBeLessThan(1500); // walking its 16M elements took ~3 s before
+  });
+});
