@@ -15,22 +15,39 @@ export async function startTcpRuntime(key: string | null, extraArgs: string[] = 
   const child = spawn(resolvePython(), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  let buf = '';
   const endpoint = await new Promise<string>((res, rej) => {
-    let buf = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new Error(`runtime did not start in 30 s; stdout: ${buf}; stderr: ${out}`));
+    }, 30_000);
     child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
       const m = /^LIAISON_READY (.*)$/m.exec(buf);
-      if (m) res(JSON.parse(m[1]).endpoint as string);
+      if (m) {
+        clearTimeout(timer);
+        res(JSON.parse(m[1]).endpoint as string);
+      }
     });
-    child.on('exit', (code) => rej(new Error(`runtime exited with ${code}: ${out}`)));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`runtime exited with ${code}: ${out}`));
+    });
   });
   return { child, endpoint, output: () => out };
 }
 
-export function exitOf(child: ChildProcess): Promise<number | null> {
-  return new Promise((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) res(child.exitCode);
-    else child.on('exit', (c) => res(c));
+export function exitOf(child: ChildProcess, killAfterMs = 10_000): Promise<number | null> {
+  return new Promise((res, rej) => {
+    if (child.exitCode !== null || child.signalCode !== null) return res(child.exitCode);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      rej(new Error(`process ${child.pid} did not exit within ${killAfterMs} ms of being asked`));
+    }, killAfterMs);
+    child.on('exit', (c) => {
+      clearTimeout(timer);
+      res(c);
+    });
   });
 }
 

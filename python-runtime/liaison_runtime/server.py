@@ -81,12 +81,13 @@ class Server:
             self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10_000)
         self.sock.bind(endpoint)
         self.bound = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._running = False
+        # True from the start: a stop() that lands between construction and the loop (a
+        # SIGTERM right after the ready line) must not be undone by serve_forever.
+        self._running = True
 
     # ---- the loop ----
 
     def serve_forever(self) -> None:
-        self._running = True
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         sock = self.sock

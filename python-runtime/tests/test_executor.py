@@ -153,3 +153,13 @@ def test_endpoint_rules():
     check_endpoint("tcp://10.1.2.3:5555", b"k", True)
     with pytest.raises(SystemExit, match="endpoint must be"):
         check_endpoint("http://x", b"k", True)
+
+
+def test_a_stop_before_the_loop_starts_is_kept(tmp_path):
+    # SIGTERM can land right after the ready line, before serve_forever runs
+    from liaison_runtime.server import Server
+
+    s = Server(f"ipc://{tmp_path}/rt.sock", device=torch.device("cpu"))
+    s.stop()
+    s.serve_forever()  # returns at once instead of serving forever
+    assert s.sock.closed
