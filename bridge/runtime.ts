@@ -35,7 +35,7 @@ export interface RuntimeOptions extends Omit<ConnectionOptions, 'endpoint' | 'ke
   /**
    * Upload tensors of at least `shmMinBytes` through /dev/shm on one host (default on).
    * Node has no mmap, so each direction costs a copy into or out of tmpfs: measured here,
-   * that beats the socket for uploads but not for downloads into fresh arrays, so reads
+   * that beats the socket for uploads from about 16 MiB on, but not for downloads into fresh arrays, so reads
    * use the socket unless `shmReads` is set (bench: bridge.transfer64mb).
    */
   shm?: boolean;
@@ -92,7 +92,7 @@ export class Runtime {
     this.python = (proc as Partial<HatchProcess> | undefined)?.python;
     this.maxOps = opts.maxQueuedOps ?? 4096;
     this.maxBytes = opts.maxQueuedBytes ?? 64 << 20;
-    this.shmMin = opts.shmMinBytes ?? 1 << 20;
+    this.shmMin = opts.shmMinBytes ?? 16 << 20; // measured crossover with the socket on one host
     this.shmReads = opts.shmReads ?? false;
     if (info.shm && (opts.shm ?? true) && conn.endpoint.startsWith('ipc://')) this.shm = ShmDir.create() ?? undefined;
   }

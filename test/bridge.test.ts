@@ -68,7 +68,7 @@ describe('a session', () => {
   });
 
   it('moves large tensors intact both ways', async () => {
-    const n = 3 << 20; // 12 MiB: the shared-memory path on one host
+    const n = 5 << 20; // 20 MiB: over shmMinBytes, so the upload goes through shared memory
     const x = new Float32Array(n);
     for (let i = 0; i < n; i++) x[i] = i % 1000;
     const t = rt.tensor(x);
@@ -76,7 +76,7 @@ describe('a session', () => {
     expect(back.length).toBe(n);
     expect(back[12345]).toBe(2 * (12345 % 1000));
     expect(back[n - 1]).toBe(2 * ((n - 1) % 1000));
-    for (const opts of [{ shm: false }, { shmReads: true }]) {
+    for (const opts of [{ shm: false }, { shmReads: true, shmMinBytes: 1 << 20 }]) {
       const other = await Runtime.start({ device: 'cpu', ...opts });
       try {
         const b2 = (await other.tensor(x).add(1).toArray()) as Float32Array;
