@@ -11,36 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from runner import Runner
 
 from liaison_runtime.ops import OPS
-from liaison_runtime.ops.registry import Ctx
-from liaison_runtime.protocol import Handle
-from liaison_runtime.session import Session
-
-CPU = torch.device("cpu")
-
-
-class Runner:
-    """One session; tensors go in through the store and come back as handles."""
-
-    def __init__(self):
-        self.session = Session("test")
-        self.ctx = Ctx(CPU, self.session)
-        self._next = 1
-
-    def wire(self, v):
-        if isinstance(v, (torch.Tensor, torch.nn.Module)):
-            hid, self._next = self._next, self._next + 1
-            self.session.put(hid, v)
-            return Handle(hid)
-        if isinstance(v, list) and v and all(isinstance(x, torch.Tensor) for x in v):
-            return [self.wire(x) for x in v]
-        return v
-
-    def __call__(self, name, *args, **kw):
-        d = OPS[name]
-        bound = d.bind([self.wire(a) for a in args], {k: self.wire(v) for k, v in kw.items()}, self.session)
-        return d.fn(self.ctx, **bound)
 
 
 def gen(seed: int) -> torch.Generator:

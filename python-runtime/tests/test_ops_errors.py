@@ -6,36 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from runner import CPU, Runner
 
 from liaison_runtime.errors import RuntimeFault
 from liaison_runtime.executor import Executor
 from liaison_runtime.ops import OPS
-from liaison_runtime.ops.registry import Ctx, P, op
+from liaison_runtime.ops.registry import P, op
 from liaison_runtime.protocol import Handle
 from liaison_runtime.session import Session
-
-CPU = torch.device("cpu")
-
-
-class Runner:
-    def __init__(self, session: Session | None = None):
-        self.session = session or Session("test")
-        self.ctx = Ctx(CPU, self.session)
-        self._next = 1
-
-    def wire(self, v):
-        if isinstance(v, torch.Tensor):
-            hid, self._next = self._next, self._next + 1
-            self.session.put(hid, v)
-            return Handle(hid)
-        if isinstance(v, list) and v and all(isinstance(x, torch.Tensor) for x in v):
-            return [self.wire(x) for x in v]
-        return v
-
-    def __call__(self, name, *args, **kw):
-        d = OPS[name]
-        bound = d.bind([self.wire(a) for a in args], {k: self.wire(a) for k, a in kw.items()}, self.session)
-        return d.fn(self.ctx, **bound)
 
 
 def fault(code: str, name: str, param: str | None, *args, **kw) -> RuntimeFault:
