@@ -39,6 +39,8 @@ interface Pending {
   /** A request with its own timeout has its own timer and is skipped by the sweep. */
   timer?: NodeJS.Timeout;
   kind: Kind;
+  /** On the wire (counts against maxInFlight), not only queued. */
+  sent: boolean;
 }
 
 interface Outgoing {
@@ -103,7 +105,7 @@ export class Connection {
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const header: Record<string, unknown> = { v: VERSION, id, kind, ...fields };
     return new Promise<Reply>((resolve, reject) => {
-      const p: Pending = { resolve, reject, kind, deadline: 0 };
+      const p: Pending = { resolve, reject, kind, deadline: 0, sent: false };
       if (timeoutMs > 0 && timeoutMs === this.timeoutMs) {
         // The common case shares one sweep timer: pending requests sit in the Map in the
         // order they were made, so expired ones are always at its head.
@@ -123,7 +125,7 @@ export class Connection {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
-    this.inFlight = Math.max(0, this.inFlight - 1);
+    if (p.sent) this.inFlight--;
     p.reject(new LiaisonError('E_TIMEOUT', `no reply to ${p.kind} #${id} within ${timeoutMs} ms (raise timeoutMs for long ops)`));
     this.pump();
   }
@@ -179,9 +181,20 @@ export class Connection {
     try {
       while (!this.dead && this.qHead < this.queue.length && this.inFlight < this.maxInFlight) {
         const msg = this.queue[this.qHead++];
-        if (!this.pending.has(msg.id)) continue; // timed out while queued
+        const p = this.pending.get(msg.id);
+        if (!p) continue; // timed out while queued
         if (this.key) msg.header.ts = Date.now();
-        const frames = encode(msg.header, msg.buffers, this.key);
+        let frames: Uint8Array[];
+        try {
+          frames = encode(msg.header, msg.buffers, this.key);
+        } catch (e) {
+          // a value msgpack cannot carry fails its own request, not the connection
+          this.pending.delete(msg.id);
+          if (p.timer) clearTimeout(p.timer);
+          p.reject(new LiaisonError('E_ARG', `cannot encode ${p.kind} #${msg.id}: ${(e as Error).message}`));
+          continue;
+        }
+        p.sent = true;
         this.inFlight++;
         await this.sock.send(frames as Buffer[]);
         if (this.qHead > 4096 && this.qHead * 2 > this.queue.length) {
@@ -246,7 +259,7 @@ export class Connection {
   private settle(id: number, p: Pending): void {
     if (p.timer) clearTimeout(p.timer);
     this.pending.delete(id);
-    this.inFlight = Math.max(0, this.inFlight - 1);
+    if (p.sent) this.inFlight--;
     if (this.qHead < this.queue.length) this.pump();
   }
 

@@ -207,3 +207,11 @@ describe('a runtime that dies', () => {
     expect(alive(pid)).toBe(false);
   });
 });
+
+describe('values the wire cannot carry', () => {
+  it('fail their own request and leave the connection up', async () => {
+    const e = await failure((rt.call('full', [[2], 2n ** 70n as unknown as number]) as { toArray(): Promise<unknown> }).toArray());
+    expect(e.code).toBe('E_ARG');
+    expect(await rt.ones([2]).sum().item()).toBe(2);
+  });
+});
