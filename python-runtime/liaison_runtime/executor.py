@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import traceback
+from time import perf_counter
 
 import torch
 
@@ -94,6 +95,7 @@ class Executor:
         metas = _handles(header.get("meta") or [], "meta")
         free = _handles(header.get("free") or [], "free")
         ctx = Ctx(self.device, sess)
+        t0 = perf_counter()
         i = 0
         try:
             for i, rec in enumerate(ops):
@@ -103,6 +105,7 @@ class Executor:
             if metas:
                 reply["meta"] = [self._meta(sess.get(h)) for h in metas]
             reply["n"] = len(ops)
+            reply["us"] = round((perf_counter() - t0) * 1e6)
             return reply, bufs, aliases
         finally:
             self.ops_run += i
