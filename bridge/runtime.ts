@@ -123,11 +123,16 @@ export class Runtime {
         conn.fail(new LiaisonError('E_DEAD', `the runtime process ${how}.${proc.stderrTail() ? `\nLast runtime output:\n${proc.stderrTail()}` : ''}`));
       });
     }
+    const waitMs = opts.timeoutMs ?? 30_000;
     try {
-      const { header } = await conn.request('hello', {}, [], opts.timeoutMs ?? 30_000);
+      const { header } = await conn.request('hello', {}, [], waitMs);
       return new Runtime(conn, header as unknown as RuntimeInfo, opts, proc);
     } catch (e) {
       conn.close();
+      if (e instanceof LiaisonError && e.code === 'E_TIMEOUT') {
+        // ZeroMQ connects lazily and silently: a wrong address only shows as silence
+        throw new LiaisonError('E_TIMEOUT', `no runtime answered at ${endpoint} within ${waitMs} ms: is it running, is the endpoint right, and can this machine reach it?`, { cause: e });
+      }
       throw e;
     }
   }

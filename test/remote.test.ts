@@ -83,3 +83,12 @@ describe('binding rules', () => {
     await exitOf(ok.child);
   });
 });
+
+describe('nobody there', () => {
+  it('says so clearly when no runtime answers', async () => {
+    const err = await Runtime.connect('tcp://127.0.0.1:9', { key: KEY, timeoutMs: 500 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LiaisonError);
+    expect((err as LiaisonError).code).toBe('E_TIMEOUT');
+    expect((err as LiaisonError).message).toMatch(/no runtime answered at tcp:\/\/127\.0\.0\.1:9/);
+  });
+});
