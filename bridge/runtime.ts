@@ -157,8 +157,16 @@ export class Runtime {
     const want = shp.reduce((a, b) => a * b, 1);
     if (want !== numel) throw new LiaisonError('E_SHAPE', `shape [${shp}] holds ${want} elements, the data has ${numel}`);
     const kw: Record<string, Arg> = { dtype: dt, shape: shp };
+    let shmPath: string | null = null;
     if (this.shm && bytes.byteLength >= this.shmMin) {
-      kw.shm = this.shm.write(bytes);
+      try {
+        shmPath = this.shm.write(bytes);
+      } catch {
+        shmPath = null; // /dev/shm full or gone: the socket still works
+      }
+    }
+    if (shmPath !== null) {
+      kw.shm = shmPath;
     } else {
       kw.frame = this.bufs.length;
       this.bufs.push(bytes);
@@ -170,10 +178,12 @@ export class Runtime {
   /** Queue any op of the runtime's op table; `outputs` results (a list when != 1). */
   call(op: string, args: readonly Arg[] = [], kw?: Record<string, Arg>, outputs = 1): Tensor | Tensor[] {
     if (this.conn.closed) throw new LiaisonError('E_CLOSED', `runtime is closed; cannot queue ${op}`);
+    const wireArgs = args.map((a) => this.wire(a)); // throws on a freed or foreign tensor before anything is made
+    const wireKw = kw ? (this.wire(kw) as Record<string, unknown>) : undefined;
     const out: Tensor[] = [];
     for (let i = 0; i < outputs; i++) out.push(this.newTensor());
-    const rec: OpRecord = { op, out: out.map((t) => t.ref), args: args.map((a) => this.wire(a)) };
-    if (kw) rec.kw = this.wire(kw) as Record<string, unknown>;
+    const rec: OpRecord = { op, out: out.map((t) => t.ref), args: wireArgs };
+    if (wireKw) rec.kw = wireKw;
     this.ops.push(rec);
     if (this.ops.length >= this.maxOps || this.queuedBytes >= this.maxBytes) this.send();
     return outputs === 1 ? out[0] : out;
@@ -330,6 +340,7 @@ export class Runtime {
 
   /** @internal */
   release(id: number): void {
+    this.poisoned.delete(id);
     if (this.conn.closed) return;
     this.frees.push(new HandleRef(id));
     if (this.frees.length >= 1024) this.schedule();
