@@ -30,7 +30,7 @@ import json
 import os
 import threading
 
-from .server import Server, pick_device, ready_line
+from .server import Server, pick_device, ready_line, remove_ipc_files
 
 _lock = threading.Lock()  # start/stop against each other; stash needs no lock (see above)
 _server: Server | None = None
@@ -54,7 +54,8 @@ def start(endpoint: str, device: str | None = None) -> dict:
         thread = threading.Thread(target=server.serve_forever, name="liaison-runtime", daemon=True)
         thread.start()
         _server, _thread = server, thread
-        atexit.register(_remove_socket, server.endpoint)
+        # at interpreter exit the daemon thread dies without Server.close: remove the files
+        atexit.register(remove_ipc_files, server.endpoint)
         return json.loads(ready_line(server).partition(" ")[2])
 
 
@@ -89,15 +90,3 @@ def stop(timeout: float = 5.0) -> bool:
 
 def running() -> bool:
     return _thread is not None and _thread.is_alive()
-
-
-def _remove_socket(endpoint: str) -> None:
-    """At interpreter exit the daemon thread dies without `Server.close`: remove the ipc file
-    and the launcher's private folder (files only: the socket is the thread's to close)."""
-    if endpoint.startswith("ipc://"):
-        path = endpoint[len("ipc://"):]
-        for rm in (os.unlink, lambda p: os.rmdir(os.path.dirname(p))):
-            try:
-                rm(path)
-            except OSError:
-                pass

@@ -116,14 +116,7 @@ class Server:
     def close(self) -> None:
         if not self.sock.closed:
             self.sock.close(linger=0)
-        if self.endpoint.startswith("ipc://"):
-            # the launcher's private folder: leave nothing behind even if our parent died
-            path = self.endpoint[len("ipc://"):]
-            for rm in (os.unlink, lambda p: os.rmdir(os.path.dirname(p))):
-                try:
-                    rm(path)
-                except OSError:
-                    pass
+        remove_ipc_files(self.endpoint)  # leave nothing behind even if our parent died
 
     def _parent_gone(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -179,6 +172,17 @@ class Server:
             tr.wait(timeout=30)
         if len(self._pending_sends) > 64:
             self._pending_sends = {p: x for p, x in self._pending_sends.items() if not x.done}
+
+
+def remove_ipc_files(endpoint: str) -> None:
+    """Remove an ipc:// socket file and, when empty, the launcher's private folder it is in."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        for rm in (os.unlink, lambda p: os.rmdir(os.path.dirname(p))):
+            try:
+                rm(path)
+            except OSError:
+                pass
 
 
 def _peek_id(frames) -> int | None:
