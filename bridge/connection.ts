@@ -64,8 +64,6 @@ export class Connection {
   private readonly timeoutMs: number;
   private hbTimer?: NodeJS.Timeout;
   private lastReply = Date.now();
-  /** Called once when the connection dies (runtime gone, heartbeat lost, closed). */
-  onDead?: (err: LiaisonError) => void;
 
   constructor(opts: ConnectionOptions) {
     this.endpoint = opts.endpoint;
@@ -89,10 +87,6 @@ export class Connection {
 
   get closed(): boolean {
     return this.dead !== null;
-  }
-
-  get pendingCount(): number {
-    return this.pending.size;
   }
 
   /**
@@ -164,7 +158,6 @@ export class Connection {
     this.queue.length = 0;
     this.qHead = 0;
     this.sock.close();
-    this.onDead?.(err);
   }
 
   close(): void {

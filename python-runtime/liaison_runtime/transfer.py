@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import warnings
 
 import numpy as np
@@ -70,12 +71,24 @@ def _bytes_to_tensor(buf, dtype, shape, nbytes, device) -> torch.Tensor:
     return t.to(device) if device.type != "cpu" else t
 
 
+def _check_shm_path(path, what: str) -> str:
+    """A path of the protocol's shape, in a real folder (not a link) that is ours alone:
+    the runtime reads, writes and unlinks there, so nobody else may have put it there."""
+    if not isinstance(path, str) or not SHM_PATH.match(path):
+        raise RuntimeFault("E_ARG", f"{what}: shm path {path!r} is not a Liaison shared-memory file")
+    try:
+        st = os.lstat(os.path.dirname(path))
+    except OSError:
+        raise RuntimeFault("E_ARG", f"{what}: shared-memory folder of {path} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RuntimeFault("E_ARG", f"{what}: {os.path.dirname(path)} is not a private folder of this user")
+    return path
+
+
 def from_shm(meta, device: torch.device) -> torch.Tensor:
     """Map a client-written /dev/shm file (copy-on-write) and unlink it."""
     dtype, shape, nbytes = _check_meta(meta)
-    path = meta.get("shm")
-    if not isinstance(path, str) or not SHM_PATH.match(path):
-        raise RuntimeFault("E_ARG", f"upload: shm path {path!r} is not a Liaison shared-memory file")
+    path = _check_shm_path(meta.get("shm"), "upload")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
@@ -119,8 +132,7 @@ def to_bytes(t: torch.Tensor):
 
 def to_shm(arr: np.ndarray, path: str) -> None:
     """Write a host buffer into a new /dev/shm file inside the client's private folder."""
-    if not SHM_PATH.match(path):
-        raise RuntimeFault("E_ARG", f"download: shm path {path!r} is not a Liaison shared-memory file")
+    _check_shm_path(path, "download")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         mv = memoryview(np.ascontiguousarray(arr)).cast("B")

@@ -163,3 +163,28 @@ def test_a_stop_before_the_loop_starts_is_kept(tmp_path):
     s.stop()
     s.serve_forever()  # returns at once instead of serving forever
     assert s.sock.closed
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
+def test_shm_folder_must_be_private_and_real(ex, tmp_path):
+    import tempfile
+    sid = hello(ex)
+    target = tempfile.mkdtemp(dir=tmp_path)
+    with open(os.path.join(target, "u0"), "wb") as f:
+        f.write(b"\0" * 4)
+    link = "/dev/shm/liaison-linktest"
+    shared = tempfile.mkdtemp(prefix="liaison-", dir="/dev/shm")
+    try:
+        os.symlink(target, link)
+        os.chmod(shared, 0o777)
+        with open(os.path.join(shared, "u0"), "wb") as f:
+            f.write(b"\0" * 4)
+        for path in (f"{link}/u0", f"{shared}/u0"):
+            with pytest.raises(RuntimeFault) as e:
+                batch(ex, sid, [{"op": "upload", "out": [H(1)], "kw": {"dtype": "f32", "shape": [1], "shm": path}}])
+            assert e.value.code == "E_ARG" and "private folder" in e.value.message, path
+        assert os.path.exists(os.path.join(target, "u0"))  # nothing was unlinked through the link
+    finally:
+        os.unlink(link)
+        os.unlink(os.path.join(shared, "u0"))
+        os.rmdir(shared)
