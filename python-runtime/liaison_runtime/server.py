@@ -104,7 +104,7 @@ class Server:
                         msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_message(msg)
+                    self._on_message(msg[0].bytes, msg[1:])
                     if not self._running:
                         break
         finally:
@@ -123,10 +123,7 @@ class Server:
 
     # ---- one message ----
 
-    def _on_message(self, msg: list) -> None:
-        if len(msg) < 1:
-            return
-        ident, frames = msg[0].bytes, msg[1:]
+    def _on_message(self, ident: bytes, frames: list) -> None:
         rid = None
         try:
             header, buffers = decode(frames, self.key, self.guard)
@@ -153,7 +150,10 @@ class Server:
         frames = encode(header, bufs, self.key)
         big_alias = aliases and any(b.nbytes >= zmq.COPY_THRESHOLD for b in bufs)
         try:
-            tracker = self.sock.send_multipart([ident, *frames], copy=False, track=bool(big_alias))
+            if bufs:
+                tracker = self.sock.send_multipart([ident, *frames], copy=False, track=bool(big_alias))
+            else:  # small frames only: copying them is cheaper than wrapping each in a zmq.Frame
+                tracker = self.sock.send_multipart([ident, *frames])
         except zmq.ZMQError as e:
             # EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: it stopped reading.
             log.warning("reply %s dropped: %s", header.get("id"), e)
