@@ -3,9 +3,12 @@
  *
  * A message is a ZeroMQ multipart message:
  *
- *     frame 0   signature: HMAC-SHA256 over frames 1..n (32 bytes), or empty when unsigned
- *     frame 1   header: one msgpack map
- *     frame 2.. raw buffers (tensor bytes), referenced from the header by index
+ *     [signature]  on keyed (tcp) connections only: HMAC-SHA256 over the frames after it
+ *     header       one msgpack map
+ *     buffers...   raw tensor bytes, referenced from the header by index (buffer k)
+ *
+ * Unkeyed connections carry no signature frame: an empty one would cost a third of the
+ * small-message rate.
  *
  * The encoder writes the same bytes as the Python encoder (`liaison_runtime/protocol.py`):
  * smallest msgpack forms (`variableMapSize`), no msgpackr records (Python cannot read
@@ -67,7 +70,7 @@ export function unpack(data: Uint8Array): unknown {
   return unpackr.unpack(data);
 }
 
-/** HMAC-SHA256 over frames 1..n, each preceded by its length as u64 big-endian. */
+/** HMAC-SHA256 over the frames after the signature, each preceded by its length as u64 big-endian. */
 export function signature(key: Uint8Array, frames: readonly Uint8Array[]): Buffer {
   const mac = createHmac('sha256', key);
   const len = Buffer.allocUnsafe(8);
@@ -79,13 +82,12 @@ export function signature(key: Uint8Array, frames: readonly Uint8Array[]): Buffe
   return mac.digest();
 }
 
-/** Header + buffers -> frames `[signature, header, ...buffers]`. */
+/** Header + buffers -> frames `[header, ...buffers]`, preceded by the signature when keyed. */
 export function encode(header: Record<string, unknown>, buffers: readonly Uint8Array[] = [], key?: Uint8Array): Uint8Array[] {
   const frames: Uint8Array[] = [pack(header), ...buffers];
-  frames.unshift(key ? signature(key, frames) : EMPTY);
+  if (key) frames.unshift(signature(key, frames));
   return frames;
 }
-const EMPTY = Buffer.alloc(0);
 
 export interface ReplyHeader {
   v: number;
@@ -102,16 +104,18 @@ export interface ReplyHeader {
  * that refused our key (it says E_AUTH) from a stranger.
  */
 export function decode(frames: readonly Uint8Array[], key?: Uint8Array): { header: ReplyHeader; buffers: Uint8Array[]; forged: boolean } {
-  if (frames.length < 2) throw new LiaisonError('E_PROTOCOL', `a message needs at least 2 frames, got ${frames.length}`);
   let forged = false;
+  let body = frames;
   if (key) {
     const sig = frames[0];
-    const want = signature(key, frames.slice(1));
-    forged = sig.byteLength !== SIG_LEN || !timingSafeEqual(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength), want);
+    body = frames.slice(1);
+    forged = !sig || sig.byteLength !== SIG_LEN || body.length === 0 ||
+      !timingSafeEqual(Buffer.from(sig.buffer, sig.byteOffset, sig.byteLength), signature(key, body));
   }
+  if (body.length < 1) throw new LiaisonError('E_PROTOCOL', `a message needs a header frame, got ${frames.length} frames`);
   let header: unknown;
   try {
-    header = unpack(frames[1]);
+    header = unpack(body[0]);
   } catch (e) {
     throw new LiaisonError('E_PROTOCOL', `header frame is not valid msgpack: ${(e as Error).message}`);
   }
@@ -122,5 +126,5 @@ export function decode(frames: readonly Uint8Array[], key?: Uint8Array): { heade
   if (h.v !== VERSION) {
     throw new LiaisonError('E_VERSION', `the runtime speaks protocol ${String(h.v)}, this SDK speaks ${VERSION}.${MINOR}; upgrade the older side`);
   }
-  return { header: h, buffers: frames.slice(2) as Uint8Array[], forged };
+  return { header: h, buffers: body.slice(1) as Uint8Array[], forged };
 }

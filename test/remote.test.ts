@@ -56,7 +56,7 @@ describe('tcp runtime', () => {
 
   it('refuses unsigned, wrongly signed, stale and replayed messages', async () => {
     const hello = { v: 1, id: 1, kind: 'hello', ts: Date.now() };
-    expect(await rawRequest([Buffer.alloc(0), pack(hello)])).toMatchObject({ ok: false, error: { code: 'E_AUTH' } });
+    expect(await rawRequest([pack(hello)])).toMatchObject({ ok: false, error: { code: 'E_AUTH' } });
     expect(await rawRequest(encode(hello, [], Buffer.from('wrong')))).toMatchObject({ ok: false, error: { code: 'E_AUTH' } });
     const stale = { v: 1, id: 2, kind: 'ping', ts: Date.now() - 3_600_000 };
     expect(await rawRequest(encode(stale, [], Buffer.from(KEY)))).toMatchObject({ ok: false, error: { code: 'E_AUTH' } });
@@ -65,7 +65,7 @@ describe('tcp runtime', () => {
     expect(await rawRequest(once)).toMatchObject({ ok: false, error: { code: 'E_REPLAY' } });
     // a signed header with a tampered buffer frame
     const frames = encode({ v: 1, id: 4, kind: 'ping', ts: Date.now() }, [Buffer.from('abcd')], Buffer.from(KEY));
-    (frames[2] as Buffer)[0] ^= 0xff;
+    (frames[2] as Buffer)[0] ^= 0xff; // [signature, header, buffer]
     expect(await rawRequest(frames)).toMatchObject({ ok: false, error: { code: 'E_AUTH' } });
   });
 });

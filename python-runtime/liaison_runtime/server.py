@@ -134,7 +134,7 @@ class Server:
             if header["kind"] == "shutdown":
                 self._running = False
         except RuntimeFault as f:
-            self._send_error(ident, rid if rid is not None else _peek_id(frames), f)
+            self._send_error(ident, rid if rid is not None else _peek_id(frames[1:] if self.key else frames), f)
         except Exception as e:  # noqa: BLE001 — the loop must survive anything a message does
             log.exception("internal error")
             import traceback
@@ -186,9 +186,10 @@ def remove_ipc_files(endpoint: str) -> None:
 
 
 def _peek_id(frames) -> int | None:
-    """Best effort, for error replies: the id of a message that failed its checks."""
+    """Best effort, for error replies: the id of a message that failed its checks (frames
+    from the header on)."""
     try:
-        h = unpack(frames[1])
+        h = unpack(frames[0])
         rid = h.get("id") if isinstance(h, dict) else None
         return rid if isinstance(rid, int) and not isinstance(rid, bool) else None
     except Exception:  # noqa: BLE001

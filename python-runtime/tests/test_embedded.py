@@ -33,9 +33,9 @@ class Client:
         assert decode(frames)[0] == header  # what we send is a well-formed request
         self.sock.send_multipart(frames)
         reply = self.sock.recv_multipart()
-        h = unpack(reply[1])
+        h = unpack(reply[0])  # unkeyed: [header, *buffers]
         assert h["id"] == header["id"]
-        return h, reply[2:]
+        return h, reply[1:]
 
     def close(self):
         self.sock.close(linger=0)

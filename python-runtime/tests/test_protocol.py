@@ -46,7 +46,7 @@ def test_vector_roundtrip(vec):
         assert got == header
         assert [bytes(b).hex() for b in bufs] == vec["buffers"]
     else:
-        assert unpack(frames[1]) == header
+        assert unpack(frames[1 if key else 0]) == header
     again = encode(header, [bytes.fromhex(b) for b in vec["buffers"]], key)
     assert [bytes(f).hex() for f in again] == vec["frames"]
 
@@ -77,19 +77,34 @@ def test_signature_checks():
     assert e.value.code == "E_AUTH" and "window" in e.value.message
 
 
+def test_signed_message_to_an_unkeyed_runtime_says_so():
+    import time
+    frames = encode({"v": 1, "id": 1, "kind": "ping", "ts": time.time() * 1000}, [], b"k")
+    with pytest.raises(RuntimeFault) as e:
+        decode(frames)
+    assert e.value.code == "E_PROTOCOL" and "no key" in e.value.message
+
+
+def test_unsigned_message_to_a_keyed_runtime_is_refused():
+    with pytest.raises(RuntimeFault) as e:
+        decode(encode({"v": 1, "id": 1, "kind": "ping"}), b"k", ReplayGuard())
+    assert e.value.code == "E_AUTH" and "not signed" in e.value.message
+
+
 def test_length_prefix():
     assert signature(b"k", [b"ab", b"c"]) != signature(b"k", [b"a", b"bc"])
 
 
 @pytest.mark.parametrize("frames,code", [
+    ([], "E_PROTOCOL"),
     ([b""], "E_PROTOCOL"),
-    ([b"", b"\xc1"], "E_PROTOCOL"),
-    ([b"", pack([1, 2])], "E_PROTOCOL"),
-    ([b"", pack({"id": 1, "kind": "ping"})], "E_PROTOCOL"),
-    ([b"", pack({"v": 2, "id": 1, "kind": "ping"})], "E_VERSION"),
-    ([b"", pack({"v": 1, "id": -1, "kind": "ping"})], "E_PROTOCOL"),
-    ([b"", pack({"v": 1, "id": 1, "kind": "exec"})], "E_PROTOCOL"),
-    ([b"", b"\xc7\x01\x05x"], "E_PROTOCOL"),  # unknown ext type
+    ([b"\xc1"], "E_PROTOCOL"),
+    ([pack([1, 2])], "E_PROTOCOL"),
+    ([pack({"id": 1, "kind": "ping"})], "E_PROTOCOL"),
+    ([pack({"v": 2, "id": 1, "kind": "ping"})], "E_VERSION"),
+    ([pack({"v": 1, "id": -1, "kind": "ping"})], "E_PROTOCOL"),
+    ([pack({"v": 1, "id": 1, "kind": "exec"})], "E_PROTOCOL"),
+    ([b"\xc7\x01\x05x"], "E_PROTOCOL"),  # unknown ext type
 ])
 def test_malformed(frames, code):
     with pytest.raises(RuntimeFault) as e:
