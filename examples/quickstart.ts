@@ -5,6 +5,9 @@
  * model with a QR decomposition on the runtime, shows that a thousand queued ops cost one
  * round trip, moves 64 MiB each way, and shows what an error looks like. Nothing to start
  * by hand; the runtime stops when the program ends.
+ *
+ * The same program drives a runtime on another machine when given its endpoint and key:
+ *     LIAISON_ENDPOINT=tcp://gpu-box:5555 LIAISON_KEY=… npm run demo
  */
 import { LiaisonError, Runtime } from '../bridge/index.js';
 
@@ -12,8 +15,9 @@ const ms = (t0: number) => `${(performance.now() - t0).toFixed(1)} ms`;
 
 async function main(): Promise<void> {
   let t0 = performance.now();
-  const rt = await Runtime.start();
-  console.log(`runtime up in ${ms(t0)}: torch ${rt.info.torch} on ${rt.info.device} (pid ${rt.info.pid}), ${rt.info.ops.length} ops`);
+  const remote = process.env.LIAISON_ENDPOINT;
+  const rt = remote ? await Runtime.connect(remote) : await Runtime.start();
+  console.log(`${remote ? `connected to ${remote}` : 'runtime up'} in ${ms(t0)}: torch ${rt.info.torch} on ${rt.info.device} (pid ${rt.info.pid}), ${rt.info.ops.length} ops`);
 
   // 1. Values in and out.
   const a = rt.tensor(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
@@ -63,7 +67,7 @@ async function main(): Promise<void> {
   console.log('still serving:', await rt.ones([3]).sum().item());
 
   await rt.close();
-  console.log('\nruntime stopped.');
+  console.log(remote ? '\nsession closed (the remote runtime keeps running).' : '\nruntime stopped.');
 }
 
 main().catch((e: unknown) => {
