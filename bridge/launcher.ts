@@ -70,28 +70,56 @@ export function runtimeEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
 
 const live = new Map<ChildProcess, string>(); // child -> its private folder
 let exitHook = false;
-function killAllOnExit(): void {
-  if (exitHook) return;
-  exitHook = true;
-  // On exit there is no event loop left to see the children die: kill them and remove
-  // their folders here, synchronously.
-  process.on('exit', () => {
-    for (const [c, dir] of live) {
-      c.kill('SIGKILL');
+
+/** A private (0700) temporary folder and the ipc:// endpoint of a runtime socket in it. */
+export function privateEndpoint(): { dir: string; endpoint: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'liaison-'));
+  return { dir, endpoint: `ipc://${join(dir, 'rt.sock')}` };
+}
+
+/**
+ * Take ownership of a runtime process and its private folder: if this process exits first,
+ * the child is SIGKILLed and the folder removed (on exit there is no event loop left to see
+ * it die, so this is done synchronously). `exited` resolves with how the child ended, once
+ * its folder is gone; `stop()` sends SIGTERM, SIGKILL after 3 s, and waits for the end.
+ */
+export function own(child: ChildProcess, dir: string): { exited: Promise<string>; stop(): Promise<void> } {
+  live.set(child, dir);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const [c, d] of live) {
+        c.kill('SIGKILL');
+        rmSync(d, { recursive: true, force: true });
+      }
+    });
+  }
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
+  const exited = new Promise<string>((res) => {
+    const done = (code: number | null, signal: NodeJS.Signals | null) => {
+      live.delete(child);
       rmSync(dir, { recursive: true, force: true });
-    }
+      res(signal ? `was killed by ${signal}` : `exited with code ${code}`);
+    };
+    if (gone()) done(child.exitCode, child.signalCode);
+    else child.once('exit', done);
   });
+  const stop = async (): Promise<void> => {
+    if (!gone()) child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(t);
+  };
+  return { exited, stop };
 }
 
 export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProcess> {
   const python = resolvePython(opts.python);
-  const dir = mkdtempSync(join(tmpdir(), 'liaison-'));
-  const endpoint = `ipc://${join(dir, 'rt.sock')}`;
+  const { dir, endpoint } = privateEndpoint();
   const args = ['-m', 'liaison_runtime', '--endpoint', endpoint, '--parent-pid', String(process.pid)];
   if (opts.device) args.push('--device', opts.device);
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
-  live.set(child, dir);
-  killAllOnExit();
+  const { exited, stop } = own(child, dir);
 
   const tail: string[] = [];
   const forward = opts.inheritStderr ?? Boolean(process.env.LIAISON_LOG);
@@ -101,14 +129,6 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
     if (tail.length > 50) tail.splice(0, tail.length - 50);
   });
   const stderrTail = () => tail.join('').split('\n').slice(-20).join('\n').trim();
-
-  const exited = new Promise<string>((res) => {
-    child.on('exit', (code, signal) => {
-      live.delete(child);
-      rmSync(dir, { recursive: true, force: true });
-      res(signal ? `killed by ${signal}` : `exited with code ${code}`);
-    });
-  });
 
   const ready = await new Promise<Record<string, unknown>>((res, rej) => {
     let buf = '';
@@ -135,13 +155,5 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
     });
   });
 
-  const kill = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(t);
-  };
-
-  return { endpoint, child, dir, ready, stderrTail, exited, kill };
+  return { endpoint, child, dir, ready, stderrTail, exited, kill: stop };
 }

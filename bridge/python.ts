@@ -17,12 +17,11 @@
  * is loaded on first use, so programs that never open the hatch never load it.
  */
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join, sep } from 'node:path';
 import type { Py, Python } from 'pythonia';
 import { LiaisonError } from './errors.js';
-import { resolvePython, runtimeEnv, type RuntimeProcess, type SpawnOptions } from './launcher.js';
+import { own, privateEndpoint, resolvePython, runtimeEnv, type RuntimeProcess, type SpawnOptions } from './launcher.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
 
 /** A pythonia proxy to a Python object. pythonia types every Python value as `any`. */
@@ -131,17 +130,8 @@ async function start(opts: PythonStartOptions): Promise<PythonRuntime> {
   }
   const child = pyia.com.proc!;
   child.once('error', () => undefined); // reported through `exited` instead
-  const exited = new Promise<string>((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) res(describeExit(child.exitCode, child.signalCode));
-    else child.once('exit', (code, signal) => res(describeExit(code, signal)));
-  });
-  const dir = mkdtempSync(join(tmpdir(), 'liaison-'));
-  const endpoint = `ipc://${join(dir, 'rt.sock')}`;
-  const onExit = (): void => {
-    child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  process.on('exit', onExit);
+  const { dir, endpoint } = privateEndpoint();
+  const { exited, stop } = own(child, dir);
 
   let emb: PyObject;
   let closed = false;
@@ -155,13 +145,9 @@ async function start(opts: PythonStartOptions): Promise<PythonRuntime> {
       if (pyia.com.proc === child) {
         pyia.python.exit(); // SIGTERM, and pythonia's timers stop
         exitedBefore = true;
-      } else child.kill('SIGTERM');
+      }
     }
-    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(t);
-    process.off('exit', onExit);
-    rmSync(dir, { recursive: true, force: true });
+    await stop();
   };
 
   let ready: Record<string, unknown>;
@@ -228,10 +214,6 @@ function findExecutable(cmd: string): string {
     for (const d of (process.env.PATH ?? '').split(delimiter)) if (d && runnable(join(d, cmd))) return join(d, cmd);
   }
   throw new LiaisonError('E_SPAWN', `no Python interpreter at ${cmd}`);
-}
-
-function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
-  return signal ? `was killed by ${signal}` : `exited with code ${code}`;
 }
 
 /** The Python error line of a pythonia exception (its message is empty; the stack has it). */

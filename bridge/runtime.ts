@@ -33,10 +33,10 @@ export interface RuntimeOptions extends Omit<ConnectionOptions, 'endpoint' | 'ke
   /** Send the queue once this many upload bytes are waiting (default 64 MiB). */
   maxQueuedBytes?: number;
   /**
-   * Upload tensors of at least `shmMinBytes` through /dev/shm on one host (default on).
-   * Node has no mmap, so each direction costs a copy into or out of tmpfs: measured here,
-   * that beats the socket for uploads from about 16 MiB on, but not for downloads into fresh arrays, so reads
-   * use the socket unless `shmReads` is set (bench: bridge.transfer64mb).
+   * Upload tensors of at least `shmMinBytes` (16 MiB) through /dev/shm on one host
+   * (default on). Node has no mmap, so each direction costs a copy through tmpfs: measured
+   * here, that beats the socket for uploads from about 16 MiB, but not for downloads into
+   * fresh arrays, so reads use the socket unless `shmReads` is set (docs/bridge.md).
    */
   shm?: boolean;
   shmReads?: boolean;
@@ -157,14 +157,7 @@ export class Runtime {
     const want = shp.reduce((a, b) => a * b, 1);
     if (want !== numel) throw new LiaisonError('E_SHAPE', `shape [${shp}] holds ${want} elements, the data has ${numel}`);
     const kw: Record<string, Arg> = { dtype: dt, shape: shp };
-    let shmPath: string | null = null;
-    if (this.shm && bytes.byteLength >= this.shmMin) {
-      try {
-        shmPath = this.shm.write(bytes);
-      } catch {
-        shmPath = null; // /dev/shm full or gone: the socket still works
-      }
-    }
+    const shmPath = this.shm && bytes.byteLength >= this.shmMin ? this.shm.tryWrite(bytes) : null;
     if (shmPath !== null) {
       kw.shm = shmPath;
     } else {

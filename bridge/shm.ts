@@ -32,17 +32,25 @@ export class ShmDir {
     }
   }
 
-  /** Write bytes to a new file; returns its path for an `upload` op. */
-  write(bytes: Uint8Array): string {
+  /**
+   * Write bytes to a new file; returns its path for an `upload` op, or null when the write
+   * failed (/dev/shm full or gone): the caller then sends the bytes over the socket.
+   */
+  tryWrite(bytes: Uint8Array): string | null {
     const path = join(this.dir, `u${this.n++}`);
-    const fd = openSync(path, 'wx', 0o600);
     try {
-      let off = 0;
-      while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
-    } finally {
-      closeSync(fd);
+      const fd = openSync(path, 'wx', 0o600);
+      try {
+        let off = 0;
+        while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+      } finally {
+        closeSync(fd);
+      }
+      return path;
+    } catch {
+      rmSync(path, { force: true });
+      return null;
     }
-    return path;
   }
 
   /** Read a file the runtime wrote for a read, and remove it. */

@@ -151,15 +151,12 @@ class Executor:
             f.extra.setdefault("index", index)
             f.extra.setdefault("op", str(name))
             raise
-        except (KeyError, AttributeError) as e:
-            if isinstance(rec, dict) and (name is None or not _well_formed(rec)):
+        except (KeyError, AttributeError, TypeError) as e:
+            # a record that breaks the protocol's shape is the sender's fault; otherwise the
+            # op itself raised one of these
+            if not isinstance(rec, dict) or not _well_formed(rec):
                 raise RuntimeFault("E_PROTOCOL", f"op record {index} ({name!r}) must be a map {{op: str, "
                                    "out: [handles], args: [...], kw: {...}}", index=index, op=str(name)) from None
-            raise self._wrap(e, name, index) from None
-        except TypeError as e:
-            if not isinstance(rec, dict) or not _well_formed(rec):
-                raise RuntimeFault("E_PROTOCOL", f"op record {index} must be a map {{op: str, out: [handles], "
-                                   "args: [...], kw: {...}}", index=index, op=str(name)) from None
             raise self._wrap(e, name, index) from None
         except Exception as e:  # noqa: BLE001 — every failure must go back as a typed error
             raise self._wrap(e, name, index) from None

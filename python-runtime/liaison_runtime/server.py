@@ -8,15 +8,18 @@ a log line instead.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import sys
 import time
+import traceback
 from urllib.parse import urlparse
 
 import torch
 import zmq
 
+from . import __version__
 from .errors import RuntimeFault
 from .executor import Executor
 from .protocol import ReplayGuard, decode, encode, unpack
@@ -137,7 +140,6 @@ class Server:
             self._send_error(ident, rid if rid is not None else _peek_id(frames[1:] if self.key else frames), f)
         except Exception as e:  # noqa: BLE001 — the loop must survive anything a message does
             log.exception("internal error")
-            import traceback
             self._send_error(ident, rid, RuntimeFault("E_INTERNAL", f"{type(e).__name__}: {e}",
                                                       traceback=traceback.format_exc()))
 
@@ -197,9 +199,6 @@ def _peek_id(frames) -> int | None:
 
 
 def ready_line(server: Server) -> str:
-    import json
-
-    from . import __version__
     return "LIAISON_READY " + json.dumps({
         "endpoint": server.bound, "device": str(server.device), "pid": os.getpid(),
         "runtime": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
