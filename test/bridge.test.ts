@@ -169,11 +169,15 @@ describe('lifetimes', () => {
   it('frees garbage-collected tensors (FinalizationRegistry backstop)', async () => {
     const gc = (globalThis as { gc?: () => void }).gc;
     if (!gc) return expect.fail('run vitest with --expose-gc (vitest.config.ts sets it)');
-    await rt.flush();
+    // Settle garbage left by earlier tests first, and hold the new tensors until they are
+    // counted: a collection landing between the loop and the count would free them early.
+    gc();
+    await new Promise((r) => setTimeout(r, 20));
     const base = (await rt.stats()).objects;
-    (() => { for (let i = 0; i < 2000; i++) rt.ones([1]); })();
-    await rt.flush();
+    let held: unknown[] | null = [];
+    for (let i = 0; i < 2000; i++) held.push(rt.ones([1]));
     expect((await rt.stats()).objects).toBeGreaterThanOrEqual(base + 2000);
+    held = null;
     for (let i = 0; i < 20 && (await rt.stats()).objects > base + 100; i++) {
       gc();
       await new Promise((r) => setTimeout(r, 20));
