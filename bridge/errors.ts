@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   E_DEAD: 'client side: the runtime process exited or the connection was lost',
   E_CLOSED: 'client side: the client was closed while the request was pending',
   E_SPAWN: 'client side: the local runtime could not be started',
+  E_TRACE: "a program's traced code did what a program cannot: read a value, await, or leak a placeholder",
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -9,7 +9,7 @@
  * await rt.close();
  * ```
  */
-export { Runtime, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg } from './runtime.js';
+export { Runtime, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg, type OpRecord, type OpRecorder } from './runtime.js';
 export { Tensor, type TensorData, type TensorInfo } from './tensor.js';
 export { LiaisonError, ERROR_CODES, type ErrorCode, type WireError } from './errors.js';
 export { type DType, DTYPES, ITEMSIZE, type TypedArray, type ArrayOf } from './dtype.js';

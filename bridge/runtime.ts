@@ -53,7 +53,21 @@ export interface ConnectOptions extends RuntimeOptions {
 /** A value an op accepts: a tensor, a number, a bool, a string, or arrays of these. */
 export type Arg = Tensor | number | boolean | string | null | undefined | readonly Arg[] | { [k: string]: Arg };
 
-interface OpRecord { op: string; out: HandleRef[]; args: unknown[]; kw?: Record<string, unknown> }
+/** One queued op as the wire carries it (docs/protocol.md §4). */
+export interface OpRecord { op: string; out: HandleRef[]; args: unknown[]; kw?: Record<string, unknown> }
+
+/**
+ * @internal What sdk/program.ts installs while it traces a program: ops go to `record`
+ * instead of the queue, their results are symbolic tensors that exist only inside the
+ * program, and anything that would need a value fails with E_TRACE.
+ */
+export interface OpRecorder {
+  /** The program's name, for errors. */
+  readonly label: string;
+  record(rec: OpRecord): void;
+  /** A trace-time error: kept and thrown when the traced function returns. */
+  fail(e: LiaisonError): void;
+}
 interface Waiter<T> { resolve: (v: T) => void; reject: (e: Error) => void }
 
 const scopes = new AsyncLocalStorage<Set<Tensor>>();
@@ -83,6 +97,7 @@ export class Runtime {
   private poisoned = new Map<number, LiaisonError>();
   private closing: Promise<void> | null = null;
   private readonly finalizer = new FinalizationRegistry<number>((id) => this.release(id));
+  private recorder: OpRecorder | null = null;
 
   private constructor(conn: Connection, info: RuntimeInfo, opts: RuntimeOptions, proc?: RuntimeProcess) {
     this.conn = conn;
@@ -149,6 +164,13 @@ export class Runtime {
    * `flush()` resolves (large arrays on one host are copied into shared memory at once).
    */
   tensor(data: TypedArray | readonly number[], shape?: readonly number[], dtype?: DType): Tensor {
+    if (this.recorder) {
+      // Data a traced function uploads is a constant of the program: upload it now, for
+      // real, and let the program capture it.
+      const rec = this.recorder;
+      this.recorder = null;
+      try { return this.tensor(data, shape, dtype); } finally { this.recorder = rec; }
+    }
     const dt: DType = dtype ?? (Array.isArray(data) ? 'f32' : dtypeOf(data as TypedArray));
     if (!isDType(dt)) throw new LiaisonError('E_DTYPE', `unknown dtype ${String(dt)}`);
     const bytes = toBytes(data, dt);
@@ -174,9 +196,14 @@ export class Runtime {
     const wireArgs = args.map((a) => this.wire(a)); // throws on a freed or foreign tensor before anything is made
     const wireKw = kw ? (this.wire(kw) as Record<string, unknown>) : undefined;
     const out: Tensor[] = [];
-    for (let i = 0; i < outputs; i++) out.push(this.newTensor());
+    const recorder = this.recorder;
+    for (let i = 0; i < outputs; i++) out.push(recorder ? this.symbolic(recorder) : this.newTensor());
     const rec: OpRecord = { op, out: out.map((t) => t.ref), args: wireArgs };
     if (wireKw) rec.kw = wireKw;
+    if (recorder) {
+      recorder.record(rec);
+      return outputs === 1 ? out[0] : out;
+    }
     this.ops.push(rec);
     if (this.ops.length >= this.maxOps || this.queuedBytes >= this.maxBytes) this.send();
     return outputs === 1 ? out[0] : out;
@@ -191,15 +218,49 @@ export class Runtime {
     return t;
   }
 
+  /**
+   * @internal sdk/program.ts: run `fn` with ops recorded into `recorder`. `fn` must be
+   * synchronous, so nothing else can queue ops on this runtime meanwhile.
+   */
+  recording<T>(recorder: OpRecorder, fn: () => T): T {
+    if (this.recorder) throw new LiaisonError('E_TRACE', `cannot trace program '${recorder.label}' inside program '${this.recorder.label}'`);
+    this.recorder = recorder;
+    try {
+      return fn();
+    } finally {
+      this.recorder = null;
+    }
+  }
+
+  /** @internal A tensor that exists only inside the program `recorder` traces. */
+  symbolic(recorder: OpRecorder): Tensor {
+    const t = new Tensor(this, this.nextHandle++);
+    t.traced = recorder;
+    return t;
+  }
+
+  private traceError(what: string, t?: Tensor): LiaisonError {
+    const rec = this.recorder ?? (t?.traced as OpRecorder | undefined);
+    const e = new LiaisonError('E_TRACE', `program '${rec?.label}': ${what}. A program runs inside the runtime without coming back to TypeScript, so its code cannot depend on tensor values: use where(), masks, topk or sort instead of an if on a value`);
+    this.recorder?.fail(e);
+    return e;
+  }
+
   private wire(a: Arg): unknown {
     if (a instanceof Tensor) {
       if (a.rt !== this) throw new LiaisonError('E_HANDLE', `tensor #${a.id} belongs to another runtime session`);
+      if (a.traced && a.traced !== this.recorder) {
+        const e = new LiaisonError('E_TRACE', `tensor #${a.id} belongs to the trace of program '${(a.traced as OpRecorder).label}' and exists only inside it; use the program's outputs instead`);
+        this.recorder?.fail(e);
+        throw e;
+      }
       if (a.freed) throw new LiaisonError('E_HANDLE', `tensor #${a.id} was freed`, { handle: a.id });
       const bad = this.poisoned.get(a.id);
       if (bad) throw new LiaisonError('E_HANDLE', `tensor #${a.id} does not exist: the op that makes it failed (${bad.message})`, { handle: a.id, cause: bad });
       return a.ref;
     }
     if (Array.isArray(a)) return a.map((x) => this.wire(x));
+    if (a instanceof HandleRef) return a;
     if (a !== null && typeof a === 'object') {
       const o: Record<string, unknown> = {};
       for (const [k, v] of Object.entries(a)) if (v !== undefined) o[k] = this.wire(v as Arg);
@@ -246,6 +307,7 @@ export class Runtime {
 
   /** @internal Tensor.data(): queue a read in the current batch. */
   read(t: Tensor): Promise<TensorData> {
+    if (this.recorder || t.traced) return Promise.reject(this.traceError(`reads the value of tensor #${t.id}`, t));
     return new Promise((resolve, reject) => {
       this.reads.push({ ref: this.wire(t) as HandleRef, w: { resolve, reject } });
       this.schedule();
@@ -254,6 +316,7 @@ export class Runtime {
 
   /** @internal Tensor.info(): dtype, shape and device without the data. */
   meta(t: Tensor): Promise<Record<string, unknown>> {
+    if (this.recorder || t.traced) return Promise.reject(this.traceError(`reads the shape of tensor #${t.id}`, t));
     return new Promise((resolve, reject) => {
       this.metas.push({ ref: this.wire(t) as HandleRef, w: { resolve, reject } });
       this.schedule();
@@ -262,6 +325,7 @@ export class Runtime {
 
   /** Send whatever is queued and wait until the runtime has run it all. */
   async flush(): Promise<void> {
+    if (this.recorder) throw this.traceError('awaits flush()');
     this.send();
     await this.last;
     this.throwDeferred();
@@ -341,6 +405,7 @@ export class Runtime {
 
   /** @internal Tensor.free() */
   freeTensor(t: Tensor): void {
+    if (t.traced) return; // lives in its program, not in the session
     this.finalizer.unregister(t);
     this.release(t.id);
   }

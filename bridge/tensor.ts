@@ -29,6 +29,8 @@ export class Tensor {
   readonly ref: HandleRef;
   /** @internal */ freed = false;
   /** @internal */ kept = false;
+  /** @internal Set on tensors that exist only inside a program's trace (sdk/program.ts). */
+  traced?: object;
 
   constructor(readonly rt: Runtime, readonly id: number) {
     this.ref = new HandleRef(id);

@@ -6,6 +6,9 @@ test/protocol/vectors.json, so a code added here without the other side fails a 
 
 from __future__ import annotations
 
+import re
+import traceback
+
 # code -> one-line meaning. Order is the spec's order.
 ERROR_CODES: dict[str, str] = {
     "E_PROTOCOL": "malformed message: bad frames, not msgpack, missing or mistyped header fields",
@@ -25,6 +28,7 @@ ERROR_CODES: dict[str, str] = {
     "E_DEAD": "client side: the runtime process exited or the connection was lost",
     "E_CLOSED": "client side: the client was closed while the request was pending",
     "E_SPAWN": "client side: the local runtime could not be started",
+    "E_TRACE": "a program's traced code did what a program cannot: read a value, await, or leak a placeholder",
 }
 
 
@@ -43,3 +47,22 @@ class RuntimeFault(Exception):
         out = {"code": self.code, "message": self.message}
         out.update(self.extra)
         return out
+
+
+_SHAPE_HINTS = re.compile(r"shape|size mismatch|must match the size|dimension|cannot be multiplied|"
+                          r"out of range|Expected .*dim", re.I)
+_DTYPE_HINTS = re.compile(r"dtype|scalar type|not implemented for|expected .*Float|expected .*Long", re.I)
+
+
+def classify(e: Exception, op: str) -> RuntimeFault:
+    """A torch/Python exception raised inside op `op` as the typed error the client gets."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        code = "E_OOM"
+    elif _SHAPE_HINTS.search(msg):
+        code = "E_SHAPE"
+    elif _DTYPE_HINTS.search(msg):
+        code = "E_DTYPE"
+    else:
+        code = "E_OP_FAILED"
+    return RuntimeFault(code, f"{op}: {msg}", traceback=traceback.format_exc())

@@ -8,36 +8,17 @@ server can hold in-place writes to them until the send is done.
 from __future__ import annotations
 
 import os
-import re
 import traceback
 from time import perf_counter
 
 import torch
 
 from . import __version__, transfer
-from .errors import RuntimeFault
+from .errors import RuntimeFault, classify
 from .ops import OPS
 from .ops.registry import DTYPE_NAMES, Ctx
 from .protocol import MINOR, Handle
 from .session import Sessions
-
-_SHAPE_HINTS = re.compile(r"shape|size mismatch|must match the size|dimension|cannot be multiplied|"
-                          r"out of range|Expected .*dim", re.I)
-_DTYPE_HINTS = re.compile(r"dtype|scalar type|not implemented for|expected .*Float|expected .*Long", re.I)
-
-
-def _classify(e: Exception, op: str) -> RuntimeFault:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
-        code = "E_OOM"
-    elif _SHAPE_HINTS.search(msg):
-        code = "E_SHAPE"
-    elif _DTYPE_HINTS.search(msg):
-        code = "E_DTYPE"
-    else:
-        code = "E_OP_FAILED"
-    return RuntimeFault(code, f"{op}: {msg}", traceback=traceback.format_exc())
-
 
 _EMPTY: dict = {}
 
@@ -94,7 +75,7 @@ class Executor:
         reads = _handles(header.get("reads") or [], "reads")
         metas = _handles(header.get("meta") or [], "meta")
         free = _handles(header.get("free") or [], "free")
-        ctx = Ctx(self.device, sess)
+        ctx = Ctx(self.device, sess, self.before_inplace)
         t0 = perf_counter()
         i = 0
         try:
@@ -164,7 +145,7 @@ class Executor:
     @staticmethod
     def _wrap(e: Exception, name, index: int) -> RuntimeFault:
         if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError, MemoryError)):
-            f = _classify(e, str(name))
+            f = classify(e, str(name))
         else:
             f = RuntimeFault("E_INTERNAL", f"{name}: {type(e).__name__}: {e}", traceback=traceback.format_exc())
         f.extra.update(index=index, op=str(name))
@@ -214,4 +195,7 @@ class Executor:
         if isinstance(obj, torch.Tensor):
             return {"dtype": DTYPE_NAMES.get(obj.dtype, str(obj.dtype)), "shape": list(obj.shape),
                     "device": str(obj.device)}
+        describe = getattr(obj, "describe", None)  # programs, built models: what they hold
+        if callable(describe):
+            return {"type": type(obj).__name__, **describe()}
         return {"type": type(obj).__name__}

@@ -5,6 +5,7 @@ import torch
 
 from liaison_runtime.ops import OPS
 from liaison_runtime.ops.registry import Ctx
+from liaison_runtime.program import Program
 from liaison_runtime.protocol import Handle
 from liaison_runtime.session import Session
 
@@ -20,7 +21,7 @@ class Runner:
         self._next = 1
 
     def wire(self, v):
-        if isinstance(v, (torch.Tensor, torch.nn.Module)):
+        if isinstance(v, (torch.Tensor, torch.nn.Module, Program)):
             hid, self._next = self._next, self._next + 1
             self.session.put(hid, v)
             return Handle(hid)

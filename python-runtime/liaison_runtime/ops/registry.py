@@ -31,13 +31,15 @@ _MISSING = object()
 
 
 class Ctx:
-    """What an op may use besides its arguments: the device and the session's RNG."""
+    """What an op may use besides its arguments: the device, the session's RNG, and the
+    guard an in-place write must pass (it waits for sends still reading that memory)."""
 
-    __slots__ = ("device", "session")
+    __slots__ = ("device", "session", "guard")
 
-    def __init__(self, device: torch.device, session):
+    def __init__(self, device: torch.device, session, guard=None):
         self.device = device
         self.session = session
+        self.guard = guard
 
     def generator(self, seed):
         """A generator for a seeded op, or the session's own stream when seed is None."""

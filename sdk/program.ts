@@ -1,0 +1,203 @@
+/**
+ * Programs: tensor code traced once from TypeScript, stored in the runtime, replayed there.
+ *
+ * Some plugin code runs where a round trip to TypeScript per call is far too slow: an
+ * optimizer step every training step, an MoE router inside every forward pass, a KV-cache
+ * policy per layer per decoding step. {@link trace} runs a function once on placeholder
+ * tensors, records the ops it queues, and defines them in the runtime as one program; the
+ * runtime then replays it in-process — from {@link Program.run}, or at a model's hook
+ * point — checking nothing twice (python-runtime/liaison_runtime/program.py).
+ *
+ * ```ts
+ * const step = await trace(rt, {
+ *   name: 'sgd',
+ *   inputs: { lr: { dtype: 'f32', shape: [] } },
+ *   state: { steps: rt.zeros([]) },
+ * }, ({ lr }, state) => {
+ *   for (const [p, g] of pairs) p.sub_(g.mul(lr));   // captured tensors, updated in place
+ *   state.steps = state.steps.add(1);                  // threaded to the next run
+ * });
+ * step.run({ lr: rt.full([], 0.1) });                  // queued like any op
+ * ```
+ *
+ * Inside the function every tensor is symbolic: reading a value (`item()`, `toArray()`),
+ * awaiting, or branching on data cannot work, and is refused at trace time with E_TRACE.
+ * Tensors made before the trace and used inside are *captured*: the program holds them
+ * (parameters, optimizer buffers) and sees their in-place updates. Data uploaded inside
+ * (`rt.tensor(...)`) becomes a captured constant.
+ */
+import { type DType, LiaisonError, type OpRecord, type OpRecorder, type Runtime, Tensor } from '../bridge/index.js';
+
+/** What a placeholder promises: a dtype, and a shape whose strings are symbolic sizes. */
+export interface PlaceholderSpec {
+  dtype?: DType;
+  /** e.g. `['B', 'H', 'T', 64]`: numbers are checked at every run, strings are any size. */
+  shape?: readonly (number | string)[];
+}
+
+export type Placeholders = Record<string, PlaceholderSpec>;
+export type TensorsOf<K extends PropertyKey> = { [P in K]: Tensor };
+
+/** What the traced function returns: nothing, one tensor, a list, or named tensors. */
+export type TraceResult = void | Tensor | readonly Tensor[] | Record<string, Tensor>;
+
+export interface TraceSpec<I extends Placeholders, S extends Record<string, Tensor>> {
+  /** Shown in errors and in `describe()`. */
+  name: string;
+  /** The program's inputs, in order: a run (or a hook point) passes them positionally. */
+  inputs?: I;
+  /**
+   * State threaded from run to run: these tensors are the first state; the function gets
+   * them as placeholders on its second argument, and what it assigns there becomes the
+   * state of the next run. Read the current values with {@link Program.state}.
+   */
+  state?: S;
+}
+
+/** Outputs of a run, shaped like what the traced function returned. */
+export type RunResult<R> = R extends Tensor ? Tensor : R extends readonly Tensor[] ? Tensor[] : R extends Record<string, Tensor> ? { [K in keyof R]: Tensor } : void;
+
+class Recorder implements OpRecorder {
+  readonly ops: OpRecord[] = [];
+  error: LiaisonError | null = null;
+  constructor(readonly label: string) {}
+  record(rec: OpRecord): void { this.ops.push(rec); }
+  fail(e: LiaisonError): void { this.error ??= e; }
+}
+
+/** A program stored in the runtime. */
+export class Program<I extends Placeholders = Placeholders, S extends Record<string, Tensor> = Record<string, Tensor>, R extends TraceResult = TraceResult> {
+  /** @internal */
+  constructor(
+    readonly rt: Runtime,
+    readonly name: string,
+    /** The runtime object: pass it to a hook point (`model.setHook('kv', program.handle)`). */
+    readonly handle: Tensor,
+    readonly inputNames: readonly (keyof I & string)[],
+    readonly stateNames: readonly (keyof S & string)[],
+    private readonly shape: { kind: 'void' | 'one' | 'list' | 'named'; names: string[] },
+    /** How many ops the trace recorded. */
+    readonly size: number,
+  ) {}
+
+  /** Queue one replay; the outputs come back as tensors at once, like any op's. */
+  run(inputs: TensorsOf<keyof I> | readonly Tensor[] = [] as never): RunResult<R> {
+    const list = Array.isArray(inputs) ? (inputs as Tensor[]) : this.inputNames.map((n) => {
+      const t = (inputs as Record<string, Tensor>)[n];
+      if (!(t instanceof Tensor)) throw new LiaisonError('E_ARG', `program '${this.name}': input '${n}' is missing (it takes ${this.inputNames.join(', ') || 'no inputs'})`);
+      return t;
+    });
+    if (list.length !== this.inputNames.length) throw new LiaisonError('E_ARG', `program '${this.name}' takes ${this.inputNames.length} inputs, got ${list.length}`);
+    const n = this.shape.names.length;
+    const outs = this.rt.call('program_run', [this.handle, list], undefined, n === 1 ? 1 : n);
+    const arr = n === 1 ? [outs as Tensor] : (outs as Tensor[]);
+    switch (this.shape.kind) {
+      case 'void': return undefined as RunResult<R>;
+      case 'one': return arr[0] as RunResult<R>;
+      case 'list': return arr as RunResult<R>;
+      default: return Object.fromEntries(this.shape.names.map((k, i) => [k, arr[i]])) as RunResult<R>;
+    }
+  }
+
+  /** The current value of a state tensor (a new handle onto the program's own). */
+  state(name: keyof S & string): Tensor {
+    const i = this.stateNames.indexOf(name);
+    if (i < 0) throw new LiaisonError('E_ARG', `program '${this.name}' has no state '${name}'; it has ${this.stateNames.join(', ') || 'none'}`);
+    return this.rt.call('program_state', [this.handle, i]) as Tensor;
+  }
+
+  /** What the runtime stored: the op names, counts of inputs, outputs, state and captures. */
+  async describe(): Promise<{ name: string; ops: string[]; inputs: number; outputs: number; state: number; captured: number }> {
+    return (await this.handle.info()) as never;
+  }
+
+  /** Drop the program (and what only it still holds) from the runtime. */
+  free(): void {
+    this.handle.free();
+  }
+}
+
+/**
+ * Trace `fn` into a program and define it in the runtime. Resolves once the runtime has
+ * checked every recorded op (an unknown op or a bad argument fails here, naming the op).
+ */
+export async function trace<I extends Placeholders, S extends Record<string, Tensor>, R extends TraceResult>(
+  rt: Runtime,
+  spec: TraceSpec<I, S>,
+  fn: (inputs: TensorsOf<keyof I>, state: TensorsOf<keyof S>) => R,
+): Promise<Program<I, S, R>> {
+  const program = define(rt, spec, fn);
+  await rt.flush();
+  return program;
+}
+
+/**
+ * Like {@link trace}, but queued: the definition goes out with the next batch, and a
+ * definition error surfaces at the next read or flush. For hook points set up in bulk.
+ */
+export function define<I extends Placeholders, S extends Record<string, Tensor>, R extends TraceResult>(
+  rt: Runtime,
+  spec: TraceSpec<I, S>,
+  fn: (inputs: TensorsOf<keyof I>, state: TensorsOf<keyof S>) => R,
+): Program<I, S, R> {
+  const name = spec.name;
+  const inputSpecs = spec.inputs ?? ({} as I);
+  const inputNames = Object.keys(inputSpecs) as (keyof I & string)[];
+  const init = spec.state ?? ({} as S);
+  const stateNames = Object.keys(init) as (keyof S & string)[];
+  for (const k of stateNames) {
+    if (!(init[k] instanceof Tensor)) throw new LiaisonError('E_ARG', `program '${name}': state '${k}' must be a tensor (its first value)`);
+  }
+  const rec = new Recorder(name);
+  const inputs = {} as Record<string, Tensor>;
+  const stateIn = {} as Record<string, Tensor>;
+  for (const k of inputNames) inputs[k] = rt.symbolic(rec);
+  for (const k of stateNames) stateIn[k] = rt.symbolic(rec);
+  const state = { ...stateIn };
+  let result: unknown;
+  try {
+    result = rt.recording(rec, () => fn(inputs as TensorsOf<keyof I>, state as TensorsOf<keyof S>));
+  } catch (e) {
+    throw rec.error ?? e;
+  }
+  if (result instanceof Promise) {
+    result.catch(() => undefined);
+    if (rec.error) throw rec.error;
+    throw new LiaisonError('E_TRACE', `program '${name}': the traced function returned a promise. A program cannot await: it runs inside the runtime without coming back to TypeScript, so write it as a plain (synchronous) function of tensors`);
+  }
+  if (rec.error) throw rec.error;
+  const shape = resultShape(name, result);
+  const outputs = shape.tensors;
+  const stateOut = stateNames.map((k) => {
+    const t = state[k];
+    if (!(t instanceof Tensor)) throw new LiaisonError('E_TRACE', `program '${name}': state '${k}' was set to something that is not a tensor`);
+    return t;
+  });
+  const specs = {
+    inputs: inputNames.map((k) => ({ name: k, ...inputSpecs[k] })),
+    state: stateNames.map((k) => ({ name: k })),
+  };
+  const handle = rt.call('program_define', [name, rec.ops as never, inputNames.map((k) => inputs[k].ref) as never, outputs.map((t) => t.ref) as never], {
+    state_in: stateNames.map((k) => stateIn[k].ref) as never,
+    state_out: stateOut.map((t) => t.ref) as never,
+    state_init: stateNames.map((k) => init[k]),
+    specs: specs as never,
+  }) as Tensor;
+  return new Program<I, S, R>(rt, name, handle, inputNames, stateNames, { kind: shape.kind, names: shape.names }, rec.ops.length);
+}
+
+function resultShape(name: string, r: unknown): { kind: 'void' | 'one' | 'list' | 'named'; names: string[]; tensors: Tensor[] } {
+  const bad = (what: string) => new LiaisonError('E_TRACE', `program '${name}': the traced function must return nothing, a tensor, a list of tensors or an object of tensors; ${what}`);
+  if (r === undefined || r === null) return { kind: 'void', names: [], tensors: [] };
+  if (r instanceof Tensor) return { kind: 'one', names: ['0'], tensors: [r] };
+  if (Array.isArray(r)) {
+    r.forEach((t, i) => { if (!(t instanceof Tensor)) throw bad(`item ${i} is not a tensor`); });
+    return { kind: 'list', names: r.map((_, i) => String(i)), tensors: r as Tensor[] };
+  }
+  if (typeof r === 'object') {
+    const entries = Object.entries(r as Record<string, unknown>);
+    for (const [k, t] of entries) if (!(t instanceof Tensor)) throw bad(`'${k}' is not a tensor`);
+    return { kind: 'named', names: entries.map(([k]) => k), tensors: entries.map(([, t]) => t as Tensor) };
+  }
+  throw bad(`it returned a ${typeof r}`);
+}

@@ -1,0 +1,106 @@
+// Programs end to end: traced in TypeScript, defined and replayed in a real runtime.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LiaisonError, Runtime, type Tensor } from '../bridge/index.js';
+import { define, trace } from '../sdk/program.js';
+import { startRuntime } from './helpers.js';
+
+let rt: Runtime;
+beforeAll(async () => { rt = await startRuntime(); });
+afterAll(async () => { await rt?.close(); });
+
+describe('programs', () => {
+  it('replays traced ops on new inputs and captured tensors', async () => {
+    const w = rt.tensor([1, 2, 3, 4], [2, 2]);
+    const prog = await trace(rt, { name: 'affine', inputs: { x: { dtype: 'f32', shape: ['N', 2] } } }, ({ x }) => ({
+      y: x.matmul(w).add(1).relu(),
+      total: x.sum(),
+    }));
+    expect(prog.size).toBe(4);
+    const a = prog.run({ x: rt.tensor([1, -1, 0, 2], [2, 2]) });
+    expect(await a.y.tolist()).toEqual([[0, 0], [7, 9]]);
+    expect(await a.total.item()).toBe(2);
+    const info = await prog.describe();
+    expect(info.ops).toEqual(['matmul', 'add', 'relu', 'sum']);
+    expect(info.captured).toBe(1);
+  });
+
+  it('updates captured tensors in place, as an optimizer step does', async () => {
+    const p = rt.tensor([1, 1, 1]);
+    const g = rt.tensor([2, 4, 6]);
+    const step = await trace(rt, { name: 'sgd', inputs: { lr: { dtype: 'f32', shape: [] } } }, ({ lr }) => { p.sub_(g.mul(lr)); });
+    const lr = rt.full([], 0.5);
+    step.run({ lr });
+    step.run([lr]);
+    expect(await p.tolist()).toEqual([-1, -3, -5]);
+  });
+
+  it('threads state from run to run', async () => {
+    const counter = await trace(rt, { name: 'count', inputs: { x: {} }, state: { n: rt.zeros([]), sum: rt.zeros([2]) } }, ({ x }, s) => {
+      s.n = s.n.add(1);
+      s.sum = s.sum.add(x);
+      return s.sum.div(s.n);
+    });
+    let mean!: Tensor;
+    for (const v of [[1, 2], [3, 4], [5, 6]]) mean = counter.run({ x: rt.tensor(v) });
+    expect(await mean.tolist()).toEqual([3, 4]);
+    expect(await counter.state('n').item()).toBe(3);
+  });
+
+  it('captures data uploaded inside the trace as a constant', async () => {
+    const prog = await trace(rt, { name: 'const', inputs: { x: {} } }, ({ x }) => x.mul(rt.tensor([10, 100])));
+    expect(await prog.run({ x: rt.tensor([1, 2]) }).tolist()).toEqual([10, 200]);
+  });
+
+  it('refuses a value read at trace time, with a clear error', async () => {
+    const err = await trace(rt, { name: 'branchy', inputs: { x: {} } }, async ({ x }) => {
+      if ((await x.sum().item()) > 0) return x;
+      return x.neg();
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LiaisonError);
+    expect((err as LiaisonError).code).toBe('E_TRACE');
+    expect((err as LiaisonError).message).toMatch(/program 'branchy': reads the value of tensor #\d+.*use where\(\)/s);
+  });
+
+  it('refuses an async traced function', async () => {
+    const err = await trace(rt, { name: 'async', inputs: { x: {} } }, async ({ x }) => x).catch((e: unknown) => e);
+    expect((err as LiaisonError).message).toMatch(/returned a promise/);
+  });
+
+  it('refuses a traced tensor used outside its program', async () => {
+    let leaked!: Tensor;
+    await trace(rt, { name: 'leaky', inputs: { x: {} } }, ({ x }) => { leaked = x.add(1); return leaked; });
+    expect(() => leaked.mul(2)).toThrow(/belongs to the trace of program 'leaky'/);
+    await expect(leaked.toArray()).rejects.toThrow(/E_TRACE|program 'leaky'/);
+  });
+
+  it('reports a bad op at definition, naming it', async () => {
+    const err = await trace(rt, { name: 'bad', inputs: { x: {} } }, ({ x }) => x.softmax(7).add(1)).then(
+      () => null, (e: unknown) => e);
+    // softmax's dim is checked when it runs (it depends on the rank), so this one is caught at run time
+    if (err === null) {
+      const prog = await trace(rt, { name: 'bad2', inputs: { x: {} } }, ({ x }) => x.softmax(7).add(1));
+      await expect(prog.run({ x: rt.tensor([1, 2]) }).toArray()).rejects.toThrow(/program 'bad2', op 0 \(softmax\)/);
+    }
+    const unknown = await trace(rt, { name: 'unknown', inputs: { x: {} } }, ({ x }) => rt.call('no_such_op', [x]) as Tensor).catch((e: unknown) => e);
+    expect((unknown as LiaisonError).code).toBe('E_UNKNOWN_OP');
+    expect((unknown as LiaisonError).message).toMatch(/program 'unknown', op 0: unknown op 'no_such_op'/);
+  });
+
+  it('checks inputs against their specs at every run', async () => {
+    const prog = define(rt, { name: 'typed', inputs: { x: { dtype: 'f32', shape: ['N', 3] } } }, ({ x }) => x.relu());
+    await expect(prog.run({ x: rt.zeros([2, 4]) }).toArray()).rejects.toThrow(/input x must have shape \(N, 3\), got \[2, 4\]/);
+    expect(() => prog.run({} as never)).toThrow(/input 'x' is missing/);
+  });
+
+  it('replays a thousand-op program faster than the same ops sent as a batch', async () => {
+    const x0 = rt.ones([8]);
+    const body = (x: Tensor) => { let y = x; for (let i = 0; i < 1000; i++) y = y.mul(1.0001).add(0.0001); return y; };
+    const prog = await trace(rt, { name: 'long', inputs: { x: {} } }, ({ x }) => body(x));
+    const time = async (f: () => Tensor) => { const t0 = performance.now(); await f().toArray(); return performance.now() - t0; };
+    const batch: number[] = [], replay: number[] = [];
+    for (let i = 0; i < 5; i++) { batch.push(await time(() => body(x0))); replay.push(await time(() => prog.run({ x: x0 }))); }
+    const med = (a: number[]) => a.sort((p, q) => p - q)[2];
+    expect(await prog.run({ x: x0 }).toArray()).toEqual(await body(x0).toArray());
+    expect(med(replay)).toBeLessThan(med(batch));
+  });
+});
