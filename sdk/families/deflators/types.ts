@@ -1,0 +1,46 @@
+/**
+ * The `Deflator` family: the top-k eigenpairs of a symmetric positive semi-definite matrix,
+ * one component at a time (Hotelling deflation, Parallel Deflation, EigenGame; DESIGN.md §4).
+ *
+ * A plugin writes `fit()`. Progress is reported per round through `ctx.onRound`, so the
+ * per-component error against exact eigenvectors can be tracked as the method runs.
+ */
+import type { Runtime, Tensor } from '../../../bridge/index.js';
+import type { PluginInstance } from '../../plugin.js';
+
+export interface DeflationProblem {
+  /** (d, d) symmetric PSD, f32 or f64: a covariance. */
+  cov: Tensor;
+  /** Dimension d. */
+  d: number;
+  /** Components wanted, 1 ≤ k ≤ d. */
+  k: number;
+}
+
+export interface DeflationContext {
+  rt: Runtime;
+  /** Seed for random starts, so a fit is reproducible. */
+  seed: number;
+  /**
+   * Called after each round (an outer iteration of the method) with the current estimates
+   * (d, k), columns unit-norm; awaited, so the caller may read them. `matvecs` counts
+   * matrix–vector products so far (budgets compare methods fairly).
+   */
+  onRound?(round: number, vectors: Tensor, matvecs: number): void | Promise<void>;
+}
+
+export interface DeflationResult {
+  /** (d, k): column j estimates the eigenvector of the j-th largest eigenvalue; unit norm. */
+  vectors: Tensor;
+  /** (k,): the matching eigenvalues (Rayleigh quotients), descending. */
+  values: Tensor;
+  /** Rounds run (1 for a direct method). */
+  rounds: number;
+  /** Matrix–vector products used (d per column for a direct method's full matrix). */
+  matvecs: number;
+}
+
+export interface Deflator<C = unknown> extends PluginInstance<C> {
+  /** Required: the top-k eigenpairs of `problem.cov`. */
+  fit(problem: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult>;
+}

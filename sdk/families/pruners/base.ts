@@ -1,0 +1,82 @@
+/**
+ * Shared base of the Pruner family: masks held, re-applied after every optimizer step,
+ * recomputed at pruning events. A plugin writes `masks()` only.
+ */
+import { Type } from '@sinclair/typebox';
+import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
+import type { ModelLike, ParamInfo, TrainingHooks } from '../../hooks.js';
+import { PluginBase } from '../../plugin.js';
+import type { PruneContext, PrunableWeight, Pruner } from './types.js';
+
+/** Config fields every pruner has; spread them into a plugin's schema. */
+export const PrunerFields = {
+  sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.8, description: 'fraction of the selected weights pruned after the last round' }),
+  atEpoch: Type.Integer({ minimum: 0, default: 0, description: 'epoch after which the first pruning round runs (0: before training starts)' }),
+  rounds: Type.Integer({ minimum: 1, default: 1, description: 'pruning rounds, one per epoch from atEpoch; sparsity grows geometrically to the target' }),
+};
+
+export interface PrunerBaseConfig { sparsity: number; atEpoch: number; rounds: number }
+
+export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<C> implements Pruner<C> {
+  private held: { info: ParamInfo; param: Tensor; mask: Tensor }[] = [];
+  private round = 0;
+
+  abstract masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[];
+
+  selects(param: ParamInfo): boolean {
+    return param.shape.length >= 2;
+  }
+
+  /** The sparsity after round `r` (from 0): rounds reach the target geometrically, as iterative pruning does. */
+  sparsityAt(r: number): number {
+    const keep = Math.pow(1 - this.config.sparsity, (r + 1) / this.config.rounds);
+    return 1 - keep;
+  }
+
+  /** Masks of ones over the selected weights of `model` (held, captured by the step program). */
+  setup(model: ModelLike): void {
+    const chosen = model.params.filter((p) => this.selects(p));
+    if (!chosen.length) throw new LiaisonError('E_ARG', `${this.id}: selects none of the model's parameters (${model.params.map((p) => p.name).join(', ')})`);
+    this.held = chosen.map((info) => ({ info, param: model.param(info.name), mask: model.rt.ones(info.shape) }));
+    this.round = 0;
+  }
+
+  /** One pruning round now: new masks from `masks()`, copied into the held ones and applied. */
+  prune(rt: Runtime): void {
+    if (!this.held.length) throw new LiaisonError('E_ARG', `${this.id}: call setup(model) (or attach it to a Trainer) before prune()`);
+    const weights = this.held.map((h) => ({ name: h.info.name, weight: h.param, shape: h.info.shape }));
+    const ctx: PruneContext = { rt, round: this.round, current: this.held.map((h) => h.mask), sparsity: this.sparsityAt(this.round) };
+    const next = this.masks(weights, ctx);
+    if (next.length !== this.held.length) throw new LiaisonError('E_ARG', `${this.id}: masks() returned ${next.length} masks for ${this.held.length} weights`);
+    this.held.forEach((h, i) => { h.mask.copy_(next[i]); });
+    this.apply();
+    this.round++;
+  }
+
+  /** Zero the pruned entries (queued; the step program does this after every optimizer step). */
+  apply(): void {
+    for (const h of this.held) h.param.mul_(h.mask);
+  }
+
+  /** The masks in force, by parameter name. */
+  currentMasks(): Record<string, Tensor> {
+    return Object.fromEntries(this.held.map((h) => [h.info.name, h.mask]));
+  }
+
+  /** Rounds run so far. */
+  get rounds(): number {
+    return this.round;
+  }
+
+  attach(hooks: TrainingHooks): void {
+    this.setup(hooks.model);
+    if (this.config.atEpoch === 0) this.prune(hooks.rt);
+    hooks.on('afterOptimizerStep', () => this.apply());
+    hooks.on('epochEnd', ({ epoch }) => {
+      // after epoch e (from 0), e + 1 epochs have run: the rounds due by then
+      const due = Math.min(this.config.rounds, epoch + 2 - this.config.atEpoch);
+      if (this.round < due) this.prune(hooks.rt);
+    });
+    hooks.addState('pruner', () => this.currentMasks());
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Where plugins join a training loop. The {@link TrainingHooks} a Trainer hands to each
+ * plugin's `attach()` is the whole surface: the core never looks at which algorithm a
+ * plugin is, only at what it attached.
+ *
+ * Traced points run inside the step program, in the runtime, every step (no round trip);
+ * loop points run in TypeScript once per epoch or evaluation.
+ */
+import type { Runtime, Tensor } from '../bridge/index.js';
+
+/** A parameter of a model, as the runtime describes it. */
+export interface ParamInfo {
+  /** Dotted name, as in PyTorch's named_parameters(): `layers.0.weight`. */
+  name: string;
+  shape: number[];
+  dtype: string;
+  numel: number;
+}
+
+/** What plugins may use of a model (sdk/model.ts implements it). */
+export interface ModelLike {
+  readonly rt: Runtime;
+  /** The runtime's nn.Module. */
+  readonly handle: Tensor;
+  /** Trainable parameters, in named_parameters() order. */
+  readonly params: readonly ParamInfo[];
+  /** The named parameter itself: in-place ops on it change the model. */
+  param(name: string): Tensor;
+  /** Its gradient after the last backward (zeros when it has none). */
+  grad(name: string): Tensor;
+}
+
+/** The traced points, in the order a step reaches them. */
+export const TRACED_POINTS = ['beforeStep', 'afterBackward', 'afterOptimizerStep'] as const;
+export type TracedPoint = (typeof TRACED_POINTS)[number];
+/** The points run from TypeScript. */
+export const LOOP_POINTS = ['epochEnd', 'evaluation'] as const;
+export type LoopPoint = (typeof LOOP_POINTS)[number];
+
+/** What code at a traced point sees: placeholders of this step's values. */
+export interface StepTrace {
+  readonly rt: Runtime;
+  readonly model: ModelLike;
+  /** () f32: this step's learning rate. */
+  readonly lr: Tensor;
+  /** () f32: the step number, counting from 1. */
+  readonly step: Tensor;
+}
+
+/** What code at a loop point sees. */
+export interface LoopInfo {
+  epoch: number;
+  /** Steps done so far. */
+  step: number;
+  /** The latest logged values (loss, accuracy, …). */
+  metrics: Record<string, number>;
+}
+
+export interface TrainingHooks {
+  readonly rt: Runtime;
+  readonly model: ModelLike;
+  /** Code traced into the step program at `point`. */
+  on(point: TracedPoint, fn: (t: StepTrace) => void): void;
+  /** Code run from TypeScript at `point`; the loop waits for it. */
+  on(point: LoopPoint, fn: (info: LoopInfo) => Promise<void> | void): void;
+  /** An extra loss term traced into the step, e.g. a router's load-balancing loss; () f32. */
+  addLoss(name: string, fn: (t: StepTrace) => Tensor): void;
+  /** Tensors saved in checkpoints as `prefix.key` and copied back on resume. */
+  addState(prefix: string, tensors: () => Record<string, Tensor>): void;
+  /**
+   * Tell the loop that what was traced is stale (a plugin added or replaced a captured
+   * tensor); the step program is traced again before the next step.
+   */
+  retrace(): void;
+}
+
+/** A plugin that takes part in training. Every family's base class implements it. */
+export interface TrainerPlugin {
+  attach(hooks: TrainingHooks): void | Promise<void>;
+}

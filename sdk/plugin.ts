@@ -1,0 +1,149 @@
+/**
+ * Plugins: one validating registration per algorithm.
+ *
+ * A plugin file declares a TypeBox schema for its config (defaults and one `description`
+ * per field live there), a class that implements its family's contract, and registers
+ * both once with {@link definePlugin}:
+ *
+ * ```ts
+ * export const SlidingWindowConfig = Type.Object({
+ *   budget: Type.Integer({ minimum: 1, default: 256, description: 'tokens kept per layer and head' }),
+ * }, { additionalProperties: false });
+ * export type SlidingWindowConfig = Static<typeof SlidingWindowConfig>;
+ * export class SlidingWindow extends KVPolicyBase<SlidingWindowConfig> { score(...) { ... } }
+ * export const slidingWindow = definePlugin({
+ *   name: 'sliding-window', version: '1.0.0', family: 'kv-policy', schema: SlidingWindowConfig,
+ *   description: 'keep the most recent tokens', create: (config) => new SlidingWindow(config),
+ * });
+ * const policy = slidingWindow({ budget: 64 });   // validated; defaults filled in
+ * ```
+ *
+ * A bad config is a {@link LiaisonError} with code E_ARG that names the field, says what
+ * it must be and what it got. The schema doubles as JSON Schema (`slidingWindow.schema`).
+ */
+import { type Static, type TObject, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { LiaisonError } from '../bridge/index.js';
+
+/** The plugin families the SDK knows (DESIGN.md §3–§4). */
+export const FAMILIES = ['momentum-optimizer', 'pruner', 'deflator', 'router', 'kv-policy'] as const;
+export type Family = (typeof FAMILIES)[number];
+
+/** What every plugin instance carries, whatever its family. */
+export interface PluginInstance<C = unknown> {
+  /** The registration it was made from: name, version, family, schema. */
+  readonly meta: PluginMeta;
+  /** The validated config, defaults filled in. Frozen. */
+  readonly config: Readonly<C>;
+}
+
+export interface PluginMeta<S extends TObject = TObject> {
+  /** kebab-case, unique within the family, e.g. `sliding-window`. */
+  readonly name: string;
+  /** semver of the algorithm's implementation (bump when its results change). */
+  readonly version: string;
+  readonly family: Family;
+  /** The config schema (TypeBox, hence JSON Schema). */
+  readonly schema: S;
+  /** One line: what the algorithm does. */
+  readonly description: string;
+  /** The paper it implements, as a URL or a citation, when there is one. */
+  readonly paper?: string;
+}
+
+export interface PluginDefinition<S extends TObject, P extends PluginInstance<Static<S>>> extends PluginMeta<S> {
+  /** Build an instance from a validated config. */
+  create(config: Static<S>, meta: PluginMeta<S>): P;
+}
+
+/** A registered plugin: call it with a (partial) config to get a validated instance. */
+export interface PluginFactory<S extends TObject = TObject, P extends PluginInstance<Static<S>> = PluginInstance<Static<S>>> extends PluginMeta<S> {
+  (config?: Partial<Static<S>>): P;
+  /** The config with every default filled in, validated (throws like the factory). */
+  resolve(config?: Partial<Static<S>>): Static<S>;
+}
+
+const registry = new Map<string, PluginFactory>();
+
+const NAME = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
+const SEMVER = /^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/;
+
+/**
+ * Register a plugin. Throws E_ARG when the registration itself is wrong (a name that is
+ * not kebab-case, an unknown family, a schema field without a default or a description,
+ * a name already taken in the family).
+ */
+export function definePlugin<S extends TObject, P extends PluginInstance<Static<S>>>(def: PluginDefinition<S, P>): PluginFactory<S, P> {
+  const where = `definePlugin('${def.name}')`;
+  if (typeof def.name !== 'string' || !NAME.test(def.name)) throw new LiaisonError('E_ARG', `${where}: name must be kebab-case (e.g. 'sliding-window')`);
+  if (!SEMVER.test(def.version ?? '')) throw new LiaisonError('E_ARG', `${where}: version must be semver (e.g. '1.0.0'), got ${JSON.stringify(def.version)}`);
+  if (!FAMILIES.includes(def.family)) throw new LiaisonError('E_ARG', `${where}: family must be one of ${FAMILIES.join(', ')}, got ${JSON.stringify(def.family)}`);
+  if (!def.description) throw new LiaisonError('E_ARG', `${where}: a one-line description is required`);
+  if (def.schema?.type !== 'object' || typeof def.schema.properties !== 'object') throw new LiaisonError('E_ARG', `${where}: schema must be a TypeBox Type.Object`);
+  for (const [field, s] of Object.entries(def.schema.properties as Record<string, TSchema>)) {
+    const optional = !(def.schema.required ?? []).includes(field);
+    if (s.default === undefined && !optional) throw new LiaisonError('E_ARG', `${where}: config field '${field}' needs a default (or Type.Optional)`);
+    if (!s.description) throw new LiaisonError('E_ARG', `${where}: config field '${field}' needs a description (its help line)`);
+  }
+  const key = `${def.family}/${def.name}`;
+  if (registry.has(key)) throw new LiaisonError('E_ARG', `${where}: a ${def.family} named '${def.name}' is already registered`);
+  const meta: PluginMeta<S> = Object.freeze({
+    name: def.name, version: def.version, family: def.family, schema: def.schema, description: def.description,
+    ...(def.paper ? { paper: def.paper } : {}),
+  });
+  const resolve = (config: Partial<Static<S>> = {}) => validateConfig(meta, config);
+  const factory = ((config?: Partial<Static<S>>) => {
+    const instance = def.create(Object.freeze(resolve(config)) as Static<S>, meta);
+    if (instance.meta !== meta) throw new LiaisonError('E_INTERNAL', `${where}: create() must return an instance built with the meta it was given`);
+    return instance;
+  }) as PluginFactory<S, P>;
+  Object.defineProperty(factory, 'name', { value: def.name });
+  Object.assign(factory, meta, { resolve });
+  registry.set(key, factory as unknown as PluginFactory);
+  return factory;
+}
+
+/**
+ * Check a config against a plugin's schema: unknown fields, wrong kinds and out-of-range
+ * values throw E_ARG naming the field; missing fields take their defaults.
+ */
+export function validateConfig<S extends TObject>(meta: PluginMeta<S>, config: unknown): Static<S> {
+  const who = `${meta.family} '${meta.name}'`;
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new LiaisonError('E_ARG', `${who}: config must be an object, got ${config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config}`);
+  }
+  const known = Object.keys(meta.schema.properties);
+  for (const k of Object.keys(config)) {
+    if (!known.includes(k)) throw new LiaisonError('E_ARG', `${who}: unknown config field '${k}'; the fields are ${known.join(', ')}`, { param: k });
+  }
+  const value = Value.Default(meta.schema, Value.Clone(config));
+  const first = Value.Errors(meta.schema, value).First();
+  if (first) {
+    const field = first.path.replace(/^\//, '').replace(/\//g, '.') || '(config)';
+    const s = first.schema as TSchema;
+    const help = s.description ? ` (${s.description})` : '';
+    throw new LiaisonError('E_ARG', `${who}: config field '${field}'${help}: ${first.message.toLowerCase()}, got ${JSON.stringify(first.value)}`, { param: field });
+  }
+  return value as Static<S>;
+}
+
+/** Every registered plugin, optionally of one family, in registration order. */
+export function plugins(family?: Family): PluginFactory[] {
+  return [...registry.values()].filter((p) => !family || p.family === family);
+}
+
+/** A registered plugin by family and name (E_ARG listing the names when there is none). */
+export function getPlugin(family: Family, name: string): PluginFactory {
+  const p = registry.get(`${family}/${name}`);
+  if (!p) throw new LiaisonError('E_ARG', `no ${family} named '${name}' is registered; there are: ${plugins(family).map((q) => q.name).join(', ') || 'none'}`);
+  return p;
+}
+
+/** The shared base: holds meta and config, so a plugin class writes only its core. */
+export abstract class PluginBase<C> implements PluginInstance<C> {
+  constructor(readonly config: Readonly<C>, readonly meta: PluginMeta) {}
+  /** `family/name@version`, for logs and checkpoints. */
+  get id(): string {
+    return `${this.meta.family}/${this.meta.name}@${this.meta.version}`;
+  }
+}
