@@ -60,6 +60,6 @@ if (!imports(py, ['torch'])) {
   if (!pip([TORCH_SPEC])) fail(`pip install ${TORCH_SPEC} failed.`);
 }
 console.log('liaison setup: installing the runtime package (python-runtime) and its test tools');
-if (!pip(['-e', `${RUNTIME_DIR}[dev]`])) fail('pip install -e python-runtime[dev] failed.');
+if (!pip(['-e', `${RUNTIME_DIR}[dev,plot]`])) fail('pip install -e python-runtime[dev,plot] failed.');
 if (!imports(py, [...NEEDED, ...DEV, 'liaison_runtime'])) fail('the venv still cannot import the runtime.');
 console.log('liaison setup: .venv is ready.');
