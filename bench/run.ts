@@ -20,7 +20,7 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['bridge.roundtrip', 'bridge.pipelined'], run: benchLatency },
   { names: ['bridge.transfer64mb', 'bridge.transfer64mb_socket'], run: benchTransfer },
   { names: ['bridge.vs_pythonia'], run: benchPythonia },
-  { names: ['bridge.batched_ops'], run: benchBatched },
+  { names: ['bridge.batched_ops', 'bridge.batched_ops_program'], run: benchBatched },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);
