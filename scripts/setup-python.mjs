@@ -8,7 +8,9 @@ import { existsSync } from 'node:fs';
 import { RUNTIME_DIR, TORCH_SPEC, VENV, venvPython } from './pyenv.mjs';
 
 const NEEDED = ['torch', 'zmq', 'msgpack', 'numpy'];
-const DEV = ['pytest', 'ruff'];
+// datasets, checkpoints, plots: the project's venv has them; a given interpreter may go without
+const EXTRAS = ['sklearn', 'safetensors'];
+const DEV = ['pytest', 'ruff', 'matplotlib'];
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { stdio: 'inherit', ...opts });
@@ -42,7 +44,7 @@ if (given) {
 }
 
 const py = venvPython();
-if (existsSync(py) && imports(py, [...NEEDED, ...DEV, 'liaison_runtime'])) {
+if (existsSync(py) && imports(py, [...NEEDED, ...EXTRAS, ...DEV, 'liaison_runtime'])) {
   console.log('liaison setup: .venv is ready.');
   process.exit(0);
 }
@@ -61,5 +63,5 @@ if (!imports(py, ['torch'])) {
 }
 console.log('liaison setup: installing the runtime package (python-runtime) and its test tools');
 if (!pip(['-e', `${RUNTIME_DIR}[dev,plot]`])) fail('pip install -e python-runtime[dev,plot] failed.');
-if (!imports(py, [...NEEDED, ...DEV, 'liaison_runtime'])) fail('the venv still cannot import the runtime.');
+if (!imports(py, [...NEEDED, ...EXTRAS, ...DEV, 'liaison_runtime'])) fail('the venv still cannot import the runtime.');
 console.log('liaison setup: .venv is ready.');

@@ -5,7 +5,9 @@
     python -m liaison_runtime --endpoint tcp://0.0.0.0:5555 --key-file key --allow-remote
 
 When it is listening it prints one line `LIAISON_READY {json}` on stdout (the SDK's
-launcher waits for it) and then logs only to stderr.
+launcher waits for it) and then logs only to stderr. An ipc:// runtime may import model
+factories and read/write checkpoint files (liaison_runtime.policy); a tcp one only with
+--allow-factories / --allow-files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import signal
 import sys
 
+from . import policy
 from .server import Server, pick_device, ready_line
 
 
@@ -35,6 +38,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", help="cpu, cuda, cuda:N (else LIAISON_DEVICE, else CUDA when present)")
     ap.add_argument("--parent-pid", type=int, help="exit when this process is no longer our parent")
     ap.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback tcp address")
+    ap.add_argument("--allow-factories", action="store_true",
+                    help="let model_build import and call package.module:function (on for ipc://)")
+    ap.add_argument("--allow-files", action="store_true",
+                    help="let model_load_file/model_save_file read and write files (on for ipc://)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
@@ -43,6 +50,7 @@ def main(argv=None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
                     parent_pid=args.parent_pid, allow_remote=args.allow_remote)
     # A batch unpacks thousands of small containers; with the default gen-0 threshold the

@@ -30,6 +30,7 @@ import json
 import os
 import threading
 
+from . import policy
 from .server import Server, pick_device, ready_line, remove_ipc_files
 
 _lock = threading.Lock()  # start/stop against each other; stash needs no lock (see above)
@@ -51,6 +52,8 @@ def start(endpoint: str, device: str | None = None) -> dict:
             server = Server(endpoint, device=pick_device(device), parent_pid=os.getppid())
         except SystemExit as e:
             raise RuntimeError(str(e)) from None
+        # the user's own interpreter could import and open anything itself
+        policy.set_policy(factories=True, files=True)
         thread = threading.Thread(target=server.serve_forever, name="liaison-runtime", daemon=True)
         thread.start()
         _server, _thread = server, thread

@@ -198,4 +198,8 @@ class Executor:
         describe = getattr(obj, "describe", None)  # programs, built models: what they hold
         if callable(describe):
             return {"type": type(obj).__name__, **describe()}
+        if isinstance(obj, torch.nn.Module) and getattr(obj, "spec_kind", None) == "factory":
+            from .models import describe_module  # a module model_build got from a factory: no describe() of its own
+
+            return {"type": type(obj).__name__, **describe_module(obj)}
         return {"type": type(obj).__name__}

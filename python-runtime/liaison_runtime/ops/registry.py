@@ -11,6 +11,7 @@ is not in OPS is refused with E_UNKNOWN_OP.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -329,6 +330,21 @@ def _fast_binder(params: tuple[Param, ...]):
 OPS: dict[str, OpDef] = {}
 
 
+def _update(fn):
+    """An in-place op on a parameter (a leaf that requires grad) is an update, as an optimizer
+    step or a pruning mask makes: autograd refuses it unless it runs under no_grad."""
+
+    @functools.wraps(fn)
+    def run(ctx, *args, **kw):
+        target = args[0] if args else next(iter(kw.values()), None)
+        if isinstance(target, torch.Tensor) and target.is_leaf and target.requires_grad:
+            with torch.no_grad():
+                return fn(ctx, *args, **kw)
+        return fn(ctx, *args, **kw)
+
+    return run
+
+
 def op(name: str, *params: Param, outputs: int = 1, inplace: bool = False):
     """Register `fn(ctx, **bound)` under `name`. fn returns a tensor, or a tuple/list of
     tensors when outputs != 1."""
@@ -336,7 +352,8 @@ def op(name: str, *params: Param, outputs: int = 1, inplace: bool = False):
     def deco(fn):
         if name in OPS:
             raise ValueError(f"op {name!r} registered twice")
-        OPS[name] = OpDef(name, fn, tuple(params), outputs, inplace, (fn.__doc__ or "").strip())
+        OPS[name] = OpDef(name, _update(fn) if inplace else fn, tuple(params), outputs, inplace,
+                          (fn.__doc__ or "").strip())
         return fn
 
     return deco

@@ -1,0 +1,147 @@
+"""The small GPT-style decoder of a `{"kind": "gpt"}` spec (nanoGPT's layout, pre-LN).
+
+Token embedding `wte`, learned absolute position embedding `wpe`, `blocks.i` (ln1, attn
+{qkv, proj}, ln2, mlp {fc, proj} or moe), `ln_f`, and an untied `head` (its own weight,
+not `wte`'s: every state_dict entry is then a tensor of its own, which keeps checkpoints
+and `model_state` one tensor per name).
+
+`forward` is the training path: full causal attention. Cached decoding with the KV hook
+is in kvcache.py and uses the same pieces (`Attention.split`/`merge`, `Block.ff`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import RuntimeFault
+from .base import Described
+from .moe import FeedForward, MoE
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def split(self, x: torch.Tensor):
+        """(B, T, C) -> q, k, v, each (B, H, T, D)."""
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        return [u.view(b, t, self.heads, c // self.heads).transpose(1, 2) for u in (q, k, v)]
+
+    def merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, D) attention output -> (B, T, C), projected."""
+        b, h, t, d = y.shape
+        return F.dropout(self.proj(y.transpose(1, 2).reshape(b, t, h * d)), self.dropout, self.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split(x)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True)  # (B, H, T, D)
+        return self.merge(y)
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float, moe: MoE | None):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        if moe is None:
+            self.mlp = FeedForward(dim, hidden, dropout)
+        else:
+            self.moe = moe
+
+    def ff(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward half, residual included."""
+        h = self.ln2(x)
+        return x + (self.moe(h) if "moe" in self._modules else self.mlp(h))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff(x + self.attn(self.ln1(x)))
+
+
+class GPT(Described, nn.Module):
+    """(B, T) int tokens -> (B, T, vocab) logits."""
+
+    spec_kind = "gpt"
+
+    def __init__(self, vocab: int, context: int, dim: int, layers: int, heads: int, mlp_ratio: int,
+                 dropout: float, make_moe=None):
+        """make_moe(i) -> an MoE layer for block i, or None for a dense MLP there."""
+        super().__init__()
+        self.vocab, self.context = vocab, context
+        self.wte = nn.Embedding(vocab, dim)
+        self.wpe = nn.Embedding(context, dim)
+        self.dropout = dropout
+        blocks = []
+        for i in range(layers):
+            moe = make_moe(i) if make_moe else None
+            if moe is not None:
+                moe.label = f"blocks.{i}.moe"
+            blocks.append(Block(dim, heads, mlp_ratio * dim, dropout, moe))
+        self.blocks = nn.ModuleList(blocks)
+        self.ln_f = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self._init_weights(layers)
+        # client objects and decoding results, kept out of the module tree
+        self.__dict__["kv_hooks"] = {}  # layer index -> kvcache.KVHook
+        self.__dict__["cache_sizes"] = None  # cache length per layer after the last generate/kv_eval
+
+    def _init_weights(self, layers: int) -> None:
+        # nanoGPT's init: N(0, 0.02), residual projections scaled down by depth so the
+        # residual stream's variance does not grow with the number of blocks
+        for name, p in self.named_parameters():
+            if ".router." in name or name.startswith("ln") or ".ln" in name:
+                continue
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif name.endswith("proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
+            else:
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def moe_layers(self) -> list[MoE]:
+        return [b.moe for b in self.blocks if "moe" in b._modules]
+
+    def hook_counts(self) -> dict:
+        return {"kv": len(self.blocks), "router": len(self.moe_layers())}
+
+    def check_tokens(self, op: str, param: str, tokens: torch.Tensor) -> None:
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise RuntimeFault("E_DTYPE", f"{op}: '{param}' must hold token ids (i64 or i32), got {tokens.dtype}",
+                               param=param)
+        if tokens.dim() != 2 or tokens.shape[1] < 1:
+            raise RuntimeFault("E_SHAPE", f"{op}: '{param}' must be (B, T) tokens, got shape {list(tokens.shape)}",
+                               param=param)
+        if tokens.shape[1] > self.context:
+            raise RuntimeFault("E_SHAPE", f"{op}: '{param}' has {tokens.shape[1]} tokens, more than the model's "
+                               f"context of {self.context}", param=param)
+        if tokens.numel():
+            # an out-of-range id is a device-side assert on CUDA; refuse it here (one sync)
+            lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
+            if lo < 0 or hi >= self.vocab:
+                raise RuntimeFault("E_SHAPE", f"{op}: '{param}' holds ids from {lo} to {hi}, outside the "
+                                   f"vocabulary [0, {self.vocab})", param=param)
+
+    def embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T) tokens at absolute positions start.. -> (B, T, C)."""
+        pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        return F.dropout(self.wte(tokens) + self.wpe(pos), self.dropout, self.training)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_f(x))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.check_tokens("model_forward", "inputs", tokens)
+        x = self.embed(tokens.long())  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.logits(x)  # (B, T, vocab)

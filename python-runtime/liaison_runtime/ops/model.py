@@ -1,0 +1,273 @@
+"""Models as handles: build from a spec, call forward, reach parameters, gradients,
+activations and state by name, load and save checkpoints, install hooks (KV policy per
+attention layer, router per MoE layer). Works on any nn.Module handle (built, or adopted
+through the hatch); the hook ops need a built GPT model."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from .. import policy
+from ..errors import RuntimeFault
+from ..models import GPT, MoE, build
+from ..models.checkpoint import listed, load_state, read_file, write_file
+from ..models.kvcache import KVHook
+from .registry import P, op
+
+
+def model_of(name: str, obj, param: str = "model") -> nn.Module:
+    if isinstance(obj, nn.Module):
+        return obj
+    raise RuntimeFault("E_ARG", f"{name}: argument '{param}' must be a model (from model_build or adopt); the "
+                       f"handle holds a {type(obj).__name__}", param=param)
+
+
+def _named(name: str, model: nn.Module, pname: str) -> nn.Parameter:
+    params = dict(model.named_parameters())
+    p = params.get(pname)
+    if p is None:
+        raise RuntimeFault("E_ARG", f"{name}: the model has no parameter {pname!r}; it has {listed(params)}",
+                           param="name")
+    return p
+
+
+def _strs(name: str, param: str, v) -> list[str]:
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+        return list(v)
+    raise RuntimeFault("E_ARG", f"{name}: argument '{param}' must be a list of strings, got "
+                       f"{type(v).__name__}", param=param)
+
+
+@op("model_build", P("spec", "any"))
+def model_build(ctx, spec):
+    """model_build(spec): a model from a spec map of kind 'mlp', 'cnn', 'gpt' or 'factory'.
+
+    The fields of each kind are in liaison_runtime/models/build.py; an integer 'seed' makes the
+    initial weights reproducible; a bad field is refused naming it."""
+    return build(spec, ctx.device)
+
+
+@op("model_param", P("model", "object"), P("name", "str"))
+def model_param(ctx, model, name):
+    """model_param(model, name): the named parameter itself (e.g. 'layers.0.weight'), not a copy.
+
+    An in-place op on it under no_grad changes the model."""
+    return _named("model_param", model_of("model_param", model), name)
+
+
+@op("model_grad", P("model", "object"), P("name", "str"))
+def model_grad(ctx, model, name):
+    """model_grad(model, name): the named parameter's gradient (zeros when none has been computed)."""
+    p = _named("model_grad", model_of("model_grad", model), name)
+    return p.grad if p.grad is not None else torch.zeros_like(p, requires_grad=False)
+
+
+@op("model_forward", P("model", "object"), P("inputs", "tensors"), P("train", "bool", True))
+def model_forward(ctx, model, inputs, train):
+    """model_forward(model, inputs, train=True): model(*inputs), which must return one tensor.
+
+    train: training mode with autograd; otherwise eval mode under no_grad."""
+    m = model_of("model_forward", model)
+    m.train(train)
+    with torch.enable_grad() if train else torch.no_grad():
+        out = m(*inputs)
+    if not isinstance(out, torch.Tensor):
+        raise RuntimeFault("E_ARG", f"model_forward: {type(m).__name__} returned a {type(out).__name__}, not a "
+                           "tensor; only models that return one tensor can be called", param="model")
+    return out
+
+
+@op("model_aux_loss", P("model", "object"))
+def model_aux_loss(ctx, model):
+    """model_aux_loss(model): 0-d sum of the MoE layers' auxiliary losses of the last forward.
+
+    0 when the model has no MoE layer. Differentiable into the router's parameters."""
+    m = model_of("model_aux_loss", model)
+    aux = [layer.last_aux for layer in m.modules() if isinstance(layer, MoE) and layer.last_aux is not None]
+    if not aux:
+        return torch.zeros((), device=ctx.device)
+    return torch.stack([a.to(torch.float32) for a in aux]).sum()
+
+
+# ---- activations ----
+
+class _Capture:
+    __slots__ = ("handles", "acts", "names")
+
+    def __init__(self):
+        self.handles, self.acts, self.names = [], {}, []
+
+
+_CAPTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Capture
+
+
+@op("model_capture", P("model", "object"), P("names", "any"), outputs=0)
+def model_capture(ctx, model, names):
+    """model_capture(model, names): record the outputs of these submodules at every forward.
+
+    Replaces an earlier set; [] stops. Read them with model_activation."""
+    m = model_of("model_capture", model)
+    names = _strs("model_capture", "names", names)
+    modules = dict(m.named_modules())
+    unknown = [n for n in names if n not in modules or not n]
+    if unknown:
+        raise RuntimeFault("E_ARG", f"model_capture: no submodule named {unknown[0]!r}; the model has "
+                           f"{listed(n for n in modules if n)}", param="names")
+    old = _CAPTURES.pop(m, None)
+    for h in old.handles if old else ():
+        h.remove()
+    if not names:
+        return ()
+    cap = _Capture()
+    cap.names = names
+    for n in names:
+        def record(_mod, _inp, out, n=n):
+            cap.acts[n] = out.detach() if isinstance(out, torch.Tensor) else type(out).__name__
+        cap.handles.append(modules[n].register_forward_hook(record))
+    _CAPTURES[m] = cap
+    return ()
+
+
+@op("model_activation", P("model", "object"), P("name", "str"))
+def model_activation(ctx, model, name):
+    """model_activation(model, name): the named submodule's output in the last forward (detached).
+
+    The name must be in the model_capture set."""
+    m = model_of("model_activation", model)
+    cap = _CAPTURES.get(m)
+    if cap is None or name not in cap.names:
+        raise RuntimeFault("E_ARG", f"model_activation: {name!r} is not captured; call model_capture(model, "
+                           f"[..., {name!r}]) before the forward (captured: {listed(cap.names if cap else [])})",
+                           param="name")
+    got = cap.acts.get(name)
+    if got is None:
+        raise RuntimeFault("E_ARG", f"model_activation: no forward has run since {name!r} was captured", param="name")
+    if isinstance(got, str):
+        raise RuntimeFault("E_ARG", f"model_activation: {name!r} returned a {got}, not a tensor", param="name")
+    return got
+
+
+# ---- state and checkpoints ----
+
+@op("model_state", P("model", "object"), outputs=-1)
+def model_state(ctx, model):
+    """model_state(model): the state_dict tensors in state_dict order (detached, same memory).
+
+    Their names are the 'state' list of the model's meta, and their count the outputs to ask for."""
+    return list(model_of("model_state", model).state_dict().values())
+
+
+@op("model_load_state", P("model", "object"), P("names", "any"), P("tensors", "tensors"),
+    P("strict", "bool", True), outputs=0)
+def model_load_state(ctx, model, names, tensors, strict):
+    """model_load_state(model, names, tensors, strict=True): copy tensors into the named state entries.
+
+    strict: the names must be exactly the model's; shapes must match either way."""
+    m = model_of("model_load_state", model)
+    names = _strs("model_load_state", "names", names)
+    if len(names) != len(tensors):
+        raise RuntimeFault("E_ARG", f"model_load_state: {len(names)} names but {len(tensors)} tensors",
+                           param="tensors")
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise RuntimeFault("E_ARG", f"model_load_state: names given twice: {listed(twice)}", param="names")
+    load_state("model_load_state", m, dict(zip(names, tensors, strict=True)), strict, ctx.guard)
+    return ()
+
+
+def _files_allowed(name: str) -> None:
+    if not policy.ALLOW_FILES:
+        raise RuntimeFault("E_ARG", f"{name}: this runtime does not allow file access; start it with --allow-files "
+                           "(a local ipc:// runtime allows it by default)", param="path")
+
+
+@op("model_load_file", P("model", "object"), P("path", "str"), P("strict", "bool", True), outputs=0)
+def model_load_file(ctx, model, path, strict):
+    """model_load_file(model, path, strict=True): load a safetensors file or Hugging Face folder.
+
+    A folder holds model.safetensors or a sharded model.safetensors.index.json. Needs a runtime
+    that allows files (--allow-files; on for ipc://)."""
+    _files_allowed("model_load_file")
+    m = model_of("model_load_file", model)
+    load_state("model_load_file", m, read_file("model_load_file", path), strict, ctx.guard)
+    return ()
+
+
+@op("model_save_file", P("model", "object"), P("path", "str"), outputs=0)
+def model_save_file(ctx, model, path):
+    """model_save_file(model, path): write the state_dict as a safetensors file.
+
+    A path not ending in .safetensors is a folder that gets model.safetensors (Hugging Face
+    layout). Needs a runtime that allows files (--allow-files; on for ipc://)."""
+    _files_allowed("model_save_file")
+    write_file("model_save_file", model_of("model_save_file", model), path)
+    return ()
+
+
+# ---- hooks ----
+
+def _opts_fault(msg: str, field: str) -> RuntimeFault:
+    return RuntimeFault("E_ARG", f"model_hook: opts field '{field}' {msg}", param="opts", field=field)
+
+
+def _opts(opts, allowed: tuple[str, ...]) -> dict:
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise RuntimeFault("E_ARG", f"model_hook: 'opts' must be a map ({', '.join(allowed)}), got "
+                           f"{type(opts).__name__}", param="opts")
+    for k in opts:
+        if k not in allowed:
+            raise _opts_fault(f"is not known here; allowed: {', '.join(allowed)}", str(k))
+    return opts
+
+
+def _layers(opts: dict, n: int, what: str) -> list[int]:
+    v = opts.get("layers")
+    if v is None:
+        return list(range(n))
+    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in v):
+        raise _opts_fault(f"must be a list of {what} indices in [0, {n}), got {v!r}", "layers")
+    return v
+
+
+@op("model_hook", P("model", "object"), P("point", "str", choices=("kv", "router")), P("hook", "object?"),
+    P("opts", "any", None), outputs=0)
+def model_hook(ctx, model, point, hook, opts):
+    """model_hook(model, point, hook, opts=None): install a program at the 'kv' or 'router' hook point.
+
+    hook: a program or any callable list[Tensor] -> list[Tensor]; None removes it. opts for
+    'kv': budget (required), state (init values), layers; for 'router': layers."""
+    m = model_of("model_hook", model)
+    if hook is not None and not callable(hook):
+        raise RuntimeFault("E_ARG", f"model_hook: 'hook' must be a program or a callable, got a "
+                           f"{type(hook).__name__}", param="hook")
+    if point == "router":
+        moes = [x for x in m.modules() if isinstance(x, MoE)]
+        if not moes:
+            raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
+                               "(a gpt spec with 'moe' has them)", param="point")
+        for i in _layers(_opts(opts, ("layers",)), len(moes), "MoE layer"):
+            moes[i].__dict__["hook"] = hook
+        return ()
+    if not isinstance(m, GPT):
+        raise RuntimeFault("E_ARG", f"model_hook: a {type(m).__name__} has no 'kv' hook point (a model built from "
+                           "a 'gpt' spec has one per attention layer)", param="point")
+    opts = _opts(opts, ("budget", "state", "layers"))
+    layers = _layers(opts, len(m.blocks), "attention layer")
+    if hook is None:
+        for i in layers:
+            m.kv_hooks.pop(i, None)
+        return ()
+    budget = opts.get("budget")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise _opts_fault(f"must be the number of tokens the cache keeps (an integer >= 1), got {budget!r}", "budget")
+    state = opts.get("state", [])
+    if not isinstance(state, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in state):
+        raise _opts_fault(f"must be a list of numbers (one init value per state tensor), got {state!r}", "state")
+    for i in layers:
+        m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state])
+    return ()

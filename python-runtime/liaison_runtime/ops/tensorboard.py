@@ -1,0 +1,51 @@
+"""TensorBoard scalars written by the runtime from tensors it already holds, so a training
+loop logs a loss without reading it back. Needs the `tensorboard` package (optional: the
+Trainer prints a notice and goes on without it) and file access (liaison_runtime.policy)."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import policy
+from ..errors import RuntimeFault
+from .registry import P, op
+
+
+def _writer(name: str, obj):
+    from torch.utils.tensorboard import SummaryWriter
+
+    if isinstance(obj, SummaryWriter):
+        return obj
+    raise RuntimeFault("E_ARG", f"{name}: argument 'writer' must be a writer from tb_writer; the handle holds a "
+                       f"{type(obj).__name__}", param="writer")
+
+
+@op("tb_writer", P("logdir", "str"))
+def tb_writer(ctx, logdir):
+    """tb_writer(logdir): a TensorBoard event writer into logdir (needs tensorboard and file access)."""
+    if not policy.ALLOW_FILES:
+        raise RuntimeFault("E_ARG", "tb_writer: this runtime does not allow file access; start it with --allow-files "
+                           "(a local ipc:// runtime allows it by default)", param="logdir")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise RuntimeFault("E_ARG", f"tb_writer: TensorBoard is not installed in the runtime's Python ({e}); "
+                           "`pip install tensorboard` there to get event files", param="logdir") from None
+    return SummaryWriter(log_dir=logdir)
+
+
+@op("tb_scalar", P("writer", "object"), P("tag", "str"), P("value", "tensor"), P("step", "int"), outputs=0)
+def tb_scalar(ctx, writer, tag, value, step):
+    """tb_scalar(writer, tag, value, step): record the one-element tensor value under tag at step."""
+    if value.numel() != 1:
+        raise RuntimeFault("E_SHAPE", f"tb_scalar: 'value' must hold one element, got shape {list(value.shape)}",
+                           param="value")
+    _writer("tb_scalar", writer).add_scalar(tag, float(value.detach().to(torch.float64)), step)
+    return ()
+
+
+@op("tb_flush", P("writer", "object"), outputs=0)
+def tb_flush(ctx, writer):
+    """tb_flush(writer): write the buffered events to disk."""
+    _writer("tb_flush", writer).flush()
+    return ()

@@ -1,0 +1,110 @@
+"""Training steps and decoding: backward, zero_grad, accuracy; generation and held-out
+evaluation through the GPT's KV cache and its policy hook."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import RuntimeFault
+from ..models import GPT
+from ..models.kvcache import generate as _generate
+from ..models.kvcache import teacher_forced_nll
+from .model import model_of
+from .registry import FLOATS, P, need_float, op
+
+
+@op("backward", P("loss", "tensor"), outputs=0)
+def backward(ctx, loss):
+    """backward(loss): accumulate d loss / d parameter into the parameters' grads (loss 0-d)."""
+    need_float("backward", "loss", loss)
+    if loss.dim() != 0:
+        raise RuntimeFault("E_SHAPE", f"backward: 'loss' must be 0-d (reduce it with mean or sum), got shape "
+                           f"{list(loss.shape)}", param="loss")
+    if not loss.requires_grad:
+        raise RuntimeFault("E_ARG", "backward: 'loss' does not depend on any parameter through autograd: was it "
+                           "computed with model_forward(..., train=false), or from detached tensors?", param="loss")
+    loss.backward()
+    return ()
+
+
+@op("zero_grad", P("model", "object"), outputs=0)
+def zero_grad(ctx, model):
+    """zero_grad(model): drop every parameter's gradient (set to None; model_grad then reads zeros)."""
+    model_of("zero_grad", model).zero_grad(set_to_none=True)
+    return ()
+
+
+@op("accuracy", P("logits", "tensor"), P("target", "tensor"))
+def accuracy(ctx, logits, target):
+    """accuracy(logits, target): the fraction (0-d f32) of rows whose argmax over the last dim equals target."""
+    need_float("accuracy", "logits", logits)
+    if logits.dim() < 1 or list(target.shape) != list(logits.shape[:-1]):
+        raise RuntimeFault("E_SHAPE", f"accuracy: 'target' has shape {list(target.shape)}, expected "
+                           f"{list(logits.shape[:-1])} for 'logits' {list(logits.shape)}", param="target")
+    if target.dtype in FLOATS or target.dtype == torch.bool:
+        raise RuntimeFault("E_DTYPE", f"accuracy: 'target' must hold class indices (an integer tensor), got "
+                           f"{target.dtype}", param="target")
+    if target.numel() == 0:
+        raise RuntimeFault("E_SHAPE", "accuracy: 'target' is empty", param="target")
+    return (logits.argmax(-1) == target.long()).float().mean()
+
+
+def _gpt(name: str, model) -> GPT:
+    m = model_of(name, model)
+    if isinstance(m, GPT):
+        return m
+    raise RuntimeFault("E_ARG", f"{name}: needs a model built from a 'gpt' spec (it decodes through a KV cache), "
+                       f"got a {type(m).__name__}", param="model")
+
+
+def _decoding(m: GPT, fn):
+    """Run fn under no_grad in eval mode, then put the model back in the mode it was in."""
+    was = m.training
+    m.eval()
+    try:
+        with torch.no_grad():
+            return fn()
+    finally:
+        m.train(was)
+
+
+@op("generate", P("model", "object"), P("prompt", "tensor"), P("steps", "int"), P("temperature", "float", 0.0),
+    P("seed", "int?", None))
+def generate(ctx, model, prompt, steps, temperature, seed):
+    """generate(model, prompt, steps, temperature=0, seed=None): (B, T0) -> (B, T0 + steps) tokens.
+
+    Decoded one at a time through the KV cache and its hook; temperature 0 is greedy."""
+    m = _gpt("generate", model)
+    m.check_tokens("generate", "prompt", prompt)
+    if steps < 0:
+        raise RuntimeFault("E_ARG", f"generate: 'steps' must be >= 0, got {steps}", param="steps")
+    if temperature < 0:
+        raise RuntimeFault("E_ARG", f"generate: 'temperature' must be >= 0, got {temperature}", param="temperature")
+    if prompt.shape[1] + steps > m.context:
+        raise RuntimeFault("E_SHAPE", f"generate: prompt length {prompt.shape[1]} + steps {steps} exceeds the "
+                           f"model's context of {m.context}", param="steps")
+    g = ctx.generator(seed) if temperature > 0 else None
+    return _decoding(m, lambda: _generate(m, prompt.long(), steps, temperature, g))
+
+
+@op("kv_eval", P("model", "object"), P("tokens", "tensor"), P("prefill", "int"))
+def kv_eval(ctx, model, tokens, prefill):
+    """kv_eval(model, tokens, prefill): nll (B, T - prefill) of tokens[:, prefill:] through the KV cache.
+
+    Teacher forcing, one token at a time through the cache and its hook; perplexity is exp(mean)."""
+    m = _gpt("kv_eval", model)
+    m.check_tokens("kv_eval", "tokens", tokens)
+    t = tokens.shape[1]
+    if not 1 <= prefill < t:
+        raise RuntimeFault("E_ARG", f"kv_eval: 'prefill' must be in [1, {t - 1}] for {t} tokens, got {prefill}",
+                           param="prefill")
+    return _decoding(m, lambda: teacher_forced_nll(m, tokens.long(), prefill))
+
+
+@op("kv_cache_size", P("model", "object"))
+def kv_cache_size(ctx, model):
+    """kv_cache_size(model): i64 (layers,) tokens each layer's cache held after the last generate/kv_eval."""
+    m = _gpt("kv_cache_size", model)
+    if m.cache_sizes is None:
+        raise RuntimeFault("E_ARG", "kv_cache_size: no generate or kv_eval has run on this model yet", param="model")
+    return torch.tensor(m.cache_sizes, dtype=torch.int64, device=ctx.device)
