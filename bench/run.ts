@@ -13,6 +13,8 @@ import { benchBatched } from './bridge_batched.js';
 import { benchLatency } from './bridge_latency.js';
 import { benchPythonia } from './bridge_pythonia.js';
 import { benchTransfer } from './bridge_transfer.js';
+import { benchProgramReplay } from './sdk_program_replay.js';
+import { benchTrainStep } from './sdk_train_step.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -21,6 +23,8 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['bridge.transfer64mb', 'bridge.transfer64mb_socket'], run: benchTransfer },
   { names: ['bridge.vs_pythonia'], run: benchPythonia },
   { names: ['bridge.batched_ops', 'bridge.batched_ops_program'], run: benchBatched },
+  { names: ['sdk.train_step'], run: benchTrainStep },
+  { names: ['sdk.program_replay'], run: benchProgramReplay },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);
@@ -54,7 +58,7 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const t0 = Date.now();
-  process.stderr.write(`Liaison bridge benchmarks${quick ? ' (quick: tiny sizes, the numbers mean nothing)' : ''}; ` +
+  process.stderr.write(`Liaison benchmarks${quick ? ' (quick: tiny sizes, the numbers mean nothing)' : ''}; ` +
     'medians, each baseline measured in the same run. Noisy machines: read the ratios.\n');
   const results = await runBenchmarks(filters, { quick });
   console.log(`\n${table(results)}\n`);

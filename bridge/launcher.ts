@@ -22,6 +22,11 @@ export interface SpawnOptions {
   startTimeoutMs?: number;
   /** Extra environment for the runtime process. */
   env?: Record<string, string>;
+  /**
+   * torch's intra-op threads in the runtime (default: torch's own choice, one per core).
+   * Several runtimes on one small machine run faster with 1 each than fighting for cores.
+   */
+  threads?: number;
   /** Forward the runtime's stderr to ours (default: only when LIAISON_LOG is set). */
   inheritStderr?: boolean;
 }
@@ -118,6 +123,7 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
   const { dir, endpoint } = privateEndpoint();
   const args = ['-m', 'liaison_runtime', '--endpoint', endpoint, '--parent-pid', String(process.pid)];
   if (opts.device) args.push('--device', opts.device);
+  if (opts.threads) args.push('--threads', String(opts.threads));
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   const { exited, stop } = own(child, dir);
 

@@ -97,7 +97,7 @@ export function definePlugin<S extends TObject, P extends PluginInstance<Static<
     if (instance.meta !== meta) throw new LiaisonError('E_INTERNAL', `${where}: create() must return an instance built with the meta it was given`);
     return instance;
   }) as PluginFactory<S, P>;
-  Object.defineProperty(factory, 'name', { value: def.name });
+  Object.defineProperty(factory, 'name', { value: def.name, writable: true }); // writable: Object.assign below sets it again
   Object.assign(factory, meta, { resolve });
   registry.set(key, factory as unknown as PluginFactory);
   return factory;

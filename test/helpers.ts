@@ -4,7 +4,9 @@ import { Runtime, type StartOptions } from '../bridge/index.js';
 import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
 
 export async function startRuntime(opts: StartOptions = {}): Promise<Runtime> {
-  return Runtime.start({ device: 'cpu', ...opts });
+  // one torch thread each: vitest runs two files at once on this 2-core machine, and pytest
+  // may run beside them; runtimes fighting for cores made training tests 15-30x slower
+  return Runtime.start({ device: 'cpu', threads: 1, ...opts });
 }
 
 /** A runtime on tcp:// started by hand, as on a GPU box. Resolves once it listens. */

@@ -28,8 +28,8 @@ def _writable(name: str, input: torch.Tensor) -> None:
 
 def _fits(name: str, input: torch.Tensor, *operands) -> None:
     """operands: (param, tensor-or-number) pairs that must broadcast to input's shape."""
-    shapes = [(p, v.shape) for p, v in operands if isinstance(v, torch.Tensor)]
-    for p, s in shapes:
+    shapes = [(p, v.shape) for p, v in operands if isinstance(v, torch.Tensor) and v.shape != input.shape]
+    for p, s in shapes:  # (an operand of input's own shape fits: the optimizer-step case, checked for free)
         need_broadcast(name, input.shape, s, param=p)
         if torch.broadcast_shapes(input.shape, s) != input.shape:
             raise RuntimeFault("E_SHAPE", f"{name}: '{p}' {list(s)} does not broadcast to the shape of "

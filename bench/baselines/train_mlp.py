@@ -1,0 +1,74 @@
+"""Baseline of trainer.epoch: the Trainer's training loop written in plain PyTorch — an MLP
+on scikit-learn's digits (the runtime's own loader, so both sides train on identical
+arrays and the same 80/20 split), minibatch gradient descent, a fresh seeded permutation
+per epoch, the loss read back every `log_every` steps and at the epoch's end.
+
+    python train_mlp.py [--batch 64 --hidden 64 --lr 0.5 --log-every 10]
+
+Serves: prints {"ready": true}, then answers each stdin line N with N timed epochs:
+{"epoch_s": [...], "loss": the last epoch's mean loss}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from liaison_runtime.ops.data import _load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.5)
+    ap.add_argument("--log-every", type=int, default=10)
+    a = ap.parse_args()
+    x_np, y_np = _load("digits")
+    x, y = torch.tensor(x_np), torch.tensor(y_np)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_test = round(len(y) * 0.2)
+    xtr, ytr = x[perm[n_test:]], y[perm[n_test:]]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, a.hidden), torch.nn.ReLU(), torch.nn.Linear(a.hidden, 10))
+    params = list(model.parameters())
+    n = len(ytr)
+    state = {"step": 0, "epoch": 0}
+
+    def epoch() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(state["epoch"]))
+        state["epoch"] += 1
+        xs, ys = xtr.index_select(0, order).split(a.batch), ytr.index_select(0, order).split(a.batch)
+        losses = []
+        for xb, yb in zip(xs, ys, strict=True):
+            state["step"] += 1
+            model.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            with torch.no_grad():
+                for p in params:
+                    p.sub_(p.grad.mul(a.lr))
+            losses.append(loss.detach())
+            if state["step"] % a.log_every == 0:
+                float(torch.stack(losses[-a.log_every:]).mean())
+        value = float(torch.stack(losses).mean())
+        return time.perf_counter() - t0, value
+
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        times, loss = [], float("nan")
+        for _ in range(int(line)):
+            s, loss = epoch()
+            times.append(s)
+        print(json.dumps({"epoch_s": times, "loss": loss}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

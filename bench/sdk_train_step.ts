@@ -1,0 +1,78 @@
+/**
+ * sdk.train_step: one epoch of MLP training on digits (64 → 64 → 10, batch 64, 23 steps,
+ * gradient descent, loss read every 10 steps and at the epoch's end) through the SDK's
+ * Trainer, against the same loop written in plain PyTorch (`baselines/train_mlp.py`, kept
+ * alive so that the two alternate, epoch by epoch, on a noisy machine).
+ *
+ * Both sides use one intra-op thread (OMP_NUM_THREADS=1): at this size more threads only
+ * contend for the cores (with two cores and scikit-learn's OpenMP runtime loaded, two
+ * torch threads made the plain loop 5–30× slower and erratic here). Both train on the
+ * same arrays and split with the same initial weights and batch orders, so the final
+ * mean losses must agree; the benchmark checks that they do.
+ */
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Runtime } from '../bridge/index.js';
+import { gd } from '../plugins/momentum/gd.js';
+import { Dataset } from '../sdk/data.js';
+import { Model } from '../sdk/model.js';
+import { Trainer } from '../sdk/trainer.js';
+import { BASELINES, type BenchOptions, type BenchResult, median, result, spawnPython, stop, using } from './lib.js';
+
+export async function benchTrainStep(opts: BenchOptions): Promise<BenchResult[]> {
+  return using(async (defer) => {
+    const rounds = opts.quick ? 1 : 8;
+    const perRound = opts.quick ? 1 : 3;
+    const warmup = opts.quick ? 1 : 3;
+    const env = { OMP_NUM_THREADS: '1' };
+    // the baseline's spawn copies our environment: set the thread count for it, then put it back
+    const before = process.env.OMP_NUM_THREADS;
+    process.env.OMP_NUM_THREADS = '1';
+    const py = spawnPython(join(BASELINES, 'train_mlp.py'), ['--batch', '64', '--hidden', '64', '--lr', '0.5', '--log-every', '10'], 'pipe');
+    if (before === undefined) delete process.env.OMP_NUM_THREADS;
+    else process.env.OMP_NUM_THREADS = before;
+    defer(() => stop(py));
+    let pyErr = '';
+    py.stderr!.setEncoding('utf8').on('data', (s: string) => { pyErr = (pyErr + s).slice(-4000); });
+    const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
+    const nextLine = async (): Promise<{ epoch_s: number[]; loss: number }> => {
+      const r = await lines.next();
+      if (r.done) throw new Error(`train_mlp.py exited early.\n${pyErr.trim()}`);
+      return JSON.parse(r.value) as { epoch_s: number[]; loss: number };
+    };
+
+    const rt = await Runtime.start({ env });
+    defer(() => rt.close());
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 64, 10] }, { seed: 0 });
+    const [train] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.5 }), batchSize: 64, logEvery: 10, progress: 'none' });
+    await nextLine(); // {"ready": true}
+
+    py.stdin!.write(`${warmup}\n`);
+    await nextLine();
+    await trainer.fit(train, { epochs: warmup });
+    const sdkS: number[] = [];
+    const pyS: number[] = [];
+    let sdkLoss = NaN, pyLoss = NaN;
+    for (let r = 0; r < rounds; r++) {
+      const h = await trainer.fit(train, { epochs: perRound });
+      sdkS.push(...h.map((e) => e.seconds));
+      sdkLoss = h[h.length - 1].loss;
+      py.stdin!.write(`${perRound}\n`);
+      const m = await nextLine();
+      pyS.push(...m.epoch_s);
+      pyLoss = m.loss;
+    }
+    // the same data, weights and batch order on both sides: the same losses, or it was not the same loop
+    if (!(Math.abs(sdkLoss - pyLoss) <= 1e-4 * Math.max(1, Math.abs(pyLoss)))) {
+      throw new Error(`train_step: the Trainer and the PyTorch loop disagree (last epoch loss ${sdkLoss} vs ${pyLoss}): not the same training`);
+    }
+    const sdk = median(sdkS) * 1000, base = median(pyS) * 1000;
+    opts.log(`train_step: Trainer ${sdk.toFixed(1)} ms / epoch, plain PyTorch ${base.toFixed(1)} ms; last losses ${sdkLoss.toFixed(5)} / ${pyLoss.toFixed(5)}`);
+    return [result({
+      name: 'sdk.train_step', value: sdk, baseline: base, unit: 'ms', target: '<= 1.25x',
+      met: sdk / base <= 1.25,
+      note: `MLP 64-64-10 on digits, 23 steps of 64; median of ${sdkS.length} epochs each, alternating; 1 thread`,
+    })];
+  });
+}

@@ -1,0 +1,13 @@
+/**
+ * The reference plugins, one per file under `plugins/<family>/`. Importing this module
+ * registers all of them (`plugins(family)` in sdk/plugin.ts lists them afterwards).
+ *
+ * ```ts
+ * import { gd, magnitude, topk } from 'liaison/plugins';
+ * ```
+ */
+export { gd, GD, GDConfig } from './momentum/gd.js';
+export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
+export { exact, Exact, ExactConfig } from './deflators/exact.js';
+export { topk, TopK, TopKConfig } from './routers/topk.js';
+export { slidingWindow, SlidingWindow, SlidingWindowConfig } from './kv-policies/sliding-window.js';

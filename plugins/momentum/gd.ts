@@ -1,0 +1,51 @@
+/**
+ * Plain gradient descent: the baseline every momentum method is measured against.
+ *
+ *     param ← param − η · (grad + λ · param)
+ *
+ * with step size η (`lr`) and an optional L2 weight decay λ (`weightDecay`, 0 by default).
+ * Liao & Kyrillidis compare Nesterov's momentum, rate `(1 − c/(4√κ))^k`, against exactly
+ * this method's `1 − Θ(1/κ)` (DESIGN.md §4).
+ *
+ * Method: Cauchy (1847), https://en.wikipedia.org/wiki/Gradient_descent; the comparison:
+ * Liao & Kyrillidis, "Provable Accelerated Convergence of Nesterov's Momentum for Deep ReLU
+ * Neural Networks", ALT 2024, https://proceedings.mlr.press/v237/liao24a.html.
+ *
+ * ```ts
+ * const opt = gd({ lr: 0.05, weightDecay: 1e-4 });
+ * const trainer = new Trainer({ model, optimizer: opt, epochs: 5, batchSize: 64, loss: 'cross_entropy' });
+ * ```
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import type { Tensor } from '../../bridge/index.js';
+import { MomentumOptimizerBase, OptimizerFields } from '../../sdk/families/momentum/base.js';
+import type { StepHyper } from '../../sdk/families/momentum/types.js';
+import { definePlugin } from '../../sdk/plugin.js';
+
+/** Config of {@link GD}. */
+export const GDConfig = Type.Object({
+  ...OptimizerFields,
+  weightDecay: Type.Number({ minimum: 0, default: 0, description: 'L2 weight decay λ added to the gradient as λ·param (0: none)' }),
+}, { additionalProperties: false });
+export type GDConfig = Static<typeof GDConfig>;
+
+/** Gradient descent: no state, one in-place update per parameter. */
+export class GD extends MomentumOptimizerBase<GDConfig> {
+  /** param ← param − lr·(grad + wd·param); traced once into the step program. */
+  update(param: Tensor, grad: Tensor, _state: Record<string, Tensor>, { lr }: StepHyper): void {
+    // decay is a config constant, known at trace time: with none, the program skips the extra ops
+    const direction = this.config.weightDecay > 0 ? grad.add(param.mul(this.config.weightDecay)) : grad;
+    param.sub_(direction.mul(lr));
+  }
+}
+
+/** The `gd` registration: `gd({ lr, weightDecay })`. */
+export const gd = definePlugin({
+  name: 'gd',
+  version: '1.0.0',
+  family: 'momentum-optimizer',
+  schema: GDConfig,
+  description: 'plain gradient descent with optional L2 weight decay (the baseline of momentum methods)',
+  paper: 'https://proceedings.mlr.press/v237/liao24a.html',
+  create: (config, meta) => new GD(config, meta),
+});

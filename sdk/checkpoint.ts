@@ -1,0 +1,83 @@
+/**
+ * What a Trainer checkpoint holds, besides the model: one safetensors file (written by
+ * `Model.save`) with
+ *
+ * - the model's state under its own names (`layers.0.weight`), so the file also loads
+ *   into a bare model (`model.load(path, { strict: false })`);
+ * - the optimizer's state as `optimizer/<param>/<key>` (e.g. `optimizer/layers.0.weight/velocity`);
+ * - every plugin's `addState` tensors as `<prefix>.<key>` (e.g. `pruner.layers.0.weight`);
+ * - metadata `liaison.trainer`: JSON of {@link TrainerCheckpoint} (epochs and steps done,
+ *   the optimizer's and the plugins' ids and configs, the trainer config).
+ */
+import { LiaisonError } from '../bridge/index.js';
+import type { PluginInstance } from './plugin.js';
+
+/** The metadata key of a Trainer checkpoint. */
+export const META_TRAINER = 'liaison.trainer';
+/** Bumped when the layout changes incompatibly. */
+export const CHECKPOINT_FORMAT = 1;
+
+/** A plugin as a checkpoint records it. */
+export interface PluginRecord {
+  /** `family/name@version`, or the class name of a plugin not made by definePlugin. */
+  id: string;
+  config?: unknown;
+}
+
+export interface TrainerCheckpoint {
+  format: number;
+  /** Epochs done. */
+  epoch: number;
+  /** Optimizer steps done. */
+  step: number;
+  optimizer: PluginRecord;
+  plugins: PluginRecord[];
+  /** The trainer config the run had. */
+  config: Record<string, unknown>;
+}
+
+/** The checkpoint name of one optimizer state tensor. */
+export function optimizerKey(param: string, key: string): string {
+  return `optimizer/${param}/${key}`;
+}
+
+/** How a checkpoint names a plugin (or optimizer) object. */
+export function pluginRecord(p: object): PluginRecord {
+  const inst = p as Partial<PluginInstance>;
+  if (inst.meta && typeof inst.meta.name === 'string') {
+    return { id: `${inst.meta.family}/${inst.meta.name}@${inst.meta.version}`, config: inst.config };
+  }
+  return { id: p.constructor?.name ?? 'anonymous' };
+}
+
+/** The `liaison.trainer` metadata string. */
+export function encodeCheckpoint(c: Omit<TrainerCheckpoint, 'format'>): Record<string, string> {
+  return { [META_TRAINER]: JSON.stringify({ format: CHECKPOINT_FORMAT, ...c }) };
+}
+
+/** Parse and check a file's `liaison.trainer` metadata (E_ARG naming the file when it is not a Trainer checkpoint). */
+export function decodeCheckpoint(metadata: Record<string, string>, path: string): TrainerCheckpoint {
+  const text = metadata[META_TRAINER];
+  if (!text) throw new LiaisonError('E_ARG', `resume: ${path} is not a Trainer checkpoint (no '${META_TRAINER}' metadata); a model-only file loads with model.load()`, { param: 'path' });
+  let c: TrainerCheckpoint;
+  try {
+    c = JSON.parse(text) as TrainerCheckpoint;
+  } catch (e) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} is not JSON`, { param: 'path', cause: e });
+  }
+  if (c.format !== CHECKPOINT_FORMAT) throw new LiaisonError('E_ARG', `resume: ${path} has checkpoint format ${c.format}; this SDK reads format ${CHECKPOINT_FORMAT}`, { param: 'path' });
+  if (!Number.isInteger(c.epoch) || !Number.isInteger(c.step) || !c.optimizer || !Array.isArray(c.plugins)) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} lacks epoch, step, optimizer or plugins`, { param: 'path' });
+  }
+  return c;
+}
+
+/** Check that a checkpoint was written by the same optimizer and plugins (E_ARG naming the difference). */
+export function checkSameSetup(c: TrainerCheckpoint, optimizer: PluginRecord, plugins: PluginRecord[], path: string): void {
+  if (c.optimizer.id !== optimizer.id) {
+    throw new LiaisonError('E_ARG', `resume: ${path} was written with optimizer ${c.optimizer.id}, this Trainer has ${optimizer.id}`, { param: 'optimizer' });
+  }
+  const had = c.plugins.map((p) => p.id).join(', ') || 'none';
+  const has = plugins.map((p) => p.id).join(', ') || 'none';
+  if (had !== has) throw new LiaisonError('E_ARG', `resume: ${path} was written with plugins [${had}], this Trainer has [${has}]`, { param: 'plugins' });
+}

@@ -1,0 +1,133 @@
+/**
+ * Conformance suite of the Pruner family (sdk/families/pruners/types.ts).
+ *
+ * The unit cases call `masks()` on seeded weights of realistic shapes (linear and conv);
+ * the end-to-end case attaches the pruner to a Trainer that fits a small MLP on the
+ * digits with heavy-ball momentum — the optimizer that revives pruned weights unless the
+ * masks are re-applied after every step.
+ */
+import { Type } from '@sinclair/typebox';
+import type { Runtime, Tensor } from '../../bridge/index.js';
+import { Dataset } from '../data.js';
+import { MomentumOptimizerBase, OptimizerFields } from '../families/momentum/base.js';
+import type { StepHyper } from '../families/momentum/types.js';
+import { PrunerBase } from '../families/pruners/base.js';
+import type { PrunableWeight, Pruner } from '../families/pruners/types.js';
+import type { ParamInfo } from '../hooks.js';
+import { Model } from '../model.js';
+import type { PluginMeta } from '../plugin.js';
+import { Trainer } from '../trainer.js';
+import { type CaseDef, check, registrationCases, values } from './suite.js';
+
+type P = Pruner;
+
+const SHAPES = [[16, 8], [10, 16], [4, 2, 3, 3]];
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+function weights(rt: Runtime, seed: number): PrunableWeight[] {
+  return SHAPES.map((shape, i) => ({ name: `layers.${i}.weight`, weight: rt.randn(shape, { seed: seed + i }), shape }));
+}
+
+/** Entries equal to zero, over tensors. */
+async function zeros(ts: Tensor[]): Promise<number> {
+  let n = 0;
+  for (const t of ts) n += await t.eq(0).sum().item();
+  return n;
+}
+
+/** The overrides that make a pruner prune once, before training, when its config has PrunerBase's fields. */
+function pruneNow(p: P, sparsity: number): Record<string, unknown> {
+  const fields = Object.keys(p.meta.schema.properties);
+  const o: Record<string, unknown> = {};
+  if (fields.includes('sparsity')) o.sparsity = sparsity;
+  if (fields.includes('atEpoch')) o.atEpoch = 0;
+  if (fields.includes('rounds')) o.rounds = 1;
+  return o;
+}
+
+/**
+ * Heavy-ball momentum (β = 0.9), not registered: the suite's own optimizer, chosen because
+ * its velocity moves a pruned weight off zero at the next step unless the mask is applied.
+ */
+class HeavyBall extends MomentumOptimizerBase<{ lr: number }> {
+  static readonly meta: PluginMeta = Object.freeze({
+    name: 'conformance-heavy-ball', version: '1.0.0', family: 'momentum-optimizer',
+    schema: Type.Object({ ...OptimizerFields }), description: 'heavy-ball momentum (β = 0.9), the pruner suite’s optimizer',
+  });
+  override init(_p: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
+    return { v: rt.zeros(info.shape) };
+  }
+  update(param: Tensor, grad: Tensor, { v }: Record<string, Tensor>, { lr }: StepHyper): void {
+    v.mul_(0.9).add_(grad);
+    param.sub_(v.mul(lr));
+  }
+}
+
+/** The Pruner cases. */
+export function prunerCases(): CaseDef<P>[] {
+  return [
+    ...registrationCases<P>(),
+    {
+      name: 'masks(): one per weight, shaped as it, 0/1, at the requested sparsity within one entry',
+      async run({ rt, plugin, seed }) {
+        const pruner = plugin();
+        const ws = weights(rt, seed);
+        const total = SHAPES.reduce((a, s) => a + numel(s), 0);
+        for (const sparsity of [0.3, 0.75]) {
+          const masks = pruner.masks(ws, { rt, round: 0, current: SHAPES.map((s) => rt.ones(s)), sparsity });
+          check(Array.isArray(masks) && masks.length === ws.length, `masks() returned ${Array.isArray(masks) ? masks.length : typeof masks} masks for ${ws.length} weights`);
+          for (const [i, m] of masks.entries()) {
+            const shape = (await m.info()).shape;
+            check(shape.join() === SHAPES[i].join(), `mask ${i} has shape [${shape}], its weight [${SHAPES[i]}]`);
+            check((await values(m)).every((v) => v === 0 || v === 1), `mask ${i} holds values other than 0 and 1`);
+          }
+          const pruned = await zeros(masks);
+          const want = Math.round(sparsity * total);
+          check(Math.abs(pruned - want) <= 1, `sparsity ${sparsity} of ${total} entries asks for ${want} pruned; the masks prune ${pruned}`);
+        }
+      },
+    },
+    {
+      name: 'selects(): weights (rank ≥ 2) by default, not biases',
+      skipFor: (p) => (p instanceof PrunerBase && p.selects !== PrunerBase.prototype.selects ? 'overrides selects(): it chooses its own parameters' : undefined),
+      async run({ plugin }) {
+        const p = plugin();
+        const info = (name: string, shape: number[]): ParamInfo => ({ name, shape, dtype: 'f32', numel: numel(shape) });
+        check(p.selects(info('layers.0.weight', [16, 8])), 'selects() refuses a linear weight (16, 8)');
+        check(p.selects(info('convs.0.weight', [4, 1, 3, 3])), 'selects() refuses a conv weight (4, 1, 3, 3)');
+        check(!p.selects(info('layers.0.bias', [16])), 'selects() takes a bias (16,)');
+      },
+    },
+    {
+      name: 'attached to a Trainer on a small MLP: pruned entries stay zero through momentum steps, at the requested sparsity',
+      async run(ctx) {
+        const { rt, seed } = ctx;
+        const probe = ctx.plugin();
+        const pruner = ctx.canOverride ? ctx.plugin(pruneNow(probe, 0.6)) : probe;
+        const cfg = pruner.config as Record<string, unknown>;
+        const sparsity = typeof cfg.sparsity === 'number' ? cfg.sparsity : undefined;
+        // an instance keeps its own schedule: train until its last round has run
+        const epochs = ctx.canOverride ? 2 : Math.max(2, Number(cfg.atEpoch ?? 0) + Number(cfg.rounds ?? 1) + 1);
+        const data = await Dataset.builtin(rt, 'digits');
+        const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 24, 10] }, { seed });
+        try {
+          const optimizer = new HeavyBall({ lr: 0.05 }, HeavyBall.meta);
+          const trainer = new Trainer({ model, optimizer, plugins: [pruner], epochs, batchSize: 256, loss: 'cross_entropy', progress: 'none', logEvery: 1000 });
+          await trainer.fit(data);
+          const chosen = model.params.filter((p) => pruner.selects(p));
+          check(chosen.length > 0, 'the pruner selects none of the MLP\'s parameters');
+          const total = chosen.reduce((a, p) => a + p.numel, 0);
+          // a live weight lands on exactly 0.0 with probability ~0: the zeros are the masked entries
+          const pruned = await zeros(chosen.map((p) => model.param(p.name)));
+          check(pruned > 0, `no selected weight is zero after ${epochs} epochs: the masks are not applied (or momentum revived them)`);
+          if (sparsity !== undefined) {
+            const want = Math.round(sparsity * total);
+            check(Math.abs(pruned - want) <= 1, `after training, ${pruned} of ${total} selected entries are zero; sparsity ${sparsity} asks for ${want}: masks must be re-applied after every optimizer step`);
+          }
+        } finally {
+          model.free();
+        }
+      },
+    },
+  ];
+}

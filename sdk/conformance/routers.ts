@@ -1,0 +1,141 @@
+/**
+ * Conformance suite of the Router family (sdk/families/routers/types.ts).
+ *
+ * The unit cases trace `route()` on its own, the way a model's MoE layer replays it; the
+ * end-to-end case builds a one-block GPT whose feed-forward is an MoE layer routed by the
+ * plugin and trains it for a few steps. A router is checked as sparse when its config has
+ * an integer field `k` (experts per token); a router without one is taken to be dense
+ * (soft routing) and that case is skipped.
+ */
+import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
+import type { Router, RouterDims, RouterParamSpec } from '../families/routers/types.js';
+import { Model } from '../model.js';
+import { trace } from '../program.js';
+import { type CaseDef, check, ConformanceFailure, registrationCases, values } from './suite.js';
+
+type R = Router;
+
+const DIMS: RouterDims = { dim: 8, experts: 4 };
+const TOKENS = 24;
+const INITS = ['normal', 'zeros', 'ones', 'uniform'];
+
+/** The experts per token a sparse router declares (`config.k`), or undefined for a dense one. */
+function sparseK(r: R): number | undefined {
+  const k = (r.config as Record<string, unknown>).k;
+  return typeof k === 'number' && Number.isInteger(k) ? k : undefined;
+}
+
+/** A parameter as the runtime initialises it (models/moe.py init_param). */
+function initParam(rt: Runtime, spec: RouterParamSpec, seed: number): Tensor {
+  switch (spec.init) {
+    case 'zeros': return rt.zeros(spec.shape);
+    case 'ones': return rt.ones(spec.shape);
+    case 'uniform': {
+      const bound = spec.std ?? 1 / Math.sqrt(spec.shape[0] || 1);
+      return rt.rand(spec.shape, { seed }).mul(2 * bound).sub(bound);
+    }
+    default: return rt.randn(spec.shape, { seed }).mul(spec.std ?? 0.02);
+  }
+}
+
+/** route() traced as a model's MoE layer replays it, run once on seeded tokens. */
+async function routeOnce(rt: Runtime, r: R, seed: number): Promise<{ weights: Tensor; aux: Tensor }> {
+  const specs = r.params(DIMS);
+  const names = Object.keys(specs);
+  const inputs: Record<string, { shape?: (number | string)[] }> = { x: { shape: ['N', DIMS.dim] } };
+  for (const n of names) inputs[`param:${n}`] = { shape: specs[n].shape };
+  let prog;
+  try {
+    prog = await trace(rt, { name: `${r.meta.name}-conformance`, inputs }, (ins) => {
+      const out = r.route(ins.x, Object.fromEntries(names.map((n) => [n, ins[`param:${n}`]])), DIMS);
+      return [out.weights, out.aux ?? rt.zeros([])];
+    });
+  } catch (e) {
+    if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`route() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
+    throw e;
+  }
+  const x = rt.randn([TOKENS, DIMS.dim], { seed });
+  const params = names.map((n, i) => initParam(rt, specs[n], seed + 1 + i));
+  const [weights, aux] = prog.run([x, ...params]) as Tensor[];
+  return { weights, aux };
+}
+
+/** The Router cases. */
+export function routerCases(): CaseDef<R>[] {
+  return [
+    ...registrationCases<R>(),
+    {
+      name: 'params(): identifier names, shapes of non-negative integers, known inits',
+      async run({ plugin }) {
+        const specs = plugin().params(DIMS);
+        for (const [n, s] of Object.entries(specs)) {
+          check(/^[A-Za-z_][A-Za-z0-9_]*$/.test(n), `parameter name '${n}' is not an identifier (the model names it …moe.router.${n})`);
+          check(Array.isArray(s.shape) && s.shape.every((d) => Number.isInteger(d) && d >= 0), `parameter '${n}' has shape ${JSON.stringify(s.shape)}`);
+          check(INITS.includes(s.init), `parameter '${n}' has init '${s.init}', not one of ${INITS.join(', ')}`);
+          check(s.std === undefined || (Number.isFinite(s.std) && s.std >= 0), `parameter '${n}' has std ${s.std}`);
+        }
+      },
+    },
+    {
+      name: 'route() traces; weights (N, E) finite and non-negative, every token weighted; aux a finite scalar',
+      async run({ rt, plugin, seed }) {
+        const { weights, aux } = await routeOnce(rt, plugin(), seed);
+        const [wi, ai] = [await weights.info(), await aux.info()];
+        check(wi.shape.join() === `${TOKENS},${DIMS.experts}`, `weights have shape [${wi.shape}], expected [${TOKENS},${DIMS.experts}] (N, E)`);
+        check(ai.shape.length === 0, `aux has shape [${ai.shape}], expected a scalar ()`);
+        const w = await values(weights);
+        check(w.every((v) => Number.isFinite(v) && v >= 0), 'weights must be finite and non-negative');
+        const rows = Array.from({ length: TOKENS }, (_, i) => w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).reduce((a, b) => a + b, 0));
+        check(rows.every((s) => s > 0), `token ${rows.findIndex((s) => !(s > 0))} has no expert (all its weights are 0)`);
+        check(Number.isFinite(await aux.item()), 'aux is not finite');
+      },
+    },
+    {
+      name: 'a sparse router (config k) weighs at most k experts per token',
+      skipFor: (r) => (sparseK(r) === undefined ? "dense (soft) router: its config has no integer 'k', so every expert may get weight" : undefined),
+      async run({ rt, plugin, seed }) {
+        const r = plugin();
+        const k = sparseK(r)!;
+        const w = await values((await routeOnce(rt, r, seed)).weights);
+        for (let i = 0; i < TOKENS; i++) {
+          const used = w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).filter((v) => v !== 0).length;
+          check(used >= 1 && used <= k, `token ${i} has ${used} experts with nonzero weight; k = ${k}`);
+        }
+      },
+    },
+    {
+      name: 'installed in a GPT with an MoE layer, it trains: the loss falls over a few steps and the router parameters get gradients',
+      async run({ rt, plugin, seed }) {
+        const router = plugin();
+        const vocab = 16;
+        const model = await Model.build(rt, { kind: 'gpt', vocab, context: 16, dim: 16, layers: 1, heads: 2, mlpRatio: 2, moe: { experts: 4, hidden: 16, router } }, { seed });
+        try {
+          const routerParams = model.params.filter((p) => p.name.includes('.moe.router.'));
+          // a sequence a tiny model learns in a few steps: each row counts up by a row-specific stride
+          const rows = 4, len = 13;
+          const seq = Array.from({ length: rows * len }, (_, i) => (Math.floor(i / len) * 3 + (i % len) * (1 + Math.floor(i / len))) % vocab);
+          const tokens = rt.tensor(new BigInt64Array(seq.map(BigInt)), [rows, len]);
+          const x = tokens.slice(1, 0, len - 1), y = tokens.slice(1, 1, len);
+          const losses: number[] = [];
+          let gradNorms: number[] = [];
+          for (let step = 0; step < 8; step++) {
+            const logits = model.forward(x); // (B, T, V)
+            const ce = rt.call('cross_entropy', [logits.reshape([-1, vocab]), y.reshape([-1])]) as Tensor;
+            const loss = router.auxWeight > 0 ? ce.add(model.auxLoss().mul(router.auxWeight)) : ce;
+            rt.call('backward', [loss], undefined, 0);
+            if (step === 0) gradNorms = await Promise.all(routerParams.map((p) => model.grad(p.name).abs().sum().item()));
+            for (const p of model.params) model.param(p.name).sub_(model.grad(p.name).mul(0.5));
+            rt.call('zero_grad', [model.handle], undefined, 0);
+            losses.push(await ce.item());
+          }
+          check(routerParams.length > 0 || Object.keys(router.params(DIMS)).length === 0, 'the model has no router parameters');
+          routerParams.forEach((p, i) => check(gradNorms[i] > 0, `router parameter '${p.name}' got a zero gradient: route() must keep autograd from its params to the weights`));
+          check(losses.every(Number.isFinite), `the loss is not finite: ${losses}`);
+          check(losses[losses.length - 1] < losses[0], `the loss did not fall over ${losses.length} steps: ${losses.map((l) => l.toFixed(3)).join(' → ')}`);
+        } finally {
+          model.free();
+        }
+      },
+    },
+  ];
+}

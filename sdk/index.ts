@@ -1,0 +1,41 @@
+/**
+ * `liaison/sdk`: plugin families, programs, models and the training loop, on top of the
+ * bridge. The reference plugins are in `liaison/plugins`; the conformance suites a plugin
+ * runs against are in `liaison/sdk/conformance`.
+ *
+ * ```ts
+ * import { Runtime } from 'liaison';
+ * import { Dataset, Model, Trainer } from 'liaison/sdk';
+ * import { gd } from 'liaison/plugins';
+ *
+ * const rt = await Runtime.start();
+ * const [train, test] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
+ * const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 128, 10] });
+ * const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), epochs: 5 });
+ * await trainer.fit(train, { eval: test });
+ * ```
+ */
+export * from './plugin.js';
+export * from './hooks.js';
+export * from './program.js';
+export * from './model-spec.js';
+export * from './model.js';
+export * from './text.js';
+export * from './data.js';
+export * from './trainer.js';
+export * from './trainer-types.js';
+export { TrainerConfig, resolveTrainerConfig } from './trainer-config.js';
+export { evaluate, type EvaluateOptions, type LossKind } from './evaluate.js';
+export { MetricsLog, readMetrics, type MetricRecord, type MetricKind } from './metrics.js';
+export { writeSafetensors, readSafetensors, parseSafetensors } from './safetensors.js';
+export { plotLines, type PlotSpec, type Series } from './plot.js';
+export * from './families/momentum/types.js';
+export * from './families/momentum/base.js';
+export * from './families/pruners/types.js';
+export * from './families/pruners/base.js';
+export * from './families/deflators/types.js';
+export * from './families/deflators/base.js';
+export * from './families/routers/types.js';
+export * from './families/routers/base.js';
+export * from './families/kv-policies/types.js';
+export * from './families/kv-policies/base.js';

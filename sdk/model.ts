@@ -1,0 +1,412 @@
+/**
+ * Models: built by the runtime from a typed spec (sdk/model-spec.ts), or any `nn.Module`
+ * adopted by handle; parameters, gradients, activations and state reachable by name as
+ * remote tensors; checkpoints in safetensors; KV-cache policies and MoE routers installed
+ * as traced programs at the model's hook points.
+ *
+ * ```ts
+ * const model = await Model.build(rt, { kind: 'gpt', vocab: 128, context: 128 }, { seed: 0 });
+ * const logits = model.forward(tokens);                       // (B, T, 128)
+ * rt.call('backward', [logits.logSoftmax().mean().neg()]);
+ * const g = model.grad('blocks.0.attn.qkv.weight');
+ * model.setKVPolicy(slidingWindow({ budget: 64 }));
+ * const out = model.generate(prompt, { steps: 100 });
+ * await model.save('runs/gpt.safetensors');
+ * ```
+ *
+ * Every method that returns a Tensor queues an op and returns at once, like the Tensor
+ * API; the async ones wait for the runtime. Names are checked here against what the
+ * runtime described when the model was made, so a wrong name fails at once, listing the
+ * right ones.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { LiaisonError, packageRoot, type Runtime, Tensor, type TensorData } from '../bridge/index.js';
+import { KVPolicyBase } from './families/kv-policies/base.js';
+import type { KVPolicy } from './families/kv-policies/types.js';
+import { RouterBase } from './families/routers/base.js';
+import type { Router, RouterDims } from './families/routers/types.js';
+import type { ModelLike, ParamInfo } from './hooks.js';
+import { type ModelSpec, runtimeSpec, specJSON } from './model-spec.js';
+import { getPlugin } from './plugin.js';
+import type { Program } from './program.js';
+import { readSafetensors, writeSafetensors } from './safetensors.js';
+
+export * from './model-spec.js';
+export { decodeText, encodeText } from './text.js';
+
+/** A state_dict entry, as the runtime describes it. */
+export interface StateEntry {
+  name: string;
+  shape: number[];
+  dtype: string;
+}
+
+/** What the runtime's describe() of a model handle holds. */
+interface Description {
+  type: string;
+  kind: string;
+  params: ParamInfo[];
+  state: StateEntry[];
+  hooks?: { kv: number; router: number };
+}
+
+/** Checkpoint metadata key of the model's spec as JSON (its router as plugin name and config), written by {@link Model.save}. */
+export const META_SPEC = 'liaison.spec';
+/** Checkpoint metadata key of the liaison package version that wrote the file. */
+export const META_VERSION = 'liaison.version';
+/** Checkpoint metadata key of the model's kind ('mlp', 'gpt', …, 'module'). */
+export const META_KIND = 'liaison.kind';
+
+const LISTED = 20;
+function listed(names: readonly string[]): string {
+  if (!names.length) return 'none';
+  return names.slice(0, LISTED).join(', ') + (names.length > LISTED ? `, … (${names.length} in all)` : '');
+}
+
+let version: string | undefined;
+function liaisonVersion(): string {
+  try {
+    version ??= JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')).version as string;
+  } catch {
+    version = 'unknown';
+  }
+  return version;
+}
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export class Model implements ModelLike {
+  /** 'mlp' | 'cnn' | 'gpt' | 'factory', or 'module' for an adopted module. */
+  readonly kind: string;
+  /** Trainable parameters, in named_parameters() order. */
+  readonly params: readonly ParamInfo[];
+  /** state_dict entries (parameters and buffers), in state_dict order: what checkpoints hold. */
+  readonly stateInfo: readonly StateEntry[];
+  /** How many hook points of each kind: attention layers (kv) and MoE layers (router). */
+  readonly hookPoints: { kv: number; router: number };
+  private readonly paramNames: Set<string>;
+  private readonly stateNames: Set<string>;
+  private captured: string[] = [];
+  /** The programs installed per hook point and layer (freed once no layer uses them). */
+  private readonly installed = { kv: new Map<number, Program>(), router: new Map<number, Program>() };
+
+  private constructor(readonly rt: Runtime, readonly handle: Tensor, d: Description, readonly spec: ModelSpec | null) {
+    this.kind = d.kind;
+    this.params = Object.freeze(d.params.map((p) => Object.freeze({ ...p })));
+    this.stateInfo = Object.freeze(d.state.map((s) => Object.freeze({ ...s })));
+    this.hookPoints = Object.freeze({ kv: d.hooks?.kv ?? 0, router: d.hooks?.router ?? 0 });
+    this.paramNames = new Set(d.params.map((p) => p.name));
+    this.stateNames = new Set(d.state.map((s) => s.name));
+  }
+
+  /**
+   * Build a model in the runtime. With `seed` the initial weights are the same every
+   * time (the runtime's random stream is left alone). A GPT spec with `moe` gets its
+   * router installed at every MoE layer. Resolves once the runtime has built it; a bad
+   * spec rejects with E_ARG naming the field.
+   */
+  static async build(rt: Runtime, spec: ModelSpec, opts: { seed?: number } = {}): Promise<Model> {
+    const handle = rt.call('model_build', [runtimeSpec(spec, opts.seed) as never]) as Tensor;
+    const model = new Model(rt, handle, await describe(handle, 'Model.build'), spec);
+    if (spec.kind === 'gpt' && spec.moe) {
+      model.setRouter(spec.moe.router);
+      await rt.flush(); // a router that does not trace fails here, not at the first forward
+    }
+    return model;
+  }
+
+  /**
+   * A model around a handle the runtime already holds: a module adopted through the
+   * pythonia hatch (`await rt.adopt(module)`), or another Model's handle. Its MoE layers,
+   * if any, need `setRouter()` before a forward.
+   */
+  static async fromHandle(rt: Runtime, handle: Tensor): Promise<Model> {
+    if (!(handle instanceof Tensor) || handle.rt !== rt) throw new LiaisonError('E_ARG', 'Model.fromHandle: handle must be a tensor handle of this runtime', { param: 'handle' });
+    return new Model(rt, handle, await describe(handle, 'Model.fromHandle'), null);
+  }
+
+  /**
+   * Build the model a checkpoint written by {@link save} describes (its `liaison.spec`
+   * metadata) and load it. A router is made again from its registered plugin (its module
+   * must have been imported) and saved config. Resolves with the model and the checkpoint's
+   * other tensors and metadata, as {@link load} does.
+   */
+  static async fromCheckpoint(rt: Runtime, path: string): Promise<{ model: Model; tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
+    const file = await readSafetensors(path);
+    const text = file.metadata[META_SPEC];
+    if (!text) throw new LiaisonError('E_ARG', `Model.fromCheckpoint: ${path} has no '${META_SPEC}' metadata (it was not written by Model.save); build the model and call load()`, { param: 'path' });
+    const spec = JSON.parse(text) as ModelSpec;
+    if (spec.kind === 'gpt' && spec.moe) {
+      const r = spec.moe.router as unknown as { plugin: string; config: object };
+      spec.moe.router = getPlugin('router', r.plugin)(r.config) as Router;
+    }
+    const model = await Model.build(rt, spec);
+    return { model, ...(await model.loadFile(file, true, path)) };
+  }
+
+  // ---- parameters, gradients, activations ----
+
+  /** The named parameter itself (in-place ops on it change the model). Unknown name: E_ARG listing the names. */
+  param(name: string): Tensor {
+    this.checkParam('param', name);
+    return this.rt.call('model_param', [this.handle, name]) as Tensor;
+  }
+
+  /** The named parameter's gradient from the backward passes so far (zeros when it has none). */
+  grad(name: string): Tensor {
+    this.checkParam('grad', name);
+    return this.rt.call('model_grad', [this.handle, name]) as Tensor;
+  }
+
+  private checkParam(method: string, name: string): void {
+    if (!this.paramNames.has(name)) throw new LiaisonError('E_ARG', `Model.${method}: the ${this.kind} model has no parameter '${name}'; it has ${listed([...this.paramNames])}`, { param: 'name' });
+  }
+
+  /**
+   * `model(*inputs)`. train (default true): training mode with autograd, so `backward`
+   * reaches the parameters; false: eval mode (no dropout) without a graph.
+   */
+  forward(inputs: Tensor | Tensor[], opts: { train?: boolean } = {}): Tensor {
+    const list = inputs instanceof Tensor ? [inputs] : inputs;
+    if (!Array.isArray(list) || !list.every((t) => t instanceof Tensor)) throw new LiaisonError('E_ARG', 'Model.forward: inputs must be a tensor or a list of tensors', { param: 'inputs' });
+    return this.rt.call('model_forward', [this.handle, list], { train: opts.train ?? true }) as Tensor;
+  }
+
+  /** Record the outputs of these submodules (e.g. 'acts.0', 'blocks.1.attn') at every forward; [] stops. */
+  capture(names: string[]): void {
+    if (!Array.isArray(names) || !names.every((n) => typeof n === 'string')) throw new LiaisonError('E_ARG', 'Model.capture: names must be a list of submodule names', { param: 'names' });
+    this.rt.call('model_capture', [this.handle, names], undefined, 0);
+    this.captured = [...names];
+  }
+
+  /** What the named captured submodule output in the last forward (detached). */
+  activation(name: string): Tensor {
+    if (!this.captured.includes(name)) throw new LiaisonError('E_ARG', `Model.activation: '${name}' is not captured; call capture([..., '${name}']) before the forward (captured: ${listed(this.captured)})`, { param: 'name' });
+    return this.rt.call('model_activation', [this.handle, name]) as Tensor;
+  }
+
+  /** () f32: the MoE layers' auxiliary (load-balancing) losses from the last forward, summed; 0 without MoE. */
+  auxLoss(): Tensor {
+    return this.rt.call('model_aux_loss', [this.handle]) as Tensor;
+  }
+
+  // ---- state and checkpoints ----
+
+  /** The state_dict by name: tensors sharing the model's memory (not copies). */
+  state(): Record<string, Tensor> {
+    const n = this.stateInfo.length;
+    if (n === 0) return {};
+    const out = this.rt.call('model_state', [this.handle], undefined, n);
+    const list = n === 1 ? [out as Tensor] : (out as Tensor[]);
+    return Object.fromEntries(this.stateInfo.map((s, i) => [s.name, list[i]]));
+  }
+
+  /**
+   * Copy tensors into the named state entries. strict (default true): the names must be
+   * exactly the model's, else E_ARG naming the missing and unexpected ones; otherwise the
+   * entries that match are loaded and the rest ignored. A shape mismatch fails in the runtime.
+   */
+  loadState(tensors: Record<string, Tensor>, opts: { strict?: boolean } = {}): void {
+    const strict = opts.strict ?? true;
+    const names = Object.keys(tensors);
+    for (const n of names) if (!(tensors[n] instanceof Tensor)) throw new LiaisonError('E_ARG', `Model.loadState: '${n}' is not a tensor`, { param: 'tensors' });
+    const unexpected = names.filter((n) => !this.stateNames.has(n));
+    const missing = this.stateInfo.map((s) => s.name).filter((n) => !(n in tensors));
+    if (strict && (missing.length || unexpected.length)) {
+      throw new LiaisonError('E_ARG', `Model.loadState: the tensors do not match the model's state: missing ${listed(missing)}; unexpected ${listed(unexpected)} (pass {strict: false} to load what matches)`, { param: 'tensors' });
+    }
+    const known = names.filter((n) => this.stateNames.has(n));
+    this.rt.call('model_load_state', [this.handle, known, known.map((n) => tensors[n])], { strict: false }, 0);
+  }
+
+  /**
+   * Write a safetensors checkpoint: the model's state under its state names, `extra`
+   * tensors under their own names (optimizer or plugin state), and metadata (the spec as
+   * JSON, the liaison version, `format: pt`, then `extra.metadata`). One round trip reads
+   * everything; the file is then written from here, so this works with remote runtimes.
+   */
+  async save(path: string, extra: { tensors?: Record<string, Tensor>; metadata?: Record<string, string> } = {}): Promise<void> {
+    const more = extra.tensors ?? {};
+    const clash = Object.keys(more).filter((k) => this.stateNames.has(k));
+    if (clash.length) throw new LiaisonError('E_ARG', `Model.save: extra tensors ${listed(clash)} have the names of model state entries; prefix them (e.g. 'optimizer.${clash[0]}')`, { param: 'extra' });
+    const state = this.state();
+    let datas: TensorData[];
+    const entries = [...Object.entries(state), ...Object.entries(more)];
+    try {
+      datas = await Promise.all(entries.map(([, t]) => t.data()));
+    } finally {
+      for (const t of Object.values(state)) t.free();
+    }
+    const metadata: Record<string, string> = { format: 'pt', [META_VERSION]: liaisonVersion(), [META_KIND]: this.kind };
+    if (this.spec) metadata[META_SPEC] = specJSON(this.spec);
+    await writeSafetensors(path, Object.fromEntries(entries.map(([k], i) => [k, datas[i]])), { ...metadata, ...extra.metadata });
+  }
+
+  /**
+   * Load a safetensors checkpoint (this project's, or a Hugging Face file whose names
+   * match): the model's entries are uploaded and loaded; every other tensor comes back
+   * uploaded, by name, with the metadata. strict (default true): every state entry must
+   * be in the file, else E_ARG naming the missing ones. Shapes are checked before upload.
+   */
+  async load(path: string, opts: { strict?: boolean } = {}): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
+    return this.loadFile(await readSafetensors(path), opts.strict ?? true, path);
+  }
+
+  private async loadFile(file: { tensors: Record<string, TensorData>; metadata: Record<string, string> }, strict: boolean, path: string): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
+    const { tensors, metadata } = file;
+    const missing = this.stateInfo.filter((s) => !(s.name in tensors)).map((s) => s.name);
+    if (strict && missing.length) throw new LiaisonError('E_ARG', `Model.load: ${path} lacks state entries of the model: missing ${listed(missing)} (pass {strict: false} to load what matches)`, { param: 'path' });
+    const bad = this.stateInfo.filter((s) => s.name in tensors && !sameShape(s.shape, tensors[s.name].shape));
+    if (bad.length) {
+      throw new LiaisonError('E_SHAPE', `Model.load: ${path} does not fit the model: ${bad.slice(0, LISTED).map((s) => `${s.name} is [${tensors[s.name].shape}] in the file, [${s.shape}] in the model`).join('; ')}`, { param: 'path' });
+    }
+    const upload = (d: TensorData) => this.rt.tensor(d.data, d.shape, d.dtype);
+    const mine = Object.fromEntries(this.stateInfo.filter((s) => s.name in tensors).map((s) => [s.name, upload(tensors[s.name])]));
+    this.loadState(mine, { strict: false });
+    for (const t of Object.values(mine)) t.free();
+    const others = Object.fromEntries(Object.keys(tensors).filter((k) => !this.stateNames.has(k)).map((k) => [k, upload(tensors[k])]));
+    await this.rt.flush();
+    return { tensors: others, metadata };
+  }
+
+  // ---- hook points ----
+
+  /**
+   * Install a KV-cache policy at the attention layers (all, or `layers`); null removes
+   * it (the cache then keeps everything). Used by generate(), perplexity().
+   */
+  setKVPolicy(policy: KVPolicy | null, opts: { layers?: number[] } = {}): void {
+    const layers = this.layers('setKVPolicy', 'kv', opts.layers);
+    if (policy === null) {
+      this.rt.call('model_hook', [this.handle, 'kv', null, { layers }], undefined, 0);
+      this.track('kv', null, layers);
+      return;
+    }
+    // A policy that does not extend the shared base gets the base's program all the same:
+    // it needs only the contract's members (meta, budget, state(), score()).
+    const base = KVPolicyBase.prototype as KVPolicyBase<{ budget: number }>;
+    const program = policy instanceof KVPolicyBase ? policy.program(this.rt) : base.program.call(policy as never, this.rt);
+    const hook = policy instanceof KVPolicyBase ? policy.hookOptions() : base.hookOptions.call(policy as never);
+    this.rt.call('model_hook', [this.handle, 'kv', program.handle, { ...hook, layers }], undefined, 0);
+    this.track('kv', program, layers);
+  }
+
+  /**
+   * Install a router at the MoE layers (all, or `layers`). Its `params()` must match the
+   * router parameters the model was built with (they are fixed at build time).
+   */
+  setRouter(router: Router, opts: { layers?: number[] } = {}): void {
+    const layers = this.layers('setRouter', 'router', opts.layers);
+    const { dims, prefix } = this.moeLayout();
+    const want = Object.entries(router.params(dims)).map(([n, p]) => `${n} [${p.shape}]`);
+    const have = this.params.filter((p) => p.name.startsWith(`${prefix}.router.`)).map((p) => `${p.name.slice(prefix.length + 8)} [${p.shape}]`);
+    if (want.join(', ') !== have.join(', ')) {
+      throw new LiaisonError('E_ARG', `Model.setRouter: router '${router.meta.name}' declares parameters ${want.join(', ') || 'none'}, but the model's MoE layers were built with ${have.join(', ') || 'none'}; a router's parameters are fixed when the model is built`, { param: 'router' });
+    }
+    const base = RouterBase.prototype as RouterBase<{ auxWeight: number }>;
+    const program = router instanceof RouterBase ? router.program(this.rt, dims) : base.program.call(router as never, this.rt, dims);
+    this.rt.call('model_hook', [this.handle, 'router', program.handle, { layers }], undefined, 0);
+    this.track('router', program, layers);
+  }
+
+  /** The MoE layers' width and expert count, from the parameter names (`….moe.experts.<e>.fc.weight`). */
+  private moeLayout(): { dims: RouterDims; prefix: string } {
+    let prefix: string | undefined;
+    let experts = 0;
+    let dim = 0;
+    for (const p of this.params) {
+      const m = /^(.*moe)\.experts\.(\d+)\.fc\.weight$/.exec(p.name);
+      if (!m || (prefix !== undefined && m[1] !== prefix)) continue;
+      prefix = m[1];
+      experts = Math.max(experts, Number(m[2]) + 1);
+      dim = p.shape[1];
+    }
+    if (prefix === undefined) throw new LiaisonError('E_ARG', `Model.setRouter: the ${this.kind} model has no MoE layer (a gpt spec with 'moe' has them)`, { param: 'router' });
+    return { dims: { dim, experts }, prefix };
+  }
+
+  private layers(method: string, point: 'kv' | 'router', layers?: number[]): number[] {
+    const n = this.hookPoints[point];
+    const what = point === 'kv' ? 'attention' : 'MoE';
+    if (n === 0) throw new LiaisonError('E_ARG', `Model.${method}: the ${this.kind} model has no ${what} layers to hook`, { param: 'model' });
+    if (layers === undefined) return Array.from({ length: n }, (_, i) => i);
+    if (!Array.isArray(layers) || !layers.every((i) => Number.isInteger(i) && i >= 0 && i < n)) {
+      throw new LiaisonError('E_ARG', `Model.${method}: layers must be ${what} layer indices in [0, ${n}), got ${JSON.stringify(layers)}`, { param: 'layers' });
+    }
+    return layers;
+  }
+
+  private track(point: 'kv' | 'router', program: Program | null, layers: number[]): void {
+    const map = this.installed[point];
+    const old = new Set(layers.map((i) => map.get(i)).filter((p): p is Program => p !== undefined));
+    for (const i of layers) {
+      if (program) map.set(i, program);
+      else map.delete(i);
+    }
+    const inUse = new Set([...this.installed.kv.values(), ...this.installed.router.values()]);
+    for (const p of old) if (!inUse.has(p)) p.free(); // the model keeps its own reference to what it runs
+  }
+
+  // ---- decoding (GPT models) ----
+
+  /**
+   * (B, T0) i64 prompt -> (B, T0 + steps) i64, one token at a time through the KV cache
+   * and its policy. temperature 0 (default) is greedy; above 0 samples, reproducibly with `seed`.
+   */
+  generate(prompt: Tensor, opts: { steps: number; temperature?: number; seed?: number }): Tensor {
+    if (!Number.isInteger(opts?.steps) || opts.steps < 0) throw new LiaisonError('E_ARG', `Model.generate: steps must be an integer >= 0, got ${opts?.steps}`, { param: 'steps' });
+    return this.rt.call('generate', [this.handle, prompt, opts.steps], { temperature: opts.temperature ?? 0, seed: opts.seed }) as Tensor;
+  }
+
+  /**
+   * Perplexity of held-out (B, T) tokens, decoded one at a time through the KV cache and
+   * its policy (teacher forcing): tokens `prefill..T` are scored, each given all before it
+   * as the cache keeps them; `prefill` (default 1) tokens go in at once first. The time is
+   * the runtime's decoding time plus one round trip.
+   */
+  async perplexity(tokens: Tensor, opts: { prefill?: number } = {}): Promise<{ perplexity: number; nll: number; tokens: number; seconds: number; tokensPerSecond: number }> {
+    const prefill = opts.prefill ?? 1;
+    await this.rt.flush(); // time this evaluation, not what was queued before it
+    const t0 = performance.now();
+    const nll = this.rt.call('kv_eval', [this.handle, tokens, prefill]) as Tensor; // (B, T - prefill)
+    const wide = nll.to('f64');
+    const mean = wide.mean();
+    try {
+      const [m, info] = await Promise.all([mean.item(), nll.info()]);
+      const seconds = (performance.now() - t0) / 1000;
+      const count = info.shape.reduce((a, b) => a * b, 1);
+      return { perplexity: Math.exp(m), nll: m, tokens: count, seconds, tokensPerSecond: count / seconds };
+    } finally {
+      for (const t of [nll, wide, mean]) t.free();
+    }
+  }
+
+  /** Tokens each attention layer's cache held at the end of the last generate() or perplexity(). */
+  async kvCacheSize(): Promise<number[]> {
+    const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor;
+    try {
+      return Array.from(await t.toArray() as BigInt64Array, Number);
+    } finally {
+      t.free();
+    }
+  }
+
+  /** Drop the runtime's handle to the model and the programs installed from here. */
+  free(): void {
+    for (const p of new Set([...this.installed.kv.values(), ...this.installed.router.values()])) p.free();
+    this.installed.kv.clear();
+    this.installed.router.clear();
+    this.handle.free();
+  }
+}
+
+async function describe(handle: Tensor, who: string): Promise<Description> {
+  const d = (await handle.info()) as unknown as Partial<Description>;
+  if (!d || !Array.isArray(d.params) || !Array.isArray(d.state)) {
+    throw new LiaisonError('E_ARG', `${who}: the handle holds a ${String((d as { type?: string })?.type ?? (d as { dtype?: string })?.dtype ?? 'value')}, not a model (an nn.Module)`, { param: 'handle' });
+  }
+  return d as Description;
+}

@@ -1,0 +1,396 @@
+/**
+ * The training loop: one per SDK, with hook points where plugins of every family attach.
+ *
+ * ```ts
+ * const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 128, 10] }, { seed: 0 });
+ * const [train, test] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
+ * const trainer = new Trainer({ model, optimizer: gd({ lr: 0.5 }), plugins: [magnitude({ sparsity: 0.8 })], epochs: 5 });
+ * trainer.on('epoch', (e) => console.log(e.epoch, e.loss, e.accuracy));
+ * const history = await trainer.fit(train, { eval: test });
+ * ```
+ *
+ * A training step is ONE program traced once (sdk/program.ts) and replayed by the runtime:
+ * inputs x, y, lr () (the step number () is the program's own state) → beforeStep hooks →
+ * zero_grad → forward (train) → loss (+ every addLoss term) → backward → afterBackward
+ * hooks → the optimizer's update() over every parameter → afterOptimizerStep hooks; output
+ * the loss. Each step queues one `program_run`; steps go out in groups of `inFlight / 2`
+ * (each group one batch, one round trip) and at most `inFlight` steps are unconfirmed, so
+ * the runtime always has work while this side prepares the next. The loss is read back
+ * only every `logEvery` steps and at epoch ends, in the batch of the step itself. An epoch
+ * end that nothing waits for (no epochEnd hook, evaluation or checkpoint due) does not stop
+ * the pipeline either: its results arrive while the next epoch runs.
+ *
+ * Events (a typed EventEmitter; shapes in sdk/trainer-types.ts): `progress` at every
+ * logged step, `eval` after each evaluation, `checkpoint` after each save, `epoch` at each
+ * epoch's end. Metrics go to JSONL (`metricsFile`, sdk/metrics.ts) and TensorBoard
+ * (`tensorboardDir`, where the runtime has it); checkpoints are described in sdk/checkpoint.ts.
+ */
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
+import { type Batch, Dataset, type TextCorpus, type TokenSampler } from './data.js';
+import { checkTargets, evaluate, lossOf } from './evaluate.js';
+import type { MomentumOptimizer } from './families/momentum/types.js';
+import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
+import { MetricsLog, TensorBoard } from './metrics.js';
+import type { Model } from './model.js';
+import { define, type PlaceholderSpec, type Placeholders, type Program } from './program.js';
+import { progressView } from './progress.js';
+import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
+import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
+import { HookRegistry } from './training-hooks.js';
+
+export { TrainerConfig } from './trainer-config.js';
+export type { CheckpointEvent, EpochResult, EvalEvent, EvalResult, FitLMOptions, FitOptions, ProgressEvent, TrainerEvents, TrainerOptions } from './trainer-types.js';
+
+/** Where a step's x and y come from. */
+interface Source {
+  /** What the step program depends on: the same key reuses it across fit() calls. */
+  key: unknown;
+  steps: number;
+  yRank: number;
+  /** The batches of epoch e (a dataset), or null (drawn inside the step). */
+  batches(epoch: number): Batch[] | null;
+  draw?: () => { x: Tensor; y: Tensor };
+  evaluate?: () => Promise<EvalResult>;
+}
+
+interface Slot { info: ParamInfo; param: Tensor; state: Record<string, Tensor> }
+
+const epochSeed = (seed: number, epoch: number) => (seed * 1_000_003 + epoch) % 2_147_483_647;
+
+export class Trainer extends EventEmitter<TrainerEvents> {
+  readonly config: Readonly<TrainerConfig>;
+  readonly model: Model;
+  readonly optimizer: MomentumOptimizer;
+  readonly plugins: readonly TrainerPlugin[];
+  readonly rt: Runtime;
+  /** Epochs done (a resumed trainer starts from the checkpoint's). */
+  epoch = 0;
+  /** Optimizer steps done. */
+  step = 0;
+  private readonly hooks: HookRegistry;
+  private slots: Slot[] = [];
+  private ready: Promise<void> | null = null;
+  private program: Program | null = null;
+  private programFor: unknown = null;
+  private tb: TensorBoard | null | undefined;
+  private running = false;
+
+  constructor(opts: TrainerOptions) {
+    super();
+    const { model, optimizer, plugins = [], ...config } = opts ?? ({} as TrainerOptions);
+    if (!model?.handle || !Array.isArray(model.params)) throw new LiaisonError('E_ARG', 'Trainer: model must be a Model (from Model.build)', { param: 'model' });
+    if (typeof optimizer?.update !== 'function' || typeof optimizer.learningRate !== 'function') {
+      throw new LiaisonError('E_ARG', 'Trainer: optimizer must be a MomentumOptimizer plugin (init, update, learningRate)', { param: 'optimizer' });
+    }
+    if (!Array.isArray(plugins) || plugins.some((p) => typeof p?.attach !== 'function')) {
+      throw new LiaisonError('E_ARG', 'Trainer: plugins must be a list of plugins with attach(hooks)', { param: 'plugins' });
+    }
+    this.config = Object.freeze(resolveTrainerConfig(config));
+    this.model = model;
+    this.optimizer = optimizer;
+    this.plugins = [...plugins];
+    this.rt = model.rt;
+    this.hooks = new HookRegistry(this.rt, model);
+  }
+
+  /** A new Trainer, restored from a checkpoint written by {@link save}. */
+  static async resume(path: string, opts: TrainerOptions): Promise<Trainer> {
+    const t = new Trainer(opts);
+    await t.resume(path);
+    return t;
+  }
+
+  /** Optimizer state made, plugins attached: once, before the first step, evaluation or resume. */
+  private prepare(): Promise<void> {
+    this.ready ??= (async () => {
+      this.slots = this.model.params.map((info) => {
+        const param = this.model.param(info.name);
+        return { info, param, state: this.optimizer.init(param, info, this.rt) ?? {} };
+      });
+      for (const p of this.plugins) await p.attach(this.hooks);
+      await this.rt.flush();
+    })();
+    return this.ready;
+  }
+
+  /** The step program for `source`, traced again when a plugin called retrace() or the kind of source changed. */
+  private stepProgram(source: Source): Program {
+    if (this.program && !this.hooks.stale && this.programFor === source.key) return this.program;
+    this.program?.free();
+    this.hooks.stale = false;
+    const { rt, model, hooks, optimizer } = this;
+    const lr: PlaceholderSpec = { dtype: 'f32', shape: [] };
+    const inputs: Placeholders = source.draw ? { lr } : { x: {}, y: {}, lr };
+    // The step number is state of the program (counted there, one op fewer per step),
+    // starting from the steps done when it is traced. Defined, not awaited: the definition
+    // goes out in the first step's batch.
+    const state = { step: rt.full([], this.step) };
+    this.program = define(rt, { name: 'train-step', inputs, state }, (ins: Record<string, Tensor>, st) => {
+      st.step = st.step.add(1);
+      const t: StepTrace = { rt, model, lr: ins.lr, step: st.step };
+      for (const fn of hooks.traced.beforeStep) fn(t);
+      const { x, y } = source.draw ? source.draw() : { x: ins.x, y: ins.y };
+      rt.call('zero_grad', [model.handle], undefined, 0);
+      let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
+      for (const l of hooks.losses) loss = loss.add(l.fn(t));
+      rt.call('backward', [loss], undefined, 0);
+      for (const fn of hooks.traced.afterBackward) fn(t);
+      for (const s of this.slots) optimizer.update(s.param, model.grad(s.info.name), s.state, { lr: ins.lr, step: t.step });
+      for (const fn of hooks.traced.afterOptimizerStep) fn(t);
+      return loss;
+    });
+    state.step.free(); // the program holds its own reference
+    this.programFor = source.key;
+    return this.program;
+  }
+
+  /** Train on `train` for `epochs` more epochs; returns one entry per epoch. */
+  async fit(train: Dataset, opts: FitOptions = {}): Promise<EpochResult[]> {
+    if (!(train instanceof Dataset)) throw new LiaisonError('E_ARG', 'Trainer.fit: train must be a Dataset (for text, use fitLM with a sampler)', { param: 'train' });
+    checkTargets(this.config.loss, train.classification);
+    const { batchSize, shuffle, dropLast, seed } = this.config;
+    const ev = opts.eval;
+    const source: Source = {
+      key: `dataset, y of rank ${train.yShape.length}`,
+      steps: train.countBatches(batchSize, dropLast),
+      yRank: train.yShape.length,
+      batches: (e) => train.batches(batchSize, { shuffle, dropLast, seed: epochSeed(seed, e) }),
+      evaluate: ev ? () => this.evaluate(ev) : undefined,
+    };
+    return this.run(source, opts.epochs ?? this.config.epochs);
+  }
+
+  /**
+   * Train a language model on windows drawn inside each step by `sampler` (no upload per
+   * step): `epochs` of `stepsPerEpoch` steps. Loss: cross-entropy over every position.
+   */
+  async fitLM(sampler: TokenSampler, opts: FitLMOptions): Promise<EpochResult[]> {
+    if (typeof sampler?.draw !== 'function') throw new LiaisonError('E_ARG', 'Trainer.fitLM: sampler must come from TextCorpus.sampler(batch, context)', { param: 'sampler' });
+    if (!Number.isInteger(opts?.stepsPerEpoch) || opts.stepsPerEpoch < 1) throw new LiaisonError('E_ARG', `Trainer.fitLM: stepsPerEpoch must be an integer >= 1, got ${opts?.stepsPerEpoch}`, { param: 'stepsPerEpoch' });
+    checkTargets(this.config.loss, true);
+    const ev = opts.eval;
+    const source: Source = {
+      key: sampler,
+      steps: opts.stepsPerEpoch, yRank: 2,
+      batches: () => null,
+      draw: () => sampler.draw(),
+      evaluate: ev ? () => this.evaluate(ev, { context: sampler.context, maxWindows: opts.evalWindows ?? 256 }) : undefined,
+    };
+    return this.run(source, opts.epochs ?? this.config.epochs);
+  }
+
+  private async run(source: Source, epochs: number): Promise<EpochResult[]> {
+    if (!Number.isInteger(epochs) || epochs < 1) throw new LiaisonError('E_ARG', `Trainer: epochs must be an integer >= 1, got ${epochs}`, { param: 'epochs' });
+    if (this.running) throw new LiaisonError('E_ARG', 'Trainer: already training; await the running fit() before starting another');
+    this.running = true;
+    try {
+      return await this.loop(source, epochs);
+    } catch (e) {
+      this.hooks.stale = true; // steps may have been counted here but not run there: trace afresh
+      throw e;
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async loop(source: Source, epochs: number): Promise<EpochResult[]> {
+    await this.prepare();
+    const cfg = this.config;
+    const rt = this.rt;
+    const last = this.epoch + epochs;
+    const bar = progressView(cfg.progress);
+    const log = cfg.metricsFile ? new MetricsLog(cfg.metricsFile) : null;
+    if (cfg.tensorboardDir && this.tb === undefined) this.tb = await TensorBoard.open(rt, cfg.tensorboardDir);
+    const history: EpochResult[] = [];
+    // Steps go out in groups of half the window, so that the runtime has the next group
+    // while this side waits for the oldest; at most `inFlight` steps are unconfirmed.
+    const group = Math.max(1, Math.floor(cfg.inFlight / 2));
+    const pending: Sent[] = [];
+    let queued = 0; // steps queued, not sent
+    let outstanding = 0; // steps sent, not known done
+    const send = async (extra: Promise<unknown> | null) => {
+      pending.push({ steps: queued, done: settle(Promise.all([rt.flush(), extra])) });
+      outstanding += queued;
+      queued = 0;
+      while (outstanding > cfg.inFlight) outstanding -= await drain(pending, 1);
+    };
+    let done = 0;
+    let shown = NaN;
+    let lr = NaN;
+    let lrT: Tensor | null = null;
+    let mark = performance.now(); // when the previous epoch's results were final
+    const finish = (r: EpochResult) => {
+      const now = performance.now();
+      r.seconds = (now - mark) / 1000;
+      mark = now;
+      history.push(r);
+      log?.write({ kind: 'epoch', ...r });
+      this.emit('epoch', r);
+    };
+    bar.start(epochs * source.steps, { epoch: this.epoch + 1, epochs: last, loss: NaN });
+    try {
+      for (let e = this.epoch; e < last; e++) {
+        rt.manualSeed(epochSeed(cfg.seed, e)); // draws inside steps (text windows) restart per epoch
+        bar.update(done, { epoch: e + 1 });
+        const batches = source.batches(e);
+        const losses: Tensor[] = [];
+        let since = 0;
+        const report = (ts: Tensor[], at: { step: number; epochStep: number; lr: number }) => {
+          const mean = meanOf(rt, ts);
+          this.tb?.scalar('train/loss', mean, at.step);
+          return mean.item().then((loss) => {
+            shown = loss;
+            log?.write({ kind: 'step', epoch: e, step: at.step, loss, lr: at.lr });
+            this.emit('progress', { epoch: e, step: at.step, epochStep: at.epochStep, stepsPerEpoch: source.steps, loss, lr: at.lr });
+          }).finally(() => mean.free());
+        };
+        for (let i = 0; i < source.steps; i++) {
+          const program = this.stepProgram(source);
+          const step = ++this.step;
+          const next = this.optimizer.learningRate(step);
+          if (!Number.isFinite(next) || next < 0) throw new LiaisonError('E_ARG', `${pluginRecord(this.optimizer).id}: learningRate(${step}) returned ${next}; it must be a finite number >= 0`, { param: 'optimizer' });
+          if (next !== lr || !lrT) { lrT?.free(); lr = next; lrT = rt.full([], lr); } // a constant rate costs no op
+          const b = batches?.[i];
+          losses.push(program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor);
+          if (b) { b.x.free(); b.y.free(); }
+          bar.update(++done, { loss: shown });
+          queued++;
+          if (i === source.steps - 1) break; // the epoch's end reads go out with this step
+          // a logged step's read goes out in the step's own batch: no extra round trip
+          if (step % cfg.logEvery === 0) {
+            const read = report(losses.slice(since), { step, epochStep: i + 1, lr });
+            since = losses.length;
+            await send(read);
+          } else if (queued >= group) {
+            await send(null);
+          }
+        }
+        // epoch end: the mean since the last log and over the epoch, in the last step's batch
+        const tail = report(losses.slice(since), { step: this.step, epochStep: source.steps, lr });
+        const epochMean = meanOf(rt, losses);
+        this.tb?.scalar('train/epoch_loss', epochMean, this.step);
+        const step = this.step;
+        const result = Promise.all([epochMean.item(), tail]).then(([loss]): EpochResult => ({ epoch: e, step, loss, seconds: 0 }))
+          .finally(() => { for (const l of [...losses, epochMean]) l.free(); });
+        this.epoch = e + 1;
+        const evalDue = !!source.evaluate && ((e + 1) % cfg.evalEvery === 0 || e === last - 1);
+        const saveDue = !!cfg.checkpointDir && this.epoch % cfg.checkpointEvery === 0;
+        if (!evalDue && !saveDue && !this.hooks.loop.epochEnd.length && e < last - 1) {
+          // nothing here needs this epoch's results: go on while the runtime finishes it
+          await send(result.then(finish));
+          continue;
+        }
+        await send(result);
+        outstanding -= await drain(pending, pending.length);
+        const r = await result;
+        await this.hooks.runLoop('epochEnd', { epoch: e, step, metrics: { loss: r.loss } });
+        if (evalDue) {
+          const ev = await source.evaluate!();
+          Object.assign(r, { evalLoss: ev.loss }, ev.accuracy !== undefined ? { accuracy: ev.accuracy } : {}, ev.perplexity !== undefined ? { perplexity: ev.perplexity } : {});
+          log?.write({ kind: 'eval', epoch: e, step, ...ev });
+          for (const [k, v] of Object.entries(ev)) this.tb?.scalar(`eval/${k}`, v as number, step);
+          this.emit('eval', { epoch: e, step, ...ev });
+          await this.hooks.runLoop('evaluation', { epoch: e, step, metrics: { ...ev } });
+        }
+        if (saveDue) {
+          const path = join(cfg.checkpointDir!, `epoch-${this.epoch}.safetensors`);
+          await this.save(path);
+          log?.write({ kind: 'checkpoint', epoch: e, step, path });
+          this.emit('checkpoint', { epoch: e, step, path });
+        }
+        this.tb?.flush();
+        finish(r);
+      }
+    } finally {
+      lrT?.free();
+      bar.stop();
+      log?.close();
+    }
+    await rt.flush();
+    return history;
+  }
+
+  /**
+   * Loss (and accuracy, for classes) of the model on `data`, forward in eval mode, in
+   * chunks of `evalBatchSize` rows, read in one round trip (sdk/evaluate.ts). For text:
+   * the held-out windows of `context` tokens (required), at most `maxWindows`; the
+   * perplexity is exp(loss).
+   */
+  async evaluate(data: Dataset | TextCorpus, opts: { context?: number; maxWindows?: number } = {}): Promise<EvalResult> {
+    await this.prepare();
+    return evaluate(this.model, data, { loss: this.config.loss, batchSize: this.config.evalBatchSize, ...opts });
+  }
+
+  /**
+   * Write a checkpoint: model state, optimizer state, every plugin's state, and metadata
+   * (epochs and steps done, optimizer and plugin ids and configs, the trainer config); see
+   * sdk/checkpoint.ts for the layout.
+   */
+  async save(path: string): Promise<void> {
+    await this.prepare();
+    const tensors: Record<string, Tensor> = {};
+    for (const s of this.slots) for (const [k, t] of Object.entries(s.state)) tensors[optimizerKey(s.info.name, k)] = t;
+    Object.assign(tensors, this.hooks.stateTensors());
+    const metadata = encodeCheckpoint({
+      epoch: this.epoch, step: this.step, optimizer: pluginRecord(this.optimizer),
+      plugins: this.plugins.map(pluginRecord), config: { ...this.config },
+    });
+    await this.model.save(path, { tensors, metadata });
+  }
+
+  /**
+   * Restore a checkpoint written by {@link save} with the same optimizer and plugins: the
+   * model, the optimizer's and plugins' state, and the epoch and step counts, so the next
+   * `fit()` goes on where that run stopped.
+   */
+  async resume(path: string): Promise<void> {
+    await this.prepare();
+    const { tensors, metadata } = await this.model.load(path, { strict: true });
+    try {
+      const c = decodeCheckpoint(metadata, path);
+      checkSameSetup(c, pluginRecord(this.optimizer), this.plugins.map(pluginRecord), path);
+      const targets: Record<string, Tensor> = { ...this.hooks.stateTensors() };
+      for (const s of this.slots) for (const [k, t] of Object.entries(s.state)) targets[optimizerKey(s.info.name, k)] = t;
+      const missing = Object.keys(targets).filter((k) => !(k in tensors));
+      const extra = Object.keys(tensors).filter((k) => !(k in targets));
+      if (missing.length || extra.length) {
+        throw new LiaisonError('E_ARG', `resume: ${path} does not match this Trainer's optimizer and plugin state: missing ${missing.join(', ') || 'none'}; unexpected ${extra.join(', ') || 'none'}`, { param: 'path' });
+      }
+      for (const [k, t] of Object.entries(targets)) t.copy_(tensors[k]);
+      await this.rt.flush();
+      this.epoch = c.epoch;
+      this.step = c.step;
+      this.hooks.stale = true; // the step program counts steps from where it was traced
+    } finally {
+      for (const t of Object.values(tensors)) t.free();
+    }
+  }
+}
+
+/** () mean of 0-d tensors, freeing the stack once the mean is queued. */
+function meanOf(rt: Runtime, ts: Tensor[]): Tensor {
+  const all = rt.stack(ts);
+  const m = all.mean();
+  all.free();
+  return m;
+}
+
+/** A promise that never rejects: it resolves to the error instead (checked by drain). */
+function settle(p: Promise<unknown>): Promise<unknown> {
+  return p.then(() => null, (e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+}
+
+/** A group of steps sent in one batch, and its completion (an Error if it failed). */
+interface Sent { steps: number; done: Promise<unknown> }
+
+/** Wait for the oldest `n` groups; returns how many steps they held. The first failure among them is thrown. */
+async function drain(pending: Sent[], n: number): Promise<number> {
+  const groups = pending.splice(0, n);
+  const done = await Promise.all(groups.map((g) => g.done));
+  const err = done.find((r) => r instanceof Error);
+  if (err) throw err;
+  return groups.reduce((a, g) => a + g.steps, 0);
+}
