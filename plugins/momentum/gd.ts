@@ -35,7 +35,7 @@ export class GD extends MomentumOptimizerBase<GDConfig> {
   update(param: Tensor, grad: Tensor, _state: Record<string, Tensor>, { lr }: StepHyper): void {
     // decay is a config constant, known at trace time: with none, the program skips the extra ops
     const direction = this.config.weightDecay > 0 ? grad.add(param.mul(this.config.weightDecay)) : grad;
-    param.sub_(direction.mul(lr));
+    param.addcmul_(direction, lr, -1); // param -= lr * direction, one op (lr is a () tensor)
   }
 }
 

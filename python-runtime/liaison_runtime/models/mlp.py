@@ -32,5 +32,7 @@ class MLP(Described, nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.acts):
-                x = F.dropout(self.acts[i](x), self.dropout, self.training)
+                x = self.acts[i](x)
+                if self.dropout:
+                    x = F.dropout(x, self.dropout, self.training)
         return x

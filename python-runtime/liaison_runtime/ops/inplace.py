@@ -21,6 +21,8 @@ def _name(dtype: torch.dtype) -> str:
 
 def _writable(name: str, input: torch.Tensor) -> None:
     # An expanded view has several entries on one memory cell; writing it is ill-defined.
+    if input.is_contiguous():  # the common case (parameters, buffers), answered in C
+        return
     if any(st == 0 and sz > 1 for st, sz in zip(input.stride(), input.shape, strict=True)):
         raise RuntimeFault("E_ARG", f"{name}: 'input' is a broadcast view (from expand) whose entries share "
                            "memory; clone it before writing into it", param="input")
@@ -28,15 +30,23 @@ def _writable(name: str, input: torch.Tensor) -> None:
 
 def _fits(name: str, input: torch.Tensor, *operands) -> None:
     """operands: (param, tensor-or-number) pairs that must broadcast to input's shape."""
-    shapes = [(p, v.shape) for p, v in operands if isinstance(v, torch.Tensor) and v.shape != input.shape]
-    for p, s in shapes:  # (an operand of input's own shape fits: the optimizer-step case, checked for free)
-        need_broadcast(name, input.shape, s, param=p)
-        if torch.broadcast_shapes(input.shape, s) != input.shape:
-            raise RuntimeFault("E_SHAPE", f"{name}: '{p}' {list(s)} does not broadcast to the shape of "
-                               f"'input' {list(input.shape)} (an in-place op cannot grow its input)", param=p)
+    ish = input.shape
+    for p, v in operands:
+        if not isinstance(v, torch.Tensor):
+            continue
+        s = v.shape
+        if s == ish or not s:  # input's own shape, or 0-d (a learning rate): fits, checked for free
+            continue
+        if len(s) <= len(ish) and all(a == 1 or a == b for a, b in zip(reversed(s), reversed(ish), strict=False)):
+            continue
+        need_broadcast(name, ish, s, param=p)  # not broadcastable at all: that error first
+        raise RuntimeFault("E_SHAPE", f"{name}: '{p}' {list(s)} does not broadcast to the shape of "
+                           f"'input' {list(ish)} (an in-place op cannot grow its input)", param=p)
 
 
 def _castable(name: str, input: torch.Tensor, param: str, other) -> None:
+    if type(other) is torch.Tensor and other.dtype == input.dtype:  # an optimizer step's case
+        return
     rt = torch.result_type(input, other)
     if not torch.can_cast(rt, input.dtype):
         raise RuntimeFault("E_DTYPE", f"{name}: the result with '{param}' is {_name(rt)}, which cannot be "

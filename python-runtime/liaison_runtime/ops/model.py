@@ -25,9 +25,25 @@ def model_of(name: str, obj, param: str = "model") -> nn.Module:
                        f"handle holds a {type(obj).__name__}", param=param)
 
 
+# module -> {name: parameter}: a step program looks up every parameter and gradient by name
+# each step, and walking named_parameters() each time cost more than the update itself
+_PARAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def params_of(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by name, from the cache (built on first use)."""
+    params = _PARAMS.get(model)
+    if params is None:
+        params = _PARAMS[model] = dict(model.named_parameters())
+    return params
+
+
 def _named(name: str, model: nn.Module, pname: str) -> nn.Parameter:
-    params = dict(model.named_parameters())
-    p = params.get(pname)
+    params = _PARAMS.get(model)
+    p = params.get(pname) if params is not None else None
+    if p is None:  # first use, or the module gained parameters since: look again
+        params = _PARAMS[model] = dict(model.named_parameters())
+        p = params.get(pname)
     if p is None:
         raise RuntimeFault("E_ARG", f"{name}: the model has no parameter {pname!r}; it has {listed(params)}",
                            param="name")
@@ -71,7 +87,8 @@ def model_forward(ctx, model, inputs, train):
 
     train: training mode with autograd; otherwise eval mode under no_grad."""
     m = model_of("model_forward", model)
-    m.train(train)
+    if m.training != train:  # train() walks every submodule; a step calls this each time
+        m.train(train)
     with torch.enable_grad() if train else torch.no_grad():
         out = m(*inputs)
     if not isinstance(out, torch.Tensor):

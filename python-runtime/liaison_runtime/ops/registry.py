@@ -334,12 +334,17 @@ def _update(fn):
     """An in-place op on a parameter (a leaf that requires grad) is an update, as an optimizer
     step or a pruning mask makes: autograd refuses it unless it runs under no_grad."""
 
+    set_grad = torch._C._set_grad_enabled  # the guard no_grad() wraps, without its Python frames
+
     @functools.wraps(fn)
     def run(ctx, *args, **kw):
         target = args[0] if args else next(iter(kw.values()), None)
-        if isinstance(target, torch.Tensor) and target.is_leaf and target.requires_grad:
-            with torch.no_grad():
+        if isinstance(target, torch.Tensor) and target.requires_grad and target.is_leaf and torch.is_grad_enabled():
+            set_grad(False)
+            try:
                 return fn(ctx, *args, **kw)
+            finally:
+                set_grad(True)
         return fn(ctx, *args, **kw)
 
     return run

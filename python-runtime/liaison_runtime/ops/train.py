@@ -9,7 +9,7 @@ from ..errors import RuntimeFault
 from ..models import GPT
 from ..models.kvcache import generate as _generate
 from ..models.kvcache import teacher_forced_nll
-from .model import model_of
+from .model import model_of, params_of
 from .registry import FLOATS, P, need_float, op
 
 
@@ -30,7 +30,8 @@ def backward(ctx, loss):
 @op("zero_grad", P("model", "object"), outputs=0)
 def zero_grad(ctx, model):
     """zero_grad(model): drop every parameter's gradient (set to None; model_grad then reads zeros)."""
-    model_of("zero_grad", model).zero_grad(set_to_none=True)
+    for p in params_of(model_of("zero_grad", model)).values():  # Module.zero_grad walks the tree each step
+        p.grad = None
     return ()
 
 
