@@ -7,6 +7,7 @@
  * ```
  */
 export { gd, GD, GDConfig } from './momentum/gd.js';
+export { adam, Adam, AdamConfig } from './momentum/adam.js';
 export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
 export { exact, Exact, ExactConfig } from './deflators/exact.js';
 export { topk, TopK, TopKConfig } from './routers/topk.js';

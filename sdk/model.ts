@@ -144,7 +144,7 @@ export class Model implements ModelLike {
       spec.moe.router = getPlugin('router', r.plugin)(r.config) as Router;
     }
     const model = await Model.build(rt, spec);
-    return { model, ...(await model.loadFile(file, true, path)) };
+    return { model, ...(await model.loadParsed(file, true, path)) };
   }
 
   // ---- parameters, gradients, activations ----
@@ -246,16 +246,30 @@ export class Model implements ModelLike {
   }
 
   /**
+   * Load a safetensors file, or a Hugging Face-style folder (`model.safetensors`, or a
+   * sharded index), from the runtime's own disk, without the bytes passing through this
+   * process. Local runtimes allow it; a tcp runtime needs `--allow-files`. Queued.
+   */
+  loadFile(path: string, opts: { strict?: boolean } = {}): void {
+    this.rt.call('model_load_file', [this.handle, path], { strict: opts.strict ?? true }, 0);
+  }
+
+  /** Write the state as safetensors on the runtime's disk (`path`, or `path/model.safetensors` for a folder). Queued. */
+  saveFile(path: string): void {
+    this.rt.call('model_save_file', [this.handle, path], undefined, 0);
+  }
+
+  /**
    * Load a safetensors checkpoint (this project's, or a Hugging Face file whose names
    * match): the model's entries are uploaded and loaded; every other tensor comes back
    * uploaded, by name, with the metadata. strict (default true): every state entry must
    * be in the file, else E_ARG naming the missing ones. Shapes are checked before upload.
    */
   async load(path: string, opts: { strict?: boolean } = {}): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
-    return this.loadFile(await readSafetensors(path), opts.strict ?? true, path);
+    return this.loadParsed(await readSafetensors(path), opts.strict ?? true, path);
   }
 
-  private async loadFile(file: { tensors: Record<string, TensorData>; metadata: Record<string, string> }, strict: boolean, path: string): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
+  private async loadParsed(file: { tensors: Record<string, TensorData>; metadata: Record<string, string> }, strict: boolean, path: string): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
     const { tensors, metadata } = file;
     const missing = this.stateInfo.filter((s) => !(s.name in tensors)).map((s) => s.name);
     if (strict && missing.length) throw new LiaisonError('E_ARG', `Model.load: ${path} lacks state entries of the model: missing ${listed(missing)} (pass {strict: false} to load what matches)`, { param: 'path' });

@@ -210,16 +210,19 @@ describe('checkpoints', () => {
     const b = await Model.build(rt, gpt, { seed: 21 });
     const ours = join(dir, 'gpt.safetensors');
     await a.save(ours);
-    rt.call('model_load_file', [b.handle, ours], undefined, 0);
+    b.loadFile(ours);
     const x = rt.randint(0, 32, [1, 8], { seed: 22 });
     expect(await b.forward(x, { train: false }).tolist()).toEqual(await a.forward(x, { train: false }).tolist());
     // and the other way: a Hugging Face style folder written by the runtime
     const c = await Model.build(rt, gpt, { seed: 23 });
     const folder = join(dir, 'hf');
-    rt.call('model_save_file', [c.handle, folder], undefined, 0);
+    c.saveFile(folder);
     await rt.flush();
     await b.load(join(folder, 'model.safetensors'));
     expect(await b.forward(x, { train: false }).tolist()).toEqual(await c.forward(x, { train: false }).tolist());
+    const d = await Model.build(rt, gpt, { seed: 24 });
+    d.loadFile(folder); // the folder itself, as a Hugging Face model folder is given
+    expect(await d.forward(x, { train: false }).tolist()).toEqual(await c.forward(x, { train: false }).tolist());
   });
 });
 
