@@ -1,4 +1,4 @@
-"""Baseline of trainer.epoch: the Trainer's training loop written in plain PyTorch — an MLP
+"""Baseline of sdk.train_step: the Trainer's training loop written in plain PyTorch — an MLP
 on scikit-learn's digits (the runtime's own loader, so both sides train on identical
 arrays and the same 80/20 split), minibatch gradient descent, a fresh seeded permutation
 per epoch, the loss read back every `log_every` steps and at the epoch's end.
