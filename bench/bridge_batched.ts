@@ -8,10 +8,9 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Runtime, type Tensor } from '../bridge/index.js';
 import { trace } from '../sdk/program.js';
-import { BASELINES, type BenchOptions, type BenchResult, median, nowUs, removeDir, result, spawnPython, stop, tempDir, using } from './lib.js';
+import { type BenchOptions, type BenchResult, median, nowUs, removeDir, result, serveBaseline, tempDir, using } from './lib.js';
 
 type Step = [name: 'add' | 'sub' | 'mul' | 'relu' | 'tanh' | 'sigmoid', arg: number | null];
 
@@ -50,16 +49,8 @@ export async function benchBatched(opts: BenchOptions): Promise<BenchResult[]> {
     const specPath = join(dir, 'ops.json');
     writeFileSync(specPath, JSON.stringify({ shape, init, ops: seq }));
 
-    const py = spawnPython(join(BASELINES, 'loop_ops.py'), [specPath, '--serve', '--warmup', opts.quick ? '2' : '30'], 'pipe');
-    defer(() => stop(py));
-    let pyErr = '';
-    py.stderr!.setEncoding('utf8').on('data', (s: string) => { pyErr = (pyErr + s).slice(-4000); });
-    const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
-    const nextLine = async (): Promise<Record<string, number | boolean>> => {
-      const r = await lines.next();
-      if (r.done) throw new Error(`loop_ops.py exited early.\n${pyErr.trim()}`);
-      return JSON.parse(r.value) as Record<string, number | boolean>;
-    };
+    const baseline = serveBaseline('loop_ops.py', [specPath, '--serve', '--warmup', opts.quick ? '2' : '30'], defer);
+    const nextLine = () => baseline.next<Record<string, number | boolean>>();
 
     const rt = await Runtime.start();
     defer(() => rt.close());
@@ -112,7 +103,7 @@ export async function benchBatched(opts: BenchOptions): Promise<BenchResult[]> {
         progUs.push(p.us);
         progSum = p.sum;
       }
-      py.stdin!.write(`${perRound}\n`);
+      baseline.ask(String(perRound));
       const m = await nextLine();
       pyUs.push(m.median_us as number);
       pySum = m.checksum as number;

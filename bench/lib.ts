@@ -135,12 +135,35 @@ export function python(): string {
 }
 
 /** Spawn `python script args`, tracked so that it dies with us. */
-export function spawnPython(script: string, args: string[], stdin: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
-  const child = spawn(python(), [script, ...args], { stdio: [stdin, 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+export function spawnPython(script: string, args: string[], stdin: 'ignore' | 'pipe' = 'ignore', env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(python(), [script, ...args], { stdio: [stdin, 'pipe', 'pipe'], env: { ...process.env, PYTHONUNBUFFERED: '1', ...env } });
   live.add(child);
   killAllOnExit();
   child.on('exit', () => live.delete(child));
   return child;
+}
+
+/**
+ * A baseline script in serve mode (`baselines/*.py --serve`): it answers each line written
+ * with `ask` by one JSON line, read with `next`. Stopped by `defer` when the bench ends.
+ */
+export function serveBaseline(script: string, args: string[], defer: (f: () => unknown) => void, env: Record<string, string> = {}): {
+  ask(line: string): void;
+  next<T = Record<string, number | boolean>>(): Promise<T>;
+} {
+  const py = spawnPython(join(BASELINES, script), args, 'pipe', env);
+  defer(() => stop(py));
+  let err = '';
+  py.stderr!.setEncoding('utf8').on('data', (s: string) => { err = (err + s).slice(-4000); });
+  const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
+  return {
+    ask: (line) => { py.stdin!.write(`${line}\n`); },
+    next: async <T>() => {
+      const r = await lines.next();
+      if (r.done) throw new Error(`${script} exited early.\n${err.trim()}`);
+      return JSON.parse(r.value as string) as T;
+    },
+  };
 }
 
 /** Resolves with the first stdout line matching `re`; rejects if the process exits first. */

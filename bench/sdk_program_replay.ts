@@ -9,11 +9,10 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Runtime } from '../bridge/index.js';
 import { slidingWindow } from '../plugins/kv-policies/sliding-window.js';
 import { Model } from '../sdk/model.js';
-import { BASELINES, type BenchOptions, type BenchResult, median, nowUs, removeDir, result, spawnPython, stop, tempDir, using } from './lib.js';
+import { type BenchOptions, type BenchResult, median, nowUs, removeDir, result, serveBaseline, tempDir, using } from './lib.js';
 
 export async function benchProgramReplay(opts: BenchOptions): Promise<BenchResult[]> {
   return using(async (defer) => {
@@ -28,16 +27,8 @@ export async function benchProgramReplay(opts: BenchOptions): Promise<BenchResul
     defer(() => removeDir(dir));
     const specPath = join(dir, 'decode.json');
     writeFileSync(specPath, JSON.stringify({ model: pySpec, budget: size.budget, prompt: [prompt], steps: size.steps }));
-    const py = spawnPython(join(BASELINES, 'kv_decode.py'), [specPath, '--serve', '--warmup', opts.quick ? '1' : '2'], 'pipe');
-    defer(() => stop(py));
-    let pyErr = '';
-    py.stderr!.setEncoding('utf8').on('data', (s: string) => { pyErr = (pyErr + s).slice(-4000); });
-    const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
-    const nextLine = async (): Promise<Record<string, number | boolean>> => {
-      const r = await lines.next();
-      if (r.done) throw new Error(`kv_decode.py exited early.\n${pyErr.trim()}`);
-      return JSON.parse(r.value) as Record<string, number | boolean>;
-    };
+    const baseline = serveBaseline('kv_decode.py', [specPath, '--serve', '--warmup', opts.quick ? '1' : '2'], defer);
+    const nextLine = () => baseline.next<Record<string, number | boolean>>();
 
     const rt = await Runtime.start();
     defer(() => rt.close());
@@ -67,7 +58,7 @@ export async function benchProgramReplay(opts: BenchOptions): Promise<BenchResul
         ours.push(o.us);
         ourSum = o.sum;
       }
-      py.stdin!.write(`${size.perRound}\n`);
+      baseline.ask(String(size.perRound));
       const m = await nextLine();
       base.push(m.median_us as number);
       baseSum = m.checksum as number;

@@ -10,14 +10,12 @@
  * same arrays and split with the same initial weights and batch orders, so the final
  * mean losses must agree; the benchmark checks that they do.
  */
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { Runtime } from '../bridge/index.js';
 import { gd } from '../plugins/momentum/gd.js';
 import { Dataset } from '../sdk/data.js';
 import { Model } from '../sdk/model.js';
 import { Trainer } from '../sdk/trainer.js';
-import { BASELINES, type BenchOptions, type BenchResult, median, result, spawnPython, stop, using } from './lib.js';
+import { type BenchOptions, type BenchResult, median, result, serveBaseline, using } from './lib.js';
 
 export async function benchTrainStep(opts: BenchOptions): Promise<BenchResult[]> {
   return using(async (defer) => {
@@ -25,21 +23,8 @@ export async function benchTrainStep(opts: BenchOptions): Promise<BenchResult[]>
     const perRound = opts.quick ? 1 : 3;
     const warmup = opts.quick ? 1 : 3;
     const env = { OMP_NUM_THREADS: '1' };
-    // the baseline's spawn copies our environment: set the thread count for it, then put it back
-    const before = process.env.OMP_NUM_THREADS;
-    process.env.OMP_NUM_THREADS = '1';
-    const py = spawnPython(join(BASELINES, 'train_mlp.py'), ['--batch', '64', '--hidden', '64', '--lr', '0.5', '--log-every', '10'], 'pipe');
-    if (before === undefined) delete process.env.OMP_NUM_THREADS;
-    else process.env.OMP_NUM_THREADS = before;
-    defer(() => stop(py));
-    let pyErr = '';
-    py.stderr!.setEncoding('utf8').on('data', (s: string) => { pyErr = (pyErr + s).slice(-4000); });
-    const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
-    const nextLine = async (): Promise<{ epoch_s: number[]; loss: number }> => {
-      const r = await lines.next();
-      if (r.done) throw new Error(`train_mlp.py exited early.\n${pyErr.trim()}`);
-      return JSON.parse(r.value) as { epoch_s: number[]; loss: number };
-    };
+    const baseline = serveBaseline('train_mlp.py', ['--batch', '64', '--hidden', '64', '--lr', '0.5', '--log-every', '10'], defer, env);
+    const nextLine = () => baseline.next<{ epoch_s: number[]; loss: number }>();
 
     const rt = await Runtime.start({ env });
     defer(() => rt.close());
@@ -48,7 +33,7 @@ export async function benchTrainStep(opts: BenchOptions): Promise<BenchResult[]>
     const trainer = new Trainer({ model, optimizer: gd({ lr: 0.5 }), batchSize: 64, logEvery: 10, progress: 'none' });
     await nextLine(); // {"ready": true}
 
-    py.stdin!.write(`${warmup}\n`);
+    baseline.ask(String(warmup));
     await nextLine();
     await trainer.fit(train, { epochs: warmup });
     const sdkS: number[] = [];
@@ -58,7 +43,7 @@ export async function benchTrainStep(opts: BenchOptions): Promise<BenchResult[]>
       const h = await trainer.fit(train, { epochs: perRound });
       sdkS.push(...h.map((e) => e.seconds));
       sdkLoss = h[h.length - 1].loss;
-      py.stdin!.write(`${perRound}\n`);
+      baseline.ask(String(perRound));
       const m = await nextLine();
       pyS.push(...m.epoch_s);
       pyLoss = m.loss;

@@ -17,6 +17,7 @@
  *     LIAISON_EXAMPLE_STEPS=100 npx tsx examples/generate.ts  # a quick, much less fluent run
  */
 import { LiaisonError, Runtime } from '../bridge/index.js';
+import { positiveInt, secs } from './env.js';
 import { slidingWindow } from '../plugins/index.js';
 import { decodeText, encodeText, Model, TextCorpus, Trainer } from '../sdk/index.js';
 import { adam } from '../plugins/momentum/adam.js';
@@ -30,15 +31,7 @@ const BUDGETS = [64, 32, 16]; // sliding-window sizes compared with the full cac
 const EVAL_WINDOWS = 16; // held-out windows decoded through each cache
 const TEMPERATURE = 0.7;
 
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new LiaisonError('E_ARG', `${name} must be an integer >= 1, got ${JSON.stringify(raw)}`);
-  return n;
-}
 
-const secs = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const kb = (bytes: number) => `${(bytes / 1024).toFixed(0)} KiB`;
 

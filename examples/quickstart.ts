@@ -24,6 +24,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LiaisonError, Runtime } from '../bridge/index.js';
+import { positiveInt, secs } from './env.js';
 import { gd } from '../plugins/index.js';
 import { Dataset, Model, plotLines, Trainer } from '../sdk/index.js';
 
@@ -33,13 +34,6 @@ const LR = 0.1;
 const LOG_EVERY = 10; // steps between the training-loss points of the plot
 const PLOT = 'liaison-demo-loss.png';
 
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw new LiaisonError('E_ARG', `${name} must be an integer >= 1, got ${JSON.stringify(raw)}`);
-  return n;
-}
 
 /** `--out DIR` (or `--out=DIR`) from the command line; default examples/out beside this file, which git ignores. */
 function outDir(argv: string[]): string {
@@ -56,7 +50,6 @@ function shown(path: string): string {
   return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : path;
 }
 
-const secs = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 async function main(): Promise<void> {

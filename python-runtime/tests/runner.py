@@ -1,8 +1,10 @@
 """Calls ops the way the executor does, for the op tests: tensors go into a session's store
 and reach the op as handles, through the op's own argument binding."""
 
+import pytest
 import torch
 
+from liaison_runtime.errors import RuntimeFault
 from liaison_runtime.ops import OPS
 from liaison_runtime.ops.registry import Ctx
 from liaison_runtime.program import Program
@@ -33,3 +35,17 @@ class Runner:
         d = OPS[name]
         bound = d.bind([self.wire(a) for a in args], {k: self.wire(v) for k, v in kw.items()}, self.session)
         return d.fn(self.ctx, **bound)
+
+    def obj(self, v) -> Handle:
+        """Store any object (a hook, a program) in the session and name it by a handle."""
+        hid, self._next = self._next, self._next + 1
+        self.session.put(hid, v)
+        return Handle(hid)
+
+
+def fault(code, fn, *args, **kw) -> RuntimeFault:
+    """fn(*args, **kw) must raise a RuntimeFault with this code; returns it."""
+    with pytest.raises(RuntimeFault) as info:
+        fn(*args, **kw)
+    assert info.value.code == code, info.value.message
+    return info.value

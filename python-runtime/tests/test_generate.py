@@ -8,34 +8,16 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from runner import Runner
-
-from liaison_runtime.errors import RuntimeFault
-from liaison_runtime.protocol import Handle
+from runner import Runner, fault
 
 GPT = {"kind": "gpt", "vocab": 32, "context": 24, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
 MOE = {**GPT, "moe": {"experts": 4, "hidden": 24, "params": {"gate": {"shape": [16, 4], "init": "normal",
                                                                       "std": 0.5}}}}
 
 
-class R(Runner):
-    def obj(self, v) -> Handle:
-        """Store any object (a hook) in the session, as a program would be."""
-        hid, self._next = self._next, self._next + 1
-        self.session.put(hid, v)
-        return Handle(hid)
-
-
-def fault(code, fn, *args, **kw) -> RuntimeFault:
-    with pytest.raises(RuntimeFault) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, info.value.message
-    return info.value
-
-
 @pytest.fixture()
 def r():
-    return R()
+    return Runner()
 
 
 @pytest.fixture()

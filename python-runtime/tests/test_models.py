@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runner import Runner
+from runner import Runner, fault
 
 from liaison_runtime import policy
 from liaison_runtime.errors import RuntimeFault
@@ -21,32 +21,26 @@ CNN = {"kind": "cnn", "in_channels": 1, "image": [8, 8], "channels": [4, 8], "ke
 GPT = {"kind": "gpt", "vocab": 64, "context": 16, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
 
 
-def fault(code, fn, *args, **kw) -> RuntimeFault:
-    with pytest.raises(RuntimeFault) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, info.value.message
-    return info.value
-
-
 @pytest.fixture()
 def r():
     return Runner()
 
 
-@pytest.fixture()
-def allow():
+def _policy(on: bool):
     saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES
-    policy.set_policy(factories=True, files=True)
+    policy.set_policy(factories=on, files=on)
     yield
     policy.set_policy(factories=saved[0], files=saved[1])
+
+
+@pytest.fixture()
+def allow():
+    yield from _policy(True)
 
 
 @pytest.fixture()
 def deny():
-    saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES
-    policy.set_policy(factories=False, files=False)
-    yield
-    policy.set_policy(factories=saved[0], files=saved[1])
+    yield from _policy(False)
 
 
 def test_each_kind_builds_and_runs_forward(r):
