@@ -169,7 +169,9 @@ describe('Trainer', () => {
   it('resumes from a checkpoint as if it had never stopped', async () => {
     const dir = tempDir();
     const setup = async (seed: number) => ({
-      model: await mlp(seed), optimizer: heavyBall({ lr: 0.05, beta: 0.9 }), plugins: [globalMagnitude({ sparsity: 0.5 })],
+      // an iterative pruner (a round at the start and after each of the first three epochs):
+      // the resumed run must know that three rounds are done and run only the fourth
+      model: await mlp(seed), optimizer: heavyBall({ lr: 0.05, beta: 0.9 }), plugins: [globalMagnitude({ sparsity: 0.5, rounds: 4 })],
       batchSize: 64, seed: 3, progress: 'none' as const, checkpointDir: dir, checkpointEvery: 2,
     });
     const straight = new Trainer(await setup(0));

@@ -20,6 +20,8 @@ export interface PrunerBaseConfig { sparsity: number; atEpoch: number; rounds: n
 export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<C> implements Pruner<C> {
   private held: { info: ParamInfo; param: Tensor; mask: Tensor }[] = [];
   private round = 0;
+  /** () f32: the rounds run, as a tensor too, so that checkpoints carry it and resume restores it. */
+  private roundT: Tensor | null = null;
 
   abstract masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[];
 
@@ -39,6 +41,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     if (!chosen.length) throw new LiaisonError('E_ARG', `${this.id}: selects none of the model's parameters (${model.params.map((p) => p.name).join(', ')})`);
     this.held = chosen.map((info) => ({ info, param: model.param(info.name), mask: model.rt.ones(info.shape) }));
     this.round = 0;
+    this.roundT = model.rt.zeros([]);
   }
 
   /** One pruning round now: new masks from `masks()`, copied into the held ones and applied. */
@@ -51,6 +54,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     this.held.forEach((h, i) => { h.mask.copy_(next[i]); });
     this.apply();
     this.round++;
+    this.roundT!.fill_(this.round);
   }
 
   /** Zero the pruned entries (queued; the step program does this after every optimizer step). */
@@ -72,11 +76,14 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     this.setup(hooks.model);
     if (this.config.atEpoch === 0) this.prune(hooks.rt);
     hooks.on('afterOptimizerStep', () => this.apply());
-    hooks.on('epochEnd', ({ epoch }) => {
+    hooks.on('epochEnd', async ({ epoch }) => {
+      // a resumed run restored the count into the tensor; it is read once per epoch
+      this.round = await this.roundT!.item();
       // after epoch e (from 0), e + 1 epochs have run: the rounds due by then
       const due = Math.min(this.config.rounds, epoch + 2 - this.config.atEpoch);
       if (this.round < due) this.prune(hooks.rt);
     });
-    hooks.addState('pruner', () => this.currentMasks());
+    // '#round' cannot be a parameter name, so it never meets a mask's key
+    hooks.addState('pruner', () => ({ ...this.currentMasks(), '#round': this.roundT! }));
   }
 }
