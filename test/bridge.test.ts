@@ -192,6 +192,6 @@ describe('scopes and large results', () => {
     const t0 = performance.now();
     const back = await rt.scope(async () => rt.tensor(big).toArray());
     expect(back.length).toBe(16 << 20);
-    expect(performance.now() - t0).toBeLessThan(1500); // walking its 16M elements took ~3 s before
+    expect(performance.now() - t0).toBeLessThan(2500); // walking its 16M elements took ~3 s before (and more under load)
   });
 });

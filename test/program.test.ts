@@ -92,15 +92,19 @@ describe('programs', () => {
     expect(() => prog.run({} as never)).toThrow(/input 'x' is missing/);
   });
 
-  it('replays a thousand-op program faster than the same ops sent as a batch', async () => {
+  it('replays a thousand-op program as one op on the wire, with the batch\'s result', async () => {
+    // (how much faster that is is a benchmark's question: bridge.batched_ops_program)
     const x0 = rt.ones([8]);
     const body = (x: Tensor) => { let y = x; for (let i = 0; i < 1000; i++) y = y.mul(1.0001).add(0.0001); return y; };
     const prog = await trace(rt, { name: 'long', inputs: { x: {} } }, ({ x }) => body(x));
-    const time = async (f: () => Tensor) => { const t0 = performance.now(); await f().toArray(); return performance.now() - t0; };
-    const batch: number[] = [], replay: number[] = [];
-    for (let i = 0; i < 5; i++) { batch.push(await time(() => body(x0))); replay.push(await time(() => prog.run({ x: x0 }))); }
-    const med = (a: number[]) => a.sort((p, q) => p - q)[2];
-    expect(await prog.run({ x: x0 }).toArray()).toEqual(await body(x0).toArray());
-    expect(med(replay)).toBeLessThan(med(batch));
+    const ran = async () => (await rt.stats()).ops_run;
+    const before = await ran();
+    const replayed = await prog.run({ x: x0 }).toArray();
+    const afterReplay = await ran();
+    const batched = await body(x0).toArray();
+    const afterBatch = await ran();
+    expect(afterReplay - before).toBe(1);
+    expect(afterBatch - afterReplay).toBe(2000);
+    expect(replayed).toEqual(batched);
   });
 });
