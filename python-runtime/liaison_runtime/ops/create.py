@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import RuntimeFault
-from .registry import DTYPE_NAMES, FLOATS, P, need_float, op
+from .checks import need_float
+from .registry import DTYPE_NAMES, FLOATS, P, op
 
 
 def _float_dtype(name: str, dtype: torch.dtype, param: str = "dtype") -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .registry import P, need_broadcast, need_float, op
+from .checks import need_broadcast, need_float
+from .registry import P, op
 
 
 def _shape(v):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import RuntimeFault
-from .registry import P, need_broadcast, need_dim, need_dtype, need_index, need_rank, need_same_dtype, op
+from .checks import need_broadcast, need_dim, need_dtype, need_index, need_rank, need_same_dtype
+from .registry import P, op
 
 _BOOL = frozenset({torch.bool})
 

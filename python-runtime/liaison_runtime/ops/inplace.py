@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import RuntimeFault
-from .registry import DTYPE_NAMES, P, need_broadcast, need_dim, need_float, need_index, need_rank, op
+from .checks import need_broadcast, need_dim, need_float, need_index, need_rank
+from .registry import DTYPE_NAMES, P, op
 
 
 def _name(dtype: torch.dtype) -> str:

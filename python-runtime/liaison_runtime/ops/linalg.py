@@ -12,8 +12,9 @@ import math
 import torch
 
 from ..errors import RuntimeFault
+from .checks import need_broadcast, need_dims, need_dtype, need_float, need_rank, need_same_dtype
 from .reduce import vector_norm as _vector_norm
-from .registry import P, need_broadcast, need_dims, need_dtype, need_float, need_rank, need_same_dtype, op
+from .registry import P, op
 
 _LAPACK = frozenset({torch.float32, torch.float64})
 

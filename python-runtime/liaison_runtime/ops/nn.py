@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RuntimeFault
-from .registry import P, need_dim, need_float, need_rank, need_same_dtype, op
+from .checks import need_dim, need_float, need_rank, need_same_dtype
+from .registry import P, op
 
 _REDUCTIONS = ("mean", "sum", "none")
 

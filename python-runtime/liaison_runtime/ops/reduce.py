@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import RuntimeFault
-from .registry import P, need_dim, need_dims, need_float, op
+from .checks import need_dim, need_dims, need_float
+from .registry import P, op
 
 
 def _all_dims(name: str, t: torch.Tensor, dim) -> tuple[int, ...]:

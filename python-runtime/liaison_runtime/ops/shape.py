@@ -12,7 +12,8 @@ import math
 import torch
 
 from ..errors import RuntimeFault
-from .registry import P, need_dim, need_dims, need_rank, op
+from .checks import need_dim, need_dims, need_rank
+from .registry import P, op
 
 
 def _at_least(name: str, param: str, t: torch.Tensor, k: int) -> None:

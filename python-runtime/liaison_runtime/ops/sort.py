@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import RuntimeFault
-from .registry import P, need_dim, op
+from .checks import need_dim
+from .registry import P, op
 
 
 @op("topk", P("input", "tensor"), P("k", "int"), P("dim", "int", -1), P("largest", "bool", True),

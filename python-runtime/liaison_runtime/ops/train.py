@@ -9,8 +9,9 @@ from ..errors import RuntimeFault
 from ..models import GPT
 from ..models.kvcache import generate as _generate
 from ..models.kvcache import teacher_forced_nll
+from .checks import need_float
 from .model import model_of, params_of
-from .registry import FLOATS, P, need_float, op
+from .registry import FLOATS, P, op
 
 
 @op("backward", P("loss", "tensor"), outputs=0)
