@@ -232,6 +232,11 @@ export class Runtime {
     }
   }
 
+  /** @internal Whether a trace is recording this runtime's ops right now. */
+  get recordingNow(): boolean {
+    return this.recorder !== null;
+  }
+
   /** @internal A tensor that exists only inside the program `recorder` traces. */
   symbolic(recorder: OpRecorder): Tensor {
     const t = new Tensor(this, this.nextHandle++);
@@ -307,7 +312,7 @@ export class Runtime {
 
   /** @internal Tensor.data(): queue a read in the current batch. */
   read(t: Tensor): Promise<TensorData> {
-    if (this.recorder || t.traced) return Promise.reject(this.traceError(`reads the value of tensor #${t.id}`, t));
+    if (this.recorder || t.traced) return refused(this.traceError(`reads the value of tensor #${t.id}`, t));
     return new Promise((resolve, reject) => {
       this.reads.push({ ref: this.wire(t) as HandleRef, w: { resolve, reject } });
       this.schedule();
@@ -316,7 +321,7 @@ export class Runtime {
 
   /** @internal Tensor.info(): dtype, shape and device without the data. */
   meta(t: Tensor): Promise<Record<string, unknown>> {
-    if (this.recorder || t.traced) return Promise.reject(this.traceError(`reads the shape of tensor #${t.id}`, t));
+    if (this.recorder || t.traced) return refused(this.traceError(`reads the shape of tensor #${t.id}`, t));
     return new Promise((resolve, reject) => {
       this.metas.push({ ref: this.wire(t) as HandleRef, w: { resolve, reject } });
       this.schedule();
@@ -324,8 +329,12 @@ export class Runtime {
   }
 
   /** Send whatever is queued and wait until the runtime has run it all. */
-  async flush(): Promise<void> {
-    if (this.recorder) throw this.traceError('awaits flush()');
+  flush(): Promise<void> {
+    if (this.recorder) return refused(this.traceError('calls flush()'));
+    return this.flushQueued();
+  }
+
+  private async flushQueued(): Promise<void> {
     this.send();
     await this.last;
     this.throwDeferred();
@@ -462,6 +471,16 @@ export class Runtime {
   get process(): RuntimeProcess | undefined {
     return this.proc;
   }
+}
+
+/**
+ * A rejection already reported elsewhere (a trace error, thrown by trace() itself): the
+ * promise still rejects for whoever awaits it, but is not an unhandled rejection if nobody does.
+ */
+function refused<T>(e: Error): Promise<T> {
+  const p = Promise.reject(e);
+  p.catch(() => undefined);
+  return p;
 }
 
 function collectTensors(v: unknown, into: Set<Tensor>, depth: number): void {

@@ -51,28 +51,40 @@ export class Tensor {
     return this.rt.read(this);
   }
 
-  async toArray(): Promise<ArrayOf[DType]> {
-    return (await this.rt.read(this)).data;
+  toArray(): Promise<ArrayOf[DType]> {
+    return this.settled(this.rt.read(this).then((d) => d.data));
   }
 
   /** The single value of a one-element tensor. */
-  async item(): Promise<number> {
-    const { data, shape } = await this.rt.read(this);
-    if (data.length !== 1) throw new RangeError(`item() needs a one-element tensor, this one has shape [${shape}]`);
-    const v = data[0];
-    return typeof v === 'bigint' ? Number(v) : v;
+  item(): Promise<number> {
+    return this.settled(this.rt.read(this).then(({ data, shape }) => {
+      if (data.length !== 1) throw new RangeError(`item() needs a one-element tensor, this one has shape [${shape}]`);
+      const v = data[0];
+      return typeof v === 'bigint' ? Number(v) : v;
+    }));
   }
 
   /** Nested arrays of numbers, like torch's tolist(). */
-  async tolist(): Promise<unknown> {
-    const { data, shape } = await this.rt.read(this);
-    const flat = Array.from(data as ArrayLike<number | bigint>, (x) => (typeof x === 'bigint' ? Number(x) : x));
-    const nest = (off: number, d: number): unknown => {
-      if (d === shape.length) return flat[off];
-      const step = shape.slice(d + 1).reduce((a, b) => a * b, 1);
-      return Array.from({ length: shape[d] }, (_, i) => nest(off + i * step, d + 1));
-    };
-    return nest(0, 0);
+  tolist(): Promise<unknown> {
+    return this.settled(this.rt.read(this).then(({ data, shape }) => {
+      const flat = Array.from(data as ArrayLike<number | bigint>, (x) => (typeof x === 'bigint' ? Number(x) : x));
+      const nest = (off: number, d: number): unknown => {
+        if (d === shape.length) return flat[off];
+        const step = shape.slice(d + 1).reduce((a, b) => a * b, 1);
+        return Array.from({ length: shape[d] }, (_, i) => nest(off + i * step, d + 1));
+      };
+      return nest(0, 0);
+    }));
+  }
+
+  /**
+   * A read refused at trace time is reported by the trace itself (E_TRACE from trace()),
+   * so its promise must not also surface as an unhandled rejection when the traced code
+   * did not await it.
+   */
+  private settled<V>(p: Promise<V>): Promise<V> {
+    if (this.traced || this.rt.recordingNow) p.catch(() => undefined);
+    return p;
   }
 
   info(): Promise<TensorInfo> {

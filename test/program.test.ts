@@ -60,6 +60,18 @@ describe('programs', () => {
     expect((err as LiaisonError).message).toMatch(/program 'branchy': reads the value of tensor #\d+.*use where\(\)/s);
   });
 
+  it('refuses reads the traced code did not await, without an unhandled rejection', async () => {
+    // vitest fails the run on an unhandled rejection: these must be reported by trace() alone
+    const unawaited = await trace(rt, { name: 'careless', inputs: { x: {} } }, ({ x }) => {
+      void x.sum().item();
+      void x.toArray();
+      void rt.flush();
+      return x.mul(2);
+    }).catch((e: unknown) => e);
+    expect((unawaited as LiaisonError).code).toBe('E_TRACE');
+    expect((unawaited as LiaisonError).message).toMatch(/program 'careless': reads the value of tensor/);
+  });
+
   it('refuses an async traced function', async () => {
     const asyncFn = async ({ x }: { x: Tensor }) => x;
     const err = await trace(rt, { name: 'async', inputs: { x: {} } }, asyncFn as never).catch((e: unknown) => e);

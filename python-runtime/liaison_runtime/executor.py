@@ -195,11 +195,11 @@ class Executor:
         if isinstance(obj, torch.Tensor):
             return {"dtype": DTYPE_NAMES.get(obj.dtype, str(obj.dtype)), "shape": list(obj.shape),
                     "device": str(obj.device)}
-        describe = getattr(obj, "describe", None)  # programs, built models: what they hold
-        if callable(describe):
-            return {"type": type(obj).__name__, **describe()}
-        if isinstance(obj, torch.nn.Module) and getattr(obj, "spec_kind", None) == "factory":
-            from .models import describe_module  # a module model_build got from a factory: no describe() of its own
+        from .models import Described, describe_module
+        from .program import Program
 
+        if isinstance(obj, (Program, Described)):  # what they hold
+            return {"type": type(obj).__name__, **obj.describe()}
+        if isinstance(obj, torch.nn.Module):  # from a factory, or adopted through the hatch
             return {"type": type(obj).__name__, **describe_module(obj)}
         return {"type": type(obj).__name__}

@@ -12,6 +12,8 @@ a tcp runtime, which other machines may reach, has them only when started with
 
 from __future__ import annotations
 
+import os
+
 ALLOW_FACTORIES = False
 ALLOW_FILES = False
 
@@ -25,8 +27,22 @@ def set_policy(*, factories: bool | None = None, files: bool | None = None) -> N
         ALLOW_FILES = bool(files)
 
 
+def private_ipc(endpoint: str) -> bool:
+    """An ipc:// socket in a folder only this user can enter (the launcher's mkdtemp folder):
+    nobody else can connect to it. A socket in a shared folder (/tmp) is not private."""
+    if not endpoint.startswith("ipc://"):
+        return False
+    folder = os.path.dirname(os.path.abspath(endpoint[len("ipc://"):]))
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def for_endpoint(endpoint: str, factories: bool = False, files: bool = False) -> None:
-    """The policy of a runtime serving `endpoint`: an ipc:// runtime is private to the user
-    who spawned it, so it gets both; otherwise only what the flags grant."""
-    private = endpoint.startswith("ipc://")
+    """The policy of a runtime serving `endpoint`: an ipc:// runtime in a private folder is
+    reachable only by the user who spawned it, so it gets both; otherwise only what the
+    flags grant."""
+    private = private_ipc(endpoint)
     set_policy(factories=factories or private, files=files or private)

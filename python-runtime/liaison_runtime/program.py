@@ -25,9 +25,13 @@ from .errors import RuntimeFault, classify
 from .ops.registry import DTYPE_NAMES, OPS, TORCH_DTYPES, Ctx
 from .protocol import Handle
 
+grad_on = torch.is_grad_enabled
+set_grad = torch._C._set_grad_enabled  # the guard no_grad() wraps, without its Python frames
+
 # Ops a program may not contain: they read frames or files of the request that defined it,
-# hand over objects from the hatch, or define programs themselves.
-_REFUSED = {"upload", "adopt", "program_define"}
+# hand over objects from the hatch, or define or run programs themselves (programs do not
+# nest; a model's hook points may still run theirs).
+_REFUSED = {"upload", "adopt", "program_define", "program_run"}
 
 
 class _Stand:
@@ -47,9 +51,9 @@ class _Stand:
 
 
 class _Step:
-    __slots__ = ("name", "fn", "template", "refs", "nested", "outs", "guarded")
+    __slots__ = ("name", "fn", "template", "refs", "nested", "outs", "guarded", "writes", "update")
 
-    def __init__(self, name, fn, template, refs, nested, outs, guarded):
+    def __init__(self, name, fn, template, refs, nested, outs, guarded, writes, update):
         self.name = name
         self.fn = fn
         self.template = template  # bound argument values; slot positions hold stand-ins
@@ -57,6 +61,34 @@ class _Step:
         self.nested = nested  # ((position, index, slot), ...) inside list arguments (cat, stack, …)
         self.outs = outs  # slot indices the results go to
         self.guarded = guarded  # a captured tensor this in-place op writes (the send guard waits for it)
+        self.writes = writes  # the slot this in-place op writes, when it writes a slot (guarded per run)
+        self.update = update  # writes a captured tensor: an update, run without autograd
+
+
+def _checked_specs(name: str, specs) -> dict:
+    """specs {inputs: [{name, dtype, shape}], state: [...]}, checked once at definition."""
+    if specs is None:
+        return {}
+    for kind in ("inputs", "state"):
+        lst = specs.get(kind)
+        if lst is None:
+            continue
+        if not isinstance(lst, list):
+            raise RuntimeFault("E_ARG", f"program {name!r}: specs.{kind} must be a list", param="specs")
+        for i, sp in enumerate(lst):
+            where = f"specs.{kind}[{i}]"
+            if not isinstance(sp, dict):
+                raise RuntimeFault("E_ARG", f"program {name!r}: {where} must be a map", param="specs")
+            dt = sp.get("dtype")
+            if dt is not None and dt not in TORCH_DTYPES:
+                raise RuntimeFault("E_ARG", f"program {name!r}: {where}.dtype must be one of "
+                                   f"{', '.join(TORCH_DTYPES)}, got {dt!r}", param="specs")
+            shape = sp.get("shape")
+            if shape is not None and not (isinstance(shape, list) and all(
+                    (isinstance(d, int) and not isinstance(d, bool) and d >= 0) or isinstance(d, str) for d in shape)):
+                raise RuntimeFault("E_ARG", f"program {name!r}: {where}.shape must be a list of sizes (integers) "
+                                   f"and symbolic sizes (strings), got {shape!r}", param="specs")
+    return specs
 
 
 def _spec_check(name: str, what: str, spec: dict | None, t) -> None:
@@ -85,13 +117,14 @@ class Program:
                  state_in: list, state_out: list, state_init: list, specs: dict | None):
         self.name = name
         self.ctx = Ctx(ctx.device, ctx.session)  # no send guard at hook points: they run inside an op
-        self.specs = specs or {}
+        self.specs = _checked_specs(name, specs)
         sess = ctx.session
         if len(state_in) != len(state_out) or len(state_in) != len(state_init):
             raise RuntimeFault("E_ARG", f"program {name!r}: state_in, state_out and state_init must have the same "
                                f"length, got {len(state_in)}, {len(state_out)} and {len(state_init)}")
         slots: dict[int, int] = {}  # handle id -> slot index
         stands: dict[int, object] = {}  # handle id -> what binding sees for it
+        by_identity: dict[int, int] = {}  # id(stand-in) -> slot index
 
         def new_slot(h: Handle, why: str) -> int:
             if type(h) is not Handle:
@@ -99,7 +132,8 @@ class Program:
             if h.id in slots:
                 raise RuntimeFault("E_ARG", f"program {name!r}: handle {h.id} is made twice ({why})")
             slots[h.id] = len(slots)
-            stands[h.id] = torch.empty(0)  # a distinct stand-in per slot, found again by identity
+            stand = stands[h.id] = torch.empty(0)  # a distinct stand-in per slot, found again by identity
+            by_identity[id(stand)] = slots[h.id]
             return slots[h.id]
 
         for h in [*inputs, *state_in]:
@@ -111,7 +145,7 @@ class Program:
             raise RuntimeFault("E_PROTOCOL", f"program {name!r}: ops must be a list of op records")
         for index, rec in enumerate(records):
             try:
-                self.steps.append(self._compile(rec, index, sess, slots, stands, new_slot))
+                self.steps.append(self._compile(rec, index, sess, stands, by_identity, new_slot))
             except RuntimeFault as f:
                 f.message = f"program {name!r}, op {index}: {f.message}"
                 f.args = (f.message,)
@@ -123,6 +157,7 @@ class Program:
         for i, t in enumerate(self.state):
             _spec_check(name, f"state {i}", self._spec("state", i), t)
         self.n_slots = len(slots)
+        self.guarded = [st.guarded for st in self.steps if st.guarded is not None]
 
     # ---- definition ----
 
@@ -139,7 +174,7 @@ class Program:
             return slots[h.id]
         return ("const", sess.get(h.id))
 
-    def _compile(self, rec, index, sess, slots, stands, new_slot) -> _Step:
+    def _compile(self, rec, index, sess, stands, by_identity, new_slot) -> _Step:
         if not isinstance(rec, dict) or not isinstance(rec.get("op"), str) or not isinstance(rec.get("out"), list):
             raise RuntimeFault("E_PROTOCOL", "an op record must be a map {op: str, out: [handles], args, kw}")
         name = rec["op"]
@@ -159,8 +194,7 @@ class Program:
                 self.captured[h.id] = obj
                 stands[h.id] = obj
         bound = d.bind_args(args, kw, _Stand(stands))
-        by_identity = {id(stands[hid]): slot for hid, slot in slots.items()}
-        refs, nested, guarded = [], [], None
+        refs, nested, guarded, writes = [], [], None, None
         for pos, v in enumerate(bound):
             slot = by_identity.get(id(v))
             if slot is not None:
@@ -170,13 +204,19 @@ class Program:
                     s = by_identity.get(id(x))
                     if s is not None:
                         nested.append((pos, j, s))
-            if d.inplace and guarded is None and pos == 0 and slot is None and isinstance(v, torch.Tensor):
-                guarded = v
+            if d.inplace and pos == 0 and isinstance(v, torch.Tensor):
+                if slot is None:
+                    guarded = v
+                else:
+                    writes = slot
         outs = [new_slot(h, f"outputs of {name}") for h in rec["out"]]
         if d.outputs >= 0 and len(outs) != d.outputs:
             raise RuntimeFault("E_ARG", f"{name}: makes {d.outputs} outputs but the record names {len(outs)}")
         template = [None if by_identity.get(id(v)) is not None else v for v in bound]
-        return _Step(name, d.fn, template, tuple(refs), tuple(nested), tuple(outs), guarded)
+        # an in-place write into a captured tensor (optimizer state, a mask, an EMA) is an update:
+        # with autograd on, an operand that requires grad would chain a graph onto it, run after run
+        return _Step(name, d.fn, template, tuple(refs), tuple(nested), tuple(outs), guarded, writes,
+                     guarded is not None)
 
     def _spec(self, kind: str, i: int):
         lst = self.specs.get(kind)
@@ -192,12 +232,13 @@ class Program:
             spec = self._spec("inputs", i)
             _spec_check(self.name, f"input {spec.get('name', i) if spec else i}", spec, t)
         if ctx.guard is not None:
-            for s in self.steps:
-                if s.guarded is not None:
-                    ctx.guard(s.guarded)
-        return self(inputs)
+            for t in self.guarded:
+                ctx.guard(t)
+        return self(inputs, ctx.guard)
 
-    def __call__(self, inputs: list) -> list:
+    def __call__(self, inputs: list, guard=None) -> list:
+        if len(inputs) != self.n_inputs:  # a hook point calls this directly, with what it has
+            raise RuntimeFault("E_ARG", f"program {self.name!r} takes {self.n_inputs} inputs, got {len(inputs)}")
         vals: list = [None] * self.n_slots
         vals[: self.n_inputs] = inputs
         vals[self.n_inputs: self.n_inputs + len(self.state)] = self.state
@@ -213,7 +254,16 @@ class Program:
                         if args[pos] is step.template[pos]:
                             args[pos] = list(args[pos])
                         args[pos][j] = vals[slot]
-                r = step.fn(ctx, *args)
+                if step.writes is not None and guard is not None:
+                    guard(vals[step.writes])  # an input or state may alias memory still being sent
+                if step.update and grad_on():
+                    set_grad(False)
+                    try:
+                        r = step.fn(ctx, *args)
+                    finally:
+                        set_grad(True)
+                else:
+                    r = step.fn(ctx, *args)
                 outs = step.outs
                 if not outs:
                     continue
@@ -231,7 +281,8 @@ class Program:
             i = self.steps.index(step) if step is not None else 0
             raise classify(e, f"program {self.name!r}, op {i} ({step.name if step else '?'})") from None
         if self.state:
-            self.state = [s[1] if type(s) is tuple else vals[s] for s in self.state_out]
+            # detached: a state that depends on parameters must not carry this run's graph into the next
+            self.state = [(s[1] if type(s) is tuple else vals[s]).detach() for s in self.state_out]
         return [s[1] if type(s) is tuple else vals[s] for s in self.out_slots]
 
     def describe(self) -> dict:

@@ -76,7 +76,14 @@ class Sessions:
 
     def close(self, sid) -> int:
         s = self._by_id.pop(sid, None)
-        return 0 if s is None else len(s)
+        if s is None:
+            return 0
+        n = len(s)
+        # A stored program points back at its session (for the random stream), a cycle the
+        # frozen, rarely-run collector would keep alive: drop the objects now.
+        s.objects.clear()
+        s._gen = None
+        return n
 
     def __len__(self) -> int:
         return len(self._by_id)

@@ -188,3 +188,11 @@ def test_shm_folder_must_be_private_and_real(ex, tmp_path):
         os.unlink(link)
         os.unlink(os.path.join(shared, "u0"))
         os.rmdir(shared)
+
+
+def test_closing_a_session_drops_its_objects_at_once(ex):
+    # a stored program points back at its session; the objects must not wait for the collector
+    s = ex.sessions.open()
+    s.put(1, torch.zeros(3))
+    ex.sessions.close(s.sid)
+    assert len(s.objects) == 0

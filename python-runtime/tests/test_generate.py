@@ -220,3 +220,12 @@ def test_bad_router_output(r):
     r("model_hook", m, "router", r.obj(lambda i: [torch.ones(i[0].shape[0], 4)]))
     fault("E_ARG", r, "model_forward", m, [tokens(1, 4)])
     assert fault("E_ARG", r, "model_hook", m, "router", r.obj(top1), {"layers": [5]}).extra["field"] == "layers"
+
+
+def test_a_program_that_does_not_fit_the_hook_point_is_refused(r, gpt):
+    from liaison_runtime.protocol import Handle
+
+    one = r("program_define", "one-input", [{"op": "relu", "out": [Handle(9002)], "args": [Handle(9001)]}],
+            [Handle(9001)], [Handle(9002)])
+    f = fault("E_ARG", r, "model_hook", gpt, "kv", one, {"budget": 4})
+    assert "kv hook point passes 4" in f.message and f.extra["param"] == "hook"

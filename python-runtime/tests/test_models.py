@@ -203,11 +203,18 @@ def test_factory_refused_without_the_policy(r, deny):
     assert "--allow-factories" in f.message
 
 
-def test_policy_follows_the_endpoint():
+def test_policy_follows_the_endpoint(tmp_path):
     saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES
     try:
-        policy.for_endpoint("ipc:///tmp/x/rt.sock")
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        policy.for_endpoint(f"ipc://{private}/rt.sock")  # the launcher's kind of folder
         assert policy.ALLOW_FACTORIES and policy.ALLOW_FILES
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o775)  # others may connect to a socket here: not private
+        policy.for_endpoint(f"ipc://{shared}/rt.sock")
+        assert not policy.ALLOW_FACTORIES and not policy.ALLOW_FILES
         policy.for_endpoint("tcp://127.0.0.1:5555")
         assert not policy.ALLOW_FACTORIES and not policy.ALLOW_FILES
         policy.for_endpoint("tcp://127.0.0.1:5555", files=True)

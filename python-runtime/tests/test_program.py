@@ -108,3 +108,52 @@ def test_random_ops_draw_fresh_values_each_replay():
     a, = prog([])
     b, = prog([])
     assert not torch.equal(a, b)
+
+
+def test_state_is_detached_and_captured_updates_build_no_graph():
+    r = runner()
+    w = torch.nn.Parameter(torch.tensor([2.0]))
+    buf = torch.zeros(1)
+    hw, hb = r.wire(w), r.wire(buf)
+    # state += w (depends on a parameter); buf.add_(w) in place on a captured buffer
+    prog = define(r, [rec("add", [3], H(2), hw), rec("add_", [4], hb, hw)], [1], [3],
+                  state_in=[H(2)], state_out=[H(3)], state_init=[r.wire(torch.zeros(1))])
+    for _ in range(3):
+        prog([torch.zeros(1)])
+    assert prog.state[0].grad_fn is None and prog.state[0].item() == 6.0  # no graph chained run to run
+    assert buf.grad_fn is None and buf.item() == 6.0
+
+
+def test_a_hook_point_call_with_the_wrong_inputs_is_refused():
+    r = runner()
+    prog = define(r, [rec("relu", [2], H(1))], [1], [2])
+    with pytest.raises(RuntimeFault, match="takes 1 inputs, got 2"):
+        prog([torch.zeros(1), torch.zeros(1)])
+
+
+def test_programs_do_not_nest_and_specs_are_checked_at_definition():
+    r = runner()
+    inner = define(r, [rec("relu", [2], H(1))], [1], [2])
+    with pytest.raises(RuntimeFault, match="program_run cannot run inside a program"):
+        define(r, [rec("program_run", [3], r.wire(inner), [H(1)])], [1], [3])
+    with pytest.raises(RuntimeFault, match=r"specs.inputs\[0\].dtype must be one of"):
+        define(r, [rec("relu", [2], H(1))], [1], [2], specs={"inputs": [{"dtype": "float32"}]})
+    with pytest.raises(RuntimeFault, match=r"specs.inputs\[0\].shape must be a list"):
+        define(r, [rec("relu", [2], H(1))], [1], [2], specs={"inputs": [{"shape": 5}]})
+
+
+def test_the_send_guard_sees_in_place_writes_into_inputs():
+    r = runner()
+    seen = []
+    r.ctx.guard = seen.append
+    prog = define(r, [rec("mul_", [2], H(1), 2.0)], [1], [2])
+    x = torch.ones(2)
+    r("program_run", prog, [x])
+    assert seen and seen[0] is x and x.tolist() == [2.0, 2.0]
+
+
+def test_in_place_updates_reach_a_slice_of_a_parameter():
+    r = runner()
+    w = torch.nn.Parameter(torch.ones(4))
+    r("mul_", r("narrow", w, 0, 1, 2), 0.0)  # a pruner zeroing part of a weight
+    assert w.tolist() == [1.0, 0.0, 0.0, 1.0]

@@ -137,5 +137,7 @@ def build(spec, device: torch.device) -> nn.Module:
     if seed is None:
         return _BUILDERS[kind](spec).to(device)
     with torch.random.fork_rng(devices=[]):  # the global stream is left as it was
-        torch.manual_seed(seed)
+        # torch.manual_seed would reseed the CUDA streams too (which fork_rng(devices=[]) does
+        # not restore); initialisation draws from the CPU generator only
+        torch.default_generator.manual_seed(seed)
         return _BUILDERS[kind](spec).to(device)

@@ -267,7 +267,10 @@ def model_hook(ctx, model, point, hook, opts):
         if not moes:
             raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
                                "(a gpt spec with 'moe' has them)", param="point")
-        for i in _layers(_opts(opts, ("layers",)), len(moes), "MoE layer"):
+        layers = _layers(_opts(opts, ("layers",)), len(moes), "MoE layer")
+        for i in layers:
+            _fits_point(hook, "router", 1 + len(list(moes[i].router.parameters())), 2,
+                        "x and the layer's router parameters", "weights and aux")
             moes[i].__dict__["hook"] = hook
         return ()
     if not isinstance(m, GPT):
@@ -285,6 +288,19 @@ def model_hook(ctx, model, point, hook, opts):
     state = opts.get("state", [])
     if not isinstance(state, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in state):
         raise _opts_fault(f"must be a list of numbers (one init value per state tensor), got {state!r}", "state")
+    _fits_point(hook, "kv", 4 + len(state), 1 + len(state), "keys, values, attn, pos and the per-token state",
+                "scores and the new state")
     for i in layers:
         m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state])
     return ()
+
+
+def _fits_point(hook, point: str, n_in: int, n_out: int, ins: str, outs: str) -> None:
+    """A program installed at a hook point must take and make what the point passes and expects
+    (a plain callable is the caller's business; its mistakes surface at the first call)."""
+    from ..program import Program
+
+    if isinstance(hook, Program) and (hook.n_inputs != n_in or len(hook.out_slots) != n_out):
+        raise RuntimeFault("E_ARG", f"model_hook: program {hook.name!r} takes {hook.n_inputs} inputs and makes "
+                           f"{len(hook.out_slots)} outputs; the {point} hook point passes {n_in} ({ins}) and expects "
+                           f"{n_out} ({outs})", param="hook")

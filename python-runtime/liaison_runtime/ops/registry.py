@@ -339,7 +339,9 @@ def _update(fn):
     @functools.wraps(fn)
     def run(ctx, *args, **kw):
         target = args[0] if args else next(iter(kw.values()), None)
-        if isinstance(target, torch.Tensor) and target.requires_grad and target.is_leaf and torch.is_grad_enabled():
+        # a parameter, or a view of one (a slice a pruner or a subnetwork writes back)
+        if isinstance(target, torch.Tensor) and target.requires_grad and torch.is_grad_enabled() and (
+                target.is_leaf or (target._base is not None and target._base.is_leaf)):
             set_grad(False)
             try:
                 return fn(ctx, *args, **kw)
