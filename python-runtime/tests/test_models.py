@@ -313,3 +313,11 @@ def test_every_model_data_and_train_op_is_exercised_here():
     ours = [n for n, d in OPS.items() if d.fn.__module__.rsplit(".", 1)[-1] in ("model", "train", "data")]
     assert len(ours) == 20
     assert [n for n in ours if f'"{n}"' not in text] == []
+
+
+def test_a_malformed_shard_index_is_refused_naming_the_path(r, allow, tmp_path):
+    m = r("model_build", MLP)
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": ["not", "a", "map"]}')
+    assert fault("E_ARG", r, "model_load_file", m, str(tmp_path)).extra["param"] == "path"
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {"w": "../elsewhere.safetensors"}}')
+    assert "outside its folder" in fault("E_ARG", r, "model_load_file", m, str(tmp_path)).message

@@ -54,9 +54,17 @@ def _resolve(op: str, path: str) -> list[str]:
         if os.path.isfile(single):
             return [single]
         if os.path.isfile(index):
-            with open(index) as f:
-                shards = sorted(set(json.load(f).get("weight_map", {}).values()))
-            return [os.path.join(path, s) for s in shards]
+            try:
+                with open(index) as f:
+                    weight_map = json.load(f)["weight_map"]
+                shards = sorted(set(weight_map.values()))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise RuntimeFault("E_ARG", f"{op}: {index!r} is not a safetensors index (a JSON map with a "
+                                   f"'weight_map' of tensor name -> shard file): {type(e).__name__}: {e}",
+                                   param="path") from None
+            if not all(isinstance(x, str) and os.path.basename(x) == x for x in shards):
+                raise RuntimeFault("E_ARG", f"{op}: {index!r} names shards outside its folder", param="path")
+            return [os.path.join(path, x) for x in shards]
         raise RuntimeFault("E_ARG", f"{op}: folder {path!r} holds neither {SINGLE} nor {INDEX}", param="path")
     if not os.path.isfile(path):
         raise RuntimeFault("E_ARG", f"{op}: no file or folder at {path!r}", param="path")
