@@ -59,7 +59,9 @@ addExtension({
   },
 });
 
-const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false });
+// encodeUndefinedAsNil: msgpackr writes `undefined` as an ext type Python cannot read, which
+// made a whole request unreadable (and its caller wait for the timeout) for one stray undefined
+const packr = new Packr({ useRecords: false, variableMapSize: true, moreTypes: false, encodeUndefinedAsNil: true });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
 export function pack(value: unknown): Buffer {

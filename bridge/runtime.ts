@@ -426,15 +426,19 @@ export class Runtime {
    */
   async scope<T>(fn: () => Promise<T> | T): Promise<T> {
     const made = new Set<Tensor>();
-    const result = await scopes.run(made, fn);
     const keep = new Set<Tensor>();
-    collectTensors(result, keep, 2);
-    const parent = scopes.getStore();
-    for (const t of made) {
-      if (keep.has(t) || t.kept) parent?.add(t);
-      else if (!t.freed) t.free();
+    try {
+      const result = await scopes.run(made, fn);
+      collectTensors(result, keep, 2);
+      return result;
+    } finally {
+      // on a throw too: nothing made inside is returned then
+      const parent = scopes.getStore();
+      for (const t of made) {
+        if (keep.has(t) || t.kept) parent?.add(t);
+        else if (!t.freed) t.free();
+      }
     }
-    return result;
   }
 
   /** Runtime-side counts: sessions, live objects, ops run. */

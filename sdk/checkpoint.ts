@@ -5,9 +5,15 @@
  * - the model's state under its own names (`layers.0.weight`), so the file also loads
  *   into a bare model (`model.load(path, { strict: false })`);
  * - the optimizer's state as `optimizer/<param>/<key>` (e.g. `optimizer/layers.0.weight/velocity`);
- * - every plugin's `addState` tensors as `<prefix>.<key>` (e.g. `pruner.layers.0.weight`);
+ * - every plugin's `addState` tensors as `<prefix>.<key>` (e.g. `pruner.layers.0.weight`).
+ *   Prefixes are per plugin: when two plugins ask for one prefix (two pruners), the first in
+ *   the Trainer's `plugins` list keeps it and the one at position i (from 0) gets
+ *   `<prefix>#<i>`: `pruner.layers.0.weight`, `pruner#1.layers.1.weight`,
+ *   `pruner#1.#round` (sdk/training-hooks.ts). Loss names are made unique the same way;
  * - metadata `liaison.trainer`: JSON of {@link TrainerCheckpoint} (epochs and steps done,
- *   the optimizer's and the plugins' ids and configs, the trainer config).
+ *   the optimizer's and the plugins' ids and configs, whether the plugins had attached,
+ *   the trainer config). A file saved before the first fit has no plugin state
+ *   (`attached: false`); resuming it leaves the plugins to attach when training starts.
  */
 import { LiaisonError } from '../bridge/index.js';
 import type { PluginInstance } from './plugin.js';
@@ -32,6 +38,12 @@ export interface TrainerCheckpoint {
   step: number;
   optimizer: PluginRecord;
   plugins: PluginRecord[];
+  /**
+   * Whether the plugins had attached when it was saved (false for a save before the first
+   * fit: the file then holds no plugin state, and the plugins attach when training
+   * starts). Absent in older files: true.
+   */
+  attached?: boolean;
   /** The trainer config the run had. */
   config: Record<string, unknown>;
 }
@@ -66,9 +78,10 @@ export function decodeCheckpoint(metadata: Record<string, string>, path: string)
     throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} is not JSON`, { param: 'path', cause: e });
   }
   if (c.format !== CHECKPOINT_FORMAT) throw new LiaisonError('E_ARG', `resume: ${path} has checkpoint format ${c.format}; this SDK reads format ${CHECKPOINT_FORMAT}`, { param: 'path' });
-  if (!Number.isInteger(c.epoch) || !Number.isInteger(c.step) || !c.optimizer || !Array.isArray(c.plugins)) {
+  if (c === null || typeof c !== 'object' || !Number.isInteger(c.epoch) || !Number.isInteger(c.step) || !c.optimizer || !Array.isArray(c.plugins)) {
     throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} lacks epoch, step, optimizer or plugins`, { param: 'path' });
   }
+  if (c.attached !== undefined && typeof c.attached !== 'boolean') throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has 'attached' ${JSON.stringify(c.attached)}, not a boolean`, { param: 'path' });
   return c;
 }
 
@@ -80,4 +93,19 @@ export function checkSameSetup(c: TrainerCheckpoint, optimizer: PluginRecord, pl
   const had = c.plugins.map((p) => p.id).join(', ') || 'none';
   const has = plugins.map((p) => p.id).join(', ') || 'none';
   if (had !== has) throw new LiaisonError('E_ARG', `resume: ${path} was written with plugins [${had}], this Trainer has [${has}]`, { param: 'plugins' });
+}
+
+/**
+ * Check a checkpoint's tensor names against what a Trainer restores: every name of
+ * `targets` (optimizer and plugin state) must be in the file, and the file may hold nothing
+ * beyond those and the model's `modelNames` (E_ARG naming the missing and unexpected ones).
+ */
+export function checkStateNames(fileNames: readonly string[], modelNames: readonly string[], targets: readonly string[], path: string): void {
+  const inFile = new Set(fileNames);
+  const known = new Set([...modelNames, ...targets]);
+  const missing = targets.filter((k) => !inFile.has(k));
+  const extra = fileNames.filter((k) => !known.has(k));
+  if (missing.length || extra.length) {
+    throw new LiaisonError('E_ARG', `resume: ${path} does not match this Trainer's optimizer and plugin state: missing ${missing.join(', ') || 'none'}; unexpected ${extra.join(', ') || 'none'}`, { param: 'path' });
+  }
 }

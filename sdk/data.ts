@@ -74,6 +74,9 @@ export class Dataset {
     readonly yDtype: DType,
   ) {
     if (xShape[0] !== yShape[0]) throw new LiaisonError('E_SHAPE', `Dataset: x has ${xShape[0]} rows but y has ${yShape[0]}`, { param: 'y' });
+    // the dataset holds them until free(), whatever rt.scope() it was made in
+    x.keep();
+    y.keep();
   }
 
   /**
@@ -99,14 +102,20 @@ export class Dataset {
     const xd = dtypeOf(x);
     const yd = dtypeOf(y);
     // features in f32 (what models take); labels in i64 (what cross_entropy takes)
-    const xt = xd === 'f32' ? rt.tensor(x, xShape) : rt.tensor(x, xShape).to('f32');
-    const yt = isInt(yd) ? rt.tensor(y, ys).to('i64') : yd === 'f64' ? rt.tensor(y, ys).to('f32') : rt.tensor(y, ys);
+    const xt = upload(rt, x, xShape, xd === 'f32' ? null : 'f32');
+    const yt = upload(rt, y, ys, isInt(yd) ? 'i64' : yd === 'f64' ? 'f32' : null);
     return new Dataset(rt, xt, yt, xShape, ys, isInt(yd) ? 'i64' : 'f32');
   }
 
   /** N: the number of rows. */
   get size(): number {
     return this.xShape[0];
+  }
+
+  /** Drop x and y from the runtime (batches already made keep their own rows). */
+  free(): void {
+    this.x.free();
+    this.y.free();
   }
 
   /** Integer targets: classes (accuracy is reported). */
@@ -177,6 +186,15 @@ export class Dataset {
   }
 }
 
+/** `data` uploaded as `shape`, converted to `to` when given; the raw upload is freed once converted. */
+function upload(rt: Runtime, data: TypedArray, shape: readonly number[], to: DType | null): Tensor {
+  const raw = rt.tensor(data, shape);
+  if (to === null) return raw;
+  const out = raw.to(to);
+  raw.free();
+  return out;
+}
+
 function checkBatch(batchSize: number): void {
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new LiaisonError('E_ARG', `batchSize must be an integer >= 1, got ${JSON.stringify(batchSize)}`, { param: 'batchSize' });
 }
@@ -208,7 +226,10 @@ export class TextCorpus {
     readonly tokens: Tensor,
     /** N. */
     readonly size: number,
-  ) {}
+  ) {
+    // held until free(), whatever rt.scope() the corpus was made in
+    tokens.keep();
+  }
 
   /**
    * A corpus of the runtime's `text_corpus` op: 'pydoc' (CPython's pydoc topics, about
@@ -226,7 +247,15 @@ export class TextCorpus {
 
   /** Tokens a service already holds (values in [0, 128)), uploaded once. */
   static fromBytes(rt: Runtime, bytes: Uint8Array): TextCorpus {
-    return new TextCorpus(rt, rt.tensor(bytes, [bytes.length], 'u8').to('i64'), bytes.length);
+    const raw = rt.tensor(bytes, [bytes.length], 'u8');
+    const tokens = raw.to('i64');
+    raw.free();
+    return new TextCorpus(rt, tokens, bytes.length);
+  }
+
+  /** Drop the tokens from the runtime (a split's parts and samplers keep what they use). */
+  free(): void {
+    this.tokens.free();
   }
 
   /** [train, heldOut]: the first and the last `heldOutFraction` of the text, contiguous (no window spans both). */
@@ -245,8 +274,11 @@ export class TextCorpus {
     const rt = this.rt;
     const tokens = this.tokens;
     const starts = this.size - context; // a window of context + 1 tokens starts in [0, N - T)
-    // (1, T + 1) offsets, made now so that a trace captures them instead of re-making them
-    const offsets = rt.arange(0, context + 1, 1, 'i64').unsqueeze(0);
+    // (1, T + 1) offsets, made now so that a trace captures them instead of re-making them;
+    // kept, as the sampler outlives any rt.scope() it was made in
+    const range = rt.arange(0, context + 1, 1, 'i64');
+    const offsets = range.unsqueeze(0).keep();
+    range.free();
     return {
       batch, context, vocab: this.vocab,
       draw() {
@@ -266,8 +298,10 @@ export class TextCorpus {
     const m = Math.min(Math.floor((this.size - 1) / context), maxWindows);
     if (m < 1) throw new LiaisonError('E_ARG', `TextCorpus.windows: a context of ${context} leaves no window in ${this.size} tokens`, { param: 'context' });
     const used = this.tokens.narrow(0, 0, m * context + 1);
-    const x = used.narrow(0, 0, m * context).reshape([m, context]);
-    const y = used.narrow(0, 1, m * context).reshape([m, context]);
+    const [xs, ys] = [used.narrow(0, 0, m * context), used.narrow(0, 1, m * context)];
+    const x = xs.reshape([m, context]);
+    const y = ys.reshape([m, context]);
+    for (const t of [used, xs, ys]) t.free(); // views: x and y keep the memory
     return { x, y, count: m };
   }
 }

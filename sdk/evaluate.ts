@@ -20,10 +20,10 @@ export function lossOf(kind: LossKind, out: Tensor, y: Tensor, yRank: number): T
   return out.rt.call('cross_entropy', yRank > 1 ? [out.flatten(0, -2), y.flatten()] : [out, y]) as Tensor;
 }
 
-/** E_ARG when `kind` does not suit the targets (class indices or floats). */
-export function checkTargets(kind: LossKind, classification: boolean): void {
-  if (kind === 'cross_entropy' && !classification) throw new LiaisonError('E_ARG', "loss 'cross_entropy' needs integer class targets, and this data's y is float; use loss 'mse' for regression", { param: 'loss' });
-  if (kind === 'mse' && classification) throw new LiaisonError('E_ARG', "loss 'mse' needs float targets, and this data's y holds class indices; use loss 'cross_entropy'", { param: 'loss' });
+/** E_ARG when `kind` does not suit the targets (class indices or floats) of `what` (named in the message). */
+export function checkTargets(kind: LossKind, classification: boolean, what = 'this data'): void {
+  if (kind === 'cross_entropy' && !classification) throw new LiaisonError('E_ARG', `loss 'cross_entropy' needs integer class targets, and ${what}'s y is float; use loss 'mse' for regression`, { param: 'loss' });
+  if (kind === 'mse' && classification) throw new LiaisonError('E_ARG', `loss 'mse' needs float targets, and ${what}'s y holds class indices; use loss 'cross_entropy'`, { param: 'loss' });
 }
 
 export interface EvaluateOptions {
@@ -47,6 +47,10 @@ export async function evaluate(model: Model, data: Dataset | TextCorpus, opts: E
   checkTargets(opts.loss, text || data.classification);
   if (text && (!Number.isInteger(opts.context) || (opts.context as number) < 1)) throw new LiaisonError('E_ARG', 'evaluate: text needs opts.context, the window length in tokens', { param: 'context' });
   const rows = opts.batchSize ?? 1024;
+  if (!Number.isInteger(rows) || rows < 1) throw new LiaisonError('E_ARG', `evaluate: batchSize must be an integer >= 1, got ${JSON.stringify(opts.batchSize)}`, { param: 'batchSize' });
+  if (opts.maxWindows !== undefined && opts.maxWindows !== Infinity && (!Number.isInteger(opts.maxWindows) || opts.maxWindows < 1)) {
+    throw new LiaisonError('E_ARG', `evaluate: maxWindows must be an integer >= 1, got ${JSON.stringify(opts.maxWindows)}`, { param: 'maxWindows' });
+  }
   return rt.scope(async () => {
     let parts: Batch[];
     let n: number;
@@ -71,10 +75,14 @@ export async function evaluate(model: Model, data: Dataset | TextCorpus, opts: E
       losses.push(lossOf(opts.loss, out, b.y, yRank).mul(b.size));
       if (classification) accs.push((rt.call('accuracy', [out, b.y]) as Tensor).mul(b.size));
     }
-    const loss = rt.stack(losses).sum().div(n).item();
-    const acc = classification ? rt.stack(accs).sum().div(n).item() : undefined;
-    const r: EvalResult = { loss: await loss };
-    if (acc !== undefined) r.accuracy = await acc;
+    // both reads ride in one batch; awaited together, so that when the batch fails the
+    // second read's rejection is handled too (awaiting one after the other left it unhandled)
+    const [loss, acc] = await Promise.all([
+      rt.stack(losses).sum().div(n).item(),
+      classification ? rt.stack(accs).sum().div(n).item() : undefined,
+    ]);
+    const r: EvalResult = { loss };
+    if (acc !== undefined) r.accuracy = acc;
     if (text) r.perplexity = Math.exp(r.loss);
     return r;
   });

@@ -28,6 +28,8 @@ export interface ModelLike {
   param(name: string): Tensor;
   /** Its gradient after the last backward (zeros when it has none). */
   grad(name: string): Tensor;
+  /** () f32: the MoE layers' auxiliary (load-balancing) losses of the last forward, summed; 0 without MoE. */
+  auxLoss(): Tensor;
 }
 
 /** The traced points, in the order a step reaches them. */
@@ -63,9 +65,16 @@ export interface TrainingHooks {
   on(point: TracedPoint, fn: (t: StepTrace) => void): void;
   /** Code run from TypeScript at `point`; the loop waits for it. */
   on(point: LoopPoint, fn: (info: LoopInfo) => Promise<void> | void): void;
-  /** An extra loss term traced into the step, e.g. a router's load-balancing loss; () f32. */
+  /**
+   * An extra loss term traced into the step, e.g. a router's load-balancing loss; () f32.
+   * Names are per plugin: one another plugin took first becomes `name#<position>`.
+   */
   addLoss(name: string, fn: (t: StepTrace) => Tensor): void;
-  /** Tensors saved in checkpoints as `prefix.key` and copied back on resume. */
+  /**
+   * Tensors saved in checkpoints as `prefix.key` and copied back on resume. Prefixes are
+   * per plugin: one another plugin of the Trainer took first becomes `prefix#<position>`
+   * (sdk/checkpoint.ts), so two plugins of one kind can each say `'pruner'`.
+   */
   addState(prefix: string, tensors: () => Record<string, Tensor>): void;
   /**
    * Tell the loop that what was traced is stale (a plugin added or replaced a captured
@@ -76,5 +85,10 @@ export interface TrainingHooks {
 
 /** A plugin that takes part in training. Every family's base class implements it. */
 export interface TrainerPlugin {
+  /**
+   * Join the loop: called once when training starts (the first fit, or a resume), awaited.
+   * Tensors the plugin holds from here on must be `keep()`ed: the fit may run inside an
+   * `rt.scope()`, which frees everything made in it that is not kept.
+   */
   attach(hooks: TrainingHooks): void | Promise<void>;
 }

@@ -80,7 +80,9 @@ export function readMetrics(path: string): MetricRecord[] {
  * `tensorboard` package or may not write files.
  */
 export class TensorBoard {
-  private constructor(private readonly rt: Runtime, private readonly writer: Tensor, readonly logdir: string) {}
+  private constructor(private readonly rt: Runtime, private readonly writer: Tensor, readonly logdir: string) {
+    writer.keep(); // held until close(), whatever rt.scope() opened it
+  }
 
   /** A writer into `logdir` (made if missing), or null with a one-line notice when TensorBoard cannot be used. */
   static async open(rt: Runtime, logdir: string, notice: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<TensorBoard | null> {
@@ -102,6 +104,7 @@ export class TensorBoard {
   scalar(tag: string, value: Tensor | number, step: number): void {
     const v = typeof value === 'number' ? this.rt.full([], value) : value;
     this.rt.call('tb_scalar', [this.writer, tag, v, step], undefined, 0);
+    if (v !== value) v.free(); // a number's tensor is ours: freed once the op has it
   }
 
   /** Write what is buffered to disk (queued; the runtime flushes in order). */

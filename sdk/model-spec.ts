@@ -114,9 +114,21 @@ function isRouter(r: unknown): r is Router {
   return !!x && typeof x.route === 'function' && typeof x.params === 'function' && typeof x.meta === 'object';
 }
 
+/** A GPT's width when its spec gives none. Sent to the runtime explicitly ({@link runtimeSpec}), so the router's dims and the model built agree whatever the runtime's own default. */
+export const GPT_DEFAULT_DIM = 64;
+
+/** The width D of a GPT spec: `dim`, or {@link GPT_DEFAULT_DIM}. The one place the default is applied. */
+export function gptDim(spec: GPTSpec): number {
+  return spec.dim ?? GPT_DEFAULT_DIM;
+}
+
 /** The router dims of a GPT spec's MoE layers. */
 export function moeDims(spec: GPTSpec): RouterDims | null {
-  return spec.moe ? { dim: spec.dim ?? 64, experts: spec.moe.experts } : null;
+  return spec.moe ? { dim: gptDim(spec), experts: spec.moe.experts } : null;
+}
+
+function checkPositive(field: string, v: unknown): void {
+  if (!Number.isInteger(v) || (v as number) < 1) throw new LiaisonError('E_ARG', `Model.build: spec field '${field}' must be a positive integer, got ${JSON.stringify(v)}`, { param: 'spec' });
 }
 
 /** A spec as the runtime's `model_build` takes it (snake_case; the router as its parameter specs). */
@@ -127,10 +139,17 @@ export function runtimeSpec(spec: ModelSpec, seed?: number): Record<string, unkn
   checkFields('', spec, Object.keys(names));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(spec)) if (v !== undefined && k !== 'moe') out[names[k]] = v;
+  if (spec.kind === 'gpt') out.dim = gptDim(spec);
   if (spec.kind === 'gpt' && spec.moe !== undefined) {
     const moe = spec.moe;
     if (moe === null || typeof moe !== 'object') throw new LiaisonError('E_ARG', `Model.build: spec field 'moe' must be an object {experts, hidden, every?, router}`, { param: 'spec' });
     checkFields('moe.', moe, MOE_FIELDS);
+    // the sizes the router's params() are asked about are checked first, so that a bad one
+    // is named as itself (experts: 0 would otherwise surface as the router refusing its k)
+    checkPositive('dim', gptDim(spec));
+    checkPositive('moe.experts', moe.experts);
+    checkPositive('moe.hidden', moe.hidden);
+    if (moe.every !== undefined) checkPositive('moe.every', moe.every);
     if (!isRouter(moe.router)) throw new LiaisonError('E_ARG', "Model.build: spec field 'moe.router' must be a Router plugin instance (with params() and route())", { param: 'spec' });
     const params: Record<string, unknown> = {};
     for (const [name, p] of Object.entries(moe.router.params(moeDims(spec)!))) {

@@ -22,18 +22,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LiaisonError, packageRoot, type Runtime, Tensor, type TensorData } from '../bridge/index.js';
-import { KVPolicyBase } from './families/kv-policies/base.js';
+import { kvHookOptions, kvPolicyProgram } from './families/kv-policies/base.js';
 import type { KVPolicy } from './families/kv-policies/types.js';
-import { RouterBase } from './families/routers/base.js';
+import { routerProgram } from './families/routers/base.js';
 import type { Router, RouterDims } from './families/routers/types.js';
 import type { ModelLike, ParamInfo } from './hooks.js';
 import { type ModelSpec, runtimeSpec, specJSON } from './model-spec.js';
 import { getPlugin } from './plugin.js';
 import type { Program } from './program.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
-
-export * from './model-spec.js';
-export { decodeText, encodeText } from './text.js';
 
 /** A state_dict entry, as the runtime describes it. */
 export interface StateEntry {
@@ -50,6 +47,9 @@ interface Description {
   state: StateEntry[];
   hooks?: { kv: number; router: number };
 }
+
+/** A safetensors file as `readSafetensors` returns it. */
+type ParsedFile = { tensors: Record<string, TensorData>; metadata: Record<string, string> };
 
 /** Checkpoint metadata key of the model's spec as JSON (its router as plugin name and config), written by {@link Model.save}. */
 export const META_SPEC = 'liaison.spec';
@@ -94,6 +94,8 @@ export class Model implements ModelLike {
   private readonly installed = { kv: new Map<number, Program>(), router: new Map<number, Program>() };
 
   private constructor(readonly rt: Runtime, readonly handle: Tensor, d: Description, readonly spec: ModelSpec | null) {
+    // the model outlives any rt.scope() it was made in (a scope cannot see into a Model)
+    handle.keep();
     this.kind = d.kind;
     this.params = Object.freeze(d.params.map((p) => Object.freeze({ ...p })));
     this.stateInfo = Object.freeze(d.state.map((s) => Object.freeze({ ...s })));
@@ -269,14 +271,28 @@ export class Model implements ModelLike {
     return this.loadParsed(await readSafetensors(path), opts.strict ?? true, path);
   }
 
-  private async loadParsed(file: { tensors: Record<string, TensorData>; metadata: Record<string, string> }, strict: boolean, path: string): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
-    const { tensors, metadata } = file;
+  /**
+   * @internal The checks {@link load} makes, on a file already read (`readSafetensors`):
+   * E_ARG naming the missing state entries (strict), E_SHAPE naming the entries whose shapes
+   * differ. Nothing is sent: a caller (Trainer.resume) checks everything before it changes anything.
+   */
+  checkParsed(file: ParsedFile, strict: boolean, path: string): void {
+    const { tensors } = file;
     const missing = this.stateInfo.filter((s) => !(s.name in tensors)).map((s) => s.name);
     if (strict && missing.length) throw new LiaisonError('E_ARG', `Model.load: ${path} lacks state entries of the model: missing ${listed(missing)} (pass {strict: false} to load what matches)`, { param: 'path' });
     const bad = this.stateInfo.filter((s) => s.name in tensors && !sameShape(s.shape, tensors[s.name].shape));
     if (bad.length) {
       throw new LiaisonError('E_SHAPE', `Model.load: ${path} does not fit the model: ${bad.slice(0, LISTED).map((s) => `${s.name} is [${tensors[s.name].shape}] in the file, [${s.shape}] in the model`).join('; ')}`, { param: 'path' });
     }
+  }
+
+  /**
+   * @internal {@link load} of a file already read (Model.fromCheckpoint, Trainer.resume):
+   * checked ({@link checkParsed}), then the model's entries loaded and the others uploaded.
+   */
+  async loadParsed(file: ParsedFile, strict: boolean, path: string): Promise<{ tensors: Record<string, Tensor>; metadata: Record<string, string> }> {
+    this.checkParsed(file, strict, path);
+    const { tensors, metadata } = file;
     const upload = (d: TensorData) => this.rt.tensor(d.data, d.shape, d.dtype);
     const mine = Object.fromEntries(this.stateInfo.filter((s) => s.name in tensors).map((s) => [s.name, upload(tensors[s.name])]));
     this.loadState(mine, { strict: false });
@@ -299,12 +315,10 @@ export class Model implements ModelLike {
       this.track('kv', null, layers);
       return;
     }
-    // A policy that does not extend the shared base gets the base's program all the same:
-    // it needs only the contract's members (meta, budget, state(), score()).
-    const base = KVPolicyBase.prototype as KVPolicyBase<{ budget: number }>;
-    const program = policy instanceof KVPolicyBase ? policy.program(this.rt) : base.program.call(policy as never, this.rt);
-    const hook = policy instanceof KVPolicyBase ? policy.hookOptions() : base.hookOptions.call(policy as never);
-    this.rt.call('model_hook', [this.handle, 'kv', program.handle, { ...hook, layers }], undefined, 0);
+    // the family's program, whether or not the policy extends the shared base: it needs
+    // only the contract's members (meta, budget, state(), score())
+    const program = kvPolicyProgram(this.rt, policy);
+    this.rt.call('model_hook', [this.handle, 'kv', program.handle, { ...kvHookOptions(policy), layers }], undefined, 0);
     this.track('kv', program, layers);
   }
 
@@ -320,8 +334,7 @@ export class Model implements ModelLike {
     if (want.join(', ') !== have.join(', ')) {
       throw new LiaisonError('E_ARG', `Model.setRouter: router '${router.meta.name}' declares parameters ${want.join(', ') || 'none'}, but the model's MoE layers were built with ${have.join(', ') || 'none'}; a router's parameters are fixed when the model is built`, { param: 'router' });
     }
-    const base = RouterBase.prototype as RouterBase<{ auxWeight: number }>;
-    const program = router instanceof RouterBase ? router.program(this.rt, dims) : base.program.call(router as never, this.rt, dims);
+    const program = routerProgram(this.rt, router, dims);
     this.rt.call('model_hook', [this.handle, 'router', program.handle, { layers }], undefined, 0);
     this.track('router', program, layers);
   }

@@ -108,19 +108,32 @@ export function definePlugin<S extends TObject, P extends PluginInstance<Static<
  * values throw E_ARG naming the field; missing fields take their defaults.
  */
 export function validateConfig<S extends TObject>(meta: PluginMeta<S>, config: unknown): Static<S> {
-  const who = `${meta.family} '${meta.name}'`;
+  return checkAgainstSchema(meta.schema, config, `${meta.family} '${meta.name}'`);
+}
+
+/**
+ * `config` checked against a TypeBox object `schema`, defaults filled in (a field given
+ * as `undefined` takes its default): the one validation behind plugin configs and the
+ * Trainer's. Unknown fields, wrong kinds and out-of-range values throw E_ARG whose message
+ * starts with `who`, names the field, quotes its description and says what it got.
+ * `otherFields` are accepted names that live outside the schema (listed first when a
+ * field is unknown; the caller takes them out before calling).
+ */
+export function checkAgainstSchema<S extends TObject>(schema: S, config: unknown, who: string, otherFields: readonly string[] = []): Static<S> {
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
     throw new LiaisonError('E_ARG', `${who}: config must be an object, got ${config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config}`);
   }
-  const known = Object.keys(meta.schema.properties);
+  const known = Object.keys(schema.properties);
   for (const k of Object.keys(config)) {
-    if (!known.includes(k)) throw new LiaisonError('E_ARG', `${who}: unknown config field '${k}'; the fields are ${known.join(', ')}`, { param: k });
+    if (!known.includes(k)) throw new LiaisonError('E_ARG', `${who}: unknown config field '${k}'; the fields are ${[...otherFields, ...known].join(', ')}`, { param: k });
   }
-  const value = Value.Default(meta.schema, Value.Clone(config));
-  const first = Value.Errors(meta.schema, value).First();
+  const clean = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
+  const value = Value.Default(schema, Value.Clone(clean));
+  const first = Value.Errors(schema, value).First();
   if (first) {
     const field = first.path.replace(/^\//, '').replace(/\//g, '.') || '(config)';
-    const s = first.schema as TSchema;
+    // the field's own schema carries its description (a union's error may point at a member)
+    const s = (schema.properties as Record<string, TSchema>)[field] ?? (first.schema as TSchema);
     const help = s.description ? ` (${s.description})` : '';
     throw new LiaisonError('E_ARG', `${who}: config field '${field}'${help}: ${first.message.toLowerCase()}, got ${JSON.stringify(first.value)}`, { param: field });
   }

@@ -89,7 +89,7 @@ export class Program<I extends Placeholders = Placeholders, S extends Record<str
     });
     if (list.length !== this.inputNames.length) throw new LiaisonError('E_ARG', `program '${this.name}' takes ${this.inputNames.length} inputs, got ${list.length}`);
     const n = this.shape.names.length;
-    const outs = this.rt.call('program_run', [this.handle, list], undefined, n === 1 ? 1 : n);
+    const outs = this.rt.call('program_run', [this.handle, list], undefined, n);
     const arr = n === 1 ? [outs as Tensor] : (outs as Tensor[]);
     switch (this.shape.kind) {
       case 'void': return undefined as RunResult<R>;
@@ -183,6 +183,8 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
     state_init: stateNames.map((k) => init[k]),
     specs: specs as never,
   }) as Tensor;
+  // a program lives until free(): an enclosing rt.scope() cannot see into a Program to spare it
+  handle.keep();
   return new Program<I, S, R>(rt, name, handle, inputNames, stateNames, { kind: shape.kind, names: shape.names }, rec.ops.length);
 }
 

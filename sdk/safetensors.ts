@@ -45,7 +45,8 @@ function numel(shape: readonly number[]): number {
  */
 export async function writeSafetensors(path: string, tensors: Record<string, TensorData>, metadata?: Record<string, string>): Promise<void> {
   checkHost();
-  const header: Record<string, unknown> = {};
+  // no prototype: a tensor named '__proto__' is an entry like any other
+  const header: Record<string, unknown> = Object.create(null);
   if (metadata && Object.keys(metadata).length) {
     for (const [k, v] of Object.entries(metadata)) {
       if (typeof v !== 'string') throw new LiaisonError('E_ARG', `writeSafetensors: metadata '${k}' must be a string, got ${typeof v}`, { param: 'metadata' });
@@ -130,8 +131,10 @@ export function parseSafetensors(buf: Uint8Array, source = 'buffer'): { tensors:
   if (header === null || typeof header !== 'object' || Array.isArray(header)) throw bad('the header is not a JSON object');
   const start = 8 + hlen;
   const dataLen = buf.byteLength - start;
-  const metadata: Record<string, string> = {};
-  const tensors: Record<string, TensorData> = {};
+  // Names come from the file: maps without a prototype, so that '__proto__' or
+  // 'constructor' is a tensor (or metadata key) like any other, never Object.prototype's.
+  const metadata: Record<string, string> = Object.create(null);
+  const tensors: Record<string, TensorData> = Object.create(null);
   const spans: [number, number, string][] = [];
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === METADATA) {

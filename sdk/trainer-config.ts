@@ -3,9 +3,8 @@
  * here; it doubles as JSON Schema for services and docs) and its validation, which names
  * the field it refuses.
  */
-import { type Static, type TSchema, Type } from '@sinclair/typebox';
-import { Value } from '@sinclair/typebox/value';
-import { LiaisonError } from '../bridge/index.js';
+import { type Static, Type } from '@sinclair/typebox';
+import { checkAgainstSchema } from './plugin.js';
 
 export const TrainerConfig = Type.Object({
   epochs: Type.Integer({ minimum: 1, default: 10, description: 'epochs fit() trains when not told otherwise' }),
@@ -28,24 +27,9 @@ export type TrainerConfig = Static<typeof TrainerConfig>;
 
 /**
  * `config` checked against {@link TrainerConfig}, defaults filled in. Unknown fields,
- * wrong kinds and out-of-range values throw E_ARG naming the field and what it must be.
+ * wrong kinds and out-of-range values throw E_ARG naming the field and what it must be
+ * (the same check as plugin configs: sdk/plugin.ts checkAgainstSchema).
  */
 export function resolveTrainerConfig(config: unknown): TrainerConfig {
-  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-    throw new LiaisonError('E_ARG', `Trainer: config must be an object, got ${config === null ? 'null' : Array.isArray(config) ? 'an array' : typeof config}`);
-  }
-  const known = Object.keys(TrainerConfig.properties);
-  for (const k of Object.keys(config)) {
-    if (!known.includes(k)) throw new LiaisonError('E_ARG', `Trainer: unknown config field '${k}'; the fields are model, optimizer, plugins, ${known.join(', ')}`, { param: k });
-  }
-  const clean = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
-  const value = Value.Default(TrainerConfig, Value.Clone(clean));
-  const first = Value.Errors(TrainerConfig, value).First();
-  if (first) {
-    const field = first.path.replace(/^\//, '').replace(/\//g, '.') || '(config)';
-    const s = (TrainerConfig.properties as Record<string, TSchema>)[field] ?? (first.schema as TSchema);
-    const help = s.description ? ` (${s.description})` : '';
-    throw new LiaisonError('E_ARG', `Trainer: config field '${field}'${help}: ${first.message.toLowerCase()}, got ${JSON.stringify(first.value)}`, { param: field });
-  }
-  return value as TrainerConfig;
+  return checkAgainstSchema(TrainerConfig, config, 'Trainer', ['model', 'optimizer', 'plugins']);
 }

@@ -27,9 +27,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
-import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
-import { type Batch, Dataset, type TextCorpus, type TokenSampler } from './data.js';
+import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
+import { checkSameSetup, checkStateNames, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
+import { type Batch, Dataset, TextCorpus, type TokenSampler } from './data.js';
 import { checkTargets, evaluate, lossOf } from './evaluate.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
@@ -37,6 +37,8 @@ import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
 import { define, type PlaceholderSpec, type Placeholders, type Program } from './program.js';
 import { progressView } from './progress.js';
+import { readSafetensors } from './safetensors.js';
+import { StepWindow } from './step-window.js';
 import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
 import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
 import { HookRegistry } from './training-hooks.js';
@@ -71,12 +73,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** Optimizer steps done. */
   step = 0;
   private readonly hooks: HookRegistry;
-  private slots: Slot[] = [];
-  private ready: Promise<void> | null = null;
+  /** The parameters and the optimizer's state for each, made on first need (null before). */
+  private slots: Slot[] | null = null;
+  /** The plugins' attach(), once (null before). */
+  private attached: Promise<void> | null = null;
   private program: Program | null = null;
   private programFor: unknown = null;
   private tb: TensorBoard | null | undefined;
   private running = false;
+  private freed = false;
 
   constructor(opts: TrainerOptions) {
     super();
@@ -103,17 +108,37 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     return t;
   }
 
-  /** Optimizer state made, plugins attached: once, before the first step, evaluation or resume. */
-  private prepare(): Promise<void> {
-    this.ready ??= (async () => {
-      this.slots = this.model.params.map((info) => {
-        const param = this.model.param(info.name);
-        return { info, param, state: this.optimizer.init(param, info, this.rt) ?? {} };
-      });
-      for (const p of this.plugins) await p.attach(this.hooks);
+  /**
+   * The parameters and the optimizer's state for each: made once, before the first step,
+   * save or resume (an evaluation needs none). Kept: they live as long as the Trainer,
+   * whatever rt.scope() made them.
+   */
+  private optimizerSlots(): Slot[] {
+    this.slots ??= this.model.params.map((info) => {
+      const param = this.model.param(info.name).keep();
+      const state = this.optimizer.init(param, info, this.rt) ?? {};
+      for (const [k, t] of Object.entries(state)) {
+        if (!(t instanceof Tensor)) throw new LiaisonError('E_ARG', `${pluginRecord(this.optimizer).id}: init() returned state '${k}' for '${info.name}' that is not a tensor`, { param: 'optimizer' });
+        t.keep();
+      }
+      return { info, param, state };
+    });
+    return this.slots;
+  }
+
+  /**
+   * Plugins attached (each through its own view of the hooks, so that two plugins of a kind
+   * keep their state and losses apart): once, before the first step or a resume. An
+   * evaluation or a save attaches nothing: a pruner set to prune at the start prunes when
+   * training starts, not when a baseline is measured.
+   */
+  private attach(): Promise<void> {
+    this.attached ??= (async () => {
+      this.optimizerSlots();
+      for (const [i, p] of this.plugins.entries()) await p.attach(this.hooks.forPlugin(i));
       await this.rt.flush();
     })();
-    return this.ready;
+    return this.attached;
   }
 
   /** The step program for `source`, traced again when a plugin called retrace() or the kind of source changed. */
@@ -138,7 +163,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
       rt.call('backward', [loss], undefined, 0);
       for (const fn of hooks.traced.afterBackward) fn(t);
-      for (const s of this.slots) optimizer.update(s.param, model.grad(s.info.name), s.state, { lr: ins.lr, step: t.step });
+      for (const s of this.optimizerSlots()) optimizer.update(s.param, model.grad(s.info.name), s.state, { lr: ins.lr, step: t.step });
       for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       return loss;
     });
@@ -151,8 +176,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   async fit(train: Dataset, opts: FitOptions = {}): Promise<EpochResult[]> {
     if (!(train instanceof Dataset)) throw new LiaisonError('E_ARG', 'Trainer.fit: train must be a Dataset (for text, use fitLM with a sampler)', { param: 'train' });
     checkTargets(this.config.loss, train.classification);
-    const { batchSize, shuffle, dropLast, seed } = this.config;
     const ev = opts.eval;
+    // checked now, not at the first evaluation an epoch later
+    if (ev !== undefined) {
+      if (!(ev instanceof Dataset)) throw new LiaisonError('E_ARG', 'Trainer.fit: opts.eval must be a Dataset (held-out rows)', { param: 'eval' });
+      checkTargets(this.config.loss, ev.classification, 'the eval set');
+    }
+    const { batchSize, shuffle, dropLast, seed } = this.config;
     const source: Source = {
       key: `dataset, y of rank ${train.yShape.length}`,
       steps: train.countBatches(batchSize, dropLast),
@@ -172,6 +202,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (!Number.isInteger(opts?.stepsPerEpoch) || opts.stepsPerEpoch < 1) throw new LiaisonError('E_ARG', `Trainer.fitLM: stepsPerEpoch must be an integer >= 1, got ${opts?.stepsPerEpoch}`, { param: 'stepsPerEpoch' });
     checkTargets(this.config.loss, true);
     const ev = opts.eval;
+    if (ev !== undefined && !(ev instanceof TextCorpus)) throw new LiaisonError('E_ARG', 'Trainer.fitLM: opts.eval must be a TextCorpus (held-out text)', { param: 'eval' });
+    if (opts.evalWindows !== undefined && (!Number.isInteger(opts.evalWindows) || opts.evalWindows < 1)) {
+      throw new LiaisonError('E_ARG', `Trainer.fitLM: evalWindows must be an integer >= 1, got ${opts.evalWindows}`, { param: 'evalWindows' });
+    }
     const source: Source = {
       key: sampler,
       steps: opts.stepsPerEpoch, yRank: 2,
@@ -185,6 +219,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private async run(source: Source, epochs: number): Promise<EpochResult[]> {
     if (!Number.isInteger(epochs) || epochs < 1) throw new LiaisonError('E_ARG', `Trainer: epochs must be an integer >= 1, got ${epochs}`, { param: 'epochs' });
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer: already training; await the running fit() before starting another');
+    this.checkLive('fit');
     this.running = true;
     try {
       return await this.loop(source, epochs);
@@ -197,7 +232,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   }
 
   private async loop(source: Source, epochs: number): Promise<EpochResult[]> {
-    await this.prepare();
+    await this.attach();
     const cfg = this.config;
     const rt = this.rt;
     const last = this.epoch + epochs;
@@ -205,18 +240,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const log = cfg.metricsFile ? new MetricsLog(cfg.metricsFile) : null;
     if (cfg.tensorboardDir && this.tb === undefined) this.tb = await TensorBoard.open(rt, cfg.tensorboardDir);
     const history: EpochResult[] = [];
-    // Steps go out in groups of half the window, so that the runtime has the next group
-    // while this side waits for the oldest; at most `inFlight` steps are unconfirmed.
-    const group = Math.max(1, Math.floor(cfg.inFlight / 2));
-    const pending: Sent[] = [];
-    let queued = 0; // steps queued, not sent
-    let outstanding = 0; // steps sent, not known done
-    const send = async (extra: Promise<unknown> | null) => {
-      pending.push({ steps: queued, done: settle(Promise.all([rt.flush(), extra])) });
-      outstanding += queued;
-      queued = 0;
-      while (outstanding > cfg.inFlight) outstanding -= await drain(pending, 1);
-    };
+    // groups of half the window; at most `inFlight` steps unconfirmed (sdk/step-window.ts)
+    const sent = new StepWindow(rt, cfg.inFlight);
     let done = 0;
     let shown = NaN;
     let lr = NaN;
@@ -257,15 +282,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           losses.push(program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor);
           if (b) { b.x.free(); b.y.free(); }
           bar.update(++done, { loss: shown });
-          queued++;
+          sent.add();
           if (i === source.steps - 1) break; // the epoch's end reads go out with this step
           // a logged step's read goes out in the step's own batch: no extra round trip
           if (step % cfg.logEvery === 0) {
             const read = report(losses.slice(since), { step, epochStep: i + 1, lr });
             since = losses.length;
-            await send(read);
-          } else if (queued >= group) {
-            await send(null);
+            await sent.send(read);
+          } else if (sent.full) {
+            await sent.send(null);
           }
         }
         // epoch end: the mean since the last log and over the epoch, in the last step's batch
@@ -280,11 +305,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         const saveDue = !!cfg.checkpointDir && this.epoch % cfg.checkpointEvery === 0;
         if (!evalDue && !saveDue && !this.hooks.loop.epochEnd.length && e < last - 1) {
           // nothing here needs this epoch's results: go on while the runtime finishes it
-          await send(result.then(finish));
+          await sent.send(result.then(finish));
           continue;
         }
-        await send(result);
-        outstanding -= await drain(pending, pending.length);
+        await sent.send(result);
+        await sent.drainAll();
         const r = await result;
         await this.hooks.runLoop('epochEnd', { epoch: e, step, metrics: { loss: r.loss } });
         if (evalDue) {
@@ -305,6 +330,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         finish(r);
       }
     } finally {
+      // after a failure, the groups sent before it land first: their records reach the
+      // log before it closes, and no event fires after fit() has settled
+      await sent.settled();
       lrT?.free();
       bar.stop();
       log?.close();
@@ -320,7 +348,6 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * perplexity is exp(loss).
    */
   async evaluate(data: Dataset | TextCorpus, opts: { context?: number; maxWindows?: number } = {}): Promise<EvalResult> {
-    await this.prepare();
     return evaluate(this.model, data, { loss: this.config.loss, batchSize: this.config.evalBatchSize, ...opts });
   }
 
@@ -330,13 +357,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * sdk/checkpoint.ts for the layout.
    */
   async save(path: string): Promise<void> {
-    await this.prepare();
+    this.checkLive('save');
     const tensors: Record<string, Tensor> = {};
-    for (const s of this.slots) for (const [k, t] of Object.entries(s.state)) tensors[optimizerKey(s.info.name, k)] = t;
+    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) tensors[optimizerKey(s.info.name, k)] = t;
     Object.assign(tensors, this.hooks.stateTensors());
     const metadata = encodeCheckpoint({
       epoch: this.epoch, step: this.step, optimizer: pluginRecord(this.optimizer),
-      plugins: this.plugins.map(pluginRecord), config: { ...this.config },
+      plugins: this.plugins.map(pluginRecord), attached: this.attached !== null, config: { ...this.config },
     });
     await this.model.save(path, { tensors, metadata });
   }
@@ -344,29 +371,58 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /**
    * Restore a checkpoint written by {@link save} with the same optimizer and plugins: the
    * model, the optimizer's and plugins' state, and the epoch and step counts, so the next
-   * `fit()` goes on where that run stopped.
+   * `fit()` goes on where that run stopped. Everything is checked against the file (its
+   * setup, the model's entries and shapes, the state names) before the model changes, so a
+   * refused checkpoint leaves the model as it was. A checkpoint saved before the plugins
+   * were attached (before the first fit) restores the model and the optimizer; the plugins
+   * attach when training starts, as in a straight run.
    */
   async resume(path: string): Promise<void> {
-    await this.prepare();
-    const { tensors, metadata } = await this.model.load(path, { strict: true });
-    try {
-      const c = decodeCheckpoint(metadata, path);
-      checkSameSetup(c, pluginRecord(this.optimizer), this.plugins.map(pluginRecord), path);
-      const targets: Record<string, Tensor> = { ...this.hooks.stateTensors() };
-      for (const s of this.slots) for (const [k, t] of Object.entries(s.state)) targets[optimizerKey(s.info.name, k)] = t;
-      const missing = Object.keys(targets).filter((k) => !(k in tensors));
-      const extra = Object.keys(tensors).filter((k) => !(k in targets));
-      if (missing.length || extra.length) {
-        throw new LiaisonError('E_ARG', `resume: ${path} does not match this Trainer's optimizer and plugin state: missing ${missing.join(', ') || 'none'}; unexpected ${extra.join(', ') || 'none'}`, { param: 'path' });
-      }
+    if (this.running) throw new LiaisonError('E_ARG', 'Trainer.resume: training is running; await fit() first');
+    this.checkLive('resume');
+    const file = await readSafetensors(path);
+    const c = decodeCheckpoint(file.metadata, path);
+    checkSameSetup(c, pluginRecord(this.optimizer), this.plugins.map(pluginRecord), path);
+    this.model.checkParsed(file, true, path);
+    const withPlugins = c.attached !== false;
+    if (!withPlugins && this.attached) {
+      throw new LiaisonError('E_ARG', `resume: ${path} was saved before its plugins were attached (before the first fit), and this Trainer's plugins are attached already; resume it into a Trainer that has not trained`, { param: 'path' });
+    }
+    // the state's checkpoint names are known once the plugins have attached
+    if (withPlugins) await this.attach();
+    const targets: Record<string, Tensor> = withPlugins ? { ...this.hooks.stateTensors() } : {};
+    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) targets[optimizerKey(s.info.name, k)] = t;
+    checkStateNames(Object.keys(file.tensors), this.model.stateInfo.map((e) => e.name), Object.keys(targets), path);
+    await this.rt.scope(async () => {
+      // the copies' handles and the uploads are freed when the scope ends
+      const { tensors } = await this.model.loadParsed(file, true, path);
       for (const [k, t] of Object.entries(targets)) t.copy_(tensors[k]);
       await this.rt.flush();
-      this.epoch = c.epoch;
-      this.step = c.step;
-      this.hooks.stale = true; // the step program counts steps from where it was traced
-    } finally {
-      for (const t of Object.values(tensors)) t.free();
+    });
+    this.epoch = c.epoch;
+    this.step = c.step;
+    this.hooks.stale = true; // the step program counts steps from where it was traced
+  }
+
+  /**
+   * Drop what this Trainer made in the runtime: its step program, its parameter handles and
+   * the optimizer's state. The model, the data and the plugins are the caller's (a pruner
+   * has its own `free()`). The Trainer cannot train, save or resume afterwards.
+   */
+  free(): void {
+    if (this.running) throw new LiaisonError('E_ARG', 'Trainer.free: training is running; await fit() first');
+    this.program?.free();
+    this.program = null;
+    for (const s of this.slots ?? []) {
+      s.param.free();
+      for (const t of Object.values(s.state)) t.free();
     }
+    this.slots = [];
+    this.freed = true;
+  }
+
+  private checkLive(method: string): void {
+    if (this.freed) throw new LiaisonError('E_ARG', `Trainer.${method}: free() was called on this Trainer; make a new one`);
   }
 }
 
@@ -376,21 +432,4 @@ function meanOf(rt: Runtime, ts: Tensor[]): Tensor {
   const m = all.mean();
   all.free();
   return m;
-}
-
-/** A promise that never rejects: it resolves to the error instead (checked by drain). */
-function settle(p: Promise<unknown>): Promise<unknown> {
-  return p.then(() => null, (e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-}
-
-/** A group of steps sent in one batch, and its completion (an Error if it failed). */
-interface Sent { steps: number; done: Promise<unknown> }
-
-/** Wait for the oldest `n` groups; returns how many steps they held. The first failure among them is thrown. */
-async function drain(pending: Sent[], n: number): Promise<number> {
-  const groups = pending.splice(0, n);
-  const done = await Promise.all(groups.map((g) => g.done));
-  const err = done.find((r) => r instanceof Error);
-  if (err) throw err;
-  return groups.reduce((a, g) => a + g.steps, 0);
 }

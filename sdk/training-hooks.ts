@@ -1,7 +1,14 @@
 /**
  * The Trainer's side of sdk/hooks.ts: what plugins attached, by point, in the order they
  * attached. The Trainer traces the traced points into its step program and awaits the
- * loop points; plugins see only the {@link TrainingHooks} surface.
+ * loop points; plugins see only the {@link TrainingHooks} surface, one view per plugin
+ * ({@link HookRegistry.forPlugin}).
+ *
+ * Names are per plugin. Two plugins of one kind (two pruners) ask for the same state
+ * prefix (`pruner`) and loss name; the first plugin in the Trainer's list to ask keeps the
+ * name as it asked, and a later one at position i (from 0) gets `<name>#<i>`: checkpoint
+ * entries `pruner.layers.0.weight` and `pruner#1.layers.2.weight`. The list is the same
+ * on resume (checked), so the names are too. One plugin asking twice for a name is an error.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import {
@@ -15,10 +22,10 @@ type LoopFn = (info: LoopInfo) => Promise<void> | void;
 export class HookRegistry implements TrainingHooks {
   readonly traced: Record<TracedPoint, TracedFn[]> = { beforeStep: [], afterBackward: [], afterOptimizerStep: [] };
   readonly loop: Record<LoopPoint, LoopFn[]> = { epochEnd: [], evaluation: [] };
-  /** Extra loss terms, added to the training loss in this order. */
-  readonly losses: { name: string; fn: (t: StepTrace) => Tensor }[] = [];
-  /** Checkpointed tensors, saved as `prefix.key`. */
-  readonly states: { prefix: string; fn: () => Record<string, Tensor> }[] = [];
+  /** Extra loss terms, added to the training loss in this order; `owner` is the plugin's position (-1: added directly). */
+  readonly losses: { name: string; owner: number; fn: (t: StepTrace) => Tensor }[] = [];
+  /** Checkpointed tensors, saved as `prefix.key` (the prefix as made unique here). */
+  readonly states: { prefix: string; owner: number; fn: () => Record<string, Tensor> }[] = [];
   /** Set by retrace(): the step program must be traced again before the next step. */
   stale = false;
 
@@ -38,16 +45,32 @@ export class HookRegistry implements TrainingHooks {
     }
   }
 
-  addLoss(name: string, fn: (t: StepTrace) => Tensor): void {
-    if (this.losses.some((l) => l.name === name)) throw new LiaisonError('E_ARG', `hooks.addLoss: a loss named '${name}' is already added`, { param: 'name' });
-    this.losses.push({ name, fn });
+  /** Add a loss term; `owner` is the plugin's position in the Trainer's list (see the file's comment on names). */
+  addLoss(name: string, fn: (t: StepTrace) => Tensor, owner = -1): void {
+    if (typeof name !== 'string' || !name) throw new LiaisonError('E_ARG', `hooks.addLoss: name must be a non-empty string, got ${JSON.stringify(name)}`, { param: 'name' });
+    if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.addLoss('${name}'): the loss must be a function`, { param: 'fn' });
+    this.losses.push({ name: unique('addLoss', 'a loss named', name, owner, this.losses.map((l) => ({ name: l.name, owner: l.owner }))), owner, fn });
     this.stale = true;
   }
 
-  addState(prefix: string, fn: () => Record<string, Tensor>): void {
-    if (!prefix || /[/]/.test(prefix)) throw new LiaisonError('E_ARG', `hooks.addState: prefix must be a non-empty name without '/', got ${JSON.stringify(prefix)}`, { param: 'prefix' });
-    if (prefix === 'optimizer' || this.states.some((s) => s.prefix === prefix)) throw new LiaisonError('E_ARG', `hooks.addState: the prefix '${prefix}' is already taken; give each plugin its own`, { param: 'prefix' });
-    this.states.push({ prefix, fn });
+  /** Add checkpointed state; `owner` as for {@link addLoss}. */
+  addState(prefix: string, fn: () => Record<string, Tensor>, owner = -1): void {
+    if (typeof prefix !== 'string' || !prefix || /[/]/.test(prefix)) throw new LiaisonError('E_ARG', `hooks.addState: prefix must be a non-empty name without '/', got ${JSON.stringify(prefix)}`, { param: 'prefix' });
+    if (prefix === 'optimizer') throw new LiaisonError('E_ARG', "hooks.addState: the prefix 'optimizer' is the optimizer's; choose another", { param: 'prefix' });
+    if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.addState('${prefix}'): the state must be a function returning tensors by key`, { param: 'fn' });
+    this.states.push({ prefix: unique('addState', 'the prefix', prefix, owner, this.states.map((s) => ({ name: s.prefix, owner: s.owner }))), owner, fn });
+  }
+
+  /** The hooks plugin number `index` of the Trainer's list attaches through: names it adds are its own. */
+  forPlugin(index: number): TrainingHooks {
+    return {
+      rt: this.rt,
+      model: this.model,
+      on: (point: TracedPoint | LoopPoint, fn: TracedFn | LoopFn) => this.on(point as TracedPoint, fn as TracedFn),
+      addLoss: (name, fn) => this.addLoss(name, fn, index),
+      addState: (prefix, fn) => this.addState(prefix, fn, index),
+      retrace: () => this.retrace(),
+    };
   }
 
   retrace(): void {
@@ -67,4 +90,18 @@ export class HookRegistry implements TrainingHooks {
     }
     return out;
   }
+}
+
+/**
+ * `name` as plugin `owner` gets it: as asked when free, `name#owner` when an earlier plugin
+ * holds it. Taken by the same owner (or by anyone, for an owner of -1): E_ARG.
+ */
+function unique(method: string, what: string, name: string, owner: number, taken: { name: string; owner: number }[]): string {
+  const holder = taken.find((t) => t.name === name);
+  if (!holder) return name;
+  const refuse = () => new LiaisonError('E_ARG', `hooks.${method}: ${what} '${name}' is already added${owner >= 0 && holder.owner === owner ? ' by this plugin' : ''}`, { param: method === 'addState' ? 'prefix' : 'name' });
+  if (owner < 0 || holder.owner === owner) throw refuse();
+  const own = `${name}#${owner}`;
+  if (taken.some((t) => t.name === own)) throw refuse();
+  return own;
 }

@@ -160,6 +160,17 @@ describe('lifetimes', () => {
     survivor.free();
   });
 
+  it('scope frees what it made when its function throws', async () => {
+    let inner!: Tensor;
+    await expect(rt.scope(async () => { inner = rt.ones([2]); throw new Error('boom'); })).rejects.toThrow('boom');
+    expect(inner.freed).toBe(true);
+  });
+
+  it('sends an undefined argument as null (the op then names it), not an unreadable request', async () => {
+    const t = rt.call('relu', [undefined as never]) as Tensor;
+    await expect(t.item()).rejects.toThrow(/relu: argument 'input' must be a tensor, got NoneType/);
+  });
+
   it('refuses freed tensors and tensors of another session', async () => {
     const t = rt.ones([1]);
     t.free();

@@ -49,6 +49,20 @@ for (const family of FAMILIES) {
   });
 }
 
+describe('a suite run', () => {
+  it('leaves the runtime holding what it held: models, programs, trainers and data are freed', async () => {
+    for (const family of FAMILIES) await runConformance(plugins(family)[0], { rt }); // warm: registrations, caches
+    const base = (await rt.stats()).objects;
+    for (const family of FAMILIES) {
+      const report = await runConformance(plugins(family)[0], { rt });
+      expect(report.ok, `${report.plugin}: ${report.results.filter((r) => r.error).map((r) => r.error!.message).join('; ')}`).toBe(true);
+    }
+    // what a case keeps (a program, a trainer's state, a dataset) outlives its scope: the
+    // suites free it themselves
+    expect((await rt.stats()).objects).toBeLessThanOrEqual(base);
+  });
+});
+
 // ---- the suites fail what breaks a contract ----
 
 const meta = (family: Family, name: string): PluginMeta => Object.freeze({ name, version: '0.0.1', family, schema: Type.Object({}), description: 'a deliberately broken plugin' });
@@ -86,9 +100,9 @@ class SloppyPruner extends PrunerBase<PrunerBaseConfig> {
 
 /** Prunes once and never re-applies its masks: momentum revives the pruned weights. */
 class ForgetfulPruner extends Magnitude {
-  override attach(hooks: TrainingHooks): void {
+  override async attach(hooks: TrainingHooks): Promise<void> {
     this.setup(hooks.model);
-    this.prune(hooks.rt);
+    await this.prune(hooks.rt);
   }
 }
 

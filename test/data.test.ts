@@ -1,6 +1,6 @@
 // Datasets and text corpora held in the runtime: splits, batches and LM windows.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LiaisonError, type Runtime } from '../bridge/index.js';
+import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { Dataset, TextCorpus } from '../sdk/data.js';
 import { trace } from '../sdk/program.js';
 import { startRuntime } from './helpers.js';
@@ -10,6 +10,8 @@ beforeAll(async () => { rt = await startRuntime(); });
 afterAll(async () => { await rt?.close(); });
 
 const rows = async (t: { tolist(): Promise<unknown> }) => (await t.tolist()) as number[][];
+/** Objects the runtime holds for this session's process (handles not yet freed). */
+const objects = async () => (await rt.stats()).objects;
 
 describe('Dataset', () => {
   it('loads a bundled dataset with its shapes', async () => {
@@ -71,6 +73,37 @@ describe('Dataset', () => {
     expect(sums).toHaveLength(5);
     // randperm, 2 index_select, 2 split, 5 sums
     expect(after - before).toBe(10);
+  });
+});
+
+describe('lifetimes', () => {
+  it('datasets, corpora and samplers outlive an enclosing rt.scope()', async () => {
+    const d = await rt.scope(() => Dataset.builtin(rt, 'iris'));
+    const [tr, te] = await rt.scope(async () => d.split(0.2, 0));
+    expect(await tr.x.sum().item()).toBeCloseTo(await d.x.sum().item() - (await te.x.sum().item()), 2);
+    expect(tr.batches(64, { seed: 1 })).toHaveLength(2);
+    const c = await rt.scope(() => TextCorpus.load(rt, 'pydoc'));
+    const s = await rt.scope(async () => c.split(0.5)[0].sampler(2, 4));
+    const prog = await trace(rt, { name: 'scoped-draw' }, () => s.draw().x);
+    expect((await (prog.run() as Tensor).info()).shape).toEqual([2, 4]);
+  });
+
+  it('holds only what it keeps: no stray upload after a dtype conversion, no stray arange or views', async () => {
+    const base = await objects();
+    // f64 features and i32 labels are converted (to f32 and i64) after the upload
+    const d = Dataset.fromArrays(rt, Float64Array.from([1, 2, 3, 4, 5, 6]), [3, 2], Int32Array.from([0, 1, 0]));
+    expect(await objects() - base).toBeLessThanOrEqual(2); // x and y
+    expect(await d.y.tolist()).toEqual([0, 1, 0]);
+    const c = TextCorpus.fromBytes(rt, new TextEncoder().encode('abcdefghij'));
+    expect(await objects() - base).toBeLessThanOrEqual(3); // + the tokens
+    c.sampler(2, 3);
+    expect(await objects() - base).toBeLessThanOrEqual(4); // + the sampler's offsets
+    const w = c.windows(3);
+    expect(await objects() - base).toBeLessThanOrEqual(6); // + x and y
+    for (const t of [w.x, w.y]) t.free();
+    d.free();
+    c.free();
+    expect(await objects() - base).toBeLessThanOrEqual(1); // the sampler's offsets
   });
 });
 

@@ -12,7 +12,8 @@ import { KVPolicyBase, KVPolicyFields } from '../sdk/families/kv-policies/base.j
 import type { KVInputs, KVPolicy, KVScore } from '../sdk/families/kv-policies/types.js';
 import { RouterBase, RouterFields } from '../sdk/families/routers/base.js';
 import type { RouteResult, RouterDims, RouterParamSpec } from '../sdk/families/routers/types.js';
-import { decodeText, encodeText, Model } from '../sdk/model.js';
+import { Model } from '../sdk/model.js';
+import { decodeText, encodeText } from '../sdk/text.js';
 import { definePlugin } from '../sdk/plugin.js';
 import { trace } from '../sdk/program.js';
 import { startRuntime } from './helpers.js';

@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor, type TensorData } from '../bridge/index.js';
 import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
-import { META_SPEC, Model, type ModelSpec } from '../sdk/model.js';
+import { topk } from '../plugins/index.js';
+import { META_SPEC, Model } from '../sdk/model.js';
+import { GPT_DEFAULT_DIM, type GPTSpec, type ModelSpec, moeDims, runtimeSpec } from '../sdk/model-spec.js';
 import { parseSafetensors, readSafetensors, writeSafetensors } from '../sdk/safetensors.js';
 import { startRuntime } from './helpers.js';
 
@@ -150,6 +152,35 @@ describe('models', () => {
     expect(bad.message).toMatch(/ref.*NoSuchLayer/);
   });
 
+  it('outlives an enclosing rt.scope(), router program included', async () => {
+    const m = await rt.scope(async () => Model.build(rt, MLP, { seed: 0 }));
+    expect((await m.forward(rt.ones([1, 4])).info()).shape).toEqual([1, 3]); // 'tensor #… was freed' before
+    const spec: GPTSpec = { kind: 'gpt', vocab: 16, context: 8, dim: 8, layers: 1, heads: 2, moe: { experts: 2, hidden: 8, router: topk() } };
+    const g = await rt.scope(async () => Model.build(rt, spec, { seed: 0 }));
+    expect((await g.forward(rt.randint(0, 16, [1, 5], { seed: 1 })).info()).shape).toEqual([1, 5, 16]);
+    g.free();
+  });
+
+  it('checks the MoE sizes before asking the router, naming the field', async () => {
+    const gpt = (moe: object): GPTSpec => ({ kind: 'gpt', vocab: 16, context: 8, dim: 8, heads: 2, moe: { experts: 2, hidden: 8, router: topk(), ...moe } });
+    // experts 0 used to reach topk's params() and come back as 'k is more than 0 experts'
+    const e = await rejected(Model.build(rt, gpt({ experts: 0 })));
+    expect(e.code).toBe('E_ARG');
+    expect(e.message).toMatch(/spec field 'moe\.experts' must be a positive integer, got 0/);
+    expect((await rejected(Model.build(rt, gpt({ hidden: 2.5 })))).message).toMatch(/'moe\.hidden' must be a positive integer, got 2\.5/);
+    expect((await rejected(Model.build(rt, { ...gpt({}), dim: -8 }))).message).toMatch(/'dim' must be a positive integer, got -8/);
+  });
+
+  it('resolves a GPT\'s width in one place: the router\'s dims are the built model\'s', async () => {
+    const spec: GPTSpec = { kind: 'gpt', vocab: 16, context: 8, heads: 2, layers: 1, moe: { experts: 3, hidden: 8, router: topk() } };
+    const dims = moeDims(spec)!;
+    expect(dims).toEqual({ dim: GPT_DEFAULT_DIM, experts: 3 });
+    expect(runtimeSpec(spec).dim).toBe(dims.dim); // sent, not left to the runtime's own default
+    const m = await Model.build(rt, spec, { seed: 0 });
+    expect(m.params.find((p) => p.name.endsWith('moe.router.gate'))?.shape).toEqual([dims.dim, dims.experts]);
+    m.free();
+  });
+
   it('wraps a handle the runtime already holds', async () => {
     const m = await Model.build(rt, MLP, { seed: 7 });
     const same = await Model.fromHandle(rt, m.handle);
@@ -282,6 +313,20 @@ describe('safetensors', () => {
     expect(msg(withHeader({ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8))).toMatch(/bytes 0\.\.4 of the data belong to no tensor/);
     expect(msg(withHeader({ a: { dtype: 'U8', shape: [1], data_offsets: [0, 1] } }, 3))).toMatch(/has 3 bytes but the tensors cover 1/);
     expect(msg(withHeader({ __metadata__: { n: 1 } }))).toMatch(/metadata 'n' is a number/);
+    // names from the file are data, never Object.prototype's: '__proto__' and 'constructor'
+    // are entries like any other (a plain object dropped the first and pretended to have the second)
+    const json = '{"__metadata__":{"__proto__":"m"},"__proto__":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}';
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+    const odd = parseSafetensors(Buffer.concat([len, Buffer.from(json), Buffer.from([7, 9])]));
+    expect(Object.keys(odd.tensors).sort()).toEqual(['__proto__', 'w']);
+    expect(Array.from(odd.tensors['__proto__'].data as Uint8Array)).toEqual([7]);
+    expect(Object.keys(odd.metadata)).toEqual(['__proto__']);
+    expect('constructor' in odd.tensors).toBe(false);
+    // and written back under the same name
+    const back = join(dir, 'proto.safetensors');
+    await writeSafetensors(back, odd.tensors, odd.metadata);
+    expect(Object.keys((await readSafetensors(back)).tensors).sort()).toEqual(['__proto__', 'w']);
     const path = join(dir, 'corrupt.safetensors');
     writeFileSync(path, garbled);
     expect((await rejected(readSafetensors(path))).message).toContain(path);

@@ -4,6 +4,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { exact, gd, magnitude, slidingWindow, topk } from '../plugins/index.js';
+import { normalizeColumns, rayleigh } from '../sdk/families/deflators/base.js';
+import { kvHookOptions, kvPolicyProgram } from '../sdk/families/kv-policies/base.js';
+import type { KVPolicy } from '../sdk/families/kv-policies/types.js';
+import { routerProgram } from '../sdk/families/routers/base.js';
+import type { Router } from '../sdk/families/routers/types.js';
+import type { ModelLike, StepTrace, TrainingHooks } from '../sdk/hooks.js';
+import { Model } from '../sdk/model.js';
+import type { PluginMeta } from '../sdk/plugin.js';
 import { trace } from '../sdk/program.js';
 import { startRuntime } from './helpers.js';
 
@@ -47,6 +55,85 @@ describe('magnitude', () => {
     expect(kept[0]).toBe(0);
     expect(kept.reduce((a, b) => a + b, 0)).toBe(3); // the 2, the 1 and one of the tied zeros
     expect(kept.slice(4)).toEqual([1, 1]);
+  });
+});
+
+describe('pruning rounds', () => {
+  it('leave the runtime\'s object count flat: masks() and its intermediates are freed each round', async () => {
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [16, 32, 8, 4] }, { seed: 0 });
+    const pruner = magnitude({ sparsity: 0.9, rounds: 4 });
+    pruner.setup(model);
+    await pruner.prune(rt);
+    const counts = [(await rt.stats()).objects];
+    for (let r = 1; r < 4; r++) {
+      await pruner.prune(rt);
+      counts.push((await rt.stats()).objects);
+    }
+    expect(pruner.rounds).toBe(4);
+    expect(Math.max(...counts)).toBeLessThanOrEqual(counts[0]); // was +17 per round
+    // a pruner set up again drops the masks it held
+    pruner.setup(model);
+    expect((await rt.stats()).objects).toBeLessThanOrEqual(counts[0]);
+    // and the four rounds did their work: 90% of the 800 selected entries are zero
+    const zeros = await Promise.all(['layers.0.weight', 'layers.1.weight', 'layers.2.weight'].map((n) => model.param(n).eq(0).sum().item()));
+    expect(zeros.reduce((x, y) => x + y, 0)).toBe(720);
+    pruner.free();
+    model.free();
+  });
+});
+
+describe('deflator helpers', () => {
+  it('rayleigh: vᵀΣv per column; normalizeColumns: unit columns, zero columns left at zero', async () => {
+    const cov = rt.tensor([2, 1, 0, 1, 3, 0, 0, 0, 4], [3, 3]);
+    const v = rt.tensor([1, 0, 3, 1, 0, 4], [3, 2]); // columns (1, 3, 0) and (0, 1, 4)
+    // c0ᵀΣc0 = 2·1 + 2·(1·3·1) + 3·9 = 35; c1ᵀΣc1 = 3·1 + 4·16 = 67
+    near(await list(rayleigh(cov, v)), [35, 67]);
+    const n = normalizeColumns(v);
+    near(await list(n.norm(2, 0)), [1, 1]);
+    near(await list(n), [1 / Math.sqrt(10), 0, 3 / Math.sqrt(10), 1 / Math.sqrt(17), 0, 4 / Math.sqrt(17)]);
+    near(await list(normalizeColumns(rt.zeros([3, 1]))), [0, 0, 0]);
+  });
+});
+
+describe('family programs, for any plugin of the contract', () => {
+  const meta = (name: string, family: 'kv-policy' | 'router'): PluginMeta => ({ name, version: '1.0.0', family, schema: {} as never, description: 'a plain object' });
+
+  it('kvPolicyProgram / kvHookOptions: a policy that does not extend the base, with state', async () => {
+    const policy: KVPolicy = {
+      meta: meta('plain-kv', 'kv-policy'), config: {}, budget: 2,
+      state: () => ({ seen: 0.5 }),
+      score: ({ pos, state }) => ({ scores: pos.to('f32').neg(), state: { seen: state.seen.add(1) } }),
+    };
+    expect(kvHookOptions(policy)).toEqual({ budget: 2, state: [0.5] });
+    const prog = kvPolicyProgram(rt, policy);
+    expect(prog.inputNames).toEqual(['keys', 'values', 'attn', 'pos', 'state:seen']);
+    const kv = rt.zeros([1, 1, 3, 2]);
+    const [scores, seen] = prog.run([kv, kv, rt.full([1, 1, 3], 1 / 3), rt.tensor(new BigInt64Array([4n, 5n, 6n]), [1, 1, 3]), rt.full([1, 1, 3], 0.5)]) as Tensor[];
+    expect(await list(scores)).toEqual([-4, -5, -6]);
+    expect(await list(seen)).toEqual([1.5, 1.5, 1.5]);
+  });
+
+  it('routerProgram: a router that does not extend the base; each parameter checked against its declared shape', async () => {
+    const router: Router = {
+      meta: meta('plain-router', 'router'), config: {}, auxWeight: 0,
+      params: (d) => ({ gate: { shape: [d.dim, d.experts], init: 'zeros' } }),
+      route: (x, { gate }) => ({ weights: x.matmul(gate).softmax(-1) }),
+      attach: () => undefined,
+    };
+    const prog = routerProgram(rt, router, { dim: 3, experts: 4 });
+    const [w, aux] = prog.run([rt.ones([2, 3]), rt.zeros([3, 4])]) as Tensor[];
+    expect(await list(w)).toEqual(Array(8).fill(0.25));
+    expect(await aux.item()).toBe(0);
+    await expect((prog.run([rt.ones([2, 3]), rt.zeros([4, 3])]) as Tensor[])[0].toArray()).rejects.toThrow(/input param:gate must have shape \(3, 4\), got \[4, 3\]/);
+  });
+
+  it('RouterBase.attach adds the model\'s auxLoss() times auxWeight, through ModelLike', async () => {
+    const losses: { name: string; fn: (t: StepTrace) => Tensor }[] = [];
+    const model = { auxLoss: () => rt.full([], 3) } as unknown as ModelLike; // no handle: only the contract's method
+    const hooks = { rt, model, addLoss: (name: string, fn: (t: StepTrace) => Tensor) => { losses.push({ name, fn }); } } as unknown as TrainingHooks;
+    topk({ auxWeight: 0.5 }).attach(hooks);
+    expect(losses.map((l) => l.name)).toEqual(['topk.aux']);
+    expect(await losses[0].fn({ rt, model, lr: rt.full([], 0.1), step: rt.full([], 1) }).item()).toBeCloseTo(1.5, 6);
   });
 });
 

@@ -24,6 +24,15 @@ describe('programs', () => {
     expect(info.captured).toBe(1);
   });
 
+  it('outlives an enclosing rt.scope() (a scope cannot see into a Program), until free()', async () => {
+    const w = rt.tensor([2, 3]);
+    const prog = await rt.scope(() => trace(rt, { name: 'scoped', inputs: { x: {} } }, ({ x }) => x.mul(w)));
+    expect(await (prog.run({ x: rt.ones([2]) }) as Tensor).tolist()).toEqual([2, 3]); // 'tensor #… was freed' before
+    const base = (await rt.stats()).objects;
+    prog.free();
+    expect((await rt.stats()).objects).toBeLessThan(base);
+  });
+
   it('updates captured tensors in place, as an optimizer step does', async () => {
     const p = rt.tensor([1, 1, 1]);
     const g = rt.tensor([2, 4, 6]);

@@ -9,12 +9,14 @@ import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { Dataset, TextCorpus } from '../sdk/data.js';
 import { MomentumOptimizerBase, OptimizerFields } from '../sdk/families/momentum/base.js';
 import type { StepHyper } from '../sdk/families/momentum/types.js';
-import { PrunerBase, PrunerFields } from '../sdk/families/pruners/base.js';
+import { PrunerBase, type PrunerBaseConfig, PrunerFields } from '../sdk/families/pruners/base.js';
 import type { PruneContext, PrunableWeight } from '../sdk/families/pruners/types.js';
 import type { ParamInfo, TrainingHooks } from '../sdk/hooks.js';
 import { readMetrics } from '../sdk/metrics.js';
 import { Model } from '../sdk/model.js';
-import { definePlugin } from '../sdk/plugin.js';
+import { checkAgainstSchema, definePlugin } from '../sdk/plugin.js';
+import { evaluate } from '../sdk/evaluate.js';
+import { readSafetensors } from '../sdk/safetensors.js';
 import { Trainer } from '../sdk/trainer.js';
 import { startRuntime } from './helpers.js';
 
@@ -47,7 +49,7 @@ const heavyBall = definePlugin({
 });
 
 /** Global magnitude pruning: keep |w| ≥ the k-th largest |w| over all selected weights. */
-class GlobalMagnitude extends PrunerBase<{ sparsity: number; atEpoch: number; rounds: number }> {
+class GlobalMagnitude<C extends PrunerBaseConfig = PrunerBaseConfig> extends PrunerBase<C> {
   masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[] {
     const mags = weights.map((w, i) => w.weight.abs().mul(ctx.current[i]));
     const all = ctx.rt.cat(mags.map((m) => m.flatten()));
@@ -60,6 +62,29 @@ class GlobalMagnitude extends PrunerBase<{ sparsity: number; atEpoch: number; ro
 const globalMagnitude = definePlugin({
   name: 'test-global-magnitude', version: '1.0.0', family: 'pruner', schema: Type.Object({ ...PrunerFields }),
   description: 'global magnitude pruning', create: (c, m) => new GlobalMagnitude(c, m),
+});
+
+/** The same, on one layer's weight only: two of them in one Trainer prune two layers. */
+class LayerMagnitude extends GlobalMagnitude<PrunerBaseConfig & { layer: number }> {
+  override selects(p: ParamInfo): boolean {
+    return p.name === `layers.${this.config.layer}.weight`;
+  }
+}
+const layerMagnitude = definePlugin({
+  name: 'test-layer-magnitude', version: '1.0.0', family: 'pruner',
+  schema: Type.Object({ ...PrunerFields, layer: Type.Integer({ minimum: 0, default: 0, description: 'the layer whose weight it prunes' }) }),
+  description: 'magnitude pruning of one layer', create: (c, m) => new LayerMagnitude(c, m),
+});
+
+/** Gradient descent whose schedule breaks at step 7 (a fit that fails with steps in flight). */
+class BrokenSchedule extends GD {
+  override learningRate(step: number): number {
+    return step === 7 ? Number.NaN : 0.1;
+  }
+}
+const brokenSchedule = definePlugin({
+  name: 'test-broken-schedule', version: '1.0.0', family: 'momentum-optimizer', schema: Type.Object({ ...OptimizerFields }),
+  description: 'a schedule that returns NaN at step 7', create: (c, m) => new BrokenSchedule(c, m),
 });
 
 // ---- shared fixtures ----
@@ -192,22 +217,141 @@ describe('Trainer', () => {
     a.forEach((pa, i) => pa.forEach((v, j) => expect(b[i][j]).toBeCloseTo(v, 5)));
 
     const other = new Trainer({ ...(await setup(0)), optimizer: gd({ lr: 0.1 }) });
+    const mine = await values(other.model);
     await expect(other.resume(join(dir, 'epoch-2.safetensors'))).rejects.toThrow(/written with optimizer momentum-optimizer\/test-heavy-ball@1\.0\.0, this Trainer has momentum-optimizer\/test-gd@1\.0\.0/);
+    // refused before anything changed: not loaded, and not pruned by an attach either
+    expect(await values(other.model)).toEqual(mine);
+  });
+
+  it('survives an enclosing rt.scope(): what the Trainer, its pruner and the data hold is kept', async () => {
+    const model = await rt.scope(async () => mlp(4));
+    const data = await rt.scope(async () => (await Dataset.builtin(rt, 'digits')).split(0.2, 0)[0]);
+    const pruner = globalMagnitude({ sparsity: 0.5, rounds: 2 });
+    const trainer = new Trainer({ model, optimizer: heavyBall({ lr: 0.05 }), plugins: [pruner], epochs: 1, batchSize: 128, progress: 'none' });
+    const first = await rt.scope(() => trainer.fit(data));
+    // the next fit uses the step program, the parameters, the velocities and the masks
+    // made inside that scope (it failed with 'tensor #… was freed')
+    const next = await trainer.fit(data);
+    expect(next[0].epoch).toBe(1);
+    expect(next[0].loss).toBeLessThan(first[0].loss);
+    expect(pruner.rounds).toBe(2);
+    const path = join(tempDir(), 'scoped.safetensors');
+    await rt.scope(() => trainer.save(path));
+    await trainer.save(path);
+  });
+
+  it('evaluates before training without attaching the plugins: the weights are untouched', async () => {
+    const model = await mlp(5);
+    const before = await values(model);
+    const pruner = globalMagnitude({ sparsity: 0.5 }); // prunes when attached (atEpoch 0)
+    const trainer = new Trainer({ model, optimizer: heavyBall({ lr: 0.05 }), plugins: [pruner], epochs: 1, batchSize: 128, progress: 'none' });
+    const baseline = await trainer.evaluate(test);
+    expect(baseline.accuracy).toBeLessThan(0.5);
+    expect(await values(model)).toEqual(before);
+    expect(pruner.rounds).toBe(0);
+    // a checkpoint before training holds the model and optimizer, not yet the plugins
+    const path = join(tempDir(), 'baseline.safetensors');
+    await trainer.save(path);
+    const file = await readSafetensors(path);
+    expect(Object.keys(file.tensors).filter((k) => k.startsWith('pruner'))).toEqual([]);
+    expect(JSON.parse(file.metadata['liaison.trainer']).attached).toBe(false);
+    expect(await values(model)).toEqual(before);
+    // training attaches (and prunes); a Trainer resumed from the baseline does the same
+    const h = await trainer.fit(train);
+    expect(pruner.rounds).toBe(1);
+    const again = new Trainer({ model: await mlp(6), optimizer: heavyBall({ lr: 0.05 }), plugins: [globalMagnitude({ sparsity: 0.5 })], epochs: 1, batchSize: 128, progress: 'none' });
+    await again.resume(path);
+    expect(await values(again.model)).toEqual(before);
+    const h2 = await again.fit(train);
+    expect(h2[0].loss).toBeCloseTo(h[0].loss, 5);
+  });
+
+  it('gives two plugins of one kind their own checkpoint names, and resumes both', async () => {
+    const dir = tempDir();
+    const setup = async (seed: number) => ({
+      model: await mlp(seed), optimizer: heavyBall({ lr: 0.05, beta: 0.9 }),
+      plugins: [layerMagnitude({ sparsity: 0.5, rounds: 2, layer: 0 }), layerMagnitude({ sparsity: 0.8, rounds: 2, layer: 1 })],
+      batchSize: 64, seed: 1, progress: 'none' as const,
+    });
+    const straight = new Trainer({ ...(await setup(0)), checkpointDir: dir });
+    const full = await straight.fit(train, { epochs: 3 });
+    const zeros = async (name: string) => Array.from((await straight.model.param(name).toArray()) as Float32Array).filter((v) => v === 0).length;
+    expect(await zeros('layers.0.weight')).toBe(64 * 64 * 0.5);
+    expect(await zeros('layers.1.weight')).toBe(Math.round(10 * 64 * 0.8));
+    // the first plugin keeps the prefix it asked for; the second, at position 1, gets '#1'
+    const names = Object.keys((await readSafetensors(join(dir, 'epoch-1.safetensors'))).tensors).filter((k) => k.startsWith('pruner'));
+    expect(names.sort()).toEqual(['pruner#1.#round', 'pruner#1.layers.1.weight', 'pruner.#round', 'pruner.layers.0.weight']);
+    const resumed = await Trainer.resume(join(dir, 'epoch-1.safetensors'), await setup(7));
+    const rest = await resumed.fit(train, { epochs: 2 });
+    rest.forEach((r, i) => expect(r.loss).toBeCloseTo(full[i + 1].loss, 5));
+    const [a, b] = await Promise.all([values(straight.model), values(resumed.model)]);
+    a.forEach((pa, i) => pa.forEach((v, j) => expect(b[i][j]).toBeCloseTo(v, 5)));
+  });
+
+  it('lets the steps in flight land before a failed fit() rejects: their events and records are kept', async () => {
+    const metricsFile = join(tempDir(), 'failed.jsonl');
+    const trainer = new Trainer({ model: await mlp(), optimizer: brokenSchedule(), epochs: 1, batchSize: 32, logEvery: 1, inFlight: 8, progress: 'none', metricsFile });
+    const seen: number[] = [];
+    trainer.on('progress', (p) => seen.push(p.step));
+    await expect(trainer.fit(train)).rejects.toThrow(/learningRate\(7\) returned NaN/);
+    const atRejection = [...seen];
+    await new Promise((r) => setTimeout(r, 200));
+    expect(atRejection).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(seen).toEqual(atRejection); // nothing after the rejection
+    expect(readMetrics(metricsFile).filter((r) => r.kind === 'step').map((r) => r.step)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('rejects a failing evaluation once, with no unhandled rejection left behind', async () => {
+    const stray: unknown[] = [];
+    const onStray = (e: unknown) => { stray.push(e); };
+    process.on('unhandledRejection', onStray);
+    try {
+      // 5 outputs, digits has 10 classes: cross_entropy fails in the runtime, and both reads
+      // of the batch (loss and accuracy) reject
+      const narrow = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 5] }, { seed: 0 });
+      await expect(evaluate(narrow, test, { loss: 'cross_entropy' })).rejects.toThrow(/cross_entropy/);
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      process.off('unhandledRejection', onStray);
+    }
+    expect(stray).toEqual([]);
+  });
+
+  it('checks the eval set and the evaluation options when fit() starts, not an epoch later', async () => {
+    const trainer = new Trainer({ model: await mlp(), optimizer: gd(), epochs: 1, progress: 'none' });
+    const reg = await Dataset.builtin(rt, 'diabetes');
+    await expect(trainer.fit(train, { eval: reg })).rejects.toThrow(/loss 'cross_entropy' needs integer class targets, and the eval set's y is float/);
+    await expect(trainer.fit(train, { eval: {} as never })).rejects.toThrow(/opts\.eval must be a Dataset/);
+    const text = TextCorpus.fromBytes(rt, new TextEncoder().encode('the quick brown fox jumps over the lazy dog. '.repeat(8)));
+    await expect(trainer.fitLM(text.sampler(2, 8), { stepsPerEpoch: 2, eval: test as never })).rejects.toThrow(/opts\.eval must be a TextCorpus/);
+    await expect(trainer.fitLM(text.sampler(2, 8), { stepsPerEpoch: 2, eval: text, evalWindows: 0 })).rejects.toThrow(/evalWindows must be an integer >= 1, got 0/);
+    expect(trainer.step).toBe(0); // refused before any step
+    const gpt = await Model.build(rt, { kind: 'gpt', vocab: 128, context: 8, dim: 16, layers: 1, heads: 2 }, { seed: 0 });
+    await expect(evaluate(gpt, text, { loss: 'cross_entropy', context: 8, batchSize: 0 })).rejects.toThrow(/evaluate: batchSize must be an integer >= 1, got 0/);
+    await expect(evaluate(gpt, text, { loss: 'cross_entropy', context: 8, maxWindows: 0 })).rejects.toThrow(/evaluate: maxWindows must be an integer >= 1, got 0/);
+    expect((await evaluate(gpt, text, { loss: 'cross_entropy', context: 8, maxWindows: 3, batchSize: 2 })).perplexity).toBeGreaterThan(1);
   });
 
   it('costs at most one round trip per step and uploads nothing per step', async () => {
     const conn = (rt as unknown as { conn: { request: (kind: string, fields?: { ops?: { op: string }[] }) => Promise<unknown> } }).conn;
     const original = conn.request.bind(conn);
     const trainer = new Trainer({ model: await mlp(), optimizer: gd({ lr: 0.5 }), epochs: 3, batchSize: 64, logEvery: 5, inFlight: 2, progress: 'none' });
-    await trainer.evaluate(test); // attach and set up outside the count
+    await trainer.fit(train, { epochs: 1 }); // attach, set up and trace outside the count
+    const before = trainer.step;
     let batches = 0;
     const ops: Record<string, number> = {};
+    let unconfirmed = 0; // steps sent whose batch has not come back
+    let most = 0;
     conn.request = (kind, fields) => {
-      if (kind === 'batch') {
-        batches++;
-        for (const o of fields?.ops ?? []) ops[o.op] = (ops[o.op] ?? 0) + 1;
-      }
-      return original(kind, fields as never);
+      if (kind !== 'batch') return original(kind, fields as never);
+      batches++;
+      const runs = (fields?.ops ?? []).filter((o) => o.op === 'program_run').length;
+      for (const o of fields?.ops ?? []) ops[o.op] = (ops[o.op] ?? 0) + 1;
+      unconfirmed += runs;
+      most = Math.max(most, unconfirmed);
+      const p = original(kind, fields as never);
+      p.finally(() => { unconfirmed -= runs; }).catch(() => undefined);
+      return p;
     };
     let h;
     try {
@@ -215,11 +359,13 @@ describe('Trainer', () => {
     } finally {
       conn.request = original;
     }
-    const steps = h[2].step;
+    const steps = h[2].step - before;
     expect(ops.program_run).toBe(steps);
     expect(ops.upload ?? 0).toBe(0);
-    expect(batches).toBeLessThanOrEqual(steps + 1); // the definition and each step; epoch ends ride with steps
+    expect(batches).toBeLessThanOrEqual(steps + 1); // each step, and the last frees; epoch ends ride with steps
     expect(batches).toBeGreaterThan(steps / 2); // and steps really are sent ahead, not all at the end
+    expect(most).toBeLessThanOrEqual(2); // inFlight: never more steps unconfirmed than that
+    expect(most).toBe(2); // and the window is used
   });
 
   it('refuses a bad config naming the field', async () => {
@@ -229,6 +375,14 @@ describe('Trainer', () => {
     expect(make({ loss: 'hinge' })).toThrow(/config field 'loss'/);
     expect(make({ epoch: 3 })).toThrow(/unknown config field 'epoch'; the fields are model, optimizer, plugins, epochs/);
     expect(make({ progress: 'fancy' })).toThrow(LiaisonError);
+    expect(make({ batchSize: undefined })().config.batchSize).toBe(64); // undefined takes the default
+    // one check behind the Trainer's config and every plugin's: the same message, the same defaults
+    const schema = Type.Object({ width: Type.Integer({ minimum: 1, default: 4, description: 'how wide' }) });
+    expect(() => checkAgainstSchema(schema, { width: 0 }, 'widget')).toThrow(/^widget: config field 'width' \(how wide\): expected integer to be greater or equal to 1, got 0$/);
+    expect(() => checkAgainstSchema(schema, { height: 1 }, 'widget', ['name'])).toThrow(/^widget: unknown config field 'height'; the fields are name, width$/);
+    expect(checkAgainstSchema(schema, { width: undefined }, 'widget')).toEqual({ width: 4 });
+    expect(() => heavyBall({ beta: 2 })).toThrow(/^momentum-optimizer 'test-heavy-ball': config field 'beta' \(momentum\): expected number to be less or equal to 1, got 2$/);
+    expect(heavyBall({ beta: undefined }).config.beta).toBe(0.9);
     expect(() => new Trainer({ model, optimizer: {} as never })).toThrow(/optimizer must be a MomentumOptimizer/);
     const reg = await Dataset.builtin(rt, 'diabetes');
     await expect(new Trainer({ model, optimizer: gd(), progress: 'none' }).fit(reg)).rejects.toThrow(/loss 'cross_entropy' needs integer class targets/);

@@ -7,10 +7,11 @@
  * small to force evictions, large to check that a policy with room for everything changes
  * nothing. For an instance, its own budget is used.
  */
-import { LiaisonError, type Runtime, Tensor } from '../../bridge/index.js';
+import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
+import { kvPolicyProgram } from '../families/kv-policies/base.js';
 import type { KVPolicy } from '../families/kv-policies/types.js';
 import { Model } from '../model.js';
-import { trace } from '../program.js';
+import type { Program } from '../program.js';
 import { type CaseDef, type CaseContext, check, ConformanceFailure, registrationCases, values } from './suite.js';
 
 type K = KVPolicy;
@@ -47,33 +48,29 @@ export function kvPolicyCases(): CaseDef<K>[] {
         const names = Object.keys(init);
         names.forEach((n) => check(Number.isFinite(init[n]), `state '${n}' starts at ${init[n]}, expected a finite number`));
         const [B, H, T, D] = [2, 3, 7, 4];
-        const inputs: Record<string, { dtype?: 'f32' | 'i64'; shape: (number | string)[] }> = {
-          keys: { shape: ['B', 'H', 'T', 'D'] }, values: { shape: ['B', 'H', 'T', 'D'] },
-          attn: { shape: ['B', 'H', 'T'] }, pos: { dtype: 'i64', shape: ['B', 'H', 'T'] },
-        };
-        for (const n of names) inputs[`state:${n}`] = { dtype: 'f32', shape: ['B', 'H', 'T'] };
-        let prog;
+        // the very program a model installs at its KV hook point
+        let prog: Program;
         try {
-          prog = await trace(rt, { name: `${policy.meta.name}-conformance`, inputs }, (ins) => {
-            const state = Object.fromEntries(names.map((n) => [n, ins[`state:${n}`]]));
-            const r = policy.score({ keys: ins.keys, values: ins.values, attn: ins.attn, pos: ins.pos, state });
-            const { scores, state: next } = r instanceof Tensor ? { scores: r, state: undefined } : r;
-            return [scores, ...names.map((n) => next?.[n] ?? state[n])];
-          });
+          prog = kvPolicyProgram(rt, policy);
+          await rt.flush();
         } catch (e) {
           if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`score() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
           throw e;
         }
-        const keys = rt.randn([B, H, T, D], { seed });
-        const attn = rt.randn([B, H, T], { seed: seed + 1 }).softmax(-1);
-        const pos = rt.arange(0, T, 1, 'i64').reshape([1, 1, T]).expand([B, H, T]).contiguous();
-        const state = names.map((n) => rt.full([B, H, T], init[n]));
-        const outs = prog.run([keys, rt.randn([B, H, T, D], { seed: seed + 2 }), attn, pos, ...state]) as Tensor[];
-        const want = `${B},${H},${T}`;
-        for (const [i, t] of outs.entries()) {
-          const shape = (await t.info()).shape.join();
-          check(shape === want, `${i === 0 ? 'scores' : `state '${names[i - 1]}'`} has shape [${shape}], expected [${want}] (B, H, T)`);
-          check((await values(t)).every((v) => !Number.isNaN(v)), `${i === 0 ? 'scores' : `state '${names[i - 1]}'`} holds NaN`);
+        try {
+          const keys = rt.randn([B, H, T, D], { seed });
+          const attn = rt.randn([B, H, T], { seed: seed + 1 }).softmax(-1);
+          const pos = rt.arange(0, T, 1, 'i64').reshape([1, 1, T]).expand([B, H, T]).contiguous();
+          const state = names.map((n) => rt.full([B, H, T], init[n]));
+          const outs = prog.run([keys, rt.randn([B, H, T, D], { seed: seed + 2 }), attn, pos, ...state]) as Tensor[];
+          const want = `${B},${H},${T}`;
+          for (const [i, t] of outs.entries()) {
+            const shape = (await t.info()).shape.join();
+            check(shape === want, `${i === 0 ? 'scores' : `state '${names[i - 1]}'`} has shape [${shape}], expected [${want}] (B, H, T)`);
+            check((await values(t)).every((v) => !Number.isNaN(v)), `${i === 0 ? 'scores' : `state '${names[i - 1]}'`} holds NaN`);
+          }
+        } finally {
+          prog.free();
         }
       },
     },

@@ -110,9 +110,9 @@ export function prunerCases(): CaseDef<P>[] {
         const epochs = ctx.canOverride ? 2 : Math.max(2, Number(cfg.atEpoch ?? 0) + Number(cfg.rounds ?? 1) + 1);
         const data = await Dataset.builtin(rt, 'digits');
         const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 24, 10] }, { seed });
+        const optimizer = new HeavyBall({ lr: 0.05 }, HeavyBall.meta);
+        const trainer = new Trainer({ model, optimizer, plugins: [pruner], epochs, batchSize: 256, loss: 'cross_entropy', progress: 'none', logEvery: 1000 });
         try {
-          const optimizer = new HeavyBall({ lr: 0.05 }, HeavyBall.meta);
-          const trainer = new Trainer({ model, optimizer, plugins: [pruner], epochs, batchSize: 256, loss: 'cross_entropy', progress: 'none', logEvery: 1000 });
           await trainer.fit(data);
           const chosen = model.params.filter((p) => pruner.selects(p));
           check(chosen.length > 0, 'the pruner selects none of the MLP\'s parameters');
@@ -125,6 +125,10 @@ export function prunerCases(): CaseDef<P>[] {
             check(Math.abs(pruned - want) <= 1, `after training, ${pruned} of ${total} selected entries are zero; sparsity ${sparsity} asks for ${want}: masks must be re-applied after every optimizer step`);
           }
         } finally {
+          // what outlives the case's scope: the trainer's, the pruner's, the data, the model
+          trainer.free();
+          (pruner as Partial<{ free(): void }>).free?.();
+          data.free();
           model.free();
         }
       },

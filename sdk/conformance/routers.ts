@@ -8,9 +8,10 @@
  * (soft routing) and that case is skipped.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
+import { routerProgram } from '../families/routers/base.js';
 import type { Router, RouterDims, RouterParamSpec } from '../families/routers/types.js';
 import { Model } from '../model.js';
-import { trace } from '../program.js';
+import type { Program } from '../program.js';
 import { type CaseDef, check, ConformanceFailure, registrationCases, values } from './suite.js';
 
 type R = Router;
@@ -38,25 +39,21 @@ function initParam(rt: Runtime, spec: RouterParamSpec, seed: number): Tensor {
   }
 }
 
-/** route() traced as a model's MoE layer replays it, run once on seeded tokens. */
+/** route() in the very program a model's MoE layer replays, run once on seeded tokens. */
 async function routeOnce(rt: Runtime, r: R, seed: number): Promise<{ weights: Tensor; aux: Tensor }> {
   const specs = r.params(DIMS);
-  const names = Object.keys(specs);
-  const inputs: Record<string, { shape?: (number | string)[] }> = { x: { shape: ['N', DIMS.dim] } };
-  for (const n of names) inputs[`param:${n}`] = { shape: specs[n].shape };
-  let prog;
+  let prog: Program;
   try {
-    prog = await trace(rt, { name: `${r.meta.name}-conformance`, inputs }, (ins) => {
-      const out = r.route(ins.x, Object.fromEntries(names.map((n) => [n, ins[`param:${n}`]])), DIMS);
-      return [out.weights, out.aux ?? rt.zeros([])];
-    });
+    prog = routerProgram(rt, r, DIMS);
+    await rt.flush();
   } catch (e) {
     if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`route() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
     throw e;
   }
   const x = rt.randn([TOKENS, DIMS.dim], { seed });
-  const params = names.map((n, i) => initParam(rt, specs[n], seed + 1 + i));
+  const params = Object.values(specs).map((spec, i) => initParam(rt, spec, seed + 1 + i));
   const [weights, aux] = prog.run([x, ...params]) as Tensor[];
+  prog.free(); // after the run it was queued with: the runtime holds the outputs
   return { weights, aux };
 }
 

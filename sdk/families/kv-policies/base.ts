@@ -10,6 +10,33 @@ export const KVPolicyFields = {
   budget: Type.Integer({ minimum: 1, default: 256, description: 'cached tokens kept per layer and head' }),
 };
 
+/**
+ * The program a model runs at its KV hook point for `policy` (any KVPolicy, whether or not
+ * it extends {@link KVPolicyBase}): inputs keys, values (B, H, T, D), attn (B, H, T), pos
+ * (B, H, T) i64, then the per-token state (B, H, T) in `state()` order; outputs scores
+ * (B, H, T), then the new state. Defined, not awaited: a trace error throws here, a
+ * definition error surfaces at the next flush.
+ */
+export function kvPolicyProgram(rt: Runtime, policy: KVPolicy): Program {
+  const names = Object.keys(policy.state());
+  const inputs: Record<string, object> = {
+    keys: { shape: ['B', 'H', 'T', 'D'] }, values: { shape: ['B', 'H', 'T', 'D'] },
+    attn: { shape: ['B', 'H', 'T'] }, pos: { dtype: 'i64', shape: ['B', 'H', 'T'] },
+  };
+  for (const n of names) inputs[`state:${n}`] = { dtype: 'f32', shape: ['B', 'H', 'T'] };
+  return define(rt, { name: `${policy.meta.name}-kv`, inputs }, (ins) => {
+    const state = Object.fromEntries(names.map((n) => [n, ins[`state:${n}`]]));
+    const r = policy.score({ keys: ins.keys, values: ins.values, attn: ins.attn, pos: ins.pos, state });
+    const { scores, state: next } = r instanceof Tensor ? { scores: r, state: undefined } : r;
+    return [scores, ...names.map((n) => next?.[n] ?? state[n])];
+  });
+}
+
+/** Options for the runtime's `model_hook(model, 'kv', program, opts)`: the budget and each state's starting value. */
+export function kvHookOptions(policy: KVPolicy): { budget: number; state: number[] } {
+  return { budget: policy.budget, state: Object.values(policy.state()) };
+}
+
 export abstract class KVPolicyBase<C extends { budget: number }> extends PluginBase<C> implements KVPolicy<C> {
   get budget(): number {
     return this.config.budget;
@@ -21,27 +48,13 @@ export abstract class KVPolicyBase<C extends { budget: number }> extends PluginB
 
   abstract score(inputs: KVInputs): Tensor | KVScore;
 
-  /**
-   * The program a model runs at its KV hook point: inputs keys, values, attn, pos, then
-   * the per-token state in `state()` order; outputs scores, then the new state.
-   */
+  /** This policy's hook program ({@link kvPolicyProgram}). */
   program(rt: Runtime): Program {
-    const names = Object.keys(this.state());
-    const inputs: Record<string, object> = {
-      keys: { shape: ['B', 'H', 'T', 'D'] }, values: { shape: ['B', 'H', 'T', 'D'] },
-      attn: { shape: ['B', 'H', 'T'] }, pos: { dtype: 'i64', shape: ['B', 'H', 'T'] },
-    };
-    for (const n of names) inputs[`state:${n}`] = { dtype: 'f32', shape: ['B', 'H', 'T'] };
-    return define(rt, { name: `${this.meta.name}-kv`, inputs }, (ins) => {
-      const state = Object.fromEntries(names.map((n) => [n, ins[`state:${n}`]]));
-      const r = this.score({ keys: ins.keys, values: ins.values, attn: ins.attn, pos: ins.pos, state });
-      const { scores, state: next } = r instanceof Tensor ? { scores: r, state: undefined } : r;
-      return [scores, ...names.map((n) => next?.[n] ?? state[n])];
-    });
+    return kvPolicyProgram(rt, this);
   }
 
-  /** Options for the runtime's `model_hook(model, 'kv', program, opts)`. */
+  /** Options for the runtime's `model_hook(model, 'kv', program, opts)` ({@link kvHookOptions}). */
   hookOptions(): { budget: number; state: number[] } {
-    return { budget: this.budget, state: Object.values(this.state()) };
+    return kvHookOptions(this);
   }
 }

@@ -35,31 +35,52 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     return 1 - keep;
   }
 
-  /** Masks of ones over the selected weights of `model` (held, captured by the step program). */
+  /**
+   * Masks of ones over the selected weights of `model` (held, captured by the step program).
+   * A pruner set up again (another model, another Trainer) drops what it held before.
+   */
   setup(model: ModelLike): void {
     const chosen = model.params.filter((p) => this.selects(p));
     if (!chosen.length) throw new LiaisonError('E_ARG', `${this.id}: selects none of the model's parameters (${model.params.map((p) => p.name).join(', ')})`);
-    this.held = chosen.map((info) => ({ info, param: model.param(info.name), mask: model.rt.ones(info.shape) }));
+    this.free();
+    // kept: they live as long as this pruner, whatever rt.scope() setup ran in
+    this.held = chosen.map((info) => ({ info, param: model.param(info.name).keep(), mask: model.rt.ones(info.shape).keep() }));
     this.round = 0;
-    this.roundT = model.rt.zeros([]);
+    this.roundT = model.rt.zeros([]).keep();
   }
 
-  /** One pruning round now: new masks from `masks()`, copied into the held ones and applied. */
-  prune(rt: Runtime): void {
+  /**
+   * One pruning round now: new masks from `masks()`, copied into the held ones and applied.
+   * It runs inside `rt.scope()`, so what `masks()` makes (its intermediates, the new masks)
+   * is freed once copied: a plugin's `masks()` need not free anything. Queued; resolves once
+   * the scope has closed (the ops go out with the next batch).
+   */
+  async prune(rt: Runtime): Promise<void> {
     if (!this.held.length) throw new LiaisonError('E_ARG', `${this.id}: call setup(model) (or attach it to a Trainer) before prune()`);
     const weights = this.held.map((h) => ({ name: h.info.name, weight: h.param, shape: h.info.shape }));
     const ctx: PruneContext = { rt, round: this.round, current: this.held.map((h) => h.mask), sparsity: this.sparsityAt(this.round) };
-    const next = this.masks(weights, ctx);
-    if (next.length !== this.held.length) throw new LiaisonError('E_ARG', `${this.id}: masks() returned ${next.length} masks for ${this.held.length} weights`);
-    this.held.forEach((h, i) => { h.mask.copy_(next[i]); });
-    this.apply();
+    await rt.scope(() => {
+      const next = this.masks(weights, ctx);
+      if (next.length !== this.held.length) throw new LiaisonError('E_ARG', `${this.id}: masks() returned ${next.length} masks for ${this.held.length} weights`);
+      this.held.forEach((h, i) => { h.mask.copy_(next[i]); });
+      this.apply();
+      this.roundT!.fill_(this.round + 1);
+    });
     this.round++;
-    this.roundT!.fill_(this.round);
+  }
+
+  /** Drop the masks and handles {@link setup} made (a pruner attached to a Trainer is done with them when the Trainer is). */
+  free(): void {
+    for (const h of this.held) { h.param.free(); h.mask.free(); }
+    this.roundT?.free();
+    this.held = [];
+    this.roundT = null;
   }
 
   /** Zero the pruned entries (queued; the step program does this after every optimizer step). */
   apply(): void {
-    for (const h of this.held) h.param.mul_(h.mask);
+    // the in-place op's handle is not needed (inside a trace, free() is a no-op)
+    for (const h of this.held) h.param.mul_(h.mask).free();
   }
 
   /** The masks in force, by parameter name. */
@@ -72,16 +93,16 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     return this.round;
   }
 
-  attach(hooks: TrainingHooks): void {
+  async attach(hooks: TrainingHooks): Promise<void> {
     this.setup(hooks.model);
-    if (this.config.atEpoch === 0) this.prune(hooks.rt);
+    if (this.config.atEpoch === 0) await this.prune(hooks.rt);
     hooks.on('afterOptimizerStep', () => this.apply());
     hooks.on('epochEnd', async ({ epoch }) => {
       // a resumed run restored the count into the tensor; it is read once per epoch
       this.round = await this.roundT!.item();
       // after epoch e (from 0), e + 1 epochs have run: the rounds due by then
       const due = Math.min(this.config.rounds, epoch + 2 - this.config.atEpoch);
-      if (this.round < due) this.prune(hooks.rt);
+      if (this.round < due) await this.prune(hooks.rt);
     });
     // '#round' cannot be a parameter name, so it never meets a mask's key
     hooks.addState('pruner', () => ({ ...this.currentMasks(), '#round': this.roundT! }));

@@ -32,7 +32,8 @@ export interface PruneContext {
 export interface Pruner<C = unknown> extends PluginInstance<C>, TrainerPlugin {
   /**
    * Required: the new masks, one per weight, each shaped as its weight, f32, 1 = keep and
-   * 0 = prune. Queued ops, run once per pruning event (not traced).
+   * 0 = prune. Queued ops, run once per pruning event (not traced), inside `rt.scope()`:
+   * what it makes is freed once the base has copied the new masks in.
    */
   masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[];
   /** Which parameters it prunes. Default (the base class): every parameter of rank ≥ 2 (weights, not biases). */

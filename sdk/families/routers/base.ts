@@ -11,6 +11,25 @@ export const RouterFields = {
   auxWeight: Type.Number({ minimum: 0, default: 0.01, description: 'weight of the auxiliary (load-balancing) loss in the training loss' }),
 };
 
+/**
+ * The routing program a model installs at its router hook point for `router` (any Router,
+ * whether or not it extends {@link RouterBase}): inputs x (N, D) then the layer's
+ * parameters in `params(dims)` order, each checked against its declared shape at every
+ * run; outputs weights (N, E) and aux () (0 when `route()` gives none). Defined, not
+ * awaited: a trace error throws here, a definition error surfaces at the next flush.
+ */
+export function routerProgram(rt: Runtime, router: Router, dims: RouterDims): Program {
+  const specs = router.params(dims);
+  const names = Object.keys(specs);
+  const inputs: Record<string, object> = { x: { shape: ['N', dims.dim] } };
+  for (const n of names) inputs[`param:${n}`] = { shape: specs[n].shape };
+  return define(rt, { name: `${router.meta.name}-router`, inputs }, (ins) => {
+    const params = Object.fromEntries(names.map((n) => [n, ins[`param:${n}`]]));
+    const { weights, aux } = router.route(ins.x, params, dims);
+    return [weights, aux ?? rt.zeros([])];
+  });
+}
+
 export abstract class RouterBase<C extends { auxWeight: number }> extends PluginBase<C> implements Router<C> {
   abstract params(dims: RouterDims): Record<string, RouterParamSpec>;
   abstract route(x: Tensor, params: Record<string, Tensor>, dims: RouterDims): RouteResult;
@@ -19,23 +38,13 @@ export abstract class RouterBase<C extends { auxWeight: number }> extends Plugin
     return this.config.auxWeight;
   }
 
-  /**
-   * The routing program a model installs at its router hook point: inputs x (N, D) then
-   * the layer's parameters in `params()` order; outputs weights (N, E) and aux ().
-   */
+  /** This router's hook program for layers of `dims` ({@link routerProgram}). */
   program(rt: Runtime, dims: RouterDims): Program {
-    const names = Object.keys(this.params(dims));
-    const inputs: Record<string, object> = { x: { shape: ['N', dims.dim] } };
-    for (const n of names) inputs[`param:${n}`] = {};
-    return define(rt, { name: `${this.meta.name}-router`, inputs }, (ins) => {
-      const params = Object.fromEntries(names.map((n) => [n, ins[`param:${n}`]]));
-      const { weights, aux } = this.route(ins.x, params, dims);
-      return [weights, aux ?? rt.zeros([])];
-    });
+    return routerProgram(rt, this, dims);
   }
 
   /** In training, the MoE layers' auxiliary losses join the loss, times `auxWeight`. */
   attach(hooks: TrainingHooks): void {
-    if (this.auxWeight > 0) hooks.addLoss(`${this.meta.name}.aux`, (t) => (t.rt.call('model_aux_loss', [t.model.handle]) as Tensor).mul(this.auxWeight));
+    if (this.auxWeight > 0) hooks.addLoss(`${this.meta.name}.aux`, (t) => t.model.auxLoss().mul(this.auxWeight));
   }
 }
