@@ -112,9 +112,9 @@ export class TensorBoard {
     this.rt.call('tb_flush', [this.writer], undefined, 0);
   }
 
-  /** Flush and drop the writer. */
+  /** Write what is buffered, close the event file, and drop the writer. */
   close(): void {
-    this.flush();
+    this.rt.call('tb_close', [this.writer], undefined, 0);
     this.writer.free();
   }
 }

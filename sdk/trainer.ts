@@ -418,6 +418,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       for (const t of Object.values(s.state)) t.free();
     }
     this.slots = [];
+    this.tb?.close();
+    this.tb = undefined;
     this.freed = true;
   }
 

@@ -49,3 +49,10 @@ def tb_flush(ctx, writer):
     """tb_flush(writer): write the buffered events to disk."""
     _writer("tb_flush", writer).flush()
     return ()
+
+
+@op("tb_close", P("writer", "object"), outputs=0)
+def tb_close(ctx, writer):
+    """tb_close(writer): write what is buffered and close the event file (its writer thread ends)."""
+    _writer("tb_close", writer).close()
+    return ()
