@@ -358,9 +358,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    */
   async save(path: string): Promise<void> {
     this.checkLive('save');
-    const tensors: Record<string, Tensor> = {};
-    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) tensors[optimizerKey(s.info.name, k)] = t;
-    Object.assign(tensors, this.hooks.stateTensors());
+    const tensors = { ...this.optimizerState(), ...this.hooks.stateTensors() };
     const metadata = encodeCheckpoint({
       epoch: this.epoch, step: this.step, optimizer: pluginRecord(this.optimizer),
       plugins: this.plugins.map(pluginRecord), attached: this.attached !== null, config: { ...this.config },
@@ -390,8 +388,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     }
     // the state's checkpoint names are known once the plugins have attached
     if (withPlugins) await this.attach();
-    const targets: Record<string, Tensor> = withPlugins ? { ...this.hooks.stateTensors() } : {};
-    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) targets[optimizerKey(s.info.name, k)] = t;
+    const targets = { ...(withPlugins ? this.hooks.stateTensors() : {}), ...this.optimizerState() };
     checkStateNames(Object.keys(file.tensors), this.model.stateInfo.map((e) => e.name), Object.keys(targets), path);
     await this.rt.scope(async () => {
       // the copies' handles and the uploads are freed when the scope ends
@@ -402,6 +399,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.epoch = c.epoch;
     this.step = c.step;
     this.hooks.stale = true; // the step program counts steps from where it was traced
+  }
+
+  /** The optimizer's state tensors under their checkpoint names (`optimizer/<param>/<key>`). */
+  private optimizerState(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) out[optimizerKey(s.info.name, k)] = t;
+    return out;
   }
 
   /**

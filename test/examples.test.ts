@@ -1,28 +1,17 @@
 // examples/generate.ts runs as a user runs it (a short training run), and the Adam plugin
 // it trains with (plugins/momentum/adam.ts) passes its family's conformance suite and computes
 // what torch.optim.Adam computes.
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { formatReport, runConformance } from '../sdk/conformance/index.js';
 import { trace } from '../sdk/program.js';
-import { startRuntime } from './helpers.js';
+import { runExample, startRuntime } from './helpers.js';
 
-function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('npx', ['tsx', ...args], { env: { ...process.env, ...env } });
-    let out = '', err = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timed out; stdout: ${out}; stderr: ${err}`)); }, 60_000);
-    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
-  });
-}
 
 describe('examples/generate.ts', () => {
   it('trains a GPT on pydoc text, generates from a prompt and compares KV caches', async () => {
-    const { code, out, err } = await run(['examples/generate.ts', 'def '], { LIAISON_EXAMPLE_STEPS: '60' });
+    const { code, out, err } = await runExample(['examples/generate.ts', 'def '], { LIAISON_EXAMPLE_STEPS: '60' });
     expect(code, `${out}\n${err}`).toBe(0);
     const num = (re: RegExp) => {
       const m = re.exec(out);

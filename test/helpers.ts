@@ -61,3 +61,15 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/** Run `npx tsx <args>` as a user runs an example; resolves with its exit code and output. */
+export function runExample(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('npx', ['tsx', ...args], { env: { ...process.env, ...env } });
+    let out = '', err = '';
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timed out; stdout: ${out}; stderr: ${err}`)); }, timeoutMs);
+    child.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
+  });
+}
