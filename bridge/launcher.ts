@@ -23,7 +23,8 @@ export interface SpawnOptions {
   /** Extra environment for the runtime process. */
   env?: Record<string, string>;
   /**
-   * torch's intra-op threads in the runtime (default: torch's own choice, one per core).
+   * torch's intra-op threads in the runtime (default: LIAISON_THREADS, else one per core this
+   * process may use, a cgroup CPU quota included: torch alone counts the host's cores).
    * Several runtimes on one small machine run faster with 1 each than fighting for cores.
    */
   threads?: number;

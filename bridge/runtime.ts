@@ -23,6 +23,8 @@ export interface RuntimeInfo {
   torch: string;
   runtime: string;
   pid: number;
+  /** torch's intra-op threads in the runtime: `SpawnOptions.threads`, else LIAISON_THREADS, else the cores it may use (a cgroup CPU quota counts). */
+  threads: number;
   ops: string[];
   shm: boolean;
 }

@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const tty = process.stderr.isTTY === true;
   const t0 = performance.now();
   const rt = await Runtime.start();
-  console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device}, ready in ${secs(t0)}`);
+  console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'}), ready in ${secs(t0)}`);
   try {
     // 1. The text, held in the runtime as byte tokens, and its held-out tail.
     const corpus = await TextCorpus.load(rt, 'pydoc');

@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   const remote = process.env.LIAISON_ENDPOINT;
   const rt = remote ? await Runtime.connect(remote) : await Runtime.start();
   const where = remote ? `remote runtime at ${remote}` : `local runtime (pid ${rt.info.pid})`;
-  console.log(`${where}: torch ${rt.info.torch} on ${rt.info.device}, ready in ${secs(t0)}`);
+  console.log(`${where}: torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'}), ready in ${secs(t0)}`);
   try {
     // 2. Data, loaded by the runtime (nothing is uploaded), and a seeded held-out split.
     const digits = await Dataset.builtin(rt, 'digits');

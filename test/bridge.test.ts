@@ -11,6 +11,7 @@ describe('a session', () => {
   it('says what it runs on', () => {
     expect(rt.info.device).toBe('cpu');
     expect(rt.info.torch).toMatch(/^2\./);
+    expect(rt.info.threads).toBe(1); // startRuntime asks for one
     expect(rt.info.ops).toContain('matmul');
     expect(rt.info.sid).toMatch(/^[0-9a-f]{16}$/);
   });

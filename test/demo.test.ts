@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { exitOf, startTcpRuntime } from './helpers.js';
+import { EXAMPLE_ENV, exitOf, startTcpRuntime } from './helpers.js';
 
 const dirs: string[] = [];
 afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
@@ -13,7 +13,7 @@ afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true 
 function demo(env: Record<string, string> = {}): { out: string; plot: string } {
   const dir = mkdtempSync(join(tmpdir(), 'liaison-demo-'));
   dirs.push(dir);
-  const r = spawnSync('npx', ['tsx', 'examples/quickstart.ts', '--out', dir], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync('npx', ['tsx', 'examples/quickstart.ts', '--out', dir], { env: { ...process.env, ...EXAMPLE_ENV, ...env }, encoding: 'utf8', timeout: 240_000 });
   expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
   return { out: r.stdout, plot: join(dir, 'liaison-demo-loss.png') };
 }
@@ -37,7 +37,7 @@ function expectPlot(out: string, plot: string): void {
 describe('npm run demo', () => {
   it('trains a CNN on the digits past 95% held-out accuracy with its own local runtime', () => {
     const { out, plot } = demo();
-    expect(out).toMatch(/local runtime \(pid \d+\): torch \S+ on (cpu|cuda)/);
+    expect(out).toMatch(/local runtime \(pid \d+\): torch \S+ on (cpu|cuda\S*) \(1 thread\)/);
     expect(out).toMatch(/1438 to train on, 359 held out/);
     expect(out).toMatch(/13,706 parameters: convs\.0 160, convs\.1 4,640, fc 8,256, head 650/);
     expect(out).toMatch(/before training: held-out accuracy ([\d.]+)%/);
@@ -46,7 +46,7 @@ describe('npm run demo', () => {
     expect(accuracy(out)).toBeGreaterThanOrEqual(95);
     expectPlot(out, plot);
     expect(out).toMatch(/runtime stopped/);
-  }, 130_000);
+  }, 300_000);
 
   it('drives a remote runtime given an endpoint and a key', async () => {
     const key = 'demo-test-key';
@@ -63,5 +63,5 @@ describe('npm run demo', () => {
       server.child.kill('SIGTERM');
       await exitOf(server.child);
     }
-  }, 130_000);
+  }, 300_000);
 });

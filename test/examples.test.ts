@@ -31,7 +31,7 @@ describe('examples/generate.ts', () => {
       expect(ppl).toBeLessThan(before);
     }
     expect(out).toMatch(/runtime stopped/);
-  }, 60_000);
+  }, 300_000);
 });
 
 describe('plugins/momentum/adam.ts', () => {

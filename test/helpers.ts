@@ -11,7 +11,7 @@ export async function startRuntime(opts: StartOptions = {}): Promise<Runtime> {
 
 /** A runtime on tcp:// started by hand, as on a GPU box. Resolves once it listens. */
 export async function startTcpRuntime(key: string | null, extraArgs: string[] = [], host = '127.0.0.1'): Promise<{ child: ChildProcess; endpoint: string; output: () => string }> {
-  const args = ['-m', 'liaison_runtime', '--endpoint', `tcp://${host}:0`, '--device', 'cpu', '--parent-pid', String(process.pid), ...extraArgs];
+  const args = ['-m', 'liaison_runtime', '--endpoint', `tcp://${host}:0`, '--device', 'cpu', '--parent-pid', String(process.pid), '--threads', '1', ...extraArgs];
   const env = runtimeEnv(key === null ? {} : { LIAISON_KEY: key });
   if (key === null) delete env.LIAISON_KEY;
   const child = spawn(resolvePython(), args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -63,9 +63,16 @@ export function alive(pid: number): boolean {
 }
 
 /** Run `npx tsx <args>` as a user runs an example; resolves with its exit code and output. */
-export function runExample(args: string[], env: Record<string, string> = {}, timeoutMs = 90_000): Promise<{ code: number | null; out: string; err: string }> {
+/**
+ * Examples under test start their runtimes with one torch thread, as startRuntime does: vitest
+ * runs files side by side and pytest may run beside them, and runtimes each sized to every core
+ * fight over them (CI once saw a 12 s example take over 60 s).
+ */
+export const EXAMPLE_ENV = { LIAISON_THREADS: '1' };
+
+export function runExample(args: string[], env: Record<string, string> = {}, timeoutMs = 240_000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('npx', ['tsx', ...args], { env: { ...process.env, ...env } });
+    const child = spawn('npx', ['tsx', ...args], { env: { ...process.env, ...EXAMPLE_ENV, ...env } });
     let out = '', err = '';
     child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });

@@ -19,8 +19,10 @@ import os
 import signal
 import sys
 
+import torch
+
 from . import policy
-from .server import Server, pick_device, ready_line
+from .server import Server, cpu_budget, pick_device, ready_line
 
 
 def _key(args) -> bytes | None:
@@ -42,14 +44,18 @@ def main(argv=None) -> int:
                     help="let model_build import and call package.module:function (on for ipc://)")
     ap.add_argument("--allow-files", action="store_true",
                     help="let model_load_file/model_save_file read and write files (on for ipc://)")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int,
+                    help="torch intra-op threads (else LIAISON_THREADS, else the cores this process may use)")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="liaison-runtime %(levelname)s %(message)s")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    threads = args.threads or int(os.environ.get("LIAISON_THREADS") or 0) or None
+    if threads is None:
+        budget = cpu_budget()
+        threads = budget if budget < torch.get_num_threads() else None
+    if threads:
+        torch.set_num_threads(threads)
     policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
                     parent_pid=args.parent_pid, allow_remote=args.allow_remote)

@@ -56,6 +56,7 @@ class Executor:
             return {
                 "sid": s.sid, "minor": MINOR, "runtime": __version__, "torch": torch.__version__,
                 "device": str(self.device), "cuda": self.device.type == "cuda", "pid": os.getpid(),
+                "threads": torch.get_num_threads(),
                 "shm": self.shm, "ops": sorted(OPS) + ["upload", "adopt"], "stats": self.stats(),
             }, [], []
         if kind == "close":

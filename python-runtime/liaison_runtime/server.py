@@ -40,6 +40,36 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_budget(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The cores this process may really use: its affinity, capped by a cgroup CPU quota.
+
+    torch sizes its intra-op pool from the host's cores; in a container limited to two
+    CPUs on a 64-core host that is 64 threads fighting over two, several times slower
+    than two threads. cgroup v2 writes the quota as "max 100000" or "200000 100000",
+    v1 as cpu.cfs_quota_us / cpu.cfs_period_us.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = period = None
+    try:
+        with open(os.path.join(cgroup_root, "cpu.max")) as f:
+            q, p = f.read().split()[:2]
+        if q != "max":
+            quota, period = int(q), int(p)
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as f:
+                q = int(f.read())
+            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_period_us")) as f:
+                p = int(f.read())
+            if q > 0:
+                quota, period = q, p
+        except (OSError, ValueError):
+            pass
+    if quota and period:
+        cores = min(cores, max(1, -(-quota // period)))
+    return max(1, cores)
+
+
 def check_endpoint(endpoint: str, key: bytes | None, allow_remote: bool) -> None:
     u = urlparse(endpoint)
     if u.scheme == "tcp":
@@ -202,4 +232,5 @@ def ready_line(server: Server) -> str:
     return "LIAISON_READY " + json.dumps({
         "endpoint": server.bound, "device": str(server.device), "pid": os.getpid(),
         "runtime": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+        "threads": torch.get_num_threads(),
     })

@@ -9,7 +9,7 @@ import torch
 from liaison_runtime.errors import RuntimeFault
 from liaison_runtime.executor import Executor
 from liaison_runtime.protocol import Handle as H
-from liaison_runtime.server import check_endpoint, pick_device
+from liaison_runtime.server import check_endpoint, cpu_budget, pick_device
 
 
 @pytest.fixture()
@@ -196,3 +196,31 @@ def test_closing_a_session_drops_its_objects_at_once(ex):
     s.put(1, torch.zeros(3))
     ex.sessions.close(s.sid)
     assert len(s.objects) == 0
+
+
+def _cgroup(tmp_path, v2: str | None = None, v1: tuple[int, int] | None = None):
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2 + "\n")
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{v1[0]}\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{v1[1]}\n")
+    return str(tmp_path)
+
+
+def test_cpu_budget_follows_a_cgroup_quota_below_the_cores(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    # no quota files at all, or an unlimited quota: the affinity decides
+    assert cpu_budget(str(tmp_path)) == cores
+    (tmp_path / "a").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "a", v2="max 100000")) == cores
+    (tmp_path / "b").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "b", v2="100000 100000")) == 1
+    (tmp_path / "c").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "c", v2="150000 100000")) == min(cores, 2)  # 1.5 CPUs rounds up
+    (tmp_path / "d").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "d", v1=(50000, 100000))) == 1
+    (tmp_path / "e").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "e", v1=(-1, 100000))) == cores  # v1 writes -1 for no quota
+    (tmp_path / "f").mkdir()
+    assert cpu_budget(_cgroup(tmp_path / "f", v2="garbage")) == cores
