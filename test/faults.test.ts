@@ -208,6 +208,16 @@ describe('a runtime that dies', () => {
   });
 });
 
+describe('thread settings', () => {
+  it('LIAISON_THREADS sizes the runtime, and a bad value stops it with a clear reason', async () => {
+    const r = await Runtime.start({ device: 'cpu', env: { LIAISON_THREADS: '1' } });
+    try { expect(r.info.threads).toBe(1); } finally { await r.close(); }
+    const e = await failure(Runtime.start({ device: 'cpu', env: { LIAISON_THREADS: 'lots' } }));
+    expect(e.code).toBe('E_SPAWN');
+    expect(e.message).toContain("LIAISON_THREADS must be a positive integer, got 'lots'");
+  }, 60_000);
+});
+
 describe('values the wire cannot carry', () => {
   it('fail their own request and leave the connection up', async () => {
     const e = await failure((rt.call('full', [[2], 2n ** 70n as unknown as number]) as { toArray(): Promise<unknown> }).toArray());

@@ -33,6 +33,15 @@ def _key(args) -> bytes | None:
     return k.encode() if k else None
 
 
+def _env_threads() -> int | None:
+    raw = os.environ.get("LIAISON_THREADS", "")
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"liaison-runtime: LIAISON_THREADS must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="liaison-runtime", description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", required=True, help="ipc://PATH, tcp://HOST:PORT (port 0: any free one)")
@@ -50,12 +59,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="liaison-runtime %(levelname)s %(message)s")
-    threads = args.threads or int(os.environ.get("LIAISON_THREADS") or 0) or None
-    if threads is None:
-        budget = cpu_budget()
-        threads = budget if budget < torch.get_num_threads() else None
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads or _env_threads() or min(cpu_budget(), torch.get_num_threads()))
     policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
                     parent_pid=args.parent_pid, allow_remote=args.allow_remote)
