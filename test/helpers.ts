@@ -62,7 +62,6 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Run `npx tsx <args>` as a user runs an example; resolves with its exit code and output. */
 /**
  * Examples under test start their runtimes with one torch thread, as startRuntime does: vitest
  * runs files side by side and pytest may run beside them, and runtimes each sized to every core
@@ -70,6 +69,7 @@ export function alive(pid: number): boolean {
  */
 export const EXAMPLE_ENV = { LIAISON_THREADS: '1' };
 
+/** Run `npx tsx <args>` as a user runs an example; resolves with its exit code and output. */
 export function runExample(args: string[], env: Record<string, string> = {}, timeoutMs = 240_000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn('npx', ['tsx', ...args], { env: { ...process.env, ...EXAMPLE_ENV, ...env } });

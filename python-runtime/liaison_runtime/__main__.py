@@ -33,12 +33,9 @@ def _key(args) -> bytes | None:
     return k.encode() if k else None
 
 
-def _env_threads() -> int | None:
-    raw = os.environ.get("LIAISON_THREADS", "")
-    if not raw:
-        return None
+def _threads(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"liaison-runtime: LIAISON_THREADS must be a positive integer, got {raw!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {raw!r}")
     return int(raw)
 
 
@@ -53,13 +50,18 @@ def main(argv=None) -> int:
                     help="let model_build import and call package.module:function (on for ipc://)")
     ap.add_argument("--allow-files", action="store_true",
                     help="let model_load_file/model_save_file read and write files (on for ipc://)")
-    ap.add_argument("--threads", type=int,
+    ap.add_argument("--threads", type=_threads,
                     help="torch intra-op threads (else LIAISON_THREADS, else the cores this process may use)")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="liaison-runtime %(levelname)s %(message)s")
-    torch.set_num_threads(args.threads or _env_threads() or min(cpu_budget(), torch.get_num_threads()))
+    env_threads = os.environ.get("LIAISON_THREADS")
+    try:
+        threads = args.threads or (_threads(env_threads) if env_threads else None)
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"liaison-runtime: LIAISON_THREADS {e}") from None
+    torch.set_num_threads(threads or min(cpu_budget(), torch.get_num_threads()))
     policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
                     parent_pid=args.parent_pid, allow_remote=args.allow_remote)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -40,33 +41,42 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _cgroup_quota(root: str) -> float | None:
+    """CPUs allowed by a cgroup quota, or None when there is none (or no cgroup files).
+
+    cgroup v2 writes cpu.max as "max 100000" or "200000 100000"; v1 writes
+    cpu/cpu.cfs_quota_us (-1 for none) and cpu/cpu.cfs_period_us.
+    """
+    def read(*parts: str) -> str | None:
+        try:
+            with open(os.path.join(root, *parts)) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    try:
+        if (v2 := read("cpu.max")) is not None:
+            quota, period = v2.split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota, period = read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")
+        if quota is not None and period is not None and int(quota) > 0:
+            return int(quota) / int(period)
+    except ValueError:
+        pass
+    return None
+
+
 def cpu_budget(cgroup_root: str = "/sys/fs/cgroup") -> int:
     """The cores this process may really use: its affinity, capped by a cgroup CPU quota.
 
     torch sizes its intra-op pool from the host's cores; in a container limited to two
     CPUs on a 64-core host that is 64 threads fighting over two, several times slower
-    than two threads. cgroup v2 writes the quota as "max 100000" or "200000 100000",
-    v1 as cpu.cfs_quota_us / cpu.cfs_period_us.
+    than two threads.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = period = None
-    try:
-        with open(os.path.join(cgroup_root, "cpu.max")) as f:
-            q, p = f.read().split()[:2]
-        if q != "max":
-            quota, period = int(q), int(p)
-    except (OSError, ValueError):
-        try:
-            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_quota_us")) as f:
-                q = int(f.read())
-            with open(os.path.join(cgroup_root, "cpu", "cpu.cfs_period_us")) as f:
-                p = int(f.read())
-            if q > 0:
-                quota, period = q, p
-        except (OSError, ValueError):
-            pass
-    if quota and period:
-        cores = min(cores, max(1, -(-quota // period)))
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
     return max(1, cores)
 
 
