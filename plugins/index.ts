@@ -7,6 +7,8 @@
  * ```
  */
 export { gd, GD, GDConfig } from './momentum/gd.js';
+export { nesterov, Nesterov, NesterovConfig, paperMomentum } from './momentum/nesterov.js';
+export { heavyBall, HeavyBall, HeavyBallConfig } from './momentum/heavy-ball.js';
 export { adam, Adam, AdamConfig } from './momentum/adam.js';
 export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
 export { exact, Exact, ExactConfig } from './deflators/exact.js';

@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { Dataset, TextCorpus } from '../sdk/data.js';
-import { MomentumOptimizerBase, OptimizerFields } from '../sdk/families/momentum/base.js';
+import { MomentumOptimizerBase, OptimizerFields, type OptimizerConfig } from '../sdk/families/momentum/base.js';
 import type { StepHyper } from '../sdk/families/momentum/types.js';
 import { PrunerBase, type PrunerBaseConfig, PrunerFields } from '../sdk/families/pruners/base.js';
 import type { PruneContext, PrunableWeight } from '../sdk/families/pruners/types.js';
@@ -22,7 +22,7 @@ import { startRuntime } from './helpers.js';
 
 // ---- plugins written for these tests (the reference ones live in plugins/) ----
 
-class GD extends MomentumOptimizerBase<{ lr: number }> {
+class GD extends MomentumOptimizerBase<OptimizerConfig> {
   update(param: Tensor, grad: Tensor, _state: Record<string, Tensor>, hp: StepHyper): void {
     param.sub_(grad.mul(hp.lr));
   }
@@ -33,7 +33,7 @@ const gd = definePlugin({
 });
 
 /** Heavy ball: v = βv + g, p -= lr·v. It keeps state, so a checkpoint must carry it. */
-class HeavyBall extends MomentumOptimizerBase<{ lr: number; beta: number }> {
+class HeavyBall extends MomentumOptimizerBase<OptimizerConfig & { beta: number }> {
   override init(_p: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { velocity: rt.zeros(info.shape) };
   }

@@ -18,14 +18,14 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { Tensor } from '../../bridge/index.js';
-import { MomentumOptimizerBase, OptimizerFields } from '../../sdk/families/momentum/base.js';
+import { MomentumOptimizerBase, OptimizerFields, WeightDecayField } from '../../sdk/families/momentum/base.js';
 import type { StepHyper } from '../../sdk/families/momentum/types.js';
 import { definePlugin } from '../../sdk/plugin.js';
 
 /** Config of {@link GD}. */
 export const GDConfig = Type.Object({
   ...OptimizerFields,
-  weightDecay: Type.Number({ minimum: 0, default: 0, description: 'L2 weight decay λ added to the gradient as λ·param (0: none)' }),
+  ...WeightDecayField,
 }, { additionalProperties: false });
 export type GDConfig = Static<typeof GDConfig>;
 
@@ -33,9 +33,7 @@ export type GDConfig = Static<typeof GDConfig>;
 export class GD extends MomentumOptimizerBase<GDConfig> {
   /** param ← param − lr·(grad + wd·param); traced once into the step program. */
   update(param: Tensor, grad: Tensor, _state: Record<string, Tensor>, { lr }: StepHyper): void {
-    // decay is a config constant, known at trace time: with none, the program skips the extra ops
-    const direction = this.config.weightDecay > 0 ? grad.add(param.mul(this.config.weightDecay)) : grad;
-    param.addcmul_(direction, lr, -1); // param -= lr * direction, one op (lr is a () tensor)
+    param.addcmul_(this.decayed(param, grad), lr, -1); // param -= lr * direction, one op (lr is a () tensor)
   }
 }
 

@@ -52,7 +52,7 @@ function pruneNow(p: P, sparsity: number): Record<string, unknown> {
 class HeavyBall extends MomentumOptimizerBase<{ lr: number }> {
   static readonly meta: PluginMeta = Object.freeze({
     name: 'conformance-heavy-ball', version: '1.0.0', family: 'momentum-optimizer',
-    schema: Type.Object({ ...OptimizerFields }), description: 'heavy-ball momentum (β = 0.9), the pruner suite’s optimizer',
+    schema: Type.Object({ lr: OptimizerFields.lr }), description: 'heavy-ball momentum (β = 0.9), the pruner suite’s optimizer',
   });
   override init(_p: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { v: rt.zeros(info.shape) };
