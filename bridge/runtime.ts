@@ -239,6 +239,11 @@ export class Runtime {
     return this.recorder !== null;
   }
 
+  /** @internal The recorder of the trace running now (sdk/program.ts marks groups in it), or null. */
+  get activeRecorder(): OpRecorder | null {
+    return this.recorder;
+  }
+
   /** @internal A tensor that exists only inside the program `recorder` traces. */
   symbolic(recorder: OpRecorder): Tensor {
     const t = new Tensor(this, this.nextHandle++);

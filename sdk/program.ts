@@ -59,6 +59,10 @@ export type RunResult<R> = R extends Tensor ? Tensor : R extends readonly Tensor
 
 class Recorder implements OpRecorder {
   readonly ops: OpRecord[] = [];
+  /** Segment boundaries of each {@link traceEach} group: op indices [s0, s1, …, sn]. */
+  readonly groups: number[][] = [];
+  /** Inside a traceEach: groups do not nest. */
+  grouping = false;
   error: LiaisonError | null = null;
   constructor(readonly label: string) {}
   record(rec: OpRecord): void { this.ops.push(rec); }
@@ -182,6 +186,7 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
     state_out: stateOut.map((t) => t.ref) as never,
     state_init: stateNames.map((k) => init[k]),
     specs: specs as never,
+    ...(rec.groups.length ? { groups: rec.groups as never } : {}),
   }) as Tensor;
   // a program lives until free(): an enclosing rt.scope() cannot see into a Program to spare it
   handle.keep();
@@ -202,4 +207,39 @@ function resultShape(name: string, r: unknown): { kind: 'void' | 'one' | 'list' 
     return { kind: 'named', names: entries.map(([k]) => k), tensors: entries.map(([, t]) => t as Tensor) };
   }
   throw bad(`it returned a ${typeof r}`);
+}
+
+/**
+ * Inside a traced function: call `fn` for each item, telling the runtime that the ops each
+ * call records are one computation over different tensors — an optimizer's update of each
+ * parameter, a mask re-applied to each weight. The runtime checks that they are (the same
+ * ops, and no call's writes touched by another) and then replays them side by side, op by
+ * op across the items, as multi-tensor `torch._foreach_*` ops where the op has one: one
+ * dispatch for all the parameters instead of one each. The first run of the program goes
+ * through the ops as written, so every op's own checks run on real tensors first. Calls
+ * that turn out to differ just run one after the other, as written; outside a trace (or
+ * inside another traceEach) this is a plain loop.
+ *
+ * ```ts
+ * traceEach(rt, params, (p) => { p.grad.mul_(0.9) });
+ * ```
+ */
+export function traceEach<T>(rt: Runtime, items: readonly T[], fn: (item: T, index: number) => void): void {
+  const rec = rt.activeRecorder;
+  if (!(rec instanceof Recorder) || rec.grouping) {
+    items.forEach((item, i) => fn(item, i));
+    return;
+  }
+  const bounds = [rec.ops.length];
+  rec.grouping = true;
+  try {
+    items.forEach((item, i) => {
+      fn(item, i);
+      bounds.push(rec.ops.length);
+    });
+  } finally {
+    rec.grouping = false;
+  }
+  // two or more non-empty segments make a group worth replaying side by side
+  if (bounds.length > 2 && bounds.every((b, i) => i === 0 || b > bounds[i - 1])) rec.groups.push(bounds);
 }

@@ -24,7 +24,7 @@ const EPOCHS = 8; // 200 steps
 
 interface Run { name: string; optimizer: MomentumOptimizer; sgd: Record<string, unknown>; schedule: Record<string, unknown> | null }
 const RUNS: Run[] = [
-  { name: 'nesterov', optimizer: nesterov({ lr: 0.05, momentum: 0.9 }), sgd: { lr: 0.05, momentum: 0.9 }, schedule: null },
+  { name: 'nesterov', optimizer: nesterov({ lr: 0.05, momentum: 0.9 }), sgd: { lr: 0.05, momentum: 0.9, nesterov: true }, schedule: null },
   {
     name: 'nesterov + weight decay + cosine',
     optimizer: nesterov({ lr: 0.08, momentum: 0.85, weightDecay: 1e-3, schedule: 'cosine', decaySteps: 200, minLr: 0.004 }),

@@ -1,7 +1,7 @@
 // Programs end to end: traced in TypeScript, defined and replayed in a real runtime.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, Runtime, type Tensor } from '../bridge/index.js';
-import { define, trace } from '../sdk/program.js';
+import { define, trace, traceEach } from '../sdk/program.js';
 import { startRuntime } from './helpers.js';
 
 let rt: Runtime;
@@ -127,5 +127,43 @@ describe('programs', () => {
     expect(afterReplay - before).toBe(1);
     expect(afterBatch - afterReplay).toBe(2000);
     expect(replayed).toEqual(batched);
+  });
+});
+
+describe('traceEach: one computation per item, replayed side by side', () => {
+  it('marks a group the runtime fuses after the first run (describe() shows it), with the values of the ops as written', async () => {
+    const params = [rt.ones([3, 2]), rt.ones([4]), rt.ones([2, 2, 2])];
+    const bufs = params.map((p) => p.mul(0));
+    const prog = await trace(rt, { name: 'momentum-like', inputs: { lr: { dtype: 'f32', shape: [] } } }, ({ lr }) => {
+      traceEach(rt, params, (p, i) => {
+        bufs[i].mul_(0.5).add_(p); // b ← 0.5·b + p
+        p.addcmul_(bufs[i], lr, -1); // p ← p − lr·b
+      });
+    });
+    expect((await prog.describe()).ops).toEqual(Array(3).fill(['mul_', 'add_', 'addcmul_']).flat());
+    let want = 1, b = 0;
+    for (let s = 0; s < 3; s++) {
+      prog.run({ lr: rt.full([], 0.25) });
+      b = 0.5 * b + want;
+      want -= 0.25 * b;
+    }
+    expect((await prog.describe()).ops).toEqual(['mul_', 'add_', 'addcmul_'].map((n) => `${n} (fused over 3 segments)`));
+    for (const p of params) for (const v of (await p.data()).data as Float32Array) expect(v).toBeCloseTo(want, 6);
+    prog.free();
+  });
+
+  it('outside a trace, and inside another traceEach, is a plain loop', async () => {
+    const seen: number[] = [];
+    traceEach(rt, [10, 20], (x, i) => { seen.push(x + i); });
+    expect(seen).toEqual([10, 21]);
+    const ts = [rt.ones([2]), rt.ones([2])];
+    const prog = await trace(rt, { name: 'nested' }, () => {
+      traceEach(rt, [0, 1], (i) => { traceEach(rt, ts, (t) => { t.add_(i); }); });
+    });
+    prog.run();
+    prog.run();
+    // the outer calls differ in their constants (0 and 1): they stay as written, and still compute
+    expect(await ts[0].tolist()).toEqual([3, 3]);
+    prog.free();
   });
 });

@@ -1,9 +1,11 @@
-"""Baseline of sdk.train_step: the Trainer's training loop written in plain PyTorch — an MLP
-on scikit-learn's digits (the runtime's own loader, so both sides train on identical
-arrays and the same 80/20 split), minibatch gradient descent, a fresh seeded permutation
-per epoch, the loss read back every `log_every` steps and at the epoch's end.
+"""Baseline of sdk.train_step and momentum.step: the Trainer's training loop written in plain
+PyTorch — an MLP on scikit-learn's digits (the runtime's own loader, so both sides train on
+identical arrays and the same 80/20 split), minibatch gradient descent (a hand-written
+`p -= lr * grad`) or torch.optim.SGD with Nesterov momentum, a fresh seeded permutation per
+epoch, the loss read back every `log_every` steps and at the epoch's end.
 
-    python train_mlp.py [--batch 64 --hidden 64 --lr 0.5 --log-every 10]
+    python train_mlp.py [--batch 64 --hidden 64 --layers 1 --lr 0.5 --log-every 10
+                         --optimizer gd|nesterov --momentum 0.9]
 
 Serves: prints {"ready": true}, then answers each stdin line N with N timed epochs:
 {"epoch_s": [...], "loss": the last epoch's mean loss}.
@@ -12,6 +14,7 @@ Serves: prints {"ready": true}, then answers each stdin line N with N timed epoc
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -27,6 +30,9 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--layers", type=int, default=1, help="hidden layers of width --hidden")
+    ap.add_argument("--optimizer", choices=("gd", "nesterov"), default="gd")
+    ap.add_argument("--momentum", type=float, default=0.9)
     a = ap.parse_args()
     x_np, y_np = _load("digits")
     x, y = torch.tensor(x_np), torch.tensor(y_np)
@@ -34,8 +40,13 @@ def main() -> None:
     n_test = round(len(y) * 0.2)
     xtr, ytr = x[perm[n_test:]], y[perm[n_test:]]
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, a.hidden), torch.nn.ReLU(), torch.nn.Linear(a.hidden, 10))
+    widths = [64] + [a.hidden] * a.layers
+    layers: list[torch.nn.Module] = []
+    for i, o in itertools.pairwise(widths):
+        layers += [torch.nn.Linear(i, o), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 10))
     params = list(model.parameters())
+    sgd = torch.optim.SGD(params, lr=a.lr, momentum=a.momentum, nesterov=True) if a.optimizer == "nesterov" else None
     n = len(ytr)
     state = {"step": 0, "epoch": 0}
 
@@ -50,9 +61,12 @@ def main() -> None:
             model.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
-            with torch.no_grad():
-                for p in params:
-                    p.sub_(p.grad.mul(a.lr))
+            if sgd is not None:
+                sgd.step()
+            else:
+                with torch.no_grad():
+                    for p in params:
+                        p.sub_(p.grad.mul(a.lr))
             losses.append(loss.detach())
             if state["step"] % a.log_every == 0:
                 float(torch.stack(losses[-a.log_every:]).mean())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .errors import RuntimeFault, classify
+from .fusion import check_groups, fuse
 from .ops.registry import DTYPE_NAMES, OPS, TORCH_DTYPES, Ctx
 from .protocol import Handle
 
@@ -53,7 +54,7 @@ class _Stand:
 class _Step:
     __slots__ = ("name", "fn", "template", "refs", "nested", "outs", "guarded", "writes", "update")
 
-    def __init__(self, name, fn, template, refs, nested, outs, guarded, writes, update):
+    def __init__(self, *, name, fn, template, refs, nested, outs, guarded, writes, update):
         self.name = name
         self.fn = fn
         self.template = template  # bound argument values; slot positions hold stand-ins
@@ -61,7 +62,7 @@ class _Step:
         self.nested = nested  # ((position, index, slot), ...) inside list arguments (cat, stack, …)
         self.outs = outs  # slot indices the results go to
         self.guarded = guarded  # a captured tensor this in-place op writes (the send guard waits for it)
-        self.writes = writes  # the slot this in-place op writes, when it writes a slot (guarded per run)
+        self.writes = writes  # the slots this in-place op writes, when it writes slots (guarded per run)
         self.update = update  # writes a captured tensor: an update, run without autograd
 
 
@@ -114,7 +115,7 @@ class Program:
     `run(ctx, inputs)` is the `program_run` op's path, with the in-place send guard."""
 
     def __init__(self, ctx: Ctx, name: str, records: list, inputs: list, outputs: list,
-                 state_in: list, state_out: list, state_init: list, specs: dict | None):
+                 state_in: list, state_out: list, state_init: list, specs: dict | None, groups=None):
         self.name = name
         self.ctx = Ctx(ctx.device, ctx.session)  # no send guard at hook points: they run inside an op
         self.specs = _checked_specs(name, specs)
@@ -158,6 +159,8 @@ class Program:
             _spec_check(name, f"state {i}", self._spec("state", i), t)
         self.n_slots = len(slots)
         self.guarded = [st.guarded for st in self.steps if st.guarded is not None]
+        # segments to replay side by side (fusion.py), fused after a first run as written
+        self.groups = check_groups(name, groups, len(self.steps))
 
     # ---- definition ----
 
@@ -194,7 +197,7 @@ class Program:
                 self.captured[h.id] = obj
                 stands[h.id] = obj
         bound = d.bind_args(args, kw, _Stand(stands))
-        refs, nested, guarded, writes = [], [], None, None
+        refs, nested, guarded, writes = [], [], None, ()
         for pos, v in enumerate(bound):
             slot = by_identity.get(id(v))
             if slot is not None:
@@ -208,15 +211,15 @@ class Program:
                 if slot is None:
                     guarded = v
                 else:
-                    writes = slot
+                    writes = (slot,)
         outs = [new_slot(h, f"outputs of {name}") for h in rec["out"]]
         if d.outputs >= 0 and len(outs) != d.outputs:
             raise RuntimeFault("E_ARG", f"{name}: makes {d.outputs} outputs but the record names {len(outs)}")
         template = [None if by_identity.get(id(v)) is not None else v for v in bound]
         # an in-place write into a captured tensor (optimizer state, a mask, an EMA) is an update:
         # with autograd on, an operand that requires grad would chain a graph onto it, run after run
-        return _Step(name, d.fn, template, tuple(refs), tuple(nested), tuple(outs), guarded, writes,
-                     guarded is not None)
+        return _Step(name=name, fn=d.fn, template=template, refs=tuple(refs), nested=tuple(nested), outs=tuple(outs),
+                     guarded=guarded, writes=writes, update=guarded is not None)
 
     def _spec(self, kind: str, i: int):
         lst = self.specs.get(kind)
@@ -254,8 +257,9 @@ class Program:
                         if args[pos] is step.template[pos]:
                             args[pos] = list(args[pos])
                         args[pos][j] = vals[slot]
-                if step.writes is not None and guard is not None:
-                    guard(vals[step.writes])  # an input or state may alias memory still being sent
+                if step.writes and guard is not None:
+                    for w in step.writes:
+                        guard(vals[w])  # an input or state may alias memory still being sent
                 if step.update and grad_on():
                     set_grad(False)
                     try:
@@ -280,6 +284,9 @@ class Program:
         except Exception as e:  # noqa: BLE001 — replay failures go back typed, naming the op
             i = self.steps.index(step) if step is not None else 0
             raise classify(e, f"program {self.name!r}, op {i} ({step.name if step else '?'})") from None
+        if self.groups:
+            self.steps = fuse(self.steps, self.groups, vals, _Step)
+            self.groups = []
         if self.state:
             # detached: a state that depends on parameters must not carry this run's graph into the next
             self.state = [(s[1] if type(s) is tuple else vals[s]).detach() for s in self.state_out]
