@@ -63,6 +63,8 @@ class Recorder implements OpRecorder {
   readonly groups: number[][] = [];
   /** Inside a traceEach: groups do not nest. */
   grouping = false;
+  /** [start, end) op ranges recorded inside {@link noGrad}. */
+  readonly noGrad: number[][] = [];
   error: LiaisonError | null = null;
   constructor(readonly label: string) {}
   record(rec: OpRecord): void { this.ops.push(rec); }
@@ -187,6 +189,7 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
     state_init: stateNames.map((k) => init[k]),
     specs: specs as never,
     ...(rec.groups.length ? { groups: rec.groups as never } : {}),
+    ...(rec.noGrad.length ? { no_grad: rec.noGrad as never } : {}),
   }) as Tensor;
   // a program lives until free(): an enclosing rt.scope() cannot see into a Program to spare it
   handle.keep();
@@ -242,4 +245,21 @@ export function traceEach<T>(rt: Runtime, items: readonly T[], fn: (item: T, ind
   }
   // two or more non-empty segments make a group worth replaying side by side
   if (bounds.length > 2 && bounds.every((b, i) => i === 0 || b > bounds[i - 1])) rec.groups.push(bounds);
+}
+
+/**
+ * Inside a traced function: the ops `fn` records run without autograd — an optimizer's
+ * step, a mask re-applied after it. Nothing they compute joins a graph, so a state tensor
+ * updated from a value that requires grad (weight decay's `param.mul(λ)`) is not chained
+ * onto the step's graph, run after run. Outside a trace this just calls `fn`.
+ */
+export function noGrad<T>(rt: Runtime, fn: () => T): T {
+  const rec = rt.activeRecorder;
+  if (!(rec instanceof Recorder)) return fn();
+  const start = rec.ops.length;
+  try {
+    return fn();
+  } finally {
+    if (rec.ops.length > start) rec.noGrad.push([start, rec.ops.length]);
+  }
 }

@@ -35,7 +35,7 @@ import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
-import { define, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
+import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
 import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
 import { StepWindow } from './step-window.js';
@@ -163,9 +163,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
       rt.call('backward', [loss], undefined, 0);
       for (const fn of hooks.traced.afterBackward) fn(t);
-      // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-      traceEach(rt, this.optimizerSlots(), (s) => optimizer.update(s.param, model.grad(s.info.name), s.state, { lr: ins.lr, step: t.step }));
-      for (const fn of hooks.traced.afterOptimizerStep) fn(t);
+      noGrad(rt, () => {
+        const hp = { lr: ins.lr, step: t.step };
+        optimizer.prepare?.(hp);
+        // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
+        traceEach(rt, this.optimizerSlots(), (s) => optimizer.update(s.param, model.grad(s.info.name), s.state, hp));
+        for (const fn of hooks.traced.afterOptimizerStep) fn(t);
+      });
       return loss;
     });
     state.step.free(); // the program holds its own reference

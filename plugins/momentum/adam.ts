@@ -36,26 +36,32 @@ export type AdamConfig = Static<typeof AdamConfig>;
 
 /** Adam: two state tensors per parameter (m, v), updated in place. */
 export class Adam extends MomentumOptimizerBase<AdamConfig> {
-  /** η·√(1 − β₂ᵗ)/(1 − β₁ᵗ) and ε·√(1 − β₂ᵗ) of the step being traced: the same for every parameter, so made once per trace. */
+  /** η·√(1 − β₂ᵗ)/(1 − β₁ᵗ) and ε·√(1 − β₂ᵗ) of the step being traced: the same for every parameter, so made once per step in prepare(). */
   private scalars: { step: Tensor; lr: Tensor; size: Tensor; eps: Tensor } | null = null;
 
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { m: rt.zeros(info.shape), v: rt.zeros(info.shape) };
   }
 
-  /** Traced once into the Trainer's step program: in-place updates of m, v and the parameter. */
-  update(param: Tensor, grad: Tensor, { m, v }: Record<string, Tensor>, { lr, step }: StepHyper): void {
-    const { beta1, beta2, eps } = this.config;
+  /** Traced once per step, before the updates: the bias-corrected step size and ε, () each. */
+  override prepare({ lr, step }: StepHyper): void {
+    const { beta2, beta1, eps } = this.config;
+    const correction = (beta: number) => step.mul(Math.log(beta)).exp().neg().add(1); // () 1 − βᵗ
+    const root2 = correction(beta2).sqrt();
+    this.scalars = { step, lr, size: lr.mul(root2).div(correction(beta1)), eps: root2.mul(eps) };
+  }
+
+  /** Traced once per parameter into the Trainer's step program: in-place updates of m, v and the parameter. */
+  update(param: Tensor, grad: Tensor, { m, v }: Record<string, Tensor>, hp: StepHyper): void {
+    const { beta1, beta2 } = this.config;
+    // made by prepare() for this step's placeholders; a caller that skips prepare() gets them here
+    if (this.scalars?.step !== hp.step || this.scalars.lr !== hp.lr) this.prepare(hp);
+    const { size, eps } = this.scalars!;
     m.lerp_(grad, 1 - beta1); // m ← β₁·m + (1 − β₁)·g
     v.mul_(beta2);
     v.addcmul_(grad, grad, 1 - beta2); // v ← β₂·v + (1 − β₂)·g²
-    if (this.scalars?.step !== step || this.scalars.lr !== lr) {
-      const correction = (beta: number) => step.mul(Math.log(beta)).exp().neg().add(1); // () 1 − βᵗ
-      const root2 = correction(beta2).sqrt();
-      this.scalars = { step, lr, size: lr.mul(root2).div(correction(beta1)), eps: root2.mul(eps) };
-    }
     // m̂ / (√v̂ + ε) · η  =  m / (√v + ε·√(1 − β₂ᵗ)) · η·√(1 − β₂ᵗ)/(1 − β₁ᵗ)
-    param.sub_(m.div(v.sqrt().add(this.scalars.eps)).mul(this.scalars.size));
+    param.sub_(m.div(v.sqrt().add(eps)).mul(size));
   }
 }
 

@@ -42,28 +42,31 @@ export type HeavyBallConfig = Static<typeof HeavyBallConfig>;
 
 /** Heavy-ball momentum: one buffer per parameter, updated in place in the step program. */
 export class HeavyBall extends MomentumOptimizerBase<HeavyBallConfig> {
-  /** β and 1 − τ as () tensors of the step being traced (β·[t > 1] and 1 − τ·[t > 1]), made once per trace. */
+  /** β·[t > 1] and 1 − τ·[t > 1] as () tensors of the step being traced (PyTorch starts the buffer at g, undamped). */
   private coef: { step: Tensor; beta: Tensor; gain: Tensor } | null = null;
 
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { momentum: rt.zeros(info.shape, info.dtype as DType) };
   }
 
-  /** Traced once into the step program: b ← β·b + (1 − τ)·g, then x ← x − η·b. */
-  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, { lr, step }: StepHyper): void {
+  /** Traced once per step, before the updates: the dampened coefficients, when there is dampening. */
+  override prepare({ step }: StepHyper): void {
+    if (this.config.dampening === 0) return;
+    const later = step.gt(1).to('f32'); // () 1 after the first step, else 0
+    this.coef = { step, beta: later.mul(this.config.momentum), gain: later.mul(-this.config.dampening).add(1) };
+  }
+
+  /** Traced once per parameter into the step program: b ← β·b + (1 − τ)·g, then x ← x − η·b. */
+  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper): void {
     const { momentum: beta, dampening } = this.config;
     const g = this.decayed(param, grad);
     if (dampening === 0) {
       b.mul_(beta).add_(g); // from b = 0 the first step gives b = g, as PyTorch's
     } else {
-      // PyTorch starts the buffer at g itself, undamped: the coefficients depend on the step
-      if (this.coef?.step !== step) {
-        const later = step.gt(1).to('f32'); // () 1 after the first step, else 0
-        this.coef = { step, beta: later.mul(beta), gain: later.mul(-dampening).add(1) };
-      }
-      b.mul_(this.coef.beta).addcmul_(g, this.coef.gain);
+      if (this.coef?.step !== hp.step) this.prepare(hp); // a caller that skips prepare()
+      b.mul_(this.coef!.beta).addcmul_(g, this.coef!.gain);
     }
-    param.addcmul_(b, lr, -1); // x ← x − η·b; lr is a () tensor
+    param.addcmul_(b, hp.lr, -1); // x ← x − η·b; lr is a () tensor
   }
 }
 

@@ -40,6 +40,19 @@ def check_groups(name: str, groups, n_steps: int) -> list[list[int]]:
     return out
 
 
+def check_ranges(name: str, ranges, n_steps: int) -> list[tuple[int, int]]:
+    """`ranges`: [start, end) op-index pairs inside the program."""
+    if ranges is None:
+        return []
+    ok = isinstance(ranges, list) and all(
+        isinstance(r, list) and len(r) == 2 and all(type(b) is int for b in r) and 0 <= r[0] <= r[1] <= n_steps
+        for r in ranges)
+    if not ok:
+        raise RuntimeFault("E_ARG", f"program {name!r}: 'no_grad' must be a list of [start, end) op index pairs "
+                           f"within 0..{n_steps}", param="no_grad")
+    return [(a, b) for a, b in ranges]
+
+
 def fuse(steps: list, groups: list[list[int]], vals: list, make_step) -> list:
     """`steps` with each fusable group replaced by one fused step per op position.
     `vals`: the slot values of the run that just succeeded; `make_step(**fields)` builds a step."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .errors import RuntimeFault, classify
-from .fusion import check_groups, fuse
+from .fusion import check_groups, check_ranges, fuse
 from .ops.registry import DTYPE_NAMES, OPS, TORCH_DTYPES, Ctx
 from .protocol import Handle
 
@@ -115,7 +115,8 @@ class Program:
     `run(ctx, inputs)` is the `program_run` op's path, with the in-place send guard."""
 
     def __init__(self, ctx: Ctx, name: str, records: list, inputs: list, outputs: list,
-                 state_in: list, state_out: list, state_init: list, specs: dict | None, groups=None):
+                 state_in: list, state_out: list, state_init: list, specs: dict | None, groups=None,
+                 no_grad=None):
         self.name = name
         self.ctx = Ctx(ctx.device, ctx.session)  # no send guard at hook points: they run inside an op
         self.specs = _checked_specs(name, specs)
@@ -161,6 +162,10 @@ class Program:
         self.guarded = [st.guarded for st in self.steps if st.guarded is not None]
         # segments to replay side by side (fusion.py), fused after a first run as written
         self.groups = check_groups(name, groups, len(self.steps))
+        # ranges that run without autograd (an optimizer step): nothing there joins a graph
+        for start, end in check_ranges(name, no_grad, len(self.steps)):
+            for st in self.steps[start:end]:
+                st.update = True
 
     # ---- definition ----
 

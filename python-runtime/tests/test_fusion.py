@@ -131,3 +131,27 @@ def test_bad_groups_are_refused(groups):
     with pytest.raises(RuntimeFault, match="group|groups") as e:
         r("program_define", "p", ops, [H(10)], [], groups=groups)
     assert e.value.code == "E_ARG"
+
+
+def test_no_grad_ranges_keep_state_off_the_graph():
+    # buf += w * 0.1 through an alias of buf: with autograd on, buf would join w's graph, run after run
+    def run(no_grad):
+        r = runner()
+        w, buf = torch.nn.Parameter(torch.ones(2)), torch.zeros(2)
+        ops = [rec("mul", [100], r.wire(w), 0.1), rec("mul_", [101], r.wire(buf), 1.0),
+               rec("add_", [102], H(101), H(100))]
+        prog = r("program_define", "p", ops, [], [], **({"no_grad": [[0, 3]]} if no_grad else {}))
+        for _ in range(3):
+            prog([])
+        return buf
+
+    assert run(True).tolist() == pytest.approx([0.3, 0.3]) and not run(True).requires_grad
+    assert run(False).grad_fn is not None  # what the range prevents
+
+
+@pytest.mark.parametrize("ranges", [[[0, 9]], [[2, 1]], [[0]], "x"])
+def test_bad_no_grad_ranges_are_refused(ranges):
+    r = runner()
+    with pytest.raises(RuntimeFault, match="no_grad") as e:
+        r("program_define", "p", [rec("neg", [100], H(10))], [H(10)], [], no_grad=ranges)
+    assert e.value.code == "E_ARG"

@@ -28,7 +28,7 @@ function quadratic(rt: Runtime, lr: number): { x: Tensor; a: Tensor; loss: (p: T
 async function stepper(rt: Runtime, opt: M, param: Tensor, state: Record<string, Tensor>, grad: (p: Tensor) => Tensor): Promise<Program> {
   try {
     return await trace(rt, { name: `${opt.meta.name}-conformance`, inputs: { lr: { dtype: 'f32', shape: [] }, step: { dtype: 'f32', shape: [] } } },
-      ({ lr, step }) => { opt.update(param, grad(param), state, { lr, step }); });
+      ({ lr, step }) => { opt.prepare?.({ lr, step }); opt.update(param, grad(param), state, { lr, step }); });
   } catch (e) {
     if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`update() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
     throw e;

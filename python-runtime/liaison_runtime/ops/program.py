@@ -23,22 +23,24 @@ def _program(name: str, obj):
 
 @op("program_define", P("name", "str"), P("ops", "any"), P("inputs", "any"), P("outputs", "any"),
     P("state_in", "any", None), P("state_out", "any", None), P("state_init", "any", None), P("specs", "any", None),
-    P("groups", "any", None))
-def program_define(ctx, name, ops, inputs, outputs, state_in, state_out, state_init, specs, groups):
+    P("groups", "any", None), P("no_grad", "any", None))
+def program_define(ctx, name, ops, inputs, outputs, state_in, state_out, state_init, specs, groups, no_grad):
     """program_define(name, ops, inputs, outputs, state_in=[], state_out=[], state_init=[], specs=None,
-    groups=None): store a traced program. `ops` are op records as in a batch; `inputs`, `outputs`,
+    groups=None, no_grad=None): store a traced program. `ops` are op records as in a batch; `inputs`, `outputs`,
     `state_in`, `state_out` list handles of the trace; `state_init` lists session tensors holding
     the first state. Handles no op makes are captured from the session. Every record is checked
     now. `groups`: lists of op-index boundaries [s0, …, sn] of segments that are one computation
     over different tensors (an optimizer update per parameter), replayed side by side as
-    multi-tensor ops after the first run when they check out (liaison_runtime/fusion.py)."""
+    multi-tensor ops after the first run when they check out (liaison_runtime/fusion.py).
+    `no_grad`: [start, end) op ranges that run without autograd (an optimizer step)."""
     for field, v in (("inputs", inputs), ("outputs", outputs), ("state_in", state_in or []),
                      ("state_out", state_out or []), ("state_init", state_init or [])):
         if not isinstance(v, list):
             raise RuntimeFault("E_ARG", f"program_define: argument '{field}' must be a list of handles", param=field)
     if specs is not None and not isinstance(specs, dict):
         raise RuntimeFault("E_ARG", "program_define: argument 'specs' must be a map", param="specs")
-    return _cls()(ctx, name, ops, inputs, outputs, state_in or [], state_out or [], state_init or [], specs, groups)
+    return _cls()(ctx, name, ops, inputs, outputs, state_in or [], state_out or [], state_init or [], specs,
+                  groups, no_grad)
 
 
 @op("program_run", P("program", "object"), P("inputs", "any", None), outputs=-1)

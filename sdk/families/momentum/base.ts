@@ -27,6 +27,8 @@ export abstract class MomentumOptimizerBase<C extends ScheduleConfig> extends Pl
 
   abstract update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void;
 
+  prepare(_hp: StepHyper): void {}
+
   /** `config.lr` under the configured schedule and warm-up (sdk/families/momentum/schedule.ts). */
   learningRate(step: number): number {
     return scheduledRate(this.config, step);

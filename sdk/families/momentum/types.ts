@@ -34,6 +34,13 @@ export interface MomentumOptimizer<C = unknown> extends PluginInstance<C> {
    */
   update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void;
   /**
+   * Traced once per step before the per-parameter `update()` calls: values every parameter's
+   * update shares (Adam's bias corrections from `hp.step`), kept on the instance for
+   * `update()` to use. Keeping them out of `update()` lets the runtime replay the updates of
+   * all parameters side by side (`traceEach`). Default (the base class): nothing.
+   */
+  prepare?(hp: StepHyper): void;
+  /**
    * The learning rate at `step` (from 1), read by the loop in TypeScript before each step
    * and passed in as `hp.lr`: schedules live here. Default (the base class): `config.lr`.
    */
