@@ -138,10 +138,8 @@ def _column(column, made, written, make_step):
         slots = [dict(st.refs).get(pos) for st in column]
         if all(s is None for s in slots):
             values = [st.template[pos] for st in column]
-            v0 = values[0]
-            same = all(v is v0 for v in values) or (
-                not isinstance(v0, torch.Tensor) and all(type(v) is type(v0) and v == v0 for v in values))
-            template.append(v0 if same else values)
+            same = _same(values)
+            template.append(values[0] if same else values)
             varying.append(not same)
         elif all(s is not None for s in slots):
             local = [m.get(s) for m, s in zip(made, slots, strict=True)]
@@ -161,6 +159,19 @@ def _column(column, made, written, make_step):
     return make_step(name=f"{first.name} (fused over {n} segments)", fn=_kernel(first, varying, n, template),
                      template=template, refs=tuple(refs), nested=tuple(nested),
                      outs=tuple(o for st in column for o in st.outs), guarded=None, writes=writes, update=update)
+
+
+def _same(values) -> bool:
+    """One constant for every segment: the same object, or equal plain values (numbers, strings, lists)."""
+    v0 = values[0]
+    if all(v is v0 for v in values):
+        return True
+    if isinstance(v0, torch.Tensor):
+        return False
+    try:
+        return all(type(v) is type(v0) and bool(v == v0) for v in values)
+    except Exception:  # noqa: BLE001 — a value without a plain equality is taken as differing
+        return False
 
 
 def _kernel(first, varying, n, template):
