@@ -80,6 +80,19 @@ export interface GPTSpec {
 }
 
 /**
+ * The additive model of Liao & Kyrillidis's experiment, h = A₁x + ReLU(A₂u): row i of the
+ * input is [a1ᵢ, a2ᵢ] (B, linear + relu) and the output (B, 1) is a1ᵢ·x + ReLU(a2ᵢ·u).
+ * Parameters `x` (linear) and `u` (relu), both N(0, 1/width) at the start.
+ */
+export interface AdditiveSpec {
+  kind: 'additive';
+  /** Width of x: the columns of A₁ (the strongly convex part). */
+  linear: number;
+  /** Width of u: the columns of A₂ (the part behind the ReLU). */
+  relu: number;
+}
+
+/**
  * Any `torch.nn.Module` a Python callable returns: `{kind: 'factory', ref: 'torch.nn:Linear',
  * kwargs: {in_features: 4, out_features: 2}}`. Only runtimes that allow factories build
  * these (a local one does).
@@ -92,13 +105,14 @@ export interface FactorySpec {
   kwargs?: Record<string, unknown>;
 }
 
-export type ModelSpec = MLPSpec | CNNSpec | GPTSpec | FactorySpec;
+export type ModelSpec = MLPSpec | CNNSpec | GPTSpec | AdditiveSpec | FactorySpec;
 
 /** TypeScript field -> runtime field, per kind; the list is also what is allowed. */
 const FIELDS: Record<ModelSpec['kind'], Record<string, string>> = {
   mlp: { kind: 'kind', sizes: 'sizes', activation: 'activation', bias: 'bias', dropout: 'dropout' },
   cnn: { kind: 'kind', inChannels: 'in_channels', image: 'image', channels: 'channels', kernel: 'kernel', hidden: 'hidden', classes: 'classes' },
   gpt: { kind: 'kind', vocab: 'vocab', context: 'context', dim: 'dim', layers: 'layers', heads: 'heads', mlpRatio: 'mlp_ratio', dropout: 'dropout', moe: 'moe' },
+  additive: { kind: 'kind', linear: 'linear', relu: 'relu' },
   factory: { kind: 'kind', ref: 'ref', kwargs: 'kwargs' },
 };
 const MOE_FIELDS = ['experts', 'hidden', 'every', 'router'];

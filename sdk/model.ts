@@ -79,7 +79,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 export class Model implements ModelLike {
-  /** 'mlp' | 'cnn' | 'gpt' | 'factory', or 'module' for an adopted module. */
+  /** 'mlp' | 'cnn' | 'gpt' | 'additive' | 'factory', or 'module' for an adopted module. */
   readonly kind: string;
   /** Trainable parameters, in named_parameters() order. */
   readonly params: readonly ParamInfo[];

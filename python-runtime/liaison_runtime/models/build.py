@@ -10,13 +10,14 @@ from torch import nn
 
 from .. import policy
 from ..errors import RuntimeFault
+from .additive import Additive
 from .base import REQUIRED, boolean, choice, fields, is_int, number, pos_int, pos_ints, spec_fault
 from .cnn import CNN
 from .gpt import GPT
 from .mlp import ACTIVATIONS, MLP
 from .moe import MoE, init_param
 
-KINDS = ("mlp", "cnn", "gpt", "factory")
+KINDS = ("mlp", "cnn", "gpt", "additive", "factory")
 INITS = ("normal", "zeros", "ones", "uniform")
 
 
@@ -88,6 +89,11 @@ def _gpt(spec: dict) -> nn.Module:
                make_moe)
 
 
+def _additive(spec: dict) -> nn.Module:
+    f = fields(spec, "", {"kind": REQUIRED, "linear": REQUIRED, "relu": REQUIRED, "seed": None})
+    return Additive(pos_int("linear", f["linear"]), pos_int("relu", f["relu"]))
+
+
 def _factory(spec: dict) -> nn.Module:
     f = fields(spec, "", {"kind": REQUIRED, "ref": REQUIRED, "kwargs": {}, "seed": None})
     if not policy.ALLOW_FACTORIES:
@@ -121,7 +127,7 @@ def _factory(spec: dict) -> nn.Module:
     return m
 
 
-_BUILDERS = {"mlp": _mlp, "cnn": _cnn, "gpt": _gpt, "factory": _factory}
+_BUILDERS = {"mlp": _mlp, "cnn": _cnn, "gpt": _gpt, "additive": _additive, "factory": _factory}
 
 
 def build(spec, device: torch.device) -> nn.Module:

@@ -59,7 +59,7 @@ def _strs(name: str, param: str, v) -> list[str]:
 
 @op("model_build", P("spec", "any"))
 def model_build(ctx, spec):
-    """model_build(spec): a model from a spec map of kind 'mlp', 'cnn', 'gpt' or 'factory'.
+    """model_build(spec): a model from a spec map of kind 'mlp', 'cnn', 'gpt', 'additive' or 'factory'.
 
     The fields of each kind are in liaison_runtime/models/build.py; an integer 'seed' makes the
     initial weights reproducible; a bad field is refused naming it."""
