@@ -12,5 +12,8 @@ export { heavyBall, HeavyBall, HeavyBallConfig } from './momentum/heavy-ball.js'
 export { adam, Adam, AdamConfig } from './momentum/adam.js';
 export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
 export { exact, Exact, ExactConfig } from './deflators/exact.js';
+export { hotelling, Hotelling, HotellingConfig } from './deflators/hotelling.js';
+export { parallelDeflation, ParallelDeflation, ParallelDeflationConfig } from './deflators/parallel-deflation.js';
+export { eigengameMu, EigengameMu, EigengameMuConfig } from './deflators/eigengame-mu.js';
 export { topk, TopK, TopKConfig } from './routers/topk.js';
 export { slidingWindow, SlidingWindow, SlidingWindowConfig } from './kv-policies/sliding-window.js';

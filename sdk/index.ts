@@ -31,10 +31,12 @@ export { writeSafetensors, readSafetensors, parseSafetensors } from './safetenso
 export { plotLines, type PlotSpec, type Series } from './plot.js';
 export * from './families/momentum/types.js';
 export * from './families/momentum/base.js';
+export * from './families/momentum/schedule.js';
 export * from './families/pruners/types.js';
 export * from './families/pruners/base.js';
 export * from './families/deflators/types.js';
 export * from './families/deflators/base.js';
+export * from './families/deflators/errors.js';
 export * from './families/routers/types.js';
 export * from './families/routers/base.js';
 export * from './families/kv-policies/types.js';

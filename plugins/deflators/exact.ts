@@ -15,8 +15,7 @@
  * ```
  */
 import { type Static, Type } from '@sinclair/typebox';
-import { LiaisonError } from '../../bridge/index.js';
-import { DeflatorBase } from '../../sdk/families/deflators/base.js';
+import { canonicalSigns, checkK, DeflatorBase } from '../../sdk/families/deflators/base.js';
 import type { DeflationContext, DeflationProblem, DeflationResult } from '../../sdk/families/deflators/types.js';
 import { definePlugin } from '../../sdk/plugin.js';
 
@@ -29,17 +28,14 @@ export type ExactConfig = Static<typeof ExactConfig>;
 /** Top-k eigenpairs from one full eigendecomposition; one round. */
 export class Exact extends DeflatorBase<ExactConfig> {
   async fit({ cov, d, k }: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
-    if (!Number.isInteger(k) || k < 1 || k > d) throw new LiaisonError('E_ARG', `${this.id}: k must be an integer in 1..d (${d}), got ${k}`, { param: 'k' });
+    checkK(this.id, d, k);
     const { dtype } = await cov.info();
     const a = this.config.float64 ? cov.to('f64') : cov;
     const [vals, vecs] = a.eigh(); // (d,) ascending, (d, d) columns
     // the last k columns, largest eigenvalue first
     const top = vecs.slice(1, d - k, d).flip(1); // (d, k)
     const values = vals.slice(0, d - k, d).flip(0); // (k,)
-    // sign: the largest-|entry| of each column positive (an exact zero column cannot occur)
-    const at = top.abs().argmax(0, true); // (1, k) row of each column's largest |entry|
-    const sign = top.gather(0, at).sign(); // (1, k) ±1
-    const vectors = top.mul(sign.where(sign.ne(0), 1));
+    const vectors = canonicalSigns(top); // the largest-|entry| of each column positive
     const out = { vectors: vectors.to(dtype), values: values.to(dtype) };
     // a direct method reads the whole matrix: d matrix–vector products' worth per component
     const matvecs = d * k;

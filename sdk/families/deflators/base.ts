@@ -1,5 +1,5 @@
 /** Shared base of the Deflator family. */
-import type { Tensor } from '../../../bridge/index.js';
+import { type DType, LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
 import { PluginBase } from '../../plugin.js';
 import type { DeflationContext, DeflationProblem, DeflationResult, Deflator } from './types.js';
 
@@ -15,4 +15,34 @@ export function rayleigh(cov: Tensor, vectors: Tensor): Tensor {
 /** Columns scaled to unit norm: (d, k) -> (d, k). */
 export function normalizeColumns(v: Tensor): Tensor {
   return v.div(v.norm(2, 0, true).clamp(1e-30));
+}
+
+/**
+ * Deterministic signs, as scikit-learn's `svd_flip` makes them: each column (d, k) flipped
+ * so that its entry of largest magnitude is positive (a zero column stays zero).
+ */
+export function canonicalSigns(v: Tensor): Tensor {
+  const at = v.abs().argmax(0, true); // (1, k) row of each column's largest |entry|
+  const sign = v.gather(0, at).sign(); // (1, k) ±1, 0 for a zero column
+  return v.mul(sign.where(sign.ne(0), 1));
+}
+
+/**
+ * A fit's result in the family's order: columns of `vectors` (d, k) sorted by `values` (k,)
+ * descending (an inexact method may find components out of order), signs made
+ * deterministic with {@link canonicalSigns}. Queued ops only.
+ */
+export function sortedResult(vectors: Tensor, values: Tensor): { vectors: Tensor; values: Tensor } {
+  const [sorted, order] = values.sort(0, true); // (k,), (k,) i64
+  return { vectors: canonicalSigns(vectors.indexSelect(1, order)), values: sorted };
+}
+
+/** Random unit starting vectors (d, k), reproducible for a seed. */
+export function randomStarts(rt: Runtime, d: number, k: number, seed: number, dtype: DType): Tensor {
+  return normalizeColumns(rt.randn([d, k], { seed, dtype }));
+}
+
+/** `k` an integer in 1..d, else E_ARG naming k. */
+export function checkK(id: string, d: number, k: number): void {
+  if (!Number.isInteger(k) || k < 1 || k > d) throw new LiaisonError('E_ARG', `${id}: k must be an integer in 1..d (${d}), got ${k}`, { param: 'k' });
 }

@@ -15,6 +15,12 @@ export interface DeflationProblem {
   d: number;
   /** Components wanted, 1 ≤ k ≤ d. */
   k: number;
+  /**
+   * (n, d) the data rows behind `cov`, centered (so `cov` = dataᵀdata / n), same dtype.
+   * Optional: only stochastic methods that draw minibatches of rows need it
+   * (`parallel-deflation` in `hebbian` mode); the others use `cov` alone.
+   */
+  data?: Tensor;
 }
 
 export interface DeflationContext {
@@ -24,7 +30,9 @@ export interface DeflationContext {
   /**
    * Called after each round (an outer iteration of the method) with the current estimates
    * (d, k), columns unit-norm; awaited, so the caller may read them. `matvecs` counts
-   * matrix–vector products so far (budgets compare methods fairly).
+   * matrix–vector products so far (budgets compare methods fairly). `vectors` may be freed
+   * once the call returns: `clone()` it to keep it. A method that reads nothing itself
+   * costs no round trip per round unless this callback reads.
    */
   onRound?(round: number, vectors: Tensor, matvecs: number): void | Promise<void>;
 }

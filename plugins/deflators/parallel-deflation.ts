@@ -1,0 +1,114 @@
+/**
+ * Parallel Deflation: K workers find the top-K eigenvectors at once (Liao, Su, Kyrillidis,
+ * "Provable Model-Parallel Distributed Principal Component Analysis with Parallel
+ * Deflation", CPAL 2025, https://arxiv.org/abs/2502.17615).
+ *
+ * Worker k targets eigenvector k and joins at round k. In every round it deflates the
+ * ORIGINAL matrix with the previous round's broadcast estimates of its predecessors,
+ * Σ_k = Σ − Σ_{k'<k} (v_{k'}ᵀΣv_{k'}) v_{k'}v_{k'}ᵀ, runs T local steps warm-started from
+ * its own last estimate, then all workers broadcast; L rounds in all (L ≥ K). Unlike
+ * Hotelling's deflation no worker waits for its predecessors to finish, and an early error
+ * of a predecessor is corrected in later rounds instead of being frozen into every
+ * successor's matrix.
+ *
+ * Local steps: `power` (deterministic, x ← Σ_k x / ‖Σ_k x‖) or `hebbian` (stochastic, Hebb's
+ * rule on minibatches of the data rows, x ← normalize(x + η_t Σ̂_k x), step size
+ * η_t = lr / ((1 + t/lrDecay)·ρ̂_t) — a schedule of our choosing, the paper's is not public
+ * in that form). The worker boundary and the batched path for workers sharing one runtime
+ * are in sdk/families/deflators/workers.ts; docs/deflation.md has the details.
+ *
+ * Rounds: one per broadcast (L). Matvecs: T per joined worker per round (+1 when a worker
+ * joins); in hebbian mode 2·B/d per worker step (multiply–add equivalents) and k at the end
+ * for the Rayleigh values.
+ *
+ * ```ts
+ * const r = await parallelDeflation({ localSteps: 10 }).fit({ cov, d, k: 30 }, { rt, seed: 0 });
+ * ```
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import { type DType, LiaisonError, type Tensor } from '../../bridge/index.js';
+import { checkK, DeflatorBase, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
+import type { DeflationContext, DeflationProblem, DeflationResult } from '../../sdk/families/deflators/types.js';
+import { BatchedPool, type Broadcast, type LocalRule, PerWorkerPool, type WorkerPool } from '../../sdk/families/deflators/workers.js';
+import { definePlugin } from '../../sdk/plugin.js';
+
+/** Config of {@link ParallelDeflation}. */
+export const ParallelDeflationConfig = Type.Object({
+  localSteps: Type.Integer({ minimum: 1, default: 10, description: 'T: local steps each worker runs per round, warm-started from its own last estimate' }),
+  rounds: Type.Optional(Type.Integer({ minimum: 1, description: 'L: rounds in all, at least k since worker k joins at round k (default 2k)' })),
+  mode: Type.Union([Type.Literal('power'), Type.Literal('hebbian')], { default: 'power', description: "local steps: 'power' iteration on the deflated matrix, or 'hebbian' (Hebb's rule on minibatches of problem.data)" }),
+  batchSize: Type.Integer({ minimum: 1, default: 64, description: 'hebbian: data rows per minibatch' }),
+  lr: Type.Number({ exclusiveMinimum: 0, default: 0.5, description: 'hebbian: step size η₀, in units of 1/ρ̂ (the minibatch Rayleigh value), so it does not depend on the data scale' }),
+  lrDecay: Type.Number({ exclusiveMinimum: 0, default: 10, description: 'hebbian: η_t = η₀ / (1 + t/lrDecay), t the worker\'s local steps since it joined' }),
+  execution: Type.Union([Type.Literal('batched'), Type.Literal('per-worker')], { default: 'batched', description: "'batched': co-located workers' steps as one program per round; 'per-worker': each worker alone on its inputs (the reference)" }),
+  float64: Type.Boolean({ default: false, description: 'iterate in float64; results come back in the input dtype' }),
+}, { additionalProperties: false });
+export type ParallelDeflationConfig = Static<typeof ParallelDeflationConfig>;
+
+/** A coordinator running L rounds of K workers (sdk/families/deflators/workers.ts). */
+export class ParallelDeflation extends DeflatorBase<ParallelDeflationConfig> {
+  async fit({ cov, d, k, data }: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
+    checkK(this.id, d, k);
+    const c = this.config;
+    const rounds = c.rounds ?? 2 * k;
+    if (rounds < k) throw new LiaisonError('E_ARG', `${this.id}: rounds (L = ${rounds}) must be at least k = ${k}: worker k joins at round k`, { param: 'rounds' });
+    if (c.mode === 'hebbian' && !data) throw new LiaisonError('E_ARG', `${this.id}: mode 'hebbian' draws minibatches of data rows: pass problem.data, the (n, d) centered rows`, { param: 'data' });
+    const { rt, seed } = ctx;
+    const { dtype } = await cov.info();
+    const wdt = c.float64 ? 'f64' : dtype;
+    let n = 0;
+    if (c.mode === 'hebbian') {
+      const info = await data!.info();
+      if (info.shape.length !== 2 || info.shape[1] !== d) throw new LiaisonError('E_ARG', `${this.id}: problem.data must be (n, d = ${d}), got [${info.shape}]`, { param: 'data' });
+      n = info.shape[0];
+    }
+    return rt.scope(async () => {
+      const a = wdt === dtype ? cov : cov.to(wdt);
+      const rule: LocalRule = c.mode === 'power'
+        ? { mode: 'power', cov: a, steps: c.localSteps }
+        : { mode: 'hebbian', data: data!.to(wdt), dim: d, dtype: wdt, steps: c.localSteps, batchSize: c.batchSize, lr: c.lr, lrDecay: c.lrDecay };
+      const pool: WorkerPool = c.execution === 'batched' ? new BatchedPool(rt, rule) : new PerWorkerPool(rt, rule);
+      const starts = randomStarts(rt, d, k, seed, wdt); // (d, k): column j is worker j's start
+      let bcast: Broadcast | null = null;
+      try {
+        for (let r = 1; r <= rounds; r++) {
+          if (r <= k) pool.join(starts.narrow(1, r - 1, 1)); // worker r joins at round r
+          const rows = c.mode === 'hebbian' ? rt.randint(0, n, [c.localSteps, c.batchSize], { seed: seed * 100_003 + r }) : undefined;
+          bcast = pool.round(bcast, rows);
+          rows?.free();
+          if (ctx.onRound) await this.report(ctx, r, bcast, starts, k, dtype === wdt ? null : dtype, pool.matvecs);
+        }
+        const b = bcast!;
+        // power mode broadcasts exact Rayleigh values; hebbian's are minibatch estimates
+        const values = c.mode === 'power' ? b.values : rayleigh(a, b.vectors);
+        const out = sortedResult(b.vectors, values);
+        const matvecs = pool.matvecs + (c.mode === 'power' ? 0 : k);
+        return { vectors: out.vectors.to(dtype), values: out.values.to(dtype), rounds, matvecs };
+      } finally {
+        pool.free();
+      }
+    });
+  }
+
+  /** onRound with (d, k): joined workers' estimates, the not-yet-joined ones' untouched starts. */
+  private async report(ctx: DeflationContext, r: number, b: Broadcast, starts: Tensor, k: number, cast: DType | null, matvecs: number): Promise<void> {
+    const joined = Math.min(r, k);
+    const made: Tensor[] = [];
+    let v = b.vectors;
+    if (joined < k) made.push(v = ctx.rt.cat([v, starts.narrow(1, joined, k - joined)], 1));
+    if (cast) made.push(v = v.to(cast));
+    await ctx.onRound!(r, v, matvecs);
+    for (const t of made) t.free(); // valid during the call only
+  }
+}
+
+/** The `parallel-deflation` registration: `parallelDeflation({ localSteps, rounds, mode, … })`. */
+export const parallelDeflation = definePlugin({
+  name: 'parallel-deflation',
+  version: '1.0.0',
+  family: 'deflator',
+  schema: ParallelDeflationConfig,
+  description: 'Parallel Deflation: K workers, worker k joins at round k, deflating the original matrix with the previous round\'s estimates (power or Hebbian steps)',
+  paper: 'https://arxiv.org/abs/2502.17615',
+  create: (config, meta) => new ParallelDeflation(config, meta),
+});
