@@ -16,28 +16,27 @@
  * table of final errors, matvecs and wall time (of a second, untracked fit: reading errors
  * every round costs a round trip per round) and writes the numbers to deflation-spectra.json.
  *
- *     npx tsx examples/deflation-spectra.ts                 # plot: examples/out/deflation-spectra.png
+ *     npx tsx examples/deflation-spectra.ts                 # plot: examples/out/deflation-spectra.png (--out DIR: elsewhere)
  *     LIAISON_DEFLATION_D=200 LIAISON_DEFLATION_K=8 LIAISON_DEFLATION_BUDGET=2000 npx tsx examples/deflation-spectra.ts
  *
  * Knobs: LIAISON_DEFLATION_D (1000), _K (30), _BUDGET (matvecs, 30000), _T (Parallel
  * Deflation's local steps per round, 10).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative } from 'node:path';
 import { LiaisonError, Runtime, type Tensor } from '../bridge/index.js';
 import { eigengameMu, exact, hotelling, parallelDeflation } from '../plugins/index.js';
 import { errorSummary, errorTracker, type TrackedRound } from '../sdk/families/deflators/errors.js';
 import type { Deflator } from '../sdk/families/deflators/types.js';
 import { plotLines, type Series } from '../sdk/plot.js';
-import { positiveInt, secs } from './env.js';
+import { outDir, positiveInt, secs } from './env.js';
 
 const D = positiveInt('LIAISON_DEFLATION_D', 1000);
 const K = positiveInt('LIAISON_DEFLATION_K', 30);
 const BUDGET = positiveInt('LIAISON_DEFLATION_BUDGET', 30_000);
 const T = positiveInt('LIAISON_DEFLATION_T', 10);
 const SEED = 0;
-const OUT = join(dirname(fileURLToPath(import.meta.url)), 'out');
+const OUT = outDir(process.argv.slice(2)); // --out DIR, default examples/out
 
 /** A log axis cannot show 0. */
 const floor = (y: number) => Math.max(y, 1e-12);

@@ -3,20 +3,9 @@
  * run through the Trainer that records the loss at every iteration, iterations to a target,
  * medians over seeds, and the tables (plain text for the terminal, markdown for a file).
  */
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { LiaisonError } from '../bridge/index.js';
 import type { Dataset, Model, MomentumOptimizer } from '../sdk/index.js';
 import { Trainer } from '../sdk/index.js';
-
-/** `--out DIR` (or `--out=DIR`) from the command line; default examples/out, which git ignores. */
-export function outDir(argv: readonly string[]): string {
-  const i = argv.findIndex((a) => a === '--out' || a.startsWith('--out='));
-  if (i < 0) return join(dirname(fileURLToPath(import.meta.url)), 'out');
-  const value = argv[i].startsWith('--out=') ? argv[i].slice(6) : argv[i + 1];
-  if (!value) throw new LiaisonError('E_ARG', '--out needs a folder: --out runs');
-  return resolve(value);
-}
 
 /** Positive numbers, comma-separated, from environment variable `name`, else `fallback`. */
 export function positiveNumbers(name: string, fallback: number[]): number[] {

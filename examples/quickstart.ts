@@ -21,10 +21,9 @@
  * (the data and the model then live on that machine; only the plot is drawn here).
  */
 import { mkdirSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { LiaisonError, Runtime } from '../bridge/index.js';
-import { positiveInt, secs } from './env.js';
+import { dirname, isAbsolute, join, relative } from 'node:path';
+import { Runtime } from '../bridge/index.js';
+import { outDir, positiveInt, secs } from './env.js';
 import { gd } from '../plugins/index.js';
 import { Dataset, Model, plotLines, Trainer } from '../sdk/index.js';
 
@@ -34,15 +33,6 @@ const LR = 0.1;
 const LOG_EVERY = 10; // steps between the training-loss points of the plot
 const PLOT = 'liaison-demo-loss.png';
 
-
-/** `--out DIR` (or `--out=DIR`) from the command line; default examples/out beside this file, which git ignores. */
-function outDir(argv: string[]): string {
-  const i = argv.findIndex((a) => a === '--out' || a.startsWith('--out='));
-  if (i < 0) return join(dirname(fileURLToPath(import.meta.url)), 'out');
-  const value = argv[i].startsWith('--out=') ? argv[i].slice(6) : argv[i + 1];
-  if (!value) throw new LiaisonError('E_ARG', '--out needs a folder: npm run demo -- --out runs');
-  return resolve(value);
-}
 
 /** A path as the user would type it: relative to the working folder when inside it. */
 function shown(path: string): string {

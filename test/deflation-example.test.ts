@@ -1,11 +1,15 @@
 // examples/deflation-spectra.ts runs as a user runs it (a small d, K and budget): four
 // deflators on the two synthetic spectra at one matvec budget, a table, two plots and the
 // numbers as JSON.
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { runExample } from './helpers.js';
 
-const OUT = 'examples/out';
+// a folder of its own, so that a test run leaves the user's examples/out as it was
+const OUT = mkdtempSync(join(tmpdir(), 'liaison-deflation-'));
+afterAll(() => rmSync(OUT, { recursive: true, force: true }));
 const ENV = { LIAISON_DEFLATION_D: '120', LIAISON_DEFLATION_K: '6', LIAISON_DEFLATION_BUDGET: '600', LIAISON_DEFLATION_T: '5' };
 
 interface Row { spectrum: string; method: string; max: number; errors: number[]; matvecs: number; rounds: number; history: { round: number; matvecs: number; max: number }[] }
@@ -13,7 +17,7 @@ interface Row { spectrum: string; method: string; max: number; errors: number[];
 describe('examples/deflation-spectra.ts', () => {
   it('runs exact, hotelling, parallel-deflation and eigengame-mu at one budget, tabulates, plots and saves the curves', async () => {
     const started = Date.now();
-    const { code, out, err } = await runExample(['examples/deflation-spectra.ts'], ENV);
+    const { code, out, err } = await runExample(['examples/deflation-spectra.ts', '--out', OUT], ENV);
     expect(code, `${out}\n${err}`).toBe(0);
     expect(out).toMatch(/d = 120, K = 6, budget 600 matrix-vector products per method/);
     for (const spectrum of ['k\\^-0\\.5', '1\\.1\\^-k']) {
@@ -38,7 +42,7 @@ describe('examples/deflation-spectra.ts', () => {
       expect(r.max, `${r.spectrum} ${r.method}`).toBeLessThan(0.05);
     }
     for (const png of ['deflation-spectra.png', 'deflation-spectra-components.png']) {
-      expect(out).toContain(`plot: examples/out/${png}`);
+      expect(out).toContain(`plot: ${relative(process.cwd(), join(OUT, png))}`);
       expect(existsSync(`${OUT}/${png}`)).toBe(true);
     }
   }, 120_000);
