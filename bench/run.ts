@@ -10,9 +10,11 @@
  */
 import { pathToFileURL } from 'node:url';
 import { benchBatched } from './bridge_batched.js';
+import { benchParallelVsSequential, benchVsEigh } from './deflation.js';
 import { benchLatency } from './bridge_latency.js';
 import { benchPythonia } from './bridge_pythonia.js';
 import { benchTransfer } from './bridge_transfer.js';
+import { benchMomentumStep } from './momentum_step.js';
 import { benchProgramReplay } from './sdk_program_replay.js';
 import { benchTrainStep } from './sdk_train_step.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
@@ -25,6 +27,9 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['bridge.batched_ops', 'bridge.batched_ops_program'], run: benchBatched },
   { names: ['sdk.train_step'], run: benchTrainStep },
   { names: ['sdk.program_replay'], run: benchProgramReplay },
+  { names: ['deflation.parallel_vs_sequential'], run: benchParallelVsSequential },
+  { names: ['deflation.vs_eigh'], run: benchVsEigh },
+  { names: ['momentum.step'], run: benchMomentumStep },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

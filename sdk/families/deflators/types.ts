@@ -16,7 +16,7 @@ export interface DeflationProblem {
   /** Components wanted, 1 ≤ k ≤ d. */
   k: number;
   /**
-   * (n, d) the data rows behind `cov`, centered (so `cov` = dataᵀdata / n), same dtype.
+   * (n, d) the data rows behind `cov`, centered (so `cov` = dataᵀdata / (n − 1) as PCA makes it, or / n: the eigenvectors are the same), same dtype.
    * Optional: only stochastic methods that draw minibatches of rows need it
    * (`parallel-deflation` in `hebbian` mode); the others use `cov` alone.
    */
