@@ -68,15 +68,26 @@ export class Nesterov extends MomentumOptimizerBase<NesterovConfig> {
     }
   }
 
+  /** η·β as a () tensor of the step being traced, made once per step in prepare(). */
+  private lrBeta: { lr: Tensor; value: Tensor } | null = null;
+
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { momentum: rt.zeros(info.shape, info.dtype as DType) };
   }
 
-  /** Traced once into the step program: b ← β·b + g, then y ← y − η·(g + β·b). */
-  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, { lr }: StepHyper): void {
+  /** Traced once per step, before the updates: η·β, shared by every parameter's update. */
+  override prepare({ lr }: StepHyper): void {
+    this.lrBeta = { lr, value: lr.mul(this.beta) };
+  }
+
+  /** Traced once per parameter into the step program: b ← β·b + g, then y ← y − η·g − ηβ·b. */
+  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper): void {
     const g = this.decayed(param, grad);
     b.mul_(this.beta).add_(g);
-    param.addcmul_(g.add(b.mul(this.beta)), lr, -1); // y ← y − η·(g + β·b); lr is a () tensor
+    if (this.lrBeta?.lr !== hp.lr) this.prepare(hp); // a caller that skips prepare()
+    // y ← y − η·(g + β·b) as two in-place passes: no temporary, one op fewer than g + β·b first
+    param.addcmul_(g, hp.lr, -1);
+    param.addcmul_(b, this.lrBeta!.value, -1);
   }
 }
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .errors import RuntimeFault
-from .ops.registry import OPS
+from .ops.registry import FUSED, OPS
 
 
 def check_groups(name: str, groups, n_steps: int) -> list[list[int]]:
@@ -176,6 +176,10 @@ def _same(values) -> bool:
 
 def _kernel(first, varying, n, template):
     """torch._foreach_* for the op when it has one and the varying arguments are tensors; else a loop."""
+    own = FUSED.get(first.name)  # an op's own side-by-side form (ops/registry.py `fused`)
+    run = own(varying, n) if own is not None else None
+    if run is not None:
+        return run
     build = _FOREACH.get(first.name)
     lists_ok = all(not v or all(x is None or isinstance(x, torch.Tensor) for x in t)
                    for v, t in zip(varying, template, strict=True))

@@ -155,3 +155,20 @@ def test_bad_no_grad_ranges_are_refused(ranges):
     with pytest.raises(RuntimeFault, match="no_grad") as e:
         r("program_define", "p", [rec("neg", [100], H(10))], [H(10)], [], no_grad=ranges)
     assert e.value.code == "E_ARG"
+
+
+def test_an_op_may_bring_its_own_side_by_side_form():
+    # model_grad's fused form fetches every named gradient in one call (ops/model.py)
+    r = runner()
+    model = r("model_build", {"kind": "mlp", "sizes": [3, 2], "seed": 0})
+    m = r.obj(model)
+    ops, bounds = [], [0]
+    for i, name in enumerate(["layers.0.weight", "layers.0.bias"]):
+        ops += [rec("model_grad", [100 + 2 * i], m, name), rec("mul", [101 + 2 * i], H(100 + 2 * i), 2.0)]
+        bounds.append(len(ops))
+    prog = r("program_define", "p", ops, [], [H(101), H(103)], groups=[bounds])
+    model(torch.ones(1, 3)).sum().backward()
+    prog([])
+    gw, gb = prog([])
+    assert [s.name for s in prog.steps] == ["model_grad (fused over 2 segments)", "mul (fused over 2 segments)"]
+    assert torch.equal(gw, 2 * model.layers[0].weight.grad) and torch.equal(gb, 2 * model.layers[0].bias.grad)

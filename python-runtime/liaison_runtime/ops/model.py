@@ -15,7 +15,7 @@ from ..errors import RuntimeFault
 from ..models import GPT, MoE, build
 from ..models.checkpoint import listed, load_state, read_file, write_file
 from ..models.kvcache import KVHook
-from .registry import P, op
+from .registry import P, fused, op
 
 
 def model_of(name: str, obj, param: str = "model") -> nn.Module:
@@ -79,6 +79,19 @@ def model_grad(ctx, model, name):
     """model_grad(model, name): the named parameter's gradient (zeros when none has been computed)."""
     p = _named("model_grad", model_of("model_grad", model), name)
     return p.grad if p.grad is not None else torch.zeros_like(p, requires_grad=False)
+
+
+@fused("model_grad")
+def _model_grads(varying, n):
+    """Every parameter's gradient of one model in one call (an optimizer step reads them all)."""
+    if varying[0] or not varying[1]:
+        return None
+
+    def run(ctx, model, names):
+        ps = [_named("model_grad", model, nm) for nm in names]  # the first run checked model is one
+        return [p.grad if p.grad is not None else torch.zeros_like(p, requires_grad=False) for p in ps]
+
+    return run
 
 
 @op("model_forward", P("model", "object"), P("inputs", "tensors"), P("train", "bool", True))

@@ -329,6 +329,20 @@ def _fast_binder(params: tuple[Param, ...]):
 
 OPS: dict[str, OpDef] = {}
 
+# op name -> build(varying, n) -> kernel(ctx, *args) or None: the op's side-by-side form for a
+# program's fused groups (fusion.py), where an op knows a faster one than a loop over its calls
+FUSED: dict = {}
+
+
+def fused(name: str):
+    """Register the side-by-side form of op `name`; `varying[i]` says whether argument i differs per call."""
+
+    def deco(build):
+        FUSED[name] = build
+        return build
+
+    return deco
+
 
 def _update(fn):
     """An in-place op on a parameter (a leaf that requires grad) is an update, as an optimizer
