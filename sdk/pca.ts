@@ -53,6 +53,7 @@ interface Fitted {
   explainedVarianceRatio: Tensor; // (k,)
   mean: Tensor; // (d,)
   scale: Tensor | null; // (k,) √variance, for whiten
+  singularValues: Tensor | null; // (k,) √(variance·(n − 1)); null without n
   dtype: 'f32' | 'f64';
   nSamples: number | null;
   nFeatures: number;
@@ -195,6 +196,7 @@ export class PCA {
       explainedVarianceRatio: ev.div(total).keep(),
       mean: mean.clone().keep(),
       scale: this.whiten ? ev.sqrt().clamp(1e-30).keep() : null,
+      singularValues: n === null ? null : ev.mul(n - 1).sqrt().keep(),
       dtype: dt, nSamples: n, nFeatures: d, totalVariance, noiseVariance: noise, rounds: res.rounds, matvecs: res.matvecs,
     };
     res.vectors.free();
@@ -216,6 +218,8 @@ export class PCA {
   get mean(): Tensor { return this.state.mean; }
   /** The mean variance of the components left out (probabilistic PCA's σ²); 0 when k = min(n, d). */
   get noiseVariance(): number { return this.state.noiseVariance; }
+  /** (k,) the singular values of the centered data, √(explainedVariance·(n − 1)) (scikit-learn's `singular_values_`); null after `fitCovariance` without `nSamples`. */
+  get singularValues(): Tensor | null { return this.state.singularValues; }
   /** The total variance, the covariance's trace. */
   get totalVariance(): number { return this.state.totalVariance; }
   /** n: rows fitted on (null after `fitCovariance` without `nSamples`). */
@@ -249,7 +253,7 @@ export class PCA {
   free(): void {
     const f = this.fitted;
     if (!f) return;
-    for (const t of [f.components, f.explainedVariance, f.explainedVarianceRatio, f.mean, f.scale]) t?.free();
+    for (const t of [f.components, f.explainedVariance, f.explainedVarianceRatio, f.mean, f.scale, f.singularValues]) t?.free();
     this.fitted = null;
   }
 }

@@ -88,6 +88,7 @@ describe('PCA', () => {
     expect(maxAbs(await arr(pca.explainedVariance), ev.slice(0, k))).toBeLessThan(1e-9);
     expect(maxAbs(await arr(pca.explainedVarianceRatio), ev.slice(0, k).map((v) => v / total))).toBeLessThan(1e-12);
     expect(pca.noiseVariance).toBeCloseTo(ev.slice(k).reduce((a, b) => a + b, 0) / (d - k), 10);
+    expect(maxAbs(await arr(pca.singularValues!), sv.slice(0, k))).toBeLessThan(1e-9);
     expect(pca.nSamples).toBe(n);
     expect(pca.nFeatures).toBe(d);
     expect((await pca.components.info()).dtype).toBe('f64'); // f64 in, f64 out
