@@ -45,5 +45,5 @@ describe('examples/deflation-spectra.ts', () => {
       expect(out).toContain(`plot: ${relative(process.cwd(), join(OUT, png))}`);
       expect(existsSync(`${OUT}/${png}`)).toBe(true);
     }
-  }, 120_000);
+  }, 300_000);
 });

@@ -65,7 +65,7 @@ describe('examples/nesterov-additive.ts', () => {
     expect(Number(/([\d.]+)×/.exec(nag[8])![1])).toBeGreaterThan(2);
     expectPng(join(dir, 'nesterov-additive.png'));
     expect(out).toContain(`loss curves: ${join(dir, 'nesterov-additive.png')}`);
-  }, 120_000);
+  }, 300_000);
 });
 
 describe('examples/nesterov-diabetes.ts', () => {
@@ -93,5 +93,5 @@ describe('examples/nesterov-diabetes.ts', () => {
     }
     expectPng(join(dir, 'nesterov-diabetes.png'));
     expect(out).toContain(`table: ${join(dir, 'nesterov-diabetes.md')}`);
-  }, 120_000);
+  }, 300_000);
 });
