@@ -46,42 +46,65 @@ function deflate(y: Tensor, x: Tensor, v: Tensor, lambda: Tensor, mask: Tensor |
   return y.sub(v.matmul(mask ? coef.mul(mask) : coef));
 }
 
+/** What a block of workers deflates with: the broadcast, and the (m, A) mask of whom each sees (null: all of it). */
+interface Deflation { v: Tensor; lambda: Tensor; mask: Tensor | null }
+
 /**
- * One worker's round in power mode: T steps of x ← Σ_k x / ‖Σ_k x‖ from its own x (d, 1),
- * with Σx (d, 1) carried from its last round so that the first step needs no new product.
- * `preds` is the broadcast cut to its predecessors (null for worker 0). Returns the new x,
- * Σx and λ = xᵀΣx: T matrix–vector products in all.
+ * T power steps x ← Σ_k x / ‖Σ_k x‖ for a block of workers x (d, A), Σx (d, A) carried in so
+ * that the first step needs no new product. Returns x, Σx and λ = xᵀΣx per worker (A,).
  */
-export function powerWorkerRound(rule: PowerRule, own: { x: Tensor; sx: Tensor }, preds: Broadcast | null): { x: Tensor; sx: Tensor; value: Tensor } {
-  let { x, sx } = own;
+function powerSteps(rule: PowerRule, x: Tensor, sx: Tensor, by: Deflation | null): { x: Tensor; sx: Tensor; values: Tensor } {
   for (let t = 0; t < rule.steps; t++) {
     if (t > 0) sx = rule.cov.matmul(x);
-    x = normalizeColumns(preds ? deflate(sx, x, preds.vectors, preds.values, null) : sx);
+    x = normalizeColumns(by ? deflate(sx, x, by.v, by.lambda, by.mask) : sx);
   }
   sx = rule.cov.matmul(x);
-  return { x, sx, value: x.mul(sx).sum() };
+  return { x, sx, values: x.mul(sx).sum(0) };
 }
 
 /**
- * One worker's round in Hebbian mode: for each of T minibatches of rows Y_t (B, d) (`rows`
- * (T, B) i64), Σ̂ = Y_tᵀY_t / B and x ← normalize(x + η_t Σ̂_k x), where
+ * T Hebbian steps for a block of workers x (d, A): for each minibatch of rows Y_t (B, d)
+ * (`rows` (T, B) i64), Σ̂ = Y_tᵀY_t / B and x ← normalize(x + η_t Σ̂_k x), where
  * η_t = lr / ((1 + (age + t) / lrDecay) · ρ̂_t), ρ̂_t = xᵀΣ̂x the minibatch Rayleigh value
- * (so that lr does not depend on the data's scale) and `age` the worker's local steps before
- * this round. Its λ is the mean of the round's ρ̂_t. 2·B·d multiply–adds a step.
+ * (so that lr does not depend on the data's scale) and `age` (a number, or (A,) per worker)
+ * the local steps before this round. λ per worker (A,): the mean of the round's ρ̂_t.
  */
-export function hebbianWorkerRound(rule: HebbianRule, x: Tensor, preds: Broadcast | null, rows: Tensor, age: number): { x: Tensor; value: Tensor } {
+function hebbianSteps(rule: HebbianRule, x: Tensor, by: Deflation | null, rows: Tensor, age: number | Tensor): { x: Tensor; values: Tensor } {
   let acc: Tensor | null = null;
   for (let t = 0; t < rule.steps; t++) {
     const yb = rule.data.indexSelect(0, rows.narrow(0, t, 1).reshape([-1])); // (B, d)
-    const p = yb.matmul(x); // (B, 1)
-    const rho = p.square().sum(0).div(rule.batchSize); // (1,)
-    const s = yb.T.matmul(p).div(rule.batchSize); // (d, 1): Σ̂x
-    const g = preds ? deflate(s, x, preds.vectors, preds.values, null) : s;
-    const eta = rho.clamp(1e-30).mul(1 + (age + t) / rule.lrDecay).reciprocal().mul(rule.lr);
+    const p = yb.matmul(x); // (B, A)
+    const rho = p.square().sum(0).div(rule.batchSize); // (A,)
+    const s = yb.T.matmul(p).div(rule.batchSize); // (d, A): Σ̂x
+    const g = by ? deflate(s, x, by.v, by.lambda, by.mask) : s;
+    const decay = typeof age === 'number' ? 1 + (age + t) / rule.lrDecay : age.add(t).div(rule.lrDecay).add(1);
+    const eta = rho.clamp(1e-30).mul(decay).reciprocal().mul(rule.lr); // (A,)
     x = normalizeColumns(x.add(g.mul(eta)));
     acc = acc ? acc.add(rho) : rho;
   }
-  return { x, value: acc!.div(rule.steps).reshape([]) };
+  return { x, values: acc!.div(rule.steps) };
+}
+
+/** A worker's predecessors' part of the broadcast, as what it deflates with. */
+const alone = (preds: Broadcast | null): Deflation | null => (preds ? { v: preds.vectors, lambda: preds.values, mask: null } : null);
+
+/**
+ * One worker's round in power mode: T steps from its own x (d, 1) and Σx (d, 1). `preds` is
+ * the broadcast cut to its predecessors (null for worker 0). Returns the new x, Σx and
+ * λ = xᵀΣx: T matrix–vector products in all.
+ */
+export function powerWorkerRound(rule: PowerRule, own: { x: Tensor; sx: Tensor }, preds: Broadcast | null): { x: Tensor; sx: Tensor; value: Tensor } {
+  const r = powerSteps(rule, own.x, own.sx, alone(preds));
+  return { x: r.x, sx: r.sx, value: r.values.reshape([]) };
+}
+
+/**
+ * One worker's round in Hebbian mode (`hebbianSteps` for one column): `age` is the worker's
+ * local steps before this round. 2·B·d multiply–adds a step.
+ */
+export function hebbianWorkerRound(rule: HebbianRule, x: Tensor, preds: Broadcast | null, rows: Tensor, age: number): { x: Tensor; value: Tensor } {
+  const r = hebbianSteps(rule, x, alone(preds), rows, age);
+  return { x: r.x, value: r.values.reshape([]) };
 }
 
 /** Matrix–vector-product equivalents of one worker's Hebbian round: 2·B·d multiply–adds a step, d² a matvec. */
@@ -150,6 +173,11 @@ export class PerWorkerPool implements WorkerPool {
   }
 }
 
+/** (A, A) with [k', k] = 1 where k' < k: worker k deflates with its predecessors only. */
+function predecessors(rt: Runtime, v: Tensor, x: Tensor): Tensor {
+  return (rt.call('ones_like', [v.T.matmul(x)]) as Tensor).triu(1);
+}
+
 /** All joined workers of one runtime at once: one program run per round. */
 export class BatchedPool implements WorkerPool {
   matvecs = 0;
@@ -163,30 +191,11 @@ export class BatchedPool implements WorkerPool {
   constructor(private readonly rt: Runtime, private readonly rule: LocalRule) {
     // one program for every round: the worker count A is a symbolic size
     this.program = rule.mode === 'power'
-      ? define(rt, { name: 'parallel-deflation.power', inputs: { x: {}, sx: {}, v: {}, lambda: {} } }, ({ x, sx, v, lambda }) => {
-        const mask = (rt.call('ones_like', [v.T.matmul(x)]) as Tensor).triu(1); // (A, A): k' < k
-        for (let t = 0; t < rule.steps; t++) {
-          if (t > 0) sx = rule.cov.matmul(x);
-          x = normalizeColumns(deflate(sx, x, v, lambda, mask));
-        }
-        sx = rule.cov.matmul(x);
-        return { x, sx, values: x.mul(sx).sum(0) };
-      })
-      : define(rt, { name: 'parallel-deflation.hebbian', inputs: { x: {}, v: {}, lambda: {}, rows: {}, age: {} } }, ({ x, v, lambda, rows, age }) => {
-        const mask = (rt.call('ones_like', [v.T.matmul(x)]) as Tensor).triu(1);
-        let acc: Tensor | null = null;
-        for (let t = 0; t < rule.steps; t++) {
-          // co-located workers share each step's minibatch; separate ones would draw their own
-          const yb = rule.data.indexSelect(0, rows.narrow(0, t, 1).reshape([-1])); // (B, d)
-          const p = yb.matmul(x); // (B, A)
-          const rho = p.square().sum(0).div(rule.batchSize); // (A,)
-          const g = deflate(yb.T.matmul(p).div(rule.batchSize), x, v, lambda, mask);
-          const eta = rho.clamp(1e-30).mul(age.add(t).div(rule.lrDecay).add(1)).reciprocal().mul(rule.lr); // (A,)
-          x = normalizeColumns(x.add(g.mul(eta)));
-          acc = acc ? acc.add(rho) : rho;
-        }
-        return { x, values: acc!.div(rule.steps) };
-      });
+      ? define(rt, { name: 'parallel-deflation.power', inputs: { x: {}, sx: {}, v: {}, lambda: {} } }, ({ x, sx, v, lambda }) =>
+        powerSteps(rule, x, sx, { v, lambda, mask: predecessors(rt, v, x) }))
+      // co-located workers share each step's minibatch; separate ones would draw their own
+      : define(rt, { name: 'parallel-deflation.hebbian', inputs: { x: {}, v: {}, lambda: {}, rows: {}, age: {} } }, ({ x, v, lambda, rows, age }) =>
+        hebbianSteps(rule, x, { v, lambda, mask: predecessors(rt, v, x) }, rows, age));
   }
 
   join(start: Tensor): void {
