@@ -20,6 +20,7 @@
  */
 import { Runtime, type Tensor } from '../bridge/index.js';
 import '../plugins/index.js'; // registers the deflators looked up below
+import { knownCovariance } from '../sdk/families/deflators/base.js';
 import { errorSummary } from '../sdk/families/deflators/errors.js';
 import type { DeflationProblem, Deflator } from '../sdk/families/deflators/types.js';
 import { getPlugin } from '../sdk/plugin.js';
@@ -33,10 +34,8 @@ interface Problem { problem: DeflationProblem; reference: Tensor }
 /** Σ (d, d) f32 with eigenvalues 1.1^−1, 1.1^−2, … and eigenvectors Q's columns; the reference is Q's first K. */
 export async function exponentialSpectrum(rt: Runtime, d: number, k: number, seed = 0): Promise<Problem> {
   return rt.scope(async () => {
-    const [q] = rt.randn([d, d], { seed }).qr(); // (d, d) orthogonal
-    const lambda = rt.full([1, d], 1.1).pow(rt.arange(1, d + 1).reshape([1, d]).neg()); // (1, d)
-    const a = q.mul(lambda).matmul(q.T);
-    const cov = a.add(a.T).mul(0.5).keep(); // symmetric to the last bit
+    const { cov, q } = knownCovariance(rt, Array.from({ length: d }, (_, i) => 1.1 ** -(i + 1)), { seed });
+    cov.keep();
     const reference = q.narrow(1, 0, k).contiguous().keep(); // (d, k)
     await cov.info(); // built before any clock starts
     return { problem: { cov, d, k }, reference };

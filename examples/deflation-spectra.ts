@@ -26,6 +26,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { LiaisonError, Runtime, type Tensor } from '../bridge/index.js';
 import { eigengameMu, exact, hotelling, parallelDeflation } from '../plugins/index.js';
+import { knownCovariance } from '../sdk/families/deflators/base.js';
 import { errorSummary, errorTracker, type TrackedRound } from '../sdk/families/deflators/errors.js';
 import type { Deflator } from '../sdk/families/deflators/types.js';
 import { plotLines, type Series } from '../sdk/plot.js';
@@ -77,10 +78,8 @@ interface Row { spectrum: string; method: string; max: number; rms: number; erro
 
 /** Σ = Q diag(λ) Qᵀ (d, d) f32 with its true top-K eigenvectors Q[:, :K]. */
 function problem(rt: Runtime, law: (k: number) => number): { cov: Tensor; reference: Tensor } {
-  const [q] = rt.randn([D, D], { seed: 1 }).qr();
-  const lambda = rt.tensor(Array.from({ length: D }, (_, i) => law(i + 1)), [1, D]);
-  const a = q.mul(lambda).matmul(q.T);
-  return { cov: a.add(a.T).mul(0.5), reference: q.narrow(1, 0, K) };
+  const { cov, q } = knownCovariance(rt, Array.from({ length: D }, (_, i) => law(i + 1)), { seed: 1 });
+  return { cov, reference: q.narrow(1, 0, K) };
 }
 
 async function main(): Promise<void> {

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { eigengameMu, exact, hotelling, parallelDeflation } from '../plugins/index.js';
-import { canonicalSigns, randomStarts, sortedResult } from '../sdk/families/deflators/base.js';
+import { canonicalSigns, knownCovariance, randomStarts, sortedResult } from '../sdk/families/deflators/base.js';
 import { componentErrors, errorSummary, errorTracker } from '../sdk/families/deflators/errors.js';
 import type { DeflationProblem } from '../sdk/families/deflators/types.js';
 import { startRuntime } from './helpers.js';
@@ -27,9 +27,8 @@ const D = SPECTRUM.length;
 
 /** Σ = Q diag(λ) Qᵀ with known eigenvectors Q (seeded), in `dtype`. */
 function known(seed: number, dtype: 'f32' | 'f64' = 'f32'): { problem: DeflationProblem; q: Tensor } {
-  const [q] = rt.randn([D, D], { seed, dtype }).qr();
-  const a = q.mul(rt.tensor(SPECTRUM, [1, D], dtype)).matmul(q.T);
-  return { problem: { cov: a.add(a.T).mul(0.5), d: D, k: 5 }, q };
+  const { cov, q } = knownCovariance(rt, SPECTRUM, { seed, dtype });
+  return { problem: { cov, d: D, k: 5 }, q };
 }
 
 describe('error metric', () => {

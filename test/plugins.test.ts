@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { exact, gd, magnitude, slidingWindow, topk } from '../plugins/index.js';
-import { normalizeColumns, rayleigh } from '../sdk/families/deflators/base.js';
+import { knownCovariance, normalizeColumns, rayleigh } from '../sdk/families/deflators/base.js';
 import { kvHookOptions, kvPolicyProgram } from '../sdk/families/kv-policies/base.js';
 import type { KVPolicy } from '../sdk/families/kv-policies/types.js';
 import { routerProgram } from '../sdk/families/routers/base.js';
@@ -139,11 +139,9 @@ describe('family programs, for any plugin of the contract', () => {
 
 describe('exact', () => {
   it('returns the top eigenpairs, descending, with the largest |entry| of each vector positive', async () => {
-    const [q] = rt.randn([6, 6], { seed: 3 }).qr();
-    const lam = [5, 4, 3, 2, 1, 0.5];
-    const a = q.mul(rt.tensor(lam).reshape([1, 6])).matmul(q.T);
+    const { cov, q } = knownCovariance(rt, [5, 4, 3, 2, 1, 0.5], { seed: 3 });
     const rounds: number[] = [];
-    const r = await exact().fit({ cov: a.add(a.T).mul(0.5), d: 6, k: 3 }, { rt, seed: 0, onRound: (i) => { rounds.push(i); } });
+    const r = await exact().fit({ cov, d: 6, k: 3 }, { rt, seed: 0, onRound: (i) => { rounds.push(i); } });
     near(await list(r.values), [5, 4, 3], 1e-4);
     expect(rounds).toEqual([1]);
     expect(r.rounds).toBe(1);

@@ -7,6 +7,7 @@
  * (`runConformance(factory, { rt, config: { steps: 300 } })`), or widen `tolerance`.
  */
 import type { Runtime, Tensor } from '../../bridge/index.js';
+import { knownCovariance } from '../families/deflators/base.js';
 import type { DeflationResult, Deflator } from '../families/deflators/types.js';
 import { type CaseDef, check, registrationCases, values } from './suite.js';
 
@@ -19,12 +20,8 @@ const SPECTRUM = [8, 4, 2, 1, 0.5, ...Array.from({ length: DIM - 5 }, (_, i) => 
 
 interface Known { cov: Tensor; q: Tensor; lambda: number[] }
 
-/** Σ = Q diag(λ) Qᵀ (d, d) f32, symmetric to the last bit. */
 function known(rt: Runtime, seed: number): Known {
-  const [q] = rt.randn([DIM, DIM], { seed }).qr();
-  const lam = rt.tensor(SPECTRUM).reshape([1, DIM]);
-  const a = q.mul(lam).matmul(q.T);
-  return { cov: a.add(a.T).mul(0.5), q, lambda: SPECTRUM };
+  return { ...knownCovariance(rt, SPECTRUM, { seed }), lambda: SPECTRUM };
 }
 
 async function fit(rt: Runtime, d: D, p: Known, k: number, seed: number, onRound?: (r: number, v: Tensor, m: number) => void | Promise<void>): Promise<DeflationResult> {

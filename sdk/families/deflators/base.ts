@@ -37,6 +37,20 @@ export function sortedResult(vectors: Tensor, values: Tensor): { vectors: Tensor
   return { vectors: canonicalSigns(vectors.indexSelect(1, order)), values: sorted };
 }
 
+/**
+ * A covariance whose eigendecomposition is known: Σ = Q·diag(λ)·Qᵀ (d, d), d = spectrum's
+ * length, symmetric to the last bit, with Q (d, d) from the QR of a seeded Gaussian matrix,
+ * so that column j of Q is the eigenvector of `spectrum[j]` — the synthetic setting of the
+ * deflation papers, and what a deflator is tested against.
+ */
+export function knownCovariance(rt: Runtime, spectrum: readonly number[], opts: { seed?: number; dtype?: DType } = {}): { cov: Tensor; q: Tensor } {
+  const d = spectrum.length;
+  const dtype = opts.dtype ?? 'f32';
+  const [q] = rt.randn([d, d], { seed: opts.seed ?? 0, dtype }).qr();
+  const a = q.mul(rt.tensor([...spectrum], [1, d], dtype)).matmul(q.T);
+  return { cov: a.add(a.T).mul(0.5), q };
+}
+
 /** Random unit starting vectors (d, k), reproducible for a seed. */
 export function randomStarts(rt: Runtime, d: number, k: number, seed: number, dtype: DType): Tensor {
   return normalizeColumns(rt.randn([d, k], { seed, dtype }));
