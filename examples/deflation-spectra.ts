@@ -31,6 +31,7 @@ import { errorSummary, errorTracker, type TrackedRound } from '../sdk/families/d
 import type { Deflator } from '../sdk/families/deflators/types.js';
 import { plotLines, type Series } from '../sdk/plot.js';
 import { outDir, positiveInt, secs } from './env.js';
+import { textTable } from './tables.js';
 
 const D = positiveInt('LIAISON_DEFLATION_D', 1000);
 const K = positiveInt('LIAISON_DEFLATION_K', 30);
@@ -112,8 +113,7 @@ async function main(): Promise<void> {
 
   const head = ['spectrum', 'method', 'max error', 'RMS error', 'matvecs', 'rounds', 'wall s', 'matvecs to max ≤ 1e-3'];
   const body = rows.map((r) => [r.spectrum, r.method, r.max.toExponential(2), r.rms.toExponential(2), r.matvecs.toLocaleString('en-US'), String(r.rounds), r.seconds.toFixed(2), r.reach === null ? '—' : r.reach.toLocaleString('en-US')]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  for (const line of [head, ...body]) console.log(line.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  '));
+  console.log(textTable(head, body, { right: head.map((_, i) => i >= 2) }));
 
   mkdirSync(OUT, { recursive: true });
   writeFileSync(join(OUT, 'deflation-spectra.json'), JSON.stringify({ d: D, k: K, budget: BUDGET, localSteps: T, rows }, null, 1));

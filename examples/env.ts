@@ -3,13 +3,18 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LiaisonError } from '../bridge/index.js';
 
+/** The value of `--name VALUE` (or `--name=VALUE`) on the command line; undefined when absent. */
+export function flag(argv: readonly string[], name: string): string | undefined {
+  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  const v = argv[i].includes('=') ? argv[i].slice(name.length + 3) : argv[i + 1];
+  if (v === undefined || v === '' || v.startsWith('--')) throw new LiaisonError('E_ARG', `--${name} needs a value`, { param: name });
+  return v;
+}
+
 /** `--out DIR` (or `--out=DIR`) from the command line; default examples/out, which git ignores. */
 export function outDir(argv: readonly string[]): string {
-  const i = argv.findIndex((a) => a === '--out' || a.startsWith('--out='));
-  if (i < 0) return join(dirname(fileURLToPath(import.meta.url)), 'out');
-  const value = argv[i].startsWith('--out=') ? argv[i].slice(6) : argv[i + 1];
-  if (!value) throw new LiaisonError('E_ARG', '--out needs a folder: --out runs');
-  return resolve(value);
+  return resolve(flag(argv, 'out') ?? join(dirname(fileURLToPath(import.meta.url)), 'out'));
 }
 
 /** An integer >= 1 from environment variable `name` (tests use these to run short), else `fallback`. */
@@ -23,3 +28,12 @@ export function positiveInt(name: string, fallback: number): number {
 
 /** Seconds since `t0` (a performance.now() reading), as "1.2 s". */
 export const secs = (t0: number): string => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+
+/** Positive numbers, comma-separated, from environment variable `name`, else `fallback`. */
+export function positiveNumbers(name: string, fallback: number[]): number[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const xs = raw.split(',').map((v) => Number(v.trim()));
+  if (!xs.every((x) => Number.isFinite(x) && x > 0)) throw new LiaisonError('E_ARG', `${name} must be positive numbers separated by commas, got ${JSON.stringify(raw)}`);
+  return xs;
+}

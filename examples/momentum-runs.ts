@@ -1,20 +1,10 @@
 /**
  * What examples/nesterov-additive.ts and examples/nesterov-diabetes.ts share: a full-batch
  * run through the Trainer that records the loss at every iteration, iterations to a target,
- * medians over seeds, and the tables (plain text for the terminal, markdown for a file).
+ * and medians over seeds (the tables are in tables.ts).
  */
-import { LiaisonError } from '../bridge/index.js';
 import type { Dataset, Model, MomentumOptimizer } from '../sdk/index.js';
 import { Trainer } from '../sdk/index.js';
-
-/** Positive numbers, comma-separated, from environment variable `name`, else `fallback`. */
-export function positiveNumbers(name: string, fallback: number[]): number[] {
-  const raw = process.env[name];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const xs = raw.split(',').map((v) => Number(v.trim()));
-  if (!xs.every((x) => Number.isFinite(x) && x > 0)) throw new LiaisonError('E_ARG', `${name} must be positive numbers separated by commas, got ${JSON.stringify(raw)}`);
-  return xs;
-}
 
 export interface CurveOptions {
   model: Model;
@@ -77,18 +67,4 @@ export function itersCell(counts: readonly (number | null)[], budget: number): {
   const lo = Math.min(...n), hi = Math.max(...n);
   const text = reached === 0 ? `not reached (> ${budget})` : `${show(med)} (${show(lo)}–${show(hi)})`;
   return { text, median: med, reached };
-}
-
-/** A text table: columns padded, numbers right-aligned. */
-export function textTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, j) => Math.max(h.length, ...rows.map((r) => r[j].length)));
-  const right = header.map((_, j) => rows.every((r) => /^[>\d\s.(–)×%-]*$/.test(r[j])));
-  const line = (r: readonly string[]) => r.map((c, j) => (right[j] ? c.padStart(widths[j]) : c.padEnd(widths[j]))).join('   ').trimEnd();
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-/** The same table as GitHub markdown. */
-export function markdownTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const line = (r: readonly string[]) => `| ${r.join(' | ')} |`;
-  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }

@@ -26,8 +26,9 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { gd, heavyBall, nesterov } from '../plugins/index.js';
 import { Dataset, evaluate, Model, type MomentumOptimizer, plotLines, type Series } from '../sdk/index.js';
-import { outDir, positiveInt, secs } from './env.js';
-import { itersCell, itersTo, lossCurve, markdownTable, median, positiveNumbers, textTable } from './momentum-runs.js';
+import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
+import { itersCell, itersTo, lossCurve, median } from './momentum-runs.js';
+import { markdownTable, textTable } from './tables.js';
 
 const SEEDS = positiveInt('LIAISON_MOMENTUM_SEEDS', 5);
 const ITERS = positiveInt('LIAISON_MOMENTUM_ITERS', 2000); // full-batch steps per run

@@ -16,14 +16,15 @@
  *
  * Plot: examples/out/pca-digits-<deflator>.png (`--out DIR` writes it elsewhere).
  */
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { LiaisonError, resolvePython, Runtime, runtimeEnv } from '../bridge/index.js';
 import '../plugins/index.js'; // registers every deflator, looked up by name below
 import { Dataset, getPlugin, PCA, plotLines, type Deflator } from '../sdk/index.js';
-import { secs } from './env.js';
+import { flag, outDir, secs } from './env.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TOL_COMPONENTS = 1e-4;
@@ -42,14 +43,6 @@ const CONFIGS: Record<string, Record<string, unknown>> = {
   'eigengame-mu': { steps: 2000 },
 };
 
-function arg(argv: string[], name: string): string | undefined {
-  const i = argv.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (i < 0) return undefined;
-  const v = argv[i].includes('=') ? argv[i].slice(name.length + 3) : argv[i + 1];
-  if (v === undefined || v.startsWith('--')) throw new LiaisonError('E_ARG', `--${name} needs a value`, { param: name });
-  return v;
-}
-
 interface Sklearn {
   sklearn: string;
   solver: string;
@@ -61,25 +54,20 @@ interface Sklearn {
 }
 
 /** scikit-learn's PCA of the same arrays, in the project's Python. */
-function sklearnPCA(k: number): Promise<Sklearn> {
-  return new Promise((res, rej) => {
-    const child = spawn(resolvePython(), [join(HERE, 'sklearn_pca.py'), '--components', String(k)], { env: runtimeEnv({ OMP_NUM_THREADS: '1' }) });
-    let out = '', err = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    child.on('error', rej);
-    child.on('close', (code) => (code === 0 ? res(JSON.parse(out) as Sklearn) : rej(new Error(`sklearn_pca.py exited ${code}: ${err.trim()}`))));
-  });
+async function sklearnPCA(k: number): Promise<Sklearn> {
+  const run = promisify(execFile);
+  const { stdout } = await run(resolvePython(), [join(HERE, 'sklearn_pca.py'), '--components', String(k)], { env: runtimeEnv({ OMP_NUM_THREADS: '1' }), encoding: 'utf8', maxBuffer: 16 << 20 });
+  return JSON.parse(stdout) as Sklearn;
 }
 
 const maxAbs = (a: readonly number[], b: readonly number[]) => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
 
 async function main(argv: string[]): Promise<number> {
-  const method = arg(argv, 'deflator') ?? 'exact';
-  const k = Number(arg(argv, 'components') ?? 10);
+  const method = flag(argv, 'deflator') ?? 'exact';
+  const k = Number(flag(argv, 'components') ?? 10);
   if (!Number.isInteger(k) || k < 1 || k > 64) throw new LiaisonError('E_ARG', `--components must be an integer in 1..64, got ${k}`, { param: 'components' });
-  const config = { ...(CONFIGS[method] ?? {}), ...(JSON.parse(arg(argv, 'config') ?? '{}') as Record<string, unknown>) };
-  const outDir = resolve(arg(argv, 'out') ?? join(HERE, 'out'));
+  const config = { ...(CONFIGS[method] ?? {}), ...(JSON.parse(flag(argv, 'config') ?? '{}') as Record<string, unknown>) };
+  const out = outDir(argv);
   const deflator = getPlugin('deflator', method)(config) as Deflator;
 
   const reference = sklearnPCA(k); // runs beside the runtime
@@ -126,11 +114,11 @@ async function main(argv: string[]): Promise<number> {
       `max |mean difference| ${meanDiff.toExponential(2)}; noise variance ${pca.noiseVariance.toFixed(6)} / ${sk.noise_variance.toFixed(6)}`);
     console.log(`cumulative explained variance of ${k} components: ${cum.toFixed(4)} (sklearn ${cumSk.toFixed(4)})`);
 
-    mkdirSync(outDir, { recursive: true });
+    mkdirSync(out, { recursive: true });
     const x = Array.from({ length: k }, (_, j) => j + 1);
     const cumsum = (a: readonly number[]) => a.map(((s) => (v: number) => (s += v))(0));
     const plot = await plotLines({
-      path: join(outDir, `pca-digits-${method}.png`),
+      path: join(out, `pca-digits-${method}.png`),
       title: `PCA of the digits: liaison (${method}) vs scikit-learn`,
       xlabel: 'component',
       panels: ['explained variance ratio', 'cumulative explained variance ratio'],
