@@ -29,6 +29,8 @@ ERROR_CODES: dict[str, str] = {
     "E_CLOSED": "client side: the client was closed while the request was pending",
     "E_SPAWN": "client side: the local runtime could not be started",
     "E_TRACE": "a program's traced code did what a program cannot: read a value, await, or leak a placeholder",
+    "E_LIMIT": "a limit of this runtime refused the request: message size, session count",
+    "E_NONFINITE": "a value that must be finite (a training loss, an input) was NaN or infinite",
 }
 
 
