@@ -7,24 +7,63 @@ a tcp runtime, which other machines may reach, has them only when started with
 
 - ALLOW_FACTORIES: `model_build({"kind": "factory", "ref": "pkg.mod:fn"})` may import
   `pkg.mod` and call `fn` — arbitrary code, so only for a trusted client.
-- ALLOW_FILES: `model_load_file` / `model_save_file` may touch the runtime's file system.
+- ALLOW_FILES: `model_load_file` / `model_save_file` / `tb_writer` may touch the runtime's
+  file system, but only inside FILE_ROOT (`--file-root DIR` / LIAISON_FILE_ROOT; default the
+  working directory the runtime started in). `confine` is the one gate every path passes.
 """
 
 from __future__ import annotations
 
 import os
 
+from .errors import RuntimeFault
+
 ALLOW_FACTORIES = False
 ALLOW_FILES = False
 
 
-def set_policy(*, factories: bool | None = None, files: bool | None = None) -> None:
-    """Set either flag; None leaves it as it is."""
-    global ALLOW_FACTORIES, ALLOW_FILES
+def _root(folder: str) -> str:
+    real = os.path.realpath(os.path.expanduser(folder))
+    if not os.path.isdir(real):
+        raise ValueError(f"file root {folder!r} is not a folder (resolved to {real!r})")
+    return real
+
+
+# A runtime imported into someone else's interpreter (the hatch) gets the environment's root
+# too. Not checked here (an import must not fail on it): confine refuses a root that is no folder.
+FILE_ROOT = os.path.realpath(os.path.expanduser(os.environ.get("LIAISON_FILE_ROOT") or os.getcwd()))
+
+
+def set_policy(*, factories: bool | None = None, files: bool | None = None,
+               root: str | os.PathLike | None = None) -> None:
+    """Set any of the three; None leaves it as it is. A root that is not a folder is a ValueError."""
+    global ALLOW_FACTORIES, ALLOW_FILES, FILE_ROOT
     if factories is not None:
         ALLOW_FACTORIES = bool(factories)
     if files is not None:
         ALLOW_FILES = bool(files)
+    if root is not None:
+        FILE_ROOT = _root(os.fspath(root))
+
+
+def confine(op: str, param: str, path: str) -> str:
+    """`path` (relative ones against the root) as a real path inside FILE_ROOT, or E_ARG.
+
+    realpath resolves `..` and every symlink that exists, so a link inside the root that
+    points out is refused as `../` is; the parts that do not exist yet cannot be links."""
+    root = FILE_ROOT
+    if not os.path.isdir(root):
+        raise RuntimeFault("E_ARG", f"{op}: the runtime's file root {root!r} is not a folder; start it with "
+                           "--file-root DIR (LIAISON_FILE_ROOT) naming one", param=param, root=root)
+    if "\0" in path:
+        raise RuntimeFault("E_ARG", f"{op}: argument '{param}' holds a NUL character: {path!r}", param=param)
+    real = os.path.realpath(os.path.join(root, os.path.expanduser(path)))
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise RuntimeFault("E_ARG", f"{op}: path {path!r} resolves to {real!r}, outside the runtime's file root "
+                           f"{root!r}; use a path inside it, or start the runtime with --file-root DIR "
+                           "(LIAISON_FILE_ROOT; the SDK's fileRoot option) naming a folder that holds it",
+                           param=param, path=path, root=root)
+    return real
 
 
 def private_ipc(endpoint: str) -> bool:

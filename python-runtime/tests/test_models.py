@@ -26,21 +26,21 @@ def r():
     return Runner()
 
 
-def _policy(on: bool):
-    saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES
-    policy.set_policy(factories=on, files=on)
+def _policy(on: bool, root):
+    saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES, policy.FILE_ROOT
+    policy.set_policy(factories=on, files=on, root=root)  # the test's own folder: files stay inside the root
     yield
-    policy.set_policy(factories=saved[0], files=saved[1])
+    policy.set_policy(factories=saved[0], files=saved[1], root=saved[2])
 
 
 @pytest.fixture()
-def allow():
-    yield from _policy(True)
+def allow(tmp_path):
+    yield from _policy(True, tmp_path)
 
 
 @pytest.fixture()
-def deny():
-    yield from _policy(False)
+def deny(tmp_path):
+    yield from _policy(False, tmp_path)
 
 
 def test_each_kind_builds_and_runs_forward(r):

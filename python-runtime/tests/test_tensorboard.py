@@ -12,11 +12,11 @@ HAVE_TB = importlib.util.find_spec("tensorboard") is not None
 
 
 @pytest.fixture()
-def r():
-    saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES
-    policy.set_policy(files=True)
+def r(tmp_path):
+    saved = policy.ALLOW_FACTORIES, policy.ALLOW_FILES, policy.FILE_ROOT
+    policy.set_policy(files=True, root=tmp_path)  # the logdirs below are in the test's folder
     yield Runner()
-    policy.set_policy(factories=saved[0], files=saved[1])
+    policy.set_policy(factories=saved[0], files=saved[1], root=saved[2])
 
 
 @pytest.mark.skipif(HAVE_TB, reason="tensorboard is installed here: the refusal cannot happen")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 
 import torch
 from torch import nn
 
 from ..errors import RuntimeFault
+from ..policy import confine
 
 _LISTED = 20  # names an error message shows before "…"
 SINGLE = "model.safetensors"
@@ -47,13 +49,15 @@ def load_state(op: str, model: nn.Module, named: dict[str, torch.Tensor], strict
 
 
 def _resolve(op: str, path: str) -> list[str]:
-    """A file, or a folder's model.safetensors / sharded index -> the files to read."""
-    path = os.path.expanduser(path)
+    """A file, or a folder's model.safetensors / sharded index -> the files to read, each a
+    real path inside the runtime's file root (a shard or index may be a link pointing out)."""
+    path = confine(op, "path", path)
     if os.path.isdir(path):
         single, index = os.path.join(path, SINGLE), os.path.join(path, INDEX)
         if os.path.isfile(single):
-            return [single]
+            return [confine(op, "path", single)]
         if os.path.isfile(index):
+            index = confine(op, "path", index)
             try:
                 with open(index) as f:
                     weight_map = json.load(f)["weight_map"]
@@ -64,7 +68,7 @@ def _resolve(op: str, path: str) -> list[str]:
                                    param="path") from None
             if not all(isinstance(x, str) and os.path.basename(x) == x for x in shards):
                 raise RuntimeFault("E_ARG", f"{op}: {index!r} names shards outside its folder", param="path")
-            return [os.path.join(path, x) for x in shards]
+            return [confine(op, "path", os.path.join(path, x)) for x in shards]
         raise RuntimeFault("E_ARG", f"{op}: folder {path!r} holds neither {SINGLE} nor {INDEX}", param="path")
     if not os.path.isfile(path):
         raise RuntimeFault("E_ARG", f"{op}: no file or folder at {path!r}", param="path")
@@ -83,17 +87,25 @@ def read_file(op: str, path: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_file(op: str, model: nn.Module, path: str) -> str:
+def write_file(op: str, model: nn.Module, path: str, overwrite: bool = False) -> str:
     """Save the state_dict; a path not ending in .safetensors is a folder (created) that gets
-    model.safetensors, as Hugging Face lays it out. Returns the file written."""
+    model.safetensors, as Hugging Face lays it out. An existing file is replaced only with
+    `overwrite`. Returns the file written."""
     from safetensors.torch import save_file
 
-    path = os.path.expanduser(path)
+    path = confine(op, "path", path)
     if not path.endswith(".safetensors"):
-        os.makedirs(path, exist_ok=True)
-        path = os.path.join(path, SINGLE)
-    elif os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder, path = path, os.path.join(path, SINGLE)
+    else:
+        folder = os.path.dirname(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise RuntimeFault("E_ARG", f"{op}: {folder!r} is a file, not a folder; a path not ending in .safetensors "
+                           f"names a folder to hold {SINGLE}", param="path")
+    if os.path.isdir(path):
+        raise RuntimeFault("E_ARG", f"{op}: {path!r} is a folder; name a .safetensors file or a folder to hold "
+                           f"{SINGLE}", param="path")
+    if os.path.lexists(path) and not overwrite:
+        raise _exists(op, path)
     tensors, seen = {}, set()
     for n, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
@@ -101,5 +113,40 @@ def write_file(op: str, model: nn.Module, path: str) -> str:
         key = (t.untyped_storage().data_ptr(), t.storage_offset())
         tensors[n] = t.clone() if key in seen else t
         seen.add(key)
-    save_file(tensors, path, metadata={"format": "pt"})
+    try:
+        _place(op, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}), folder, path, overwrite)
+    except OSError as e:  # a read-only or full disk, a folder we may not enter: not a bug here
+        raise RuntimeFault("E_OP_FAILED", f"{op}: cannot write {path!r}: {e.strerror or e}", param="path",
+                           path=path) from None
     return path
+
+
+def _place(op: str, write, folder: str, path: str, overwrite: bool) -> None:
+    """write(tmp) beside `path`, then move it into place: a reader never sees half a file,
+    and without overwrite the final link fails if the name appeared meanwhile (no window
+    between the check and the write)."""
+    os.makedirs(folder, exist_ok=True)
+    # made by hand, not by mkstemp, so the file gets the umask's mode as a plain open would
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666))
+    try:
+        write(tmp)
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise _exists(op, path) from None
+        except OSError:  # a file system without hard links: check, then move
+            if os.path.lexists(path):
+                raise _exists(op, path) from None
+            os.rename(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _exists(op: str, path: str) -> RuntimeFault:
+    return RuntimeFault("E_ARG", f"{op}: {path!r} already exists; pass overwrite=true to replace it",
+                        param="overwrite", path=path)

@@ -219,21 +219,22 @@ def model_load_file(ctx, model, path, strict):
     """model_load_file(model, path, strict=True): load a safetensors file or Hugging Face folder.
 
     A folder holds model.safetensors or a sharded model.safetensors.index.json. Needs a runtime
-    that allows files (--allow-files; on for ipc://)."""
+    that allows files (--allow-files; on for ipc://); the path must lie inside its --file-root."""
     _files_allowed("model_load_file")
     m = model_of("model_load_file", model)
     load_state("model_load_file", m, read_file("model_load_file", path), strict, ctx.guard)
     return ()
 
 
-@op("model_save_file", P("model", "object"), P("path", "str"), outputs=0)
-def model_save_file(ctx, model, path):
-    """model_save_file(model, path): write the state_dict as a safetensors file.
+@op("model_save_file", P("model", "object"), P("path", "str"), P("overwrite", "bool", False), outputs=0)
+def model_save_file(ctx, model, path, overwrite):
+    """model_save_file(model, path, overwrite=False): write the state_dict as a safetensors file.
 
     A path not ending in .safetensors is a folder that gets model.safetensors (Hugging Face
-    layout). Needs a runtime that allows files (--allow-files; on for ipc://)."""
+    layout). An existing file is replaced only with overwrite=True. Needs a runtime that allows
+    files (--allow-files; on for ipc://); the path must lie inside its --file-root."""
     _files_allowed("model_save_file")
-    write_file("model_save_file", model_of("model_save_file", model), path)
+    write_file("model_save_file", model_of("model_save_file", model), path, overwrite)
     return ()
 
 

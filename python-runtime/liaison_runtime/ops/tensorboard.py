@@ -22,16 +22,24 @@ def _writer(name: str, obj):
 
 @op("tb_writer", P("logdir", "str"))
 def tb_writer(ctx, logdir):
-    """tb_writer(logdir): a TensorBoard event writer into logdir (needs tensorboard and file access)."""
+    """tb_writer(logdir): a TensorBoard event writer into logdir (needs tensorboard and file access).
+
+    logdir must lie inside the runtime's --file-root. Event files get fresh names, so nothing
+    already there is overwritten."""
     if not policy.ALLOW_FILES:
         raise RuntimeFault("E_ARG", "tb_writer: this runtime does not allow file access; start it with --allow-files "
                            "(a local ipc:// runtime allows it by default)", param="logdir")
+    logdir = policy.confine("tb_writer", "logdir", logdir)
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
         raise RuntimeFault("E_ARG", f"tb_writer: TensorBoard is not installed in the runtime's Python ({e}); "
                            "`pip install tensorboard` there to get event files", param="logdir") from None
-    return SummaryWriter(log_dir=logdir)
+    try:
+        return SummaryWriter(log_dir=logdir)
+    except OSError as e:  # a folder it may not make or enter: not a bug in the runtime
+        raise RuntimeFault("E_OP_FAILED", f"tb_writer: cannot write into {logdir!r}: {e.strerror or e}",
+                           param="logdir") from None
 
 
 @op("tb_scalar", P("writer", "object"), P("tag", "str"), P("value", "tensor"), P("step", "int"), outputs=0)
