@@ -77,9 +77,16 @@ export function decodeCheckpoint(metadata: Record<string, string>, path: string)
   } catch (e) {
     throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} is not JSON`, { param: 'path', cause: e });
   }
-  if (c.format !== CHECKPOINT_FORMAT) throw new LiaisonError('E_ARG', `resume: ${path} has checkpoint format ${c.format}; this SDK reads format ${CHECKPOINT_FORMAT}`, { param: 'path' });
-  if (c === null || typeof c !== 'object' || !Number.isInteger(c.epoch) || !Number.isInteger(c.step) || !c.optimizer || !Array.isArray(c.plugins)) {
-    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} lacks epoch, step, optimizer or plugins`, { param: 'path' });
+  // JSON that parses can still be null, a number or a list: refused before any field is read
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} is ${JSON.stringify(c)}, not an object {format, epoch, step, optimizer, plugins}`, { param: 'path' });
+  }
+  if (c.format !== CHECKPOINT_FORMAT) throw new LiaisonError('E_ARG', `resume: ${path} has checkpoint format ${JSON.stringify(c.format)}; this SDK reads format ${CHECKPOINT_FORMAT}`, { param: 'path' });
+  for (const k of ['epoch', 'step'] as const) {
+    if (!Number.isSafeInteger(c[k]) || c[k] < 0) throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has '${k}' ${JSON.stringify(c[k])}; expected an integer >= 0`, { param: 'path' });
+  }
+  if (!isRecord(c.optimizer) || typeof c.optimizer.id !== 'string' || !Array.isArray(c.plugins) || !c.plugins.every((p) => isRecord(p) && typeof p.id === 'string')) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} lacks 'optimizer' or 'plugins' ({id, config} records)`, { param: 'path' });
   }
   if (c.attached !== undefined && typeof c.attached !== 'boolean') throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has 'attached' ${JSON.stringify(c.attached)}, not a boolean`, { param: 'path' });
   return c;
@@ -108,4 +115,39 @@ export function checkStateNames(fileNames: readonly string[], modelNames: readon
   if (missing.length || extra.length) {
     throw new LiaisonError('E_ARG', `resume: ${path} does not match this Trainer's optimizer and plugin state: missing ${missing.join(', ') || 'none'}; unexpected ${extra.join(', ') || 'none'}`, { param: 'path' });
   }
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** What a checkpoint entry is copied into on resume: a model state entry or a state tensor of the Trainer. */
+export interface EntrySpec {
+  name: string;
+  dtype: string;
+  shape: readonly number[];
+}
+
+const LISTED = 8;
+
+/**
+ * Check every entry a resume writes against the file, before anything is written: the
+ * same dtype and the very same shape (a copy would broadcast a [1] into an [8], or fail
+ * half-way through). E_SHAPE (or E_DTYPE when only dtypes differ) naming each entry,
+ * what this Trainer has and what the file holds.
+ */
+export function checkEntries(file: Record<string, { dtype: string; shape: readonly number[] }>, targets: readonly EntrySpec[], path: string): void {
+  const bad: string[] = [];
+  let shapes = false;
+  for (const t of targets) {
+    const f = file[t.name];
+    if (!f) continue; // missing names are checkStateNames' (and checkParsed's) to report
+    const sameShape = f.shape.length === t.shape.length && f.shape.every((d, i) => d === t.shape[i]);
+    if (sameShape && f.dtype === t.dtype) continue;
+    shapes ||= !sameShape;
+    bad.push(`'${t.name}' is ${t.dtype} [${t.shape.join(', ')}] here, ${f.dtype} [${f.shape.join(', ')}] in the file`);
+  }
+  if (!bad.length) return;
+  const more = bad.length > LISTED ? `; … (${bad.length} in all)` : '';
+  throw new LiaisonError(shapes ? 'E_SHAPE' : 'E_DTYPE', `resume: ${path} does not fit this Trainer, nothing was loaded: ${bad.slice(0, LISTED).join('; ')}${more}`, { param: 'path' });
 }

@@ -28,7 +28,7 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
-import { checkSameSetup, checkStateNames, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
+import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
 import { type Batch, Dataset, TextCorpus, type TokenSampler } from './data.js';
 import { checkTargets, evaluate, lossOf } from './evaluate.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
@@ -40,6 +40,7 @@ import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
 import { StepWindow } from './step-window.js';
 import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
+import { restoreCheckpoint } from './trainer-resume.js';
 import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
 import { HookRegistry } from './training-hooks.js';
 
@@ -375,8 +376,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * Restore a checkpoint written by {@link save} with the same optimizer and plugins: the
    * model, the optimizer's and plugins' state, and the epoch and step counts, so the next
    * `fit()` goes on where that run stopped. Everything is checked against the file (its
-   * setup, the model's entries and shapes, the state names) before the model changes, so a
-   * refused checkpoint leaves the model as it was. A checkpoint saved before the plugins
+   * setup; the name, dtype and shape of every model, optimizer and plugin entry) before
+   * anything is written, so a refused checkpoint leaves the model, the optimizer's state
+   * and the counters as they were (sdk/trainer-resume.ts). A checkpoint saved before the plugins
    * were attached (before the first fit) restores the model and the optimizer; the plugins
    * attach when training starts, as in a straight run.
    */
@@ -386,20 +388,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const file = await readSafetensors(path);
     const c = decodeCheckpoint(file.metadata, path);
     checkSameSetup(c, pluginRecord(this.optimizer), this.plugins.map(pluginRecord), path);
-    this.model.checkParsed(file, true, path);
     const withPlugins = c.attached !== false;
     if (!withPlugins && this.attached) {
       throw new LiaisonError('E_ARG', `resume: ${path} was saved before its plugins were attached (before the first fit), and this Trainer's plugins are attached already; resume it into a Trainer that has not trained`, { param: 'path' });
     }
-    // the state's checkpoint names are known once the plugins have attached
-    if (withPlugins) await this.attach();
-    const targets = { ...(withPlugins ? this.hooks.stateTensors() : {}), ...this.optimizerState() };
-    checkStateNames(Object.keys(file.tensors), this.model.stateInfo.map((e) => e.name), Object.keys(targets), path);
-    await this.rt.scope(async () => {
-      // the copies' handles and the uploads are freed when the scope ends
-      const { tensors } = await this.model.loadParsed(file, true, path);
-      for (const [k, t] of Object.entries(targets)) t.copy_(tensors[k]);
-      await this.rt.flush();
+    await restoreCheckpoint({
+      rt: this.rt, model: this.model, file, path, withPlugins, attached: this.attached !== null,
+      attach: () => this.attach(), optimizerState: () => this.optimizerState(), pluginState: () => this.hooks.stateTensors(),
     });
     this.epoch = c.epoch;
     this.step = c.step;
