@@ -65,6 +65,9 @@ def main(argv=None) -> int:
     ap.add_argument("--file-root", default=os.environ.get("LIAISON_FILE_ROOT") or None, metavar="DIR",
                     help="the folder file operations are confined to (else LIAISON_FILE_ROOT, else the "
                          "working directory the runtime starts in)")
+    ap.add_argument("--file-root", default=os.environ.get("LIAISON_FILE_ROOT") or None, metavar="DIR",
+                    help="the folder file operations are confined to (else LIAISON_FILE_ROOT, else the "
+                         "working directory the runtime starts in)")
     ap.add_argument("--threads", type=_threads,
                     help="torch intra-op threads (else LIAISON_THREADS, else the cores this process may use)")
     # limits for a runtime that several clients share; an env var is read where a flag is not given
@@ -90,6 +93,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"liaison-runtime: LIAISON_THREADS {e}") from None
     torch.set_num_threads(threads or min(cpu_budget(), torch.get_num_threads()))
     policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
+    try:
+        policy.set_policy(root=args.file_root or os.getcwd())
+    except ValueError as e:
+        raise SystemExit(f"liaison-runtime: --file-root: {e}") from None
     try:
         policy.set_policy(root=args.file_root or os.getcwd())
     except ValueError as e:
