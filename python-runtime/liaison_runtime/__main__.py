@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import math
 import os
 import signal
 import sys
@@ -23,7 +22,6 @@ import sys
 import torch
 
 from . import policy
-from .executor import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_S
 from .server import Server, cpu_budget, pick_device, ready_line
 
 
@@ -41,16 +39,6 @@ def _threads(raw: str) -> int:
     return int(raw)
 
 
-def _seconds(raw: str) -> float:
-    try:
-        v = float(raw)
-    except ValueError:
-        v = -1.0
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {raw!r}")
-    return v
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="liaison-runtime", description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", required=True, help="ipc://PATH, tcp://HOST:PORT (port 0: any free one)")
@@ -65,23 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--file-root", default=os.environ.get("LIAISON_FILE_ROOT") or None, metavar="DIR",
                     help="the folder file operations are confined to (else LIAISON_FILE_ROOT, else the "
                          "working directory the runtime starts in)")
-    ap.add_argument("--file-root", default=os.environ.get("LIAISON_FILE_ROOT") or None, metavar="DIR",
-                    help="the folder file operations are confined to (else LIAISON_FILE_ROOT, else the "
-                         "working directory the runtime starts in)")
     ap.add_argument("--threads", type=_threads,
                     help="torch intra-op threads (else LIAISON_THREADS, else the cores this process may use)")
-    # limits for a runtime that several clients share; an env var is read where a flag is not given
-    ap.add_argument("--max-message-bytes", type=_threads, metavar="N",
-                    default=os.environ.get("LIAISON_MAX_MESSAGE_BYTES") or str(DEFAULT_MAX_MESSAGE_BYTES),
-                    help="the largest message accepted, all frames together, and the most a batch may read back "
-                         "(else LIAISON_MAX_MESSAGE_BYTES, else 1 GiB)")
-    ap.add_argument("--max-sessions", type=_threads, metavar="N",
-                    default=os.environ.get("LIAISON_MAX_SESSIONS") or str(DEFAULT_MAX_SESSIONS),
-                    help="the most sessions open at once (else LIAISON_MAX_SESSIONS, else 64)")
-    ap.add_argument("--session-idle-s", type=_seconds, metavar="S",
-                    default=os.environ.get("LIAISON_SESSION_IDLE_S") or str(DEFAULT_SESSION_IDLE_S),
-                    help="close a session unused for S seconds and free its tensors; 0: never "
-                         "(else LIAISON_SESSION_IDLE_S, else 900)")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
@@ -97,14 +70,8 @@ def main(argv=None) -> int:
         policy.set_policy(root=args.file_root or os.getcwd())
     except ValueError as e:
         raise SystemExit(f"liaison-runtime: --file-root: {e}") from None
-    try:
-        policy.set_policy(root=args.file_root or os.getcwd())
-    except ValueError as e:
-        raise SystemExit(f"liaison-runtime: --file-root: {e}") from None
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
-                    parent_pid=args.parent_pid, allow_remote=args.allow_remote,
-                    max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
-                    session_idle_s=args.session_idle_s)
+                    parent_pid=args.parent_pid, allow_remote=args.allow_remote)
     # A batch unpacks thousands of small containers; with the default gen-0 threshold the
     # cyclic GC would run every few hundred ops. Objects alive now (torch, the op table)
     # never need scanning again.
