@@ -6,6 +6,10 @@
  * reader loop that settles the request by id. At most `maxInFlight` requests are on the
  * wire at once: the runtime's ROUTER then never has to queue more replies for us than our
  * pipe holds.
+ *
+ * A peer that dies is noticed at once, pending requests or not: a spawned local runtime by
+ * its launcher (the process exit), a tcp runtime by the socket's own connection events
+ * (below), and an idle connection by the heartbeat.
  */
 import { Dealer } from 'zeromq';
 import { LiaisonError } from './errors.js';
@@ -24,6 +28,13 @@ export interface ConnectionOptions {
   heartbeatMs?: number;
   /** A heartbeat unanswered this long declares the runtime dead. */
   heartbeatTimeoutMs?: number;
+}
+
+/** What a runtime's `hello` reply says about its limits (older runtimes send none). */
+export interface RuntimeLimits {
+  max_message_bytes?: number;
+  max_sessions?: number;
+  session_idle_s?: number;
 }
 
 export interface Reply {
@@ -64,6 +75,10 @@ export class Connection {
   private readonly timeoutMs: number;
   private hbTimer?: NodeJS.Timeout;
   private lastReply = Date.now();
+  /** The session the `hello` opened: the idle heartbeat names it, which keeps it from expiring. */
+  private sid?: string;
+  /** The runtime's `max_message_bytes`, once its `hello` reported one. */
+  private maxMessageBytes = 0;
 
   constructor(opts: ConnectionOptions) {
     this.endpoint = opts.endpoint;
@@ -79,6 +94,7 @@ export class Connection {
       receiveHighWaterMark: 0,
       ...(opts.endpoint.startsWith('tcp://') ? { heartbeatInterval: 2000, heartbeatTimeout: 10_000 } : {}),
     });
+    if (opts.endpoint.startsWith('tcp://')) this.watchPeer();
     this.sock.connect(opts.endpoint);
     void this.readLoop();
     const hb = opts.heartbeatMs ?? 5000;
@@ -95,6 +111,13 @@ export class Connection {
    */
   request(kind: Kind, fields: Record<string, unknown> = {}, buffers: readonly Uint8Array[] = [], timeoutMs = this.timeoutMs): Promise<Reply> {
     if (this.dead) return Promise.reject(this.dead);
+    if (this.maxMessageBytes > 0) {
+      // The buffers alone are a lower bound of the message: refuse before hashing them.
+      let size = 0;
+      for (const b of buffers) size += b.byteLength;
+      if (size > this.maxMessageBytes) return Promise.reject(this.tooLarge(kind, size));
+    }
+    if (kind === 'close' && fields.sid === this.sid) this.sid = undefined;
     const id = this.nextId++;
     if (this.nextId > 0x7fffffff) this.nextId = 1;
     const header: Record<string, unknown> = { v: VERSION, id, kind, ...fields };
@@ -187,6 +210,16 @@ export class Connection {
           p.reject(new LiaisonError('E_ARG', `cannot encode ${p.kind} #${msg.id}: ${(e as Error).message}`));
           continue;
         }
+        if (this.maxMessageBytes > 0) {
+          let size = 0;
+          for (const f of frames) size += f.byteLength;
+          if (size > this.maxMessageBytes) {
+            this.pending.delete(msg.id);
+            if (p.timer) clearTimeout(p.timer);
+            p.reject(this.tooLarge(p.kind, size));
+            continue;
+          }
+        }
         p.sent = true;
         this.inFlight++;
         await this.sock.send(frames as Buffer[]);
@@ -245,6 +278,7 @@ export class Connection {
       return;
     }
     this.settle(id as number, p);
+    if (header.ok && p.kind === 'hello') this.learn(header);
     if (header.ok) p.resolve({ header, buffers });
     else p.reject(LiaisonError.fromWire(header.error ?? { code: 'E_INTERNAL', message: 'error reply without an error field' }));
   }
@@ -256,17 +290,59 @@ export class Connection {
     if (this.qHead < this.queue.length) this.pump();
   }
 
+  /** The session id and limits from a `hello` reply. */
+  private learn(header: ReplyHeader): void {
+    if (typeof header.sid === 'string') this.sid = header.sid;
+    const limits = header.limits as RuntimeLimits | undefined;
+    const max = limits?.max_message_bytes;
+    if (typeof max === 'number' && Number.isFinite(max) && max > 0) this.maxMessageBytes = max;
+  }
+
+  private tooLarge(kind: Kind, size: number): LiaisonError {
+    return new LiaisonError('E_LIMIT', `a ${kind} message of ${bytes(size)} is over the runtime's max_message_bytes of ${bytes(this.maxMessageBytes)}: send less at once (smaller uploads, a lower maxQueuedBytes) or start the runtime with a larger --max-message-bytes (LIAISON_MAX_MESSAGE_BYTES)`);
+  }
+
   private startHeartbeat(everyMs: number, deadAfterMs: number): void {
     // Only an idle connection is pinged: a long op legitimately keeps the runtime's one
-    // loop busy, and per-request timeouts cover that case.
+    // loop busy, so an unanswered ping then proves nothing (a tcp peer's death is seen by
+    // watchPeer meanwhile). The ping names our session: an idle client keeps it alive
+    // against the runtime's session_idle_s.
     this.hbTimer = setInterval(() => {
       if (this.dead || this.pending.size > 0 || Date.now() - this.lastReply < everyMs) return;
-      this.request('ping', {}, [], deadAfterMs).catch((e: LiaisonError) => {
+      this.request('ping', this.sid ? { sid: this.sid } : {}, [], deadAfterMs).catch((e: LiaisonError) => {
         if (e.code === 'E_TIMEOUT') {
           this.fail(new LiaisonError('E_DEAD', `the runtime at ${this.endpoint} stopped answering heartbeats (${deadAfterMs} ms)`));
+        } else if (e.code === 'E_SESSION') {
+          this.sid = undefined; // gone already; the next batch reports it
         }
       });
     }, everyMs);
     this.hbTimer.unref?.();
   }
+
+  /**
+   * tcp: fail everything pending the moment the connection drops. libzmq's own heartbeats
+   * (ZMTP PING/PONG, answered by the runtime's I/O thread even while an op computes) drop
+   * the connection of a hung host within heartbeatTimeout; a killed one drops at once. The
+   * DEALER would reconnect, but under a new routing id, so replies to requests sent before
+   * can never arrive, and whether those requests ran is unknown: the connection is dead.
+   */
+  private watchPeer(): void {
+    const lost = (why: string) => {
+      if (this.dead) return;
+      const n = this.pending.size;
+      this.fail(new LiaisonError('E_DEAD', `${why}: the runtime at ${this.endpoint} died, hung or became unreachable${n ? `, and the ${n} pending request${n === 1 ? '' : 's'} can get no reply` : ''}. Connect again to go on`));
+    };
+    const ev = this.sock.events;
+    ev.on('disconnect', () => lost('the connection was lost'));
+    for (const type of ['handshake:error:protocol', 'handshake:error:auth', 'handshake:error:other'] as const) {
+      ev.on(type, (e) => lost(`the ZeroMQ handshake failed (${e.error.message})`));
+    }
+  }
+}
+
+function bytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB (${n} bytes)`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB (${n} bytes)`;
+  return `${n} bytes`;
 }
