@@ -30,6 +30,13 @@ export interface SpawnOptions {
   threads?: number;
   /** Forward the runtime's stderr to ours (default: only when LIAISON_LOG is set). */
   inheritStderr?: boolean;
+  /**
+   * The folder the runtime's file operations (`Model.loadFile` / `saveFile`, TensorBoard logs)
+   * are confined to, passed as `--file-root`; a relative one is taken from this process's
+   * working directory. Default: LIAISON_FILE_ROOT, else the working directory the runtime
+   * starts in (this process's). Paths outside it, `..` or symlinks leading out, are refused.
+   */
+  fileRoot?: string;
 }
 
 export interface RuntimeProcess {
@@ -125,6 +132,7 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
   const args = ['-m', 'liaison_runtime', '--endpoint', endpoint, '--parent-pid', String(process.pid)];
   if (opts.device) args.push('--device', opts.device);
   if (opts.threads) args.push('--threads', String(opts.threads));
+  if (opts.fileRoot !== undefined) args.push('--file-root', resolve(opts.fileRoot));
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   const { exited, stop } = own(child, dir);
 

@@ -18,7 +18,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { delimiter, isAbsolute, join, sep } from 'node:path';
+import { delimiter, isAbsolute, join, resolve as resolvePath, sep } from 'node:path';
 import type { Py, Python } from 'pythonia';
 import { LiaisonError } from './errors.js';
 import { own, privateEndpoint, resolvePython, runtimeEnv, type RuntimeProcess, type SpawnOptions } from './launcher.js';
@@ -103,6 +103,8 @@ async function start(opts: PythonStartOptions): Promise<PythonRuntime> {
   }
   const env = runtimeEnv(opts.env);
   const vars: Record<string, string> = { ...opts.env, PYTHON_BIN: python, PYTHONPATH: env.PYTHONPATH!, PYTHONUNBUFFERED: '1' };
+  // the hatch's interpreter has no command line of ours: its policy reads the root from here
+  if (opts.fileRoot !== undefined) vars.LIAISON_FILE_ROOT = resolvePath(opts.fileRoot);
 
   // pythonia spawns its interpreter with our environment while it loads (and again in
   // `python()` after an exit): set what it needs for exactly that long.

@@ -256,9 +256,13 @@ export class Model implements ModelLike {
     this.rt.call('model_load_file', [this.handle, path], { strict: opts.strict ?? true }, 0);
   }
 
-  /** Write the state as safetensors on the runtime's disk (`path`, or `path/model.safetensors` for a folder). Queued. */
-  saveFile(path: string): void {
-    this.rt.call('model_save_file', [this.handle, path], undefined, 0);
+  /**
+   * Write the state as safetensors on the runtime's disk (`path`, or `path/model.safetensors`
+   * for a folder), inside the runtime's file root (`fileRoot` / `--file-root`). An existing
+   * file is an E_ARG unless `overwrite` is true. Queued.
+   */
+  saveFile(path: string, opts: { overwrite?: boolean } = {}): void {
+    this.rt.call('model_save_file', [this.handle, path], { overwrite: opts.overwrite ?? false }, 0);
   }
 
   /**

@@ -19,8 +19,8 @@ let dir: string;
 beforeAll(async () => {
   // one intra-op thread: these models are tiny, and two test files share two cores
   // (more threads than cores make torch's workers spin against each other)
-  rt = await startRuntime();
   dir = mkdtempSync(join(tmpdir(), 'liaison-model-'));
+  rt = await startRuntime({ fileRoot: dir }); // the runtime writes its files into this folder
 });
 afterAll(async () => {
   await rt?.close();

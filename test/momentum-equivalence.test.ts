@@ -46,8 +46,8 @@ let dir: string;
 let data: Dataset;
 let reference: Reference;
 beforeAll(async () => {
-  rt = await startRuntime();
   dir = mkdtempSync(join(tmpdir(), 'liaison-sgd-'));
+  rt = await startRuntime({ fileRoot: dir }); // the runtime writes its files into this folder
   const init = join(dir, 'init.safetensors');
   const model = await Model.build(rt, SPEC, { seed: 0 });
   model.saveFile(init);
