@@ -12,9 +12,10 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LiaisonError } from './errors.js';
+import { locatePython } from '../scripts/pyenv.mjs';
 
 export interface SpawnOptions {
-  /** Python interpreter; default LIAISON_PYTHON, else the project's .venv. */
+  /** Python interpreter; default LIAISON_PYTHON, else this install's venv (resolvePython). */
   python?: string;
   /** `cpu`, `cuda`, `cuda:1`; default LIAISON_DEVICE, else CUDA when present. */
   device?: string;
@@ -66,13 +67,16 @@ export function packageRoot(): string {
   throw new LiaisonError('E_SPAWN', 'cannot find the liaison package root (package.json next to python-runtime/)');
 }
 
+/**
+ * The interpreter the runtime runs on: `explicit`, else LIAISON_PYTHON, else this install's
+ * venv — a checkout's own .venv, or for the package installed as a dependency the shared venv
+ * its installer recorded. scripts/pyenv.mjs decides, for the installer and for this alike.
+ */
 export function resolvePython(explicit?: string): string {
   if (explicit) return explicit;
-  if (process.env.LIAISON_PYTHON) return process.env.LIAISON_PYTHON;
-  const root = packageRoot();
-  const venv = process.platform === 'win32' ? join(root, '.venv', 'Scripts', 'python.exe') : join(root, '.venv', 'bin', 'python');
-  if (existsSync(venv)) return venv;
-  throw new LiaisonError('E_SPAWN', `no Python environment: expected ${venv}. Run \`npm install\` (it creates .venv) or set LIAISON_PYTHON to an interpreter with torch, pyzmq, msgpack and numpy.`);
+  const { python, found, fix } = locatePython(packageRoot());
+  if (found) return python;
+  throw new LiaisonError('E_SPAWN', `no Python environment (${python} is missing): ${fix}`);
 }
 
 /** Environment that lets any interpreter import the runtime from this checkout. */

@@ -15,6 +15,12 @@
  * await trainer.fit(train, { eval: test });
  * ```
  */
+/**
+ * TypeBox, the schema builder of every plugin config: re-exported so that a plugin package
+ * uses the SDK's own copy (`import { Type, type Static } from 'liaison/sdk'`), whose schemas
+ * `definePlugin` validates, and needs no dependency of its own on `@sinclair/typebox`.
+ */
+export { Type, type Static, type TSchema, type TObject, type TProperties } from '@sinclair/typebox';
 export * from './plugin.js';
 export * from './hooks.js';
 export * from './program.js';
