@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { atProcessEnd } from './cleanup.js';
 import { LiaisonError } from './errors.js';
 import { locatePython } from '../scripts/pyenv.mjs';
 
@@ -95,16 +96,17 @@ export function privateEndpoint(): { dir: string; endpoint: string } {
 }
 
 /**
- * Take ownership of a runtime process and its private folder: if this process exits first,
- * the child is SIGKILLed and the folder removed (on exit there is no event loop left to see
- * it die, so this is done synchronously). `exited` resolves with how the child ended, once
+ * Take ownership of a runtime process and its private folder: if this process ends first
+ * (exit, or SIGINT/SIGTERM/SIGHUP without a handler of the program's: bridge/cleanup.ts),
+ * the child is SIGKILLed and the folder removed (there is no event loop left to see it die,
+ * so this is done synchronously). `exited` resolves with how the child ended, once
  * its folder is gone; `stop()` sends SIGTERM, SIGKILL after 3 s, and waits for the end.
  */
 export function own(child: ChildProcess, dir: string): { exited: Promise<string>; stop(): Promise<void> } {
   live.set(child, dir);
   if (!exitHook) {
     exitHook = true;
-    process.on('exit', () => {
+    atProcessEnd(() => {
       for (const [c, d] of live) {
         c.kill('SIGKILL');
         rmSync(d, { recursive: true, force: true });

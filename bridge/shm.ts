@@ -4,10 +4,12 @@
  * Node has no mmap, so each direction costs one memcpy into or out of tmpfs; the runtime
  * maps the file without copying. For large tensors that beats pushing the bytes through
  * the socket (bench: bridge.transfer64mb). The folder is private (0700) and removed on
- * close; the runtime only touches paths of the form /dev/shm/liaison-XXXXXX/name.
+ * close, or when this process ends (exit, SIGINT, SIGTERM, SIGHUP: bridge/cleanup.ts); the
+ * runtime only touches paths of the form /dev/shm/liaison-XXXXXX/name.
  */
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, fstatSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { atProcessEnd } from './cleanup.js';
 
 const live = new Set<string>();
 let hooked = false;
@@ -18,7 +20,7 @@ export class ShmDir {
     live.add(dir);
     if (!hooked) {
       hooked = true;
-      process.on('exit', () => { for (const d of live) rmSync(d, { recursive: true, force: true }); });
+      atProcessEnd(() => { for (const d of live) rmSync(d, { recursive: true, force: true }); });
     }
   }
 
