@@ -13,6 +13,7 @@ import { LiaisonError } from './errors.js';
 import { spawnRuntime, type RuntimeProcess, type SpawnOptions } from './launcher.js';
 import { HandleRef } from './protocol.js';
 import type { HatchProcess, PythonHatch, PyObject } from './python.js';
+import { inferShapes } from './shapes.js';
 import { ShmDir } from './shm.js';
 import { Tensor, type TensorData } from './tensor.js';
 
@@ -200,6 +201,7 @@ export class Runtime {
     const out: Tensor[] = [];
     const recorder = this.recorder;
     for (let i = 0; i < outputs; i++) out.push(recorder ? this.symbolic(recorder) : this.newTensor());
+    if (outputs > 0) inferShapes(op, args, kw, out, recorder);
     const rec: OpRecord = { op, out: out.map((t) => t.ref), args: wireArgs };
     if (wireKw) rec.kw = wireKw;
     if (recorder) {

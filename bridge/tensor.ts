@@ -6,8 +6,10 @@
  * Shapes in the comments follow PyTorch: `(B, T, D)`.
  */
 import type { ArrayOf, DType } from './dtype.js';
+import { LiaisonError } from './errors.js';
 import { HandleRef } from './protocol.js';
 import type { Arg, Runtime } from './runtime.js';
+import { type Shape, type Size, formatShape, whyUnknown } from './shapes.js';
 
 export interface TensorData<D extends DType = DType> {
   dtype: D;
@@ -31,9 +33,47 @@ export class Tensor {
   /** @internal */ kept = false;
   /** @internal Set on tensors that exist only inside a program's trace (sdk/program.ts). */
   traced?: object;
+  /** @internal The static shape (bridge/shapes.ts), or undefined when it is not known. */
+  sh: Shape | undefined = undefined;
+  /** @internal When `sh` is unknown: the op that lost it, or a sentence saying why. */
+  lost: string | undefined = undefined;
 
   constructor(readonly rt: Runtime, readonly id: number) {
     this.ref = new HandleRef(id);
+  }
+
+  // ---- the static shape: known without a round trip (bridge/shapes.ts) ----
+
+  /**
+   * The shape as the SDK knows it without asking the runtime: set by placeholders, by the
+   * tensors the client makes (`rt.tensor`, `rt.zeros`, …) and by model parameters, then
+   * carried through every op that has a shape rule. Strings are symbolic sizes: a
+   * placeholder's name (`'B'`) or an expression of names (`'B*T'`, `'T+1'`). Undefined when
+   * some op on the way has no rule or could not be sure; {@link size} then says which.
+   */
+  get shape(): Shape | undefined {
+    return this.sh;
+  }
+
+  /** The number of dims; E_SHAPE naming the op that lost the shape when it is not known. */
+  get dim(): number {
+    return this.known('dim').length;
+  }
+
+  /** The size of dim `d` (negative counts from the end): a number, or a symbolic size. */
+  size(d: number): Size {
+    const s = this.known(`size(${d})`);
+    const i = Number.isInteger(d) && d < 0 ? d + s.length : d;
+    if (!Number.isInteger(i) || i < 0 || i >= s.length) {
+      throw new LiaisonError('E_ARG', `tensor #${this.id}: size(${d}) is out of range for shape ${formatShape(s)} (dims -${s.length} to ${s.length - 1})`, { param: 'd' });
+    }
+    return s[i];
+  }
+
+  private known(what: string): Shape {
+    if (this.sh !== undefined) return this.sh;
+    throw new LiaisonError('E_SHAPE', `tensor #${this.id}: ${what} needs its shape, which is not known here: ${whyUnknown(this)}. ` +
+      'Declare the shape of the placeholder it comes from, pass the size in, or read it with `await t.info()` outside a program');
   }
 
   private op(name: string, args: readonly Arg[], kw?: Record<string, Arg>): T {

@@ -27,6 +27,7 @@
  * (`rt.tensor(...)`) becomes a captured constant.
  */
 import { type DType, LiaisonError, type OpRecord, type OpRecorder, type Runtime, Tensor } from '../bridge/index.js';
+import { type Shape, bindSizes, evalShape } from '../bridge/sizes.js';
 
 /** What a placeholder promises: a dtype, and a shape whose strings are symbolic sizes. */
 export interface PlaceholderSpec {
@@ -81,7 +82,11 @@ export class Program<I extends Placeholders = Placeholders, S extends Record<str
     readonly handle: Tensor,
     readonly inputNames: readonly (keyof I & string)[],
     readonly stateNames: readonly (keyof S & string)[],
-    private readonly shape: { kind: 'void' | 'one' | 'list' | 'named'; names: string[] },
+    private readonly shape: {
+      kind: 'void' | 'one' | 'list' | 'named'; names: string[];
+      /** The placeholders' declared shapes, and the outputs' static shapes in their terms. */
+      inShapes: readonly (Shape | undefined)[]; outShapes: readonly (Shape | undefined)[]; symbolic: boolean;
+    },
     /** How many ops the trace recorded. */
     readonly size: number,
   ) {}
@@ -97,6 +102,7 @@ export class Program<I extends Placeholders = Placeholders, S extends Record<str
     const n = this.shape.names.length;
     const outs = this.rt.call('program_run', [this.handle, list], undefined, n);
     const arr = n === 1 ? [outs as Tensor] : (outs as Tensor[]);
+    this.giveShapes(list, arr);
     switch (this.shape.kind) {
       case 'void': return undefined as RunResult<R>;
       case 'one': return arr[0] as RunResult<R>;
@@ -104,6 +110,25 @@ export class Program<I extends Placeholders = Placeholders, S extends Record<str
       default: return Object.fromEntries(this.shape.names.map((k, i) => [k, arr[i]])) as RunResult<R>;
     }
   }
+
+  /** The outputs' static shapes, their symbolic sizes replaced by what these inputs bind. */
+  private giveShapes(inputs: readonly Tensor[], outs: readonly Tensor[]): void {
+    const { inShapes, outShapes } = this.shape;
+    const sizes = this.shape.symbolic ? bindSizes(inShapes, inputs.map((t) => t.sh)) : undefined;
+    for (let i = 0; i < outs.length; i++) {
+      const o = outShapes[i];
+      const s = o && evalShape(o, sizes);
+      outs[i].sh = s;
+      outs[i].lost = s ? undefined : this.unknownOut(i);
+    }
+  }
+
+  /** Why output `i` has no static shape; made once, as a program runs every step. */
+  private unknownOut(i: number): string {
+    const why = this.shape.outShapes[i] ? 'has a size that depends on inputs of unknown shape' : 'had no static shape when it was traced';
+    return (this.whyUnknown[i] ??= `output ${this.shape.names[i]} of program '${this.name}' ${why}`);
+  }
+  private readonly whyUnknown: string[] = [];
 
   /** The current value of a state tensor (a new handle onto the program's own). */
   state(name: keyof S & string): Tensor {
@@ -157,8 +182,17 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
   const rec = new Recorder(name);
   const inputs = {} as Record<string, Tensor>;
   const stateIn = {} as Record<string, Tensor>;
-  for (const k of inputNames) inputs[k] = rt.symbolic(rec);
-  for (const k of stateNames) stateIn[k] = rt.symbolic(rec);
+  for (const k of inputNames) {
+    const t = inputs[k] = rt.symbolic(rec);
+    const shape = inputSpecs[k].shape;
+    if (Array.isArray(shape)) t.sh = [...shape];
+    else t.lost = `placeholder '${k}' of program '${name}' declares no shape`;
+  }
+  for (const k of stateNames) {
+    // the traced ops run again on what this run leaves, so the first value's shape proves nothing
+    stateIn[k] = rt.symbolic(rec);
+    stateIn[k].lost = `state '${k}' of program '${name}' may change shape from run to run, so its shape is not assumed`;
+  }
   const state = { ...stateIn };
   let result: unknown;
   try {
@@ -193,7 +227,9 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
   }) as Tensor;
   // a program lives until free(): an enclosing rt.scope() cannot see into a Program to spare it
   handle.keep();
-  return new Program<I, S, R>(rt, name, handle, inputNames, stateNames, { kind: shape.kind, names: shape.names }, rec.ops.length);
+  const outShapes = outputs.map((t) => t.sh);
+  const inShapes = inputNames.map((k) => inputSpecs[k].shape);
+  return new Program<I, S, R>(rt, name, handle, inputNames, stateNames, { kind: shape.kind, names: shape.names, inShapes, outShapes, symbolic: outShapes.some((o) => o?.some((d) => typeof d === 'string')) }, rec.ops.length);
 }
 
 function resultShape(name: string, r: unknown): { kind: 'void' | 'one' | 'list' | 'named'; names: string[]; tensors: Tensor[] } {
