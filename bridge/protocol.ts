@@ -22,7 +22,7 @@ import { LiaisonError } from './errors.js';
 /** Protocol major version: a peer with another major is refused. */
 export const VERSION = 1;
 /** Minor version: additions only; unknown header fields are ignored. */
-export const MINOR = 0;
+export const MINOR = 1;
 export const EXT_HANDLE = 1;
 export const SIG_LEN = 32;
 

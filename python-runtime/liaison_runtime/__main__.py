@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ import sys
 import torch
 
 from . import policy
+from .executor import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_S
 from .server import Server, cpu_budget, pick_device, ready_line
 
 
@@ -37,6 +39,16 @@ def _threads(raw: str) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {raw!r}")
     return int(raw)
+
+
+def _seconds(raw: str) -> float:
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, got {raw!r}")
+    return v
 
 
 def main(argv=None) -> int:
@@ -55,6 +67,18 @@ def main(argv=None) -> int:
                          "working directory the runtime starts in)")
     ap.add_argument("--threads", type=_threads,
                     help="torch intra-op threads (else LIAISON_THREADS, else the cores this process may use)")
+    # limits for a runtime that several clients share; an env var is read where a flag is not given
+    ap.add_argument("--max-message-bytes", type=_threads, metavar="N",
+                    default=os.environ.get("LIAISON_MAX_MESSAGE_BYTES") or str(DEFAULT_MAX_MESSAGE_BYTES),
+                    help="the largest message accepted, all frames together, and the most a batch may read back "
+                         "(else LIAISON_MAX_MESSAGE_BYTES, else 1 GiB)")
+    ap.add_argument("--max-sessions", type=_threads, metavar="N",
+                    default=os.environ.get("LIAISON_MAX_SESSIONS") or str(DEFAULT_MAX_SESSIONS),
+                    help="the most sessions open at once (else LIAISON_MAX_SESSIONS, else 64)")
+    ap.add_argument("--session-idle-s", type=_seconds, metavar="S",
+                    default=os.environ.get("LIAISON_SESSION_IDLE_S") or str(DEFAULT_SESSION_IDLE_S),
+                    help="close a session unused for S seconds and free its tensors; 0: never "
+                         "(else LIAISON_SESSION_IDLE_S, else 900)")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
@@ -71,7 +95,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         raise SystemExit(f"liaison-runtime: --file-root: {e}") from None
     server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
-                    parent_pid=args.parent_pid, allow_remote=args.allow_remote)
+                    parent_pid=args.parent_pid, allow_remote=args.allow_remote,
+                    max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
+                    session_idle_s=args.session_idle_s)
     # A batch unpacks thousands of small containers; with the default gen-0 threshold the
     # cyclic GC would run every few hundred ops. Objects alive now (torch, the op table)
     # never need scanning again.

@@ -20,6 +20,10 @@ from .ops.registry import DTYPE_NAMES, Ctx
 from .protocol import MINOR, Handle
 from .session import Sessions
 
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30
+DEFAULT_MAX_SESSIONS = 64
+DEFAULT_SESSION_IDLE_S = 900.0
+
 _EMPTY: dict = {}
 
 
@@ -36,10 +40,14 @@ def _handles(v, what: str) -> list[int]:
 
 
 class Executor:
-    def __init__(self, device: torch.device, shm: bool = False):
+    def __init__(self, device: torch.device, shm: bool = False, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 max_sessions: int = DEFAULT_MAX_SESSIONS, session_idle_s: float = DEFAULT_SESSION_IDLE_S,
+                 clock=None):
         self.device = device
         self.shm = shm  # may tensors travel through /dev/shm files (same host only)
-        self.sessions = Sessions()
+        # a reply is held to the size the client may send: both ends then budget one number
+        self.max_message_bytes = max_message_bytes
+        self.sessions = Sessions(max_sessions, session_idle_s, **({"clock": clock} if clock else {}))
         self.adoptable: dict[int, object] = {}  # objects handed over by the embedded pythonia hatch
         self.ops_run = 0
 
@@ -50,6 +58,10 @@ class Executor:
         if kind == "batch":
             return self._batch(header, buffers)
         if kind == "ping":
+            if "sid" in header:  # a client's heartbeat keeps its idle session open
+                self.sessions.get(header["sid"])
+            else:
+                self.sessions.expire()
             return {"stats": self.stats()}, [], []
         if kind == "hello":
             s = self.sessions.open()
@@ -58,6 +70,7 @@ class Executor:
                 "device": str(self.device), "cuda": self.device.type == "cuda", "pid": os.getpid(),
                 "threads": torch.get_num_threads(),
                 "shm": self.shm, "ops": sorted(OPS) + ["upload", "adopt"], "stats": self.stats(),
+                "limits": self.limits(),
             }, [], []
         if kind == "close":
             return {"freed": self.sessions.close(header.get("sid"))}, [], []
@@ -67,6 +80,12 @@ class Executor:
 
     def stats(self) -> dict:
         return {**self.sessions.stats(), "ops_run": self.ops_run}
+
+    def limits(self) -> dict:
+        idle = self.sessions.idle_s
+        # the wire writes an integral number as an integer (a float64 only for a fraction)
+        return {"max_message_bytes": self.max_message_bytes, "max_sessions": self.sessions.max_sessions,
+                "session_idle_s": int(idle) if float(idle).is_integer() else idle}
 
     def _batch(self, header: dict, buffers: list):
         sess = self.sessions.get(header.get("sid"))
@@ -145,7 +164,9 @@ class Executor:
 
     @staticmethod
     def _wrap(e: Exception, name, index: int) -> RuntimeFault:
-        if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError, MemoryError)):
+        # ArithmeticError: an op's Python arithmetic on the caller's numbers (a zero size, a
+        # value beyond the dtype) is the caller's to fix, not a runtime bug
+        if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError, MemoryError, ArithmeticError)):
             f = classify(e, str(name))
         else:
             f = RuntimeFault("E_INTERNAL", f"{name}: {type(e).__name__}: {e}", traceback=traceback.format_exc())
@@ -175,11 +196,23 @@ class Executor:
         shm = header.get("shm") if self.shm else None
         shm_dir = shm.get("dir") if isinstance(shm, dict) else None
         shm_min = shm.get("min", 1 << 20) if isinstance(shm, dict) else None
-        for k, h in enumerate(reads):
-            obj = sess.get(h)
-            if not isinstance(obj, torch.Tensor):
-                raise RuntimeFault("E_ARG", f"read: handle {h} holds a {type(obj).__name__}, not a tensor", handle=h)
-            name, shape, arr, alias = transfer.to_bytes(obj)
+        tensors = [self._readable(sess, h) for h in reads]
+        # A read copies a tensor into one contiguous buffer: an expanded view of a few bytes
+        # can stand for terabytes. Size them all before anything is allocated.
+        total = sum(t.numel() * t.element_size() for t in tensors)
+        if total > self.max_message_bytes:
+            raise RuntimeFault("E_LIMIT", f"read: the {len(tensors)} tensor(s) asked for make {total} bytes, over "
+                               f"this runtime's max_message_bytes of {self.max_message_bytes}: read smaller "
+                               "slices, or start the runtime with a larger --max-message-bytes "
+                               "(LIAISON_MAX_MESSAGE_BYTES)", limit="max_message_bytes",
+                               value=self.max_message_bytes, size=total)
+        for k, (h, obj) in enumerate(zip(reads, tensors, strict=True)):
+            try:
+                name, shape, arr, alias = transfer.to_bytes(obj)
+            except (MemoryError, RuntimeError) as e:  # the copy of a view, or the move off the GPU
+                f = classify(e, "read")
+                f.extra["handle"] = h
+                raise f from None
             if shm_dir is not None and isinstance(shm_min, int) and arr.nbytes >= shm_min:
                 path = f"{shm_dir}/r{header['id']}-{k}"
                 transfer.to_shm(arr, path)
@@ -190,6 +223,13 @@ class Executor:
                 if alias:
                     aliases.append(obj)
         return ({"reads": out} if reads else {}), bufs, aliases
+
+    @staticmethod
+    def _readable(sess, h: int) -> torch.Tensor:
+        obj = sess.get(h)
+        if not isinstance(obj, torch.Tensor):
+            raise RuntimeFault("E_ARG", f"read: handle {h} holds a {type(obj).__name__}, not a tensor", handle=h)
+        return obj
 
     @staticmethod
     def _meta(obj) -> dict:

@@ -66,17 +66,31 @@ def confine(op: str, param: str, path: str) -> str:
     return real
 
 
-def private_ipc(endpoint: str) -> bool:
-    """An ipc:// socket in a folder only this user can enter (the launcher's mkdtemp folder):
-    nobody else can connect to it. A socket in a shared folder (/tmp) is not private."""
-    if not endpoint.startswith("ipc://"):
-        return False
-    folder = os.path.dirname(os.path.abspath(endpoint[len("ipc://"):]))
+def ipc_exposure(endpoint: str) -> str | None:
+    """Why other local users could connect to this ipc:// endpoint, or None when only this
+    user can (a socket in a folder only this user can enter: the launcher's mkdtemp folder).
+
+    An abstract socket (`ipc://@name`, Linux) has no file and so no permissions at all:
+    any local user can connect to it, whatever folder the runtime was started from."""
+    path = endpoint[len("ipc://"):]
+    if path.startswith("@"):
+        return f"{endpoint} is an abstract socket, which has no file permissions"
+    folder = os.path.dirname(os.path.abspath(path))
     try:
         st = os.stat(folder)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+    except OSError as e:
+        return f"its folder {folder} cannot be checked ({e.strerror})"
+    if st.st_uid != os.getuid():
+        return f"its folder {folder} belongs to another user"
+    if st.st_mode & 0o077:
+        return f"its folder {folder} is open to other users (mode {st.st_mode & 0o777:o})"
+    return None
+
+
+def private_ipc(endpoint: str) -> bool:
+    """An ipc:// socket nobody but this user can connect to (see ipc_exposure). A socket in a
+    shared folder (/tmp) or an abstract one is not private."""
+    return endpoint.startswith("ipc://") and ipc_exposure(endpoint) is None
 
 
 def for_endpoint(endpoint: str, factories: bool = False, files: bool = False) -> None:

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import struct
 import time
+from collections import OrderedDict
 
 import msgpack
 
 from .errors import RuntimeFault
 
 VERSION = 1  # major: a peer with another major is refused
-MINOR = 0  # minor: additions only; unknown header fields are ignored
+MINOR = 1  # minor: additions only; unknown header fields are ignored (1.1: limits, ping sid)
 EXT_HANDLE = 1
 SIG_LEN = 32
 
@@ -110,27 +112,57 @@ def signature(key: bytes, frames) -> bytes:
 class ReplayGuard:
     """Refuses a signed message seen before (by digest) or stamped outside the window.
 
-    Digests are remembered for the window's length only; an older message is refused by
-    its timestamp instead, so memory stays bounded.
+    A digest must be remembered only while its timestamp is inside the window: after that
+    the timestamp alone refuses a replay. Digests are kept in arrival order with the time
+    their timestamp leaves the window, and expired ones are popped from the front on each
+    check, a few at a time, so no check ever scans the whole store. Arrival order is not
+    expiry order (clocks differ by up to the window), so an entry may outlive its expiry
+    while an older arrival ahead of it has not expired; every entry is still gone within
+    two windows of its arrival. The store is capped: a window flooded with more signed
+    messages than `max_entries` is refused (E_LIMIT) rather than allowed to grow without end.
     """
 
-    def __init__(self, window_s: float = 300.0):
+    def __init__(self, window_s: float = 300.0, max_entries: int = 1_000_000, clock=time.time):
         self.window_ms = window_s * 1000.0
-        self._seen: dict[bytes, float] = {}
-        self._next_prune = 0.0
+        self.max_entries = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # digest -> when it may be forgotten
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _prune(self, now: float, budget: int) -> None:
+        seen = self._seen
+        while seen and budget:
+            digest, expires = next(iter(seen.items()))
+            if expires >= now:
+                return
+            seen.popitem(last=False)
+            budget -= 1
 
     def check(self, digest: bytes, ts) -> None:
-        now = time.time() * 1000.0
-        if not isinstance(ts, (int, float)) or abs(now - ts) > self.window_ms:
-            raise RuntimeFault("E_AUTH", "signed message has no timestamp or one outside the allowed window "
-                               "(are the two machines' clocks within 5 minutes?)")
-        if digest in self._seen:
+        now = self._clock() * 1000.0
+        # NaN compares false with everything, so a NaN stamp would pass a plain window test
+        # and, never expiring, could be replayed forever
+        if type(ts) not in (int, float) or not math.isfinite(ts):
+            raise RuntimeFault("E_AUTH", f"signed message has no usable timestamp: header field 'ts' must be a "
+                               f"finite number of milliseconds since the Unix epoch, got {show(ts)}")
+        if abs(now - ts) > self.window_ms:
+            raise RuntimeFault("E_AUTH", f"signed message's timestamp {ts!r} is {abs(now - ts) / 1000:.0f} s from "
+                               f"this runtime's clock, outside the allowed {self.window_ms / 1000:.0f} s window "
+                               "(are the two machines' clocks in step?)")
+        seen = self._seen
+        if digest in seen:
             raise RuntimeFault("E_REPLAY", "this signed message was already received once; refused")
-        self._seen[digest] = ts
-        if now >= self._next_prune:
-            cutoff = now - self.window_ms
-            self._seen = {d: t for d, t in self._seen.items() if t >= cutoff}
-            self._next_prune = now + 1000.0
+        self._prune(now, 8)  # a few per message keeps pace with arrivals at no scan
+        if len(seen) >= self.max_entries:
+            self._prune(now, len(seen))  # stops at the first live entry
+            if len(seen) >= self.max_entries:
+                raise RuntimeFault("E_LIMIT", f"replay protection remembers at most {self.max_entries} signed "
+                                   f"messages per {self.window_ms / 1000:.0f} s window and it is full; "
+                                   "send fewer, larger batches", limit="replay_window_entries",
+                                   value=self.max_entries)
+        seen[digest] = ts + self.window_ms
 
 
 def encode(header: dict, buffers=(), key: bytes | None = None) -> list:
@@ -139,15 +171,45 @@ def encode(header: dict, buffers=(), key: bytes | None = None) -> list:
     return [signature(key, frames), *frames] if key else frames
 
 
-def decode(frames: list, key: bytes | None = None, guard: ReplayGuard | None = None) -> tuple[dict, list]:
+def message_bytes(frames) -> int:
+    """The size of a message, all its frames together (signature included)."""
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+def show(v, limit: int = 80) -> str:
+    """repr(v), cut short: an error message quotes what was sent, not all of it."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit] + "…"
+
+
+def _integral(v, lo: int, hi: int):
+    """An int in [lo, hi], or an integral float64 there as the int it stands for (the spec
+    lets a sender write 1.0 for 1); anything else is None."""
+    if type(v) is float and v.is_integer():
+        v = int(v)
+    if type(v) is int and lo <= v <= hi:
+        return v
+    return None
+
+
+def decode(frames: list, key: bytes | None = None, guard: ReplayGuard | None = None,
+           max_bytes: int | None = None) -> tuple[dict, list]:
     """Frames ([signature,] header, *buffers) -> (header, buffers), or RuntimeFault.
 
-    Checks, in order: frame count, signature (when keyed), msgpack, header fields,
-    version, replay (when keyed). The header is parsed before the replay check so that the
-    timestamp can be read, but nothing in it is acted on before the signature matched.
+    Checks, in order: size, frame count, signature (when keyed), msgpack, header fields,
+    version, replay (when keyed). The size comes first so that an oversized message costs
+    no hashing. The header is parsed before the replay check so that the timestamp can be
+    read, but nothing in it is acted on before the signature matched.
     """
     if not frames:
         raise RuntimeFault("E_PROTOCOL", "an empty message: it needs at least a header frame")
+    if max_bytes is not None:
+        size = message_bytes(frames)
+        if size > max_bytes:
+            raise RuntimeFault("E_LIMIT", f"a message of {size} bytes is over this runtime's max_message_bytes of "
+                               f"{max_bytes}: send less at once, or start the runtime with a larger "
+                               "--max-message-bytes (LIAISON_MAX_MESSAGE_BYTES)",
+                               limit="max_message_bytes", value=max_bytes, size=size)
     digest = b""
     if key:
         sig, body = bytes(frames[0]), frames[1:]
@@ -166,18 +228,21 @@ def decode(frames: list, key: bytes | None = None, guard: ReplayGuard | None = N
         raise RuntimeFault("E_PROTOCOL", f"header frame is not valid msgpack: {e}{hint}") from None
     if not isinstance(header, dict):
         raise RuntimeFault("E_PROTOCOL", f"header must be a msgpack map, got {type(header).__name__}")
-    v = header.get("v")
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise RuntimeFault("E_PROTOCOL", "header field 'v' (protocol version) is missing or not an integer")
+    v = _integral(header.get("v"), -(1 << 63), (1 << 64) - 1)
+    if v is None:
+        raise RuntimeFault("E_PROTOCOL", f"header field 'v' (protocol version) must be an integer, got "
+                           f"{show(header.get('v'))}")
     if v != VERSION:
         raise RuntimeFault("E_VERSION", f"protocol major version {v} is not supported; this runtime speaks "
                            f"{VERSION}.{MINOR}. Upgrade the older side.")
-    rid = header.get("id")
-    if not isinstance(rid, int) or isinstance(rid, bool) or rid < 0:
-        raise RuntimeFault("E_PROTOCOL", "header field 'id' must be a non-negative integer")
+    rid = _integral(header.get("id"), 0, (1 << 64) - 1)
+    if rid is None:
+        raise RuntimeFault("E_PROTOCOL", f"header field 'id' must be a non-negative integer, got "
+                           f"{show(header.get('id'))}")
+    header["v"], header["id"] = v, rid
     kind = header.get("kind")
     if kind not in KINDS:
-        raise RuntimeFault("E_PROTOCOL", f"header field 'kind' must be one of {', '.join(KINDS)}; got {kind!r}")
+        raise RuntimeFault("E_PROTOCOL", f"header field 'kind' must be one of {', '.join(KINDS)}; got {show(kind)}")
     if key and guard is not None:
         guard.check(digest, header.get("ts"))
     return header, body[1:]

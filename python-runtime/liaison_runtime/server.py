@@ -22,7 +22,8 @@ import zmq
 
 from . import __version__
 from .errors import RuntimeFault
-from .executor import Executor
+from .executor import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_S, Executor
+from .policy import ipc_exposure
 from .protocol import ReplayGuard, decode, encode, unpack
 
 log = logging.getLogger("liaison_runtime")
@@ -96,20 +97,45 @@ def check_endpoint(endpoint: str, key: bytes | None, allow_remote: bool) -> None
         if not loop and not allow_remote:
             raise SystemExit(f"liaison-runtime: refusing to bind {endpoint}: not a loopback address. "
                              "Pass --allow-remote to accept connections from other machines.")
-    elif u.scheme not in ("ipc", "inproc"):
+    elif u.scheme == "ipc":
+        # Unsigned messages are safe only where nobody else can connect: other local users
+        # could otherwise run ops on this user's runtime, or shut it down.
+        why = ipc_exposure(endpoint)
+        if why and not key:
+            raise SystemExit(f"liaison-runtime: refusing to serve {endpoint} unsigned: {why}, so other local "
+                             "users could connect. Give the runtime a key (LIAISON_KEY or --key-file) so that "
+                             "every message is signed, or put the socket in a folder only you can enter "
+                             "(mode 0700), as the SDK's launcher does.")
+    elif u.scheme != "inproc":
         raise SystemExit(f"liaison-runtime: endpoint must be ipc://, tcp:// or inproc://, got {endpoint!r}")
+
+
+def _positive(name: str, value, flag: str, zero_ok: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+        value >= 0 if zero_ok else value > 0)
+    if not ok:
+        raise SystemExit(f"liaison-runtime: {name} must be a {'non-negative' if zero_ok else 'positive'} "
+                         f"number, got {value!r} ({flag})")
 
 
 class Server:
     def __init__(self, endpoint: str, key: bytes | None = None, device: torch.device | None = None,
-                 parent_pid: int | None = None, allow_remote: bool = False, context: zmq.Context | None = None):
+                 parent_pid: int | None = None, allow_remote: bool = False, context: zmq.Context | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_sessions: int = DEFAULT_MAX_SESSIONS,
+                 session_idle_s: float = DEFAULT_SESSION_IDLE_S):
         check_endpoint(endpoint, key, allow_remote)
+        _positive("max_message_bytes", max_message_bytes, "--max-message-bytes")
+        _positive("max_sessions", max_sessions, "--max-sessions")
+        _positive("session_idle_s", session_idle_s, "--session-idle-s", zero_ok=True)
         self.endpoint = endpoint
         self.key = key or None
         self.guard = ReplayGuard() if self.key else None
         self.device = device or pick_device()
         self.parent_pid = parent_pid
-        self.exec = Executor(self.device, shm=endpoint.startswith("ipc://") and os.path.isdir("/dev/shm"))
+        self.max_message_bytes = int(max_message_bytes)
+        self.exec = Executor(self.device, shm=endpoint.startswith("ipc://") and os.path.isdir("/dev/shm"),
+                             max_message_bytes=self.max_message_bytes, max_sessions=int(max_sessions),
+                             session_idle_s=float(session_idle_s))
         self.exec.before_inplace = self._wait_sends
         self._pending_sends: dict[int, zmq.MessageTracker] = {}
         self.ctx = context or zmq.Context.instance()
@@ -119,6 +145,10 @@ class Server:
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.sock.setsockopt(zmq.SNDTIMEO, 30_000)  # a peer that stops reading for 30 s loses replies
         self.sock.setsockopt(zmq.LINGER, 0)
+        # libzmq drops the connection of a peer sending one frame over this, before the frame
+        # is buffered; a message of several smaller frames is refused whole in decode(), still
+        # before its signature is computed
+        self.sock.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
         if endpoint.startswith("tcp://"):
             self.sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
             self.sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10_000)
@@ -137,6 +167,7 @@ class Server:
         try:
             while self._running:
                 if not poller.poll(1000):
+                    self.exec.sessions.expire()  # frees a vanished client's tensors while idle too
                     if self._parent_gone():
                         log.info("parent process %s is gone; shutting down", self.parent_pid)
                         break
@@ -169,7 +200,7 @@ class Server:
     def _on_message(self, ident: bytes, frames: list) -> None:
         rid = None
         try:
-            header, buffers = decode(frames, self.key, self.guard)
+            header, buffers = decode(frames, self.key, self.guard, self.max_message_bytes)
             rid = header["id"]
             reply, bufs, aliases = self.exec.handle(header, buffers)
             reply["v"], reply["id"], reply["ok"] = 1, rid, True
@@ -217,8 +248,9 @@ class Server:
 
 
 def remove_ipc_files(endpoint: str) -> None:
-    """Remove an ipc:// socket file and, when empty, the launcher's private folder it is in."""
-    if endpoint.startswith("ipc://"):
+    """Remove an ipc:// socket file and, when empty, the launcher's private folder it is in.
+    An abstract socket (ipc://@name) has no file: "@name" would name one in the cwd."""
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
         path = endpoint[len("ipc://"):]
         for rm in (os.unlink, lambda p: os.rmdir(os.path.dirname(p))):
             try:
@@ -229,8 +261,10 @@ def remove_ipc_files(endpoint: str) -> None:
 
 def _peek_id(frames) -> int | None:
     """Best effort, for error replies: the id of a message that failed its checks (frames
-    from the header on)."""
+    from the header on). A huge header frame is not parsed: that is what the size limit spares."""
     try:
+        if memoryview(frames[0]).nbytes > 1 << 16:
+            return None
         h = unpack(frames[0])
         rid = h.get("id") if isinstance(h, dict) else None
         return rid if isinstance(rid, int) and not isinstance(rid, bool) else None

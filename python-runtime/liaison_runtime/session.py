@@ -3,12 +3,18 @@
 A client opens a session with `hello` and names every tensor it creates with its own
 handle ids (so it can queue ops without waiting for replies). Handles are only
 meaningful within their session: a session id the runtime does not know — because it was
-closed, or because the runtime restarted — fails fast with E_SESSION.
+closed, expired or because the runtime restarted — fails fast with E_SESSION.
+
+A shared runtime must survive clients that vanish without `close`: sessions are capped in
+number (`max_sessions`) and a session nobody has used for `idle_s` seconds (a batch, or a
+ping naming it) is closed, its objects freed.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections import OrderedDict
 
 import torch
 
@@ -16,10 +22,11 @@ from .errors import RuntimeFault
 
 
 class Session:
-    __slots__ = ("sid", "objects", "_gen", "created_ops")
+    __slots__ = ("sid", "objects", "_gen", "created_ops", "last_used")
 
     def __init__(self, sid: str):
         self.sid = sid
+        self.last_used = 0.0  # the Sessions clock's time of the last request naming it
         self.objects: dict[int, object] = {}  # handle id -> torch.Tensor (or an adopted object)
         self._gen: torch.Generator | None = None
         self.created_ops = 0
@@ -58,26 +65,74 @@ class Session:
         return len(self.objects)
 
 
+# how many expired session ids are remembered, so that their clients learn why they are gone
+_EXPIRED_MEMORY = 4096
+
+
 class Sessions:
-    def __init__(self):
-        self._by_id: dict[str, Session] = {}
+    def __init__(self, max_sessions: int = 64, idle_s: float = 900.0, clock=time.monotonic):
+        self.max_sessions = max_sessions
+        self.idle_s = idle_s  # 0: never expire
+        self._clock = clock
+        # least recently used first: expiry pops from the front and stops at the first live one
+        self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self._expired: OrderedDict[str, float] = OrderedDict()  # sid -> idle seconds when it expired
 
     def open(self) -> Session:
+        self.expire()
+        if len(self._by_id) >= self.max_sessions:
+            raise RuntimeFault("E_LIMIT", f"this runtime already has {len(self._by_id)} open sessions, its "
+                               f"max_sessions of {self.max_sessions}: close unused clients, or start the runtime "
+                               "with a larger --max-sessions (LIAISON_MAX_SESSIONS)",
+                               limit="max_sessions", value=self.max_sessions)
         s = Session(secrets.token_hex(8))
+        s.last_used = self._clock()
         self._by_id[s.sid] = s
         return s
 
     def get(self, sid) -> Session:
-        s = self._by_id.get(sid) if isinstance(sid, str) else None
+        """The open session `sid`, its idle clock restarted."""
+        if not isinstance(sid, str):
+            raise RuntimeFault("E_PROTOCOL", f"header field 'sid' must be the session id string from hello, got "
+                               f"{type(sid).__name__}")
+        self.expire()
+        s = self._by_id.get(sid)
         if s is None:
-            raise RuntimeFault("E_SESSION", f"session {sid!r} is not open in this runtime (closed, or the "
+            idle = self._expired.get(sid)
+            if idle is not None:
+                raise RuntimeFault("E_SESSION", f"session {sid!r} expired after {idle:g} s idle and its objects "
+                                   "were freed (the runtime's --session-idle-s); open a new one and recreate its "
+                                   "tensors, and ping with the session id to keep an idle client's session")
+            raise RuntimeFault("E_SESSION", f"session {sid[:64]!r} is not open in this runtime (closed, or the "
                                "runtime was restarted); open a new one and recreate its tensors")
+        s.last_used = self._clock()
+        self._by_id.move_to_end(sid)
         return s
 
-    def close(self, sid) -> int:
-        s = self._by_id.pop(sid, None)
-        if s is None:
+    def expire(self) -> int:
+        """Close the sessions idle for longer than idle_s; returns how many."""
+        if not self.idle_s or not self._by_id:
             return 0
+        cutoff = self._clock() - self.idle_s
+        n = 0
+        while self._by_id:
+            s = next(iter(self._by_id.values()))
+            if s.last_used >= cutoff:
+                break
+            self._drop(s.sid)
+            self._expired[s.sid] = self.idle_s
+            if len(self._expired) > _EXPIRED_MEMORY:
+                self._expired.popitem(last=False)
+            n += 1
+        return n
+
+    def close(self, sid) -> int:
+        """Close an open session; returns how many objects it held."""
+        self.get(sid)  # E_PROTOCOL / E_SESSION as for any request naming a session
+        return self._drop(sid)
+
+    def _drop(self, sid: str) -> int:
+        s = self._by_id.pop(sid)
         n = len(s)
         # A stored program points back at its session (for the random stream), a cycle the
         # frozen, rarely-run collector would keep alive: drop the objects now.

@@ -135,7 +135,7 @@ def test_adopted_module(runtime):
 
 
 def test_stop_ends_the_thread_and_drops_stashes(tmp_path):
-    (tmp_path / "first").mkdir()
+    (tmp_path / "first").mkdir(mode=0o700)  # private, as the launcher makes it
     embedded.start(f"ipc://{tmp_path}/first/rt.sock", "cpu")
     embedded.stash(torch.ones(2))
     assert embedded.stop()
@@ -145,7 +145,7 @@ def test_stop_ends_the_thread_and_drops_stashes(tmp_path):
         embedded.stash(torch.ones(2))
     assert embedded.stop()  # stopping twice is fine
     # and it starts again
-    (tmp_path / "again").mkdir()
+    (tmp_path / "again").mkdir(mode=0o700)
     embedded.start(f"ipc://{tmp_path}/again/rt.sock", "cpu")
     assert embedded.running()
     assert embedded.stop()

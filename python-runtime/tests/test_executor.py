@@ -143,7 +143,9 @@ def test_device_choice(monkeypatch):
 
 
 def test_endpoint_rules():
-    check_endpoint("ipc:///tmp/x.sock", None, False)
+    with pytest.raises(SystemExit, match="unsigned"):
+        check_endpoint("ipc:///tmp/x.sock", None, False)  # /tmp: any local user may connect
+    check_endpoint("ipc:///tmp/x.sock", b"k", False)
     check_endpoint("tcp://127.0.0.1:0", b"k", False)
     check_endpoint("tcp://[::1]:0", b"k", False)
     with pytest.raises(SystemExit, match="needs a key"):

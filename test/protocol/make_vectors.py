@@ -30,6 +30,8 @@ def f32(*xs):
 VECTORS = [
     ("hello", "a client opens a session", {"v": 1, "id": 1, "kind": "hello"}, [], None),
     ("ping", "liveness, no session needed", {"v": 1, "id": 2, "kind": "ping"}, [], None),
+    ("ping_session", "1.1: a ping naming its session keeps that session from expiring while idle",
+     {"v": 1, "id": 8, "kind": "ping", "sid": "9f2c4e1a7b3d5f60"}, [], None),
     ("batch_upload_ops_read", "upload a (2, 2) f32 from frame 0, two ops, one read, one free",
      {"v": 1, "id": 3, "kind": "batch", "sid": "9f2c4e1a7b3d5f60",
       "ops": [
@@ -52,7 +54,8 @@ VECTORS = [
     ("reply_hello", "the runtime's answer to hello",
      {"v": 1, "id": 1, "ok": True, "sid": "9f2c4e1a7b3d5f60", "minor": MINOR, "runtime": "0.1.0",
       "torch": "2.13.0+cpu", "device": "cpu", "cuda": False, "pid": 4242, "shm": True, "ops": ["add", "matmul"],
-      "stats": {"sessions": 1, "objects": 0, "ops_run": 0}}, [], None),
+      "stats": {"sessions": 1, "objects": 0, "ops_run": 0},
+      "limits": {"max_message_bytes": 1073741824, "max_sessions": 64, "session_idle_s": 900}}, [], None),
     ("reply_batch_read", "a read comes back as frame 0",
      {"v": 1, "id": 3, "ok": True, "reads": [{"dtype": "f32", "shape": [2], "frame": 0}], "n": 3},
      [f32(7.5, -1.25)], None),
@@ -60,6 +63,11 @@ VECTORS = [
      {"v": 1, "id": 4, "ok": False, "error": {"code": "E_SHAPE", "message": "matmul: shapes [2, 3] and [4, 5] "
                                               "cannot be multiplied", "op": "matmul", "index": 1,
                                               "param": "other"}}, [], None),
+    ("reply_error_limit", "1.1: a configured limit refused the request; the error names it and its value",
+     {"v": 1, "id": 9, "ok": False, "error": {"code": "E_LIMIT", "message": "a message of 2147483648 bytes is over "
+                                              "this runtime's max_message_bytes of 1073741824",
+                                              "limit": "max_message_bytes", "value": 1073741824,
+                                              "size": 2147483648}}, [], None),
     ("reply_error_unreadable", "an error for a request whose id could not be read",
      {"v": 1, "id": None, "ok": False, "error": {"code": "E_PROTOCOL", "message": "header frame is not valid msgpack"}},
      [], None),
