@@ -19,6 +19,7 @@
  */
 import { type DType, LiaisonError, type Runtime, type Tensor, type TypedArray } from '../bridge/index.js';
 import { dtypeOf } from '../bridge/dtype.js';
+import { refuseNonFinite } from './nonfinite.js';
 
 /** The datasets the runtime's `dataset` op ships (scikit-learn's bundled ones). */
 export const BUILTIN_DATASETS = ['digits', 'iris', 'wine', 'breast_cancer', 'diabetes'] as const;
@@ -99,6 +100,8 @@ export class Dataset {
   static fromArrays(rt: Runtime, x: TypedArray, xShape: readonly number[], y: TypedArray, yShape?: readonly number[]): Dataset {
     if (x instanceof Uint16Array || y instanceof Uint16Array) throw new LiaisonError('E_DTYPE', 'Dataset.fromArrays: a Uint16Array holds raw f16 bits; pass Float32Array features and Float32Array or integer targets', { param: 'x' });
     const ys = yShape ?? [xShape[0]];
+    refuseNonFinite('Dataset.fromArrays', 'x', x, xShape); // here, naming the element: in training it is a NaN loss
+    refuseNonFinite('Dataset.fromArrays', 'y', y, ys);
     const xd = dtypeOf(x);
     const yd = dtypeOf(y);
     // features in f32 (what models take); labels in i64 (what cross_entropy takes)

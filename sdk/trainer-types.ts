@@ -32,6 +32,8 @@ export interface EpochResult {
   evalLoss?: number;
   accuracy?: number;
   perplexity?: number;
+  /** With `nonFinite: 'skip'`: the steps of the epoch whose loss was not finite, skipped (`loss` is the mean of the others). */
+  skipped?: number;
   /** Wall-clock seconds of the epoch (steps, hooks, evaluation and checkpoint). */
   seconds: number;
 }
@@ -46,6 +48,8 @@ export interface ProgressEvent {
   /** Mean training loss over the steps since the previous progress event. */
   loss: number;
   lr: number;
+  /** With `nonFinite: 'skip'`: steps skipped since the previous progress event (`loss` is the mean of the others). */
+  skipped?: number;
 }
 
 /** The `eval` event. */

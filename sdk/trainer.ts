@@ -11,9 +11,9 @@
  *
  * A training step is ONE program traced once (sdk/program.ts) and replayed by the runtime:
  * inputs x, y, lr () (the step number () is the program's own state) → beforeStep hooks →
- * zero_grad → forward (train) → loss (+ every addLoss term) → backward → afterBackward
- * hooks → the optimizer's update() over every parameter → afterOptimizerStep hooks; output
- * the loss. Each step queues one `program_run`; steps go out in groups of `inFlight / 2`
+ * zero_grad → forward (train) → loss (+ every addLoss term) → its finiteness check
+ * (sdk/nonfinite.ts) → backward → afterBackward hooks → the optimizer's update() over every
+ * parameter → afterOptimizerStep hooks; output the loss. Each step queues one `program_run`; steps go out in groups of `inFlight / 2`
  * (each group one batch, one round trip) and at most `inFlight` steps are unconfirmed, so
  * the runtime always has work while this side prepares the next. The loss is read back
  * only every `logEvery` steps and at epoch ends, in the batch of the step itself. An epoch
@@ -36,6 +36,7 @@ import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
 import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
+import { guardLoss, lossSummary, maskedUpdate, nonFiniteError } from './nonfinite.js';
 import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
 import { StepWindow } from './step-window.js';
@@ -154,6 +155,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     // starting from the steps done when it is traced. Defined, not awaited: the definition
     // goes out in the first step's batch.
     const state = { step: rt.full([], this.step) };
+    // the first step whose loss was not finite, set by check_finite (sdk/nonfinite.ts); captured
+    const halt = rt.zeros([], 'i64');
     this.program = define(rt, { name: 'train-step', inputs, state }, (ins: Record<string, Tensor>, st) => {
       st.step = st.step.add(1);
       const t: StepTrace = { rt, model, lr: ins.lr, step: st.step };
@@ -162,18 +165,20 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       rt.call('zero_grad', [model.handle], undefined, 0);
       let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
+      const ok = guardLoss(rt, this.config.nonFinite, loss, st.step, halt);
       rt.call('backward', [loss], undefined, 0);
       for (const fn of hooks.traced.afterBackward) fn(t);
       noGrad(rt, () => {
         const hp = { lr: ins.lr, step: t.step };
         optimizer.prepare?.(hp);
         // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-        traceEach(rt, this.optimizerSlots(), (s) => optimizer.update(s.param, model.grad(s.info.name), s.state, hp));
+        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => optimizer.update(s.param, model.grad(s.info.name), s.state, hp)));
         for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       });
       return loss;
     });
-    state.step.free(); // the program holds its own reference
+    state.step.free(); // the program holds its own references
+    halt.free();
     this.programFor = source.key;
     return this.program;
   }
@@ -227,11 +232,16 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer: already training; await the running fit() before starting another');
     this.checkLive('fit');
     this.running = true;
+    const start = { step: this.step, epoch: this.epoch, stepsPerEpoch: source.steps };
     try {
       return await this.loop(source, epochs);
     } catch (e) {
       this.hooks.stale = true; // steps may have been counted here but not run there: trace afresh
-      throw e;
+      const nf = nonFiniteError(e, start);
+      if (!nf) throw e;
+      // the runtime stopped every step from the failed one on: count what the model went through
+      [this.step, this.epoch] = [nf.step - 1, nf.epoch];
+      throw nf.error;
     } finally {
       this.running = false;
     }
@@ -241,6 +251,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     await this.attach();
     const cfg = this.config;
     const rt = this.rt;
+    const skip = cfg.nonFinite === 'skip';
     const last = this.epoch + epochs;
     const bar = progressView(cfg.progress);
     const log = cfg.metricsFile ? new MetricsLog(cfg.metricsFile) : null;
@@ -270,13 +281,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         const losses: Tensor[] = [];
         let since = 0;
         const report = (ts: Tensor[], at: { step: number; epochStep: number; lr: number }) => {
-          const mean = meanOf(rt, ts);
+          const { mean, skipped } = lossSummary(rt, ts, skip);
           this.tb?.scalar('train/loss', mean, at.step);
-          return mean.item().then((loss) => {
+          return Promise.all([mean.item(), skipped?.item()]).then(([loss, n]) => {
             shown = loss;
-            log?.write({ kind: 'step', epoch: e, step: at.step, loss, lr: at.lr });
-            this.emit('progress', { epoch: e, step: at.step, epochStep: at.epochStep, stepsPerEpoch: source.steps, loss, lr: at.lr });
-          }).finally(() => mean.free());
+            const more = n === undefined ? {} : { skipped: n };
+            log?.write({ kind: 'step', epoch: e, step: at.step, loss, lr: at.lr, ...more });
+            this.emit('progress', { epoch: e, step: at.step, epochStep: at.epochStep, stepsPerEpoch: source.steps, loss, lr: at.lr, ...more });
+          }).finally(() => { mean.free(); skipped?.free(); });
         };
         for (let i = 0; i < source.steps; i++) {
           const program = this.stepProgram(source);
@@ -301,11 +313,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         }
         // epoch end: the mean since the last log and over the epoch, in the last step's batch
         const tail = report(losses.slice(since), { step: this.step, epochStep: source.steps, lr });
-        const epochMean = meanOf(rt, losses);
+        const { mean: epochMean, skipped } = lossSummary(rt, losses, skip);
         this.tb?.scalar('train/epoch_loss', epochMean, this.step);
         const step = this.step;
-        const result = Promise.all([epochMean.item(), tail]).then(([loss]): EpochResult => ({ epoch: e, step, loss, seconds: 0 }))
-          .finally(() => { for (const l of [...losses, epochMean]) l.free(); });
+        const result = Promise.all([epochMean.item(), skipped?.item(), tail])
+          .then(([loss, n]): EpochResult => ({ epoch: e, step, loss, ...(n === undefined ? {} : { skipped: n }), seconds: 0 }))
+          .finally(() => { for (const l of [...losses, epochMean, ...(skipped ? [skipped] : [])]) l.free(); });
         this.epoch = e + 1;
         const evalDue = !!source.evaluate && ((e + 1) % cfg.evalEvery === 0 || e === last - 1);
         const saveDue = !!cfg.checkpointDir && this.epoch % cfg.checkpointEvery === 0;
@@ -430,12 +443,4 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private checkLive(method: string): void {
     if (this.freed) throw new LiaisonError('E_ARG', `Trainer.${method}: free() was called on this Trainer; make a new one`);
   }
-}
-
-/** () mean of 0-d tensors, freeing the stack once the mean is queued. */
-function meanOf(rt: Runtime, ts: Tensor[]): Tensor {
-  const all = rt.stack(ts);
-  const m = all.mean();
-  all.free();
-  return m;
 }

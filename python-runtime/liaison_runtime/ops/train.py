@@ -36,6 +36,30 @@ def zero_grad(ctx, model):
     return ()
 
 
+@op("check_finite", P("x", "tensor"), P("step", "tensor"), P("halt", "tensor"), P("what", "str", "loss"),
+    outputs=0)
+def check_finite(ctx, x, step, halt, what):
+    """check_finite(x, step, halt, what='loss'): E_NONFINITE naming the step when x holds a NaN or an inf.
+
+    `step` is a 0-d tensor (the step number). `halt` (0-d, 0 at first) records the first failing step, and
+    every later call fails too, naming it: steps already sent behind a failed one change nothing. Placed in a
+    training step before the optimizer update, the update of a failed step never runs. One
+    isfinite().all() read per call."""
+    if halt.dim() != 0:
+        raise RuntimeFault("E_SHAPE", f"check_finite: 'halt' must be 0-d, got shape {list(halt.shape)}", param="halt")
+    # one read of one flag per call (a device sync on a GPU): the bad case and the halted one together
+    if not bool(torch.isfinite(x).all().logical_and(halt.eq(0))):
+        at = int(step.item())
+        first = int(halt.item())
+        if first:
+            raise RuntimeFault("E_NONFINITE", f"check_finite: step {at} was not run: the {what} of step {first} was "
+                               "not finite, and the steps after it are stopped", param="x")
+        halt.fill_(at)
+        kind = "NaN" if bool(torch.isnan(x).any()) else "infinite"
+        raise RuntimeFault("E_NONFINITE", f"check_finite: the {what} is {kind} at step {at}", param="x")
+    return ()
+
+
 @op("accuracy", P("logits", "tensor"), P("target", "tensor"))
 def accuracy(ctx, logits, target):
     """accuracy(logits, target): the fraction (0-d f32) of rows whose argmax over the last dim equals target."""
