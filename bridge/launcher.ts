@@ -39,6 +39,21 @@ export interface SpawnOptions {
    * starts in (this process's). Paths outside it, `..` or symlinks leading out, are refused.
    */
   fileRoot?: string;
+  /**
+   * The runtime's limits (docs/bridge.md, "Limits"), passed as flags; each unset one is the
+   * runtime's default or its environment variable. The client honours what the runtime
+   * reports back: a message over `maxMessageBytes` is refused here with E_LIMIT.
+   */
+  limits?: RuntimeLimitOptions;
+}
+
+export interface RuntimeLimitOptions {
+  /** The largest message the runtime accepts, all frames together (`--max-message-bytes`; default 1 GiB). */
+  maxMessageBytes?: number;
+  /** The most sessions open at once (`--max-sessions`; default 64). */
+  maxSessions?: number;
+  /** A session unused this long is closed and its tensors freed (`--session-idle-s`; default 900, 0: never). */
+  sessionIdleS?: number;
 }
 
 export interface RuntimeProcess {
@@ -132,6 +147,12 @@ export function own(child: ChildProcess, dir: string): { exited: Promise<string>
   return { exited, stop };
 }
 
+/** `limits` as the runtime's flags; the runtime checks the values and says what is wrong. */
+function limitArgs(limits: RuntimeLimitOptions = {}): string[] {
+  const flags: [keyof RuntimeLimitOptions, string][] = [['maxMessageBytes', '--max-message-bytes'], ['maxSessions', '--max-sessions'], ['sessionIdleS', '--session-idle-s']];
+  return flags.flatMap(([k, flag]) => (limits[k] === undefined ? [] : [flag, String(limits[k])]));
+}
+
 export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProcess> {
   const python = resolvePython(opts.python);
   const { dir, endpoint } = privateEndpoint();
@@ -139,6 +160,7 @@ export async function spawnRuntime(opts: SpawnOptions = {}): Promise<RuntimeProc
   if (opts.device) args.push('--device', opts.device);
   if (opts.threads) args.push('--threads', String(opts.threads));
   if (opts.fileRoot !== undefined) args.push('--file-root', resolve(opts.fileRoot));
+  args.push(...limitArgs(opts.limits));
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   const { exited, stop } = own(child, dir);
 

@@ -48,8 +48,8 @@ export interface HatchProcess extends RuntimeProcess {
   python: PythonHatch;
 }
 
-/** Options: those of `Runtime.start` but `inheritStderr` (pythonia always shares our stdio). */
-export interface PythonStartOptions extends RuntimeOptions, Omit<SpawnOptions, 'inheritStderr'> {}
+/** Options: those of `Runtime.start` but `inheritStderr` (pythonia always shares our stdio) and `limits` (the embedded runtime, one program's own, keeps the defaults). */
+export interface PythonStartOptions extends RuntimeOptions, Omit<SpawnOptions, 'inheritStderr' | 'limits'> {}
 
 /** A runtime started with the hatch: `python` is always there. */
 export type PythonRuntime = Runtime & { readonly python: PythonHatch };

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { LiaisonError, Runtime } from '../bridge/index.js';
 import { Connection } from '../bridge/connection.js';
 import { decode, encode, type ReplyHeader } from '../bridge/protocol.js';
-import { exitOf, startTcpRuntime } from './helpers.js';
+import { exitOf, startRuntime, startTcpRuntime } from './helpers.js';
 
 const KEY = 'hardening-bridge-key-0123456789';
 const BOUND_MS = 30_000; // generous: only an upper bound is asserted, never a speed
@@ -167,5 +167,33 @@ describe('the session and limits from hello', () => {
     cleanups.push(() => conn.close());
     await conn.request('hello');
     expect((await conn.request('batch', { sid: 's1', ops: [] }, [new Uint8Array(1 << 20)])).header.ok).toBe(true);
+  });
+});
+
+describe('SpawnOptions.limits', () => {
+  it('reach the runtime as flags, and the client honours the size it reports', async () => {
+    const rt = await startRuntime({ limits: { maxMessageBytes: 1 << 20, maxSessions: 1, sessionIdleS: 30 }, shm: false });
+    cleanups.push(() => rt.close());
+    expect((rt.info as unknown as { limits: unknown }).limits).toEqual({ max_message_bytes: 1 << 20, max_sessions: 1, session_idle_s: 30 });
+    const e = await rt.tensor(new Float32Array(1 << 19)).sum().item().catch((x: unknown) => x) as LiaisonError;
+    expect(e.code).toBe('E_LIMIT');
+    expect(e.message).toMatch(/max_message_bytes of 1\.0 MiB \(1048576 bytes\).*--max-message-bytes/);
+    expect(await rt.ones([4]).sum().item()).toBe(4); // nothing else was lost
+    // the runtime refuses a second session itself
+    await expect(Runtime.open(rt.endpoint, undefined, { heartbeatMs: 0 })).rejects.toMatchObject({ code: 'E_LIMIT' });
+  });
+
+  it('an idle client keeps its session through the heartbeat; one without heartbeats loses it', async () => {
+    const rt = await startRuntime({ limits: { sessionIdleS: 1 }, heartbeatMs: 100 });
+    cleanups.push(() => rt.close());
+    const silent = await Runtime.open(rt.endpoint, undefined, { heartbeatMs: 0 });
+    cleanups.push(() => silent.close());
+    const kept = rt.ones([3]).keep();
+    const lost = silent.ones([3]).keep();
+    expect(await kept.sum().item()).toBe(3);
+    expect(await lost.sum().item()).toBe(3);
+    await new Promise((r) => setTimeout(r, 3000)); // well past the 1 s idle expiry
+    expect(await kept.sum().item()).toBe(3);
+    await expect(lost.sum().item()).rejects.toMatchObject({ code: 'E_SESSION' });
   });
 });
