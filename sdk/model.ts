@@ -154,13 +154,19 @@ export class Model implements ModelLike {
   /** The named parameter itself (in-place ops on it change the model). Unknown name: E_ARG listing the names. */
   param(name: string): Tensor {
     this.checkParam('param', name);
-    return this.rt.call('model_param', [this.handle, name]) as Tensor;
+    return this.shaped(this.rt.call('model_param', [this.handle, name]) as Tensor, name);
   }
 
   /** The named parameter's gradient from the backward passes so far (zeros when it has none). */
   grad(name: string): Tensor {
     this.checkParam('grad', name);
-    return this.rt.call('model_grad', [this.handle, name]) as Tensor;
+    return this.shaped(this.rt.call('model_grad', [this.handle, name]) as Tensor, name);
+  }
+
+  /** A parameter's (or its gradient's) static shape, which the model's description gives (Tensor.shape). */
+  private shaped(t: Tensor, name: string): Tensor {
+    t.sh = this.params.find((p) => p.name === name)?.shape;
+    return t;
   }
 
   private checkParam(method: string, name: string): void {
@@ -203,6 +209,7 @@ export class Model implements ModelLike {
     if (n === 0) return {};
     const out = this.rt.call('model_state', [this.handle], undefined, n);
     const list = n === 1 ? [out as Tensor] : (out as Tensor[]);
+    list.forEach((t, i) => { t.sh = this.stateInfo[i].shape; });
     return Object.fromEntries(this.stateInfo.map((s, i) => [s.name, list[i]]));
   }
 

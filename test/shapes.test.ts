@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
 import { MULTI_RULES, RULES } from '../bridge/shapes.js';
+import { Model } from '../sdk/model.js';
 import { trace } from '../sdk/program.js';
 import { startRuntime } from './helpers.js';
 
@@ -174,6 +175,16 @@ describe('static shapes', () => {
     expect(() => y.size(0)).toThrow(LiaisonError);
     expect(() => y.dim).toThrow(/op 'masked_select' has no shape rule/);
     await rt.flush();
+  });
+
+  it("a model's parameters, gradients and state entries carry the shapes its description gives", async () => {
+    const m = await Model.build(rt, { kind: 'mlp', sizes: [5, 4, 3] }, { seed: 0 });
+    const ts = [...m.params.flatMap((p) => [m.param(p.name), m.grad(p.name)]), ...Object.values(m.state())];
+    expect(ts.every((t) => t.shape !== undefined)).toBe(true);
+    const infos = await Promise.all(ts.map((t) => t.info()));
+    expect(ts.map((t) => t.shape)).toEqual(infos.map((i) => i.shape));
+    expect(m.param(m.params[0].name).T.matmul(rt.zeros([4])).shape).toEqual([5]);
+    m.handle.free();
   });
 
   it('eager code leaves a certain mismatch to the runtime: the op queues, its shape is unknown, the read fails', async () => {
