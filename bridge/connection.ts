@@ -7,9 +7,9 @@
  * wire at once: the runtime's ROUTER then never has to queue more replies for us than our
  * pipe holds.
  *
- * A peer that dies is noticed at once, pending requests or not: a spawned local runtime by
- * its launcher (the process exit), a tcp runtime by the socket's own connection events
- * (below), and an idle connection by the heartbeat.
+ * A peer that dies is noticed whether requests are pending or not (docs/bridge.md, "When
+ * the runtime dies"): a spawned local runtime by its launcher (the process exit), a tcp
+ * runtime by the socket's own connection events (watchPeer), an idle one by the heartbeat.
  */
 import { Dealer } from 'zeromq';
 import { LiaisonError } from './errors.js';
