@@ -2,7 +2,7 @@
  * deflation.parallel_vs_sequential and deflation.vs_eigh: wall time to the top K = 30
  * eigenvectors of Σ = Q·diag(λ)·Qᵀ with λ_k = 1.1^−k (Q from the QR of a seeded Gaussian
  * matrix, so the exact eigenvectors are Q's first K columns), to a max per-component error
- * √(2 − 2|⟨u_k, v_k⟩|) ≤ 1e-3 — the paper's exponential synthetic setting (DESIGN.md §4).
+ * √(2 − 2|⟨u_k, v_k⟩|) ≤ 1e-3 — the paper's exponential synthetic setting (docs/architecture.md, "Plugins and families").
  *
  * - parallel_vs_sequential (d = 1000): `parallel-deflation` (power mode) against
  *   `hotelling`, each at the smallest budget that reaches the target.

@@ -76,7 +76,7 @@ export function result(r: Omit<BenchResult, 'ratio'> & { ratio?: number }): Benc
 
 // ------------------------------------------------------------------ output
 
-/** The one machine-readable line per benchmark (DESIGN.md §6), keys in this order. */
+/** The one machine-readable line per benchmark (docs/architecture.md, "Benchmarks"), keys in this order. */
 export function jsonLine(r: BenchRecord): string {
   const f = (x: number) => (Number.isFinite(x) ? JSON.stringify(x) : 'null');
   return `{"name": ${JSON.stringify(r.name)}, "value": ${f(r.value)}, "baseline": ${f(r.baseline)}, ` +

@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: the bridge benchmarks, each against a real baseline measured in the
- * same run. Prints a table, then one JSON line per benchmark (DESIGN.md §6).
+ * same run. Prints a table, then one JSON line per benchmark (docs/architecture.md, "Benchmarks").
  *
  *     npm run bench                       # all of them
  *     npm run bench -- roundtrip transfer # those whose name contains a word

@@ -25,7 +25,7 @@ import { type Static, type TObject, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { LiaisonError } from '../bridge/index.js';
 
-/** The plugin families the SDK knows (DESIGN.md §3–§4). */
+/** The plugin families the SDK knows (docs/architecture.md, "Plugins and families"). */
 export const FAMILIES = ['momentum-optimizer', 'pruner', 'deflator', 'router', 'kv-policy'] as const;
 export type Family = (typeof FAMILIES)[number];
 

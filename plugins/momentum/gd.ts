@@ -5,7 +5,7 @@
  *
  * with step size η (`lr`) and an optional L2 weight decay λ (`weightDecay`, 0 by default).
  * Liao & Kyrillidis compare Nesterov's momentum, rate `(1 − c/(4√κ))^k`, against exactly
- * this method's `1 − Θ(1/κ)` (DESIGN.md §4).
+ * this method's `1 − Θ(1/κ)` (docs/architecture.md, "Plugins and families").
  *
  * Method: Cauchy (1847), https://en.wikipedia.org/wiki/Gradient_descent; the comparison:
  * Liao & Kyrillidis, "Provable Accelerated Convergence of Nesterov's Momentum for Deep ReLU

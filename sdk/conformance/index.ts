@@ -9,7 +9,7 @@
  * ```
  *
  * From a test framework, list the cases with {@link conformanceCases} and run each as its
- * own test with `only: [name]` (test/conformance.test.ts does this for vitest).
+ * own test with `only: [name]` (docs/writing-a-plugin.md shows it for vitest).
  */
 import { LiaisonError } from '../../bridge/index.js';
 import type { Family, PluginInstance } from '../plugin.js';

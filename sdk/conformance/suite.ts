@@ -9,7 +9,7 @@
  * as Hono's shared router suite does.
  *
  * The suites are framework-agnostic: {@link runConformance} returns results, and a test
- * framework wraps one case per test (see test/conformance.test.ts for vitest).
+ * framework wraps one case per test (docs/writing-a-plugin.md shows it for vitest).
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import type { Family, PluginFactory, PluginInstance } from '../plugin.js';

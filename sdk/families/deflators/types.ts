@@ -1,6 +1,6 @@
 /**
  * The `Deflator` family: the top-k eigenpairs of a symmetric positive semi-definite matrix,
- * one component at a time (Hotelling deflation, Parallel Deflation, EigenGame; DESIGN.md §4).
+ * one component at a time (Hotelling deflation, Parallel Deflation, EigenGame; docs/architecture.md, "Plugins and families").
  *
  * A plugin writes `fit()`. Progress is reported per round through `ctx.onRound`, so the
  * per-component error against exact eigenvectors can be tracked as the method runs.

@@ -1,6 +1,6 @@
 /**
  * The `KVPolicy` family: which cached keys and values a decoder keeps under a memory
- * budget (Scissorhands, sliding window, StreamingLLM, H2O; DESIGN.md §4).
+ * budget (Scissorhands, sliding window, StreamingLLM, H2O; docs/architecture.md, "Plugins and families").
  *
  * A plugin writes `score()`: one number per cached token, per layer and head. The runtime
  * keeps the `budget` highest-scoring tokens of each head, in their original order, every

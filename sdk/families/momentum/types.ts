@@ -5,7 +5,7 @@
  * state — and, when it keeps state, `init()`. The loop traces `update()` once over every
  * parameter into the step program; the runtime replays it every step, so the step costs
  * no round trip. Paper of the family: Liao & Kyrillidis, "Provable Accelerated
- * Convergence of Nesterov's Momentum for Deep ReLU Neural Networks" (DESIGN.md §4).
+ * Convergence of Nesterov's Momentum for Deep ReLU Neural Networks" (docs/architecture.md, "Plugins and families").
  */
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import type { ParamInfo } from '../../hooks.js';

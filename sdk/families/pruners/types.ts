@@ -1,5 +1,5 @@
 /**
- * The `Pruner` family: masks over a model's weights (lottery tickets, DESIGN.md §4).
+ * The `Pruner` family: masks over a model's weights (lottery tickets, docs/architecture.md, "Plugins and families").
  *
  * A plugin writes `masks()` — which entries of each weight to keep. The base class does
  * the rest in a training loop: it holds one mask per pruned weight, applies them after

@@ -1,6 +1,6 @@
 /**
  * The `Router` family: how a mixture-of-experts layer weighs its experts per token
- * (soft-routed MoE, top-k gating with a load-balancing loss; DESIGN.md §4).
+ * (soft-routed MoE, top-k gating with a load-balancing loss; docs/architecture.md, "Plugins and families").
  *
  * A plugin writes `route()` — per-token combine weights and an auxiliary loss — and
  * `params()`, the parameters each MoE layer creates for it. `route()` is traced once into
