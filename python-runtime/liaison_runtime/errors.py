@@ -56,11 +56,20 @@ _SHAPE_HINTS = re.compile(r"shape|size mismatch|must match the size|dimension|ca
 _DTYPE_HINTS = re.compile(r"dtype|scalar type|not implemented for|expected .*Float|expected .*Long", re.I)
 
 
+# A CPU allocation that fails is a RuntimeError from c10's allocator, not a MemoryError.
+_OOM_HINTS = re.compile(r"can't allocate memory|out of memory|not enough memory", re.I)
+
+
 def classify(e: Exception, op: str) -> RuntimeFault:
     """A torch/Python exception raised inside op `op` as the typed error the client gets."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or _OOM_HINTS.search(msg):
         code = "E_OOM"
+    elif isinstance(e, OverflowError):
+        # a number the op had to convert did not fit its type (an int beyond int64, 1e300 into
+        # f32): the caller's value, named in the message
+        code = "E_ARG"
+        msg = f"a number is out of range for this op ({msg})"
     elif _SHAPE_HINTS.search(msg):
         code = "E_SHAPE"
     elif _DTYPE_HINTS.search(msg):

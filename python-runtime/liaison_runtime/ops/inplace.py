@@ -55,12 +55,20 @@ def _castable(name: str, input: torch.Tensor, param: str, other) -> None:
 
 
 def _alpha(name: str, input: torch.Tensor, alpha):
-    if input.is_floating_point() or not isinstance(alpha, float):
+    if input.is_floating_point():
         return alpha
-    if alpha.is_integer():
-        return int(alpha)
-    raise RuntimeFault("E_DTYPE", f"{name}: 'alpha' {alpha} is not a whole number, but 'input' is "
-                       f"{_name(input.dtype)}", param="alpha")
+    if isinstance(alpha, float):
+        if not alpha.is_integer():
+            raise RuntimeFault("E_DTYPE", f"{name}: 'alpha' {alpha} is not a whole number, but 'input' is "
+                               f"{_name(input.dtype)}", param="alpha")
+        alpha = int(alpha)
+    if input.dtype != torch.bool:
+        # torch converts alpha to the input's integer type and overflows on a larger one
+        info = torch.iinfo(input.dtype)
+        if not info.min <= alpha <= info.max:
+            raise RuntimeFault("E_ARG", f"{name}: 'alpha' {alpha:.6g} does not fit 'input''s dtype "
+                               f"{_name(input.dtype)} (from {info.min} to {info.max})", param="alpha")
+    return alpha
 
 
 def _add_like(name: str, method: str):

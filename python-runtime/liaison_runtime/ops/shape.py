@@ -44,7 +44,10 @@ def reshape(ctx, input, shape):
         raise _arg_fault("reshape", f"'shape' may hold sizes >= 0 and at most one -1, got {shape}", "shape")
     known = math.prod(s for s in shape if s != -1)
     n = input.numel()
-    fits = (n % known == 0 and known != 0) if -1 in shape else n == known
+    if -1 in shape and known == 0:
+        raise _shape_fault("reshape", f"cannot infer the -1 in {shape}: the other sizes multiply to 0, so any "
+                           f"size would do (reshaping {list(input.shape)}); give every size", "shape")
+    fits = n % known == 0 if -1 in shape else n == known
     if not fits:
         raise _shape_fault("reshape", f"cannot reshape {list(input.shape)} ({n} elements) into {shape}",
                            "shape")

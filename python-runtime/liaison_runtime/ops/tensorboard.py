@@ -12,9 +12,11 @@ from .registry import P, op
 
 
 def _writer(name: str, obj):
-    from torch.utils.tensorboard import SummaryWriter
-
-    if isinstance(obj, SummaryWriter):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # then tb_writer never made one, so obj is not one
+        SummaryWriter = None
+    if SummaryWriter is not None and isinstance(obj, SummaryWriter):
         return obj
     raise RuntimeFault("E_ARG", f"{name}: argument 'writer' must be a writer from tb_writer; the handle holds a "
                        f"{type(obj).__name__}", param="writer")
