@@ -28,7 +28,7 @@ import { routerProgram } from './families/routers/base.js';
 import type { Router, RouterDims } from './families/routers/types.js';
 import type { ModelLike, ParamInfo } from './hooks.js';
 import { type ModelSpec, runtimeSpec, specJSON } from './model-spec.js';
-import { getPlugin } from './plugin.js';
+import { getPlugin, requirePlugin } from './plugin.js';
 import type { Program } from './program.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
 
@@ -140,7 +140,13 @@ export class Model implements ModelLike {
     const file = await readSafetensors(path);
     const text = file.metadata[META_SPEC];
     if (!text) throw new LiaisonError('E_ARG', `Model.fromCheckpoint: ${path} has no '${META_SPEC}' metadata (it was not written by Model.save); build the model and call load()`, { param: 'path' });
-    const spec = JSON.parse(text) as ModelSpec;
+    let spec: ModelSpec;
+    try {
+      spec = JSON.parse(text) as ModelSpec;
+    } catch (e) {
+      throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} is not JSON`, { param: 'path', cause: e });
+    }
+    if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} is ${text}, not a model spec object`, { param: 'path' });
     if (spec.kind === 'gpt' && spec.moe) {
       const r = spec.moe.router as unknown as { plugin: string; config: object };
       spec.moe.router = getPlugin('router', r.plugin)(r.config) as Router;
@@ -320,6 +326,7 @@ export class Model implements ModelLike {
    * it (the cache then keeps everything). Used by generate(), perplexity().
    */
   setKVPolicy(policy: KVPolicy | null, opts: { layers?: number[] } = {}): void {
+    if (policy !== null) requirePlugin(policy, 'kv-policy', 'KVPolicy', ['budget', 'state', 'score'], 'Model.setKVPolicy: policy', 'policy');
     const layers = this.layers('setKVPolicy', 'kv', opts.layers);
     if (policy === null) {
       this.rt.call('model_hook', [this.handle, 'kv', null, { layers }], undefined, 0);
@@ -338,6 +345,7 @@ export class Model implements ModelLike {
    * router parameters the model was built with (they are fixed at build time).
    */
   setRouter(router: Router, opts: { layers?: number[] } = {}): void {
+    requirePlugin(router, 'router', 'Router', ['params', 'route'], 'Model.setRouter: router', 'router');
     const layers = this.layers('setRouter', 'router', opts.layers);
     const { dims, prefix } = this.moeLayout();
     const want = Object.entries(router.params(dims)).map(([n, p]) => `${n} [${p.shape}]`);

@@ -135,9 +135,67 @@ export function checkAgainstSchema<S extends TObject>(schema: S, config: unknown
     // the field's own schema carries its description (a union's error may point at a member)
     const s = (schema.properties as Record<string, TSchema>)[field] ?? (first.schema as TSchema);
     const help = s.description ? ` (${s.description})` : '';
-    throw new LiaisonError('E_ARG', `${who}: config field '${field}'${help}: ${first.message.toLowerCase()}, got ${JSON.stringify(first.value)}`, { param: field });
+    throw new LiaisonError('E_ARG', `${who}: config field '${field}'${help}: ${expected(s, first.message, first.value)}, got ${shown(first.value)}`, { param: field });
   }
   return value as Static<S>;
+}
+
+/** What a field must be, for its error: the allowed values of a union of literals (TypeBox says only "expected union value"). */
+function expected(s: TSchema, message: string, value: unknown): string {
+  const options = Array.isArray(s.anyOf) ? (s.anyOf as TSchema[]) : null;
+  if (options?.length && options.every((o) => o.const !== undefined)) return `expected one of ${options.map((o) => shown(o.const)).join(', ')}`;
+  // TypeBox refuses NaN and ±Infinity as "expected number"
+  if (typeof value === 'number' && !Number.isFinite(value)) return 'expected a finite number';
+  return message.toLowerCase();
+}
+
+/**
+ * A value as an error message shows it: JSON, except what JSON cannot say — NaN and
+ * ±Infinity (which JSON.stringify turns into null), undefined, bigints, functions.
+ */
+export function shown(v: unknown): string {
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'function') return `a function${v.name ? ` (${v.name})` : ''}`;
+  try {
+    return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : typeof x === 'bigint' ? `${x}n` : x)) ?? String(v);
+  } catch {
+    return String(v); // a cycle
+  }
+}
+
+/**
+ * What a value is, for an error that expected a plugin of some family: "a momentum-optimizer
+ * plugin 'gd'", "a plain object", "null", "a number".
+ */
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
+  if (typeof v !== 'object' && typeof v !== 'function') return `a ${typeof v} (${shown(v)})`;
+  const meta = (v as Partial<PluginInstance>).meta;
+  if (meta && typeof meta.name === 'string' && typeof meta.family === 'string') return `a ${meta.family} plugin '${meta.name}'`;
+  const fam = (v as { family?: unknown }).family;
+  if (typeof v === 'function' && typeof fam === 'string') return `the ${fam} factory '${v.name}' itself (call it for an instance: ${v.name}({ … }))`;
+  if (typeof v === 'function') return `a function${v.name ? ` (${v.name})` : ''}`;
+  if (Array.isArray(v)) return 'a list';
+  const cls = (v as object).constructor?.name;
+  return cls && cls !== 'Object' ? `a ${cls}` : 'a plain object';
+}
+
+/**
+ * Check that `value` is a plugin of `family` with the members its contract needs, before
+ * anything calls them (untyped JavaScript can pass anything): E_ARG "`who` must be a
+ * `contract` …, got …" (`who` names the setter and its argument).
+ */
+export function requirePlugin(value: unknown, family: Family, contract: string, members: readonly string[], who: string, param: string): void {
+  const v = value as Record<string, unknown> | null;
+  const meta = (v as Partial<PluginInstance> | null)?.meta;
+  const missing = v === null || (typeof v !== 'object' && typeof v !== 'function') ? members : members.filter((m) => v[m] === undefined);
+  const wrongFamily = meta && typeof meta.family === 'string' && meta.family !== family;
+  if (!wrongFamily && !missing.length) return;
+  const why = wrongFamily ? '' : ` (it lacks ${missing.join(', ')})`;
+  throw new LiaisonError('E_ARG', `${who} must be a ${contract} (a '${family}' plugin instance), got ${describeValue(value)}${why}`, { param });
 }
 
 /** Every registered plugin, optionally of one family, in registration order. */

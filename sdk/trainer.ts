@@ -37,6 +37,7 @@ import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
 import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
 import { guardLoss, lossSummary, maskedUpdate, nonFiniteError } from './nonfinite.js';
+import { describeValue, requirePlugin } from './plugin.js';
 import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
 import { StepWindow } from './step-window.js';
@@ -89,11 +90,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     super();
     const { model, optimizer, plugins = [], ...config } = opts ?? ({} as TrainerOptions);
     if (!model?.handle || !Array.isArray(model.params)) throw new LiaisonError('E_ARG', 'Trainer: model must be a Model (from Model.build)', { param: 'model' });
-    if (typeof optimizer?.update !== 'function' || typeof optimizer.learningRate !== 'function') {
-      throw new LiaisonError('E_ARG', 'Trainer: optimizer must be a MomentumOptimizer plugin (init, update, learningRate)', { param: 'optimizer' });
-    }
-    if (!Array.isArray(plugins) || plugins.some((p) => typeof p?.attach !== 'function')) {
-      throw new LiaisonError('E_ARG', 'Trainer: plugins must be a list of plugins with attach(hooks)', { param: 'plugins' });
+    requirePlugin(optimizer, 'momentum-optimizer', 'MomentumOptimizer', ['init', 'update', 'learningRate'], 'Trainer: optimizer', 'optimizer');
+    const odd = Array.isArray(plugins) ? plugins.findIndex((p) => typeof p?.attach !== 'function') : -1;
+    if (!Array.isArray(plugins) || odd >= 0) {
+      throw new LiaisonError('E_ARG', `Trainer: plugins must be a list of plugins with attach(hooks) (pruners, routers), got ${Array.isArray(plugins) ? `${describeValue(plugins[odd])} at [${odd}]` : describeValue(plugins)}`, { param: 'plugins' });
     }
     this.config = Object.freeze(resolveTrainerConfig(config));
     this.model = model;
