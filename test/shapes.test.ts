@@ -274,6 +274,20 @@ describe('static shapes inside trace()', () => {
     ok.free();
   });
 
+  it("a run's outputs are unknown where its inputs leave a symbolic size unbound or bind it twice", async () => {
+    const prog = await trace(rt, { name: 'bind', inputs: { x: { shape: ['B', 4] }, y: { shape: ['B'] } } }, ({ x, y }) => [x.reshape([-1]), y.add(1), x.sum(0)]);
+    const known = prog.run({ x: rt.zeros([3, 4]), y: rt.zeros([3]) });
+    expect(known.map((t) => t.shape)).toEqual([[12], [3], [4]]);
+    const twice = prog.run({ x: rt.zeros([3, 4]), y: rt.zeros([2]) }); // B is 3 and 2: nothing is concluded about B
+    expect(twice.map((t) => t.shape)).toEqual([undefined, undefined, [4]]);
+    const picked = (rt.call('masked_select', [rt.zeros([8]), rt.zeros([8]).ge(0)]) as Tensor).reshape([-1, 4]);
+    const unbound = prog.run({ x: picked, y: picked.sum(1) });
+    expect(unbound[0].shape).toBeUndefined();
+    expect(() => unbound[0].size(0)).toThrow(/output 0 of program 'bind' has a size that depends on inputs of unknown shape/);
+    expect((await unbound[0].info()).shape).toEqual([8]);
+    prog.free();
+  });
+
   it('state placeholders have no assumed shape (a state may change shape between runs)', async () => {
     let msg = '';
     const p = await trace(rt, { name: 'grow', state: { s: rt.zeros([1]) } }, (_, state) => {
