@@ -7,7 +7,7 @@ Each argument is drawn from a pool for its declared kind (registry.Param.kind), 
 registry's own kind checks pass and the op body sees the value. A failure is classified by
 the executor's own dispatcher (Executor._wrap), as a request would be.
 
-    python op_sweep.py [--seed 0] [--calls 40] [--mem-gib 6] [--op NAME ...]
+    python op_sweep.py [--seed 0] [--calls 40] [--programs 0] [--mem-gib 6] [--op NAME ...]
 
 prints one JSON object: {"calls": n, "internal": [{op, args, error}], "slow": [...]}. Run it
 in a process of its own: it caps its address space (--mem-gib) so that a size that would
@@ -162,7 +162,56 @@ def call(name: str, pools: Pools, ctx: Ctx, seconds: int = 60):
     return None
 
 
+def _program_call(pools: Pools, ctx: Ctx, seconds: int = 60):
+    """Defines a small program from random records (any op, arguments drawn as for a call,
+    tensor arguments naming the trace's inputs or earlier outputs), with a random `groups`,
+    `no_grad` or `specs` now and then, and runs it on pool tensors. Returns what call() does."""
+    rng = pools.rng
+    names = sorted(OPS)
+    slots = [Handle(1001), Handle(1002)]
+    records = []
+    for i in range(rng.choice([1, 2, 3])):
+        name = rng.choice(names + ["no_such_op"])
+        d = OPS.get(name)
+        args = []
+        for p in d.params if d else ():
+            if p.default is not _MISSING and rng.random() < 0.3:
+                break
+            v = pools.draw(p.kind, p.choices)
+            if isinstance(v, Handle) and p.kind.rstrip("?") in ("tensor", "tensor|scalar") and rng.random() < 0.7:
+                v = rng.choice(slots)  # a value of the trace, not a session tensor
+            args.append(v)
+        out = [Handle(2000 + 10 * i + k) for k in range(rng.choice([0, 1, 1, 1, 2]))]
+        records.append({"op": name, "out": out, "args": args})
+        slots.extend(out)
+    extra = {}
+    for field in ("groups", "no_grad", "specs"):
+        if rng.random() < 0.15:
+            extra[field] = rng.choice(ANYS + [[[0, 1]], [[0, 5]], [[-1, 2]], [[0, BIG]]])
+    outputs = [rng.choice(slots)] if rng.random() < 0.9 else []
+    define = OPS["program_define"]
+    run = OPS["program_run"]
+    inputs = [pools.handle(rng.choice(_tensors())) for _ in range(rng.choice([2, 2, 1, 3]))]
+    shown = [_show(r, pools.session.objects) for r in records], extra
+    signal.alarm(seconds)
+    try:
+        prog = define.fn(ctx, *define.bind_args(["sweep", records, slots[:2], outputs], extra, pools.session))
+        run.fn(ctx, *run.bind_args([pools.handle(prog), inputs], {}, pools.session))
+    except RuntimeFault as f:
+        return (shown, f) if f.code == "E_INTERNAL" else None
+    except _Slow:
+        return shown, "slow"
+    except Exception as e:  # noqa: BLE001 — what the dispatcher would do with it
+        f = Executor._wrap(e, "program", 0)
+        return (shown, f) if f.code == "E_INTERNAL" else None
+    finally:
+        signal.alarm(0)
+    return None
+
+
 def _show(v, objects) -> object:
+    if isinstance(v, dict):
+        return {k: _show(x, objects) for k, x in v.items()}
     if isinstance(v, list):
         return [_show(x, objects) for x in v]
     if not isinstance(v, Handle):
@@ -173,7 +222,7 @@ def _show(v, objects) -> object:
     return f"<{type(obj).__name__}>"
 
 
-def sweep(seed: int, calls: int, names=None) -> dict:
+def sweep(seed: int, calls: int, names=None, programs: int = 0) -> dict:
     rng = random.Random(seed)
     torch.manual_seed(seed)
     session = Session("sweep")
@@ -191,7 +240,17 @@ def sweep(seed: int, calls: int, names=None) -> dict:
                 else:
                     internal.append({"op": name, "args": repr(args)[:300], "error": f.message[:300]})
             session.objects.clear()
-    return {"calls": n, "internal": internal, "slow": slow}
+    for _ in range(programs):
+        r = _program_call(pools, ctx)
+        if r is not None:
+            args, f = r
+            entry = {"op": "program", "args": repr(args)[:600]}
+            if f == "slow":
+                slow.append(entry)
+            else:
+                internal.append({**entry, "error": f.message[:300]})
+        session.objects.clear()
+    return {"calls": n, "programs": programs, "internal": internal, "slow": slow}
 
 
 def main() -> None:
@@ -200,6 +259,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=40, help="calls per op")
     ap.add_argument("--mem-gib", type=float, default=6.0)
     ap.add_argument("--op", nargs="*")
+    ap.add_argument("--programs", type=int, default=0, help="random programs to define and run")
     a = ap.parse_args()
     limit = int(a.mem_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -209,7 +269,7 @@ def main() -> None:
         # file ops run, confined to a scratch folder; factories stay off (os:system is in the pool)
         policy.set_policy(factories=False, files=True, root=root)
         t0 = time.monotonic()
-        out = sweep(a.seed, a.calls, a.op)
+        out = sweep(a.seed, a.calls, a.op, a.programs)
         out["seconds"] = round(time.monotonic() - t0, 1)
     print(json.dumps(out))
 
