@@ -1,13 +1,15 @@
 """`python -m liaison_runtime`: serve the op table on one endpoint until told to stop.
 
-    python -m liaison_runtime --endpoint ipc:///tmp/x/rt.sock
+    python -m liaison_runtime --endpoint ipc:///tmp/private-0700-folder/rt.sock
     LIAISON_KEY=... python -m liaison_runtime --endpoint tcp://127.0.0.1:5555
     python -m liaison_runtime --endpoint tcp://0.0.0.0:5555 --key-file key --allow-remote
 
 When it is listening it prints one line `LIAISON_READY {json}` on stdout (the SDK's
-launcher waits for it) and then logs only to stderr. An ipc:// runtime may import model
-factories and read/write checkpoint files (liaison_runtime.policy); a tcp one only with
---allow-factories / --allow-files.
+launcher waits for it) and then logs only to stderr. A runtime on an ipc:// socket in a
+folder only its user can enter (mode 0700, as the launcher makes it) may import model
+factories and read/write checkpoint files (liaison_runtime.policy); any other one only with
+--allow-factories / --allow-files. An ipc socket others can reach (an abstract `ipc://@name`
+one, or one in a shared folder) needs a key, as tcp does.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--parent-pid", type=int, help="exit when this process is no longer our parent")
     ap.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback tcp address")
     ap.add_argument("--allow-factories", action="store_true",
-                    help="let model_build import and call package.module:function (on for ipc://)")
+                    help="let model_build import and call package.module:function (on for a private ipc:// socket)")
     ap.add_argument("--allow-files", action="store_true",
-                    help="let model_load_file/model_save_file read and write files (on for ipc://)")
+                    help="let model_load_file/model_save_file read and write files (on for a private ipc:// socket)")
     ap.add_argument("--file-root", default=os.environ.get("LIAISON_FILE_ROOT") or None, metavar="DIR",
                     help="the folder file operations are confined to (else LIAISON_FILE_ROOT, else the "
                          "working directory the runtime starts in)")

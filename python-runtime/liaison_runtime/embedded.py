@@ -52,7 +52,9 @@ def start(endpoint: str, device: str | None = None) -> dict:
             server = Server(endpoint, device=pick_device(device), parent_pid=os.getppid())
         except SystemExit as e:
             raise RuntimeError(str(e)) from None
-        # the user's own interpreter could import and open anything itself
+        # the user's own interpreter could import and open anything itself; no key is given
+        # here, so Server has refused any endpoint another user could reach (tcp, an abstract
+        # ipc socket, one in a shared folder): only this user can send these ops
         policy.set_policy(factories=True, files=True)
         thread = threading.Thread(target=server.serve_forever, name="liaison-runtime", daemon=True)
         thread.start()

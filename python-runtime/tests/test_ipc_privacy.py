@@ -95,3 +95,13 @@ def test_the_runtime_process_refuses_an_unsigned_abstract_socket(tmp_path):
     assert proc.returncode != 0
     assert "abstract socket" in proc.stderr and "LIAISON_KEY" in proc.stderr
     assert "LIAISON_READY" not in proc.stdout
+
+
+@linux_only
+def test_the_embedded_hatch_refuses_an_endpoint_others_could_reach(saved_policy):
+    from liaison_runtime import embedded
+
+    policy.set_policy(factories=False, files=False)
+    with pytest.raises(RuntimeError, match="abstract socket"):
+        embedded.start(f"ipc://@liaison-hatch-{os.getpid()}", "cpu")
+    assert not embedded.running() and not policy.ALLOW_FACTORIES and not policy.ALLOW_FILES
