@@ -97,7 +97,7 @@ export function locatePython(root, env = process.env) {
   return {
     python: python ?? join(root, POINTER_FILE), found: python !== null && existsSync(python),
     fix: `expected ${where}. Run \`npm rebuild liaison\` in your project to create it ` +
-      '(npm 11: allow the install script first, see the README\'s "Installing"), ' +
+      '(if npm skipped install scripts, first `npm install-scripts approve liaison`), ' +
       'or set LIAISON_PYTHON to an interpreter with torch, pyzmq, msgpack and numpy.',
   };
 }
