@@ -185,7 +185,9 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
   for (const k of inputNames) {
     const t = inputs[k] = rt.symbolic(rec);
     const shape = inputSpecs[k].shape;
-    if (Array.isArray(shape)) t.sh = [...shape];
+    const digits = shape?.find((d) => typeof d === 'string' && /^\s*\d+\s*$/.test(d));
+    if (digits !== undefined) t.lost = `placeholder '${k}' of program '${name}' names a symbolic size '${digits}', which would read as a number; name it with a letter`;
+    else if (Array.isArray(shape)) t.sh = [...shape];
     else t.lost = `placeholder '${k}' of program '${name}' declares no shape`;
   }
   for (const k of stateNames) {

@@ -246,17 +246,18 @@ describe('static shapes inside trace()', () => {
   it('gives undefined, never a guess, where symbolic sizes leave the shape open', async () => {
     const seen: Record<string, unknown> = {};
     let why = '';
-    await trace(rt, { name: 'open', inputs: { a: { shape: ['B'] }, b: { shape: ['T'] }, c: { shape: ['B', 'T'] }, d: {} } }, ({ a, b, c, d }) => {
+    await trace(rt, { name: 'open', inputs: { a: { shape: ['B'] }, b: { shape: ['T'] }, c: { shape: ['B', 'T'] }, d: {}, e: { shape: ['3', 4] } } }, ({ a, b, c, d, e }) => {
       seen.ab = a.add(b).shape; // B vs T: either may be 1
       seen.squeeze = c.squeeze().shape; // B or T may be 1
       seen.quarter = c.reshape([-1, 4]).shape; // B*T/4 cannot be told
       seen.slice = c.slice(1, 0, 2).shape; // min(2, T)
       seen.d = d.relu().shape;
+      seen.e = e.shape; // '3' is a name (any size) to the runtime, not the number 3
       try { a.add(b).size(0); } catch (e) { why = (e as Error).message; }
       expect(() => d.relu().dim).toThrow(/placeholder 'd' of program 'open' declares no shape/);
       return a;
     });
-    expect(seen).toEqual({ ab: undefined, squeeze: undefined, quarter: undefined, slice: undefined, d: undefined });
+    expect(seen).toEqual({ ab: undefined, squeeze: undefined, quarter: undefined, slice: undefined, d: undefined, e: undefined });
     expect(why).toMatch(/op 'add' could not tell its result's shape/);
   });
 
