@@ -7,6 +7,7 @@ server can hold in-place writes to them until the send is done.
 
 from __future__ import annotations
 
+import errno
 import os
 import traceback
 from time import perf_counter
@@ -215,7 +216,12 @@ class Executor:
                 raise f from None
             if shm_dir is not None and isinstance(shm_min, int) and arr.nbytes >= shm_min:
                 path = f"{shm_dir}/r{header['id']}-{k}"
-                transfer.to_shm(arr, path)
+                try:
+                    transfer.to_shm(arr, path)
+                except OSError as e:  # /dev/shm full, or a request id reused in the client's folder
+                    full = e.errno in (errno.ENOSPC, errno.ENOMEM)
+                    raise RuntimeFault("E_OOM" if full else "E_ARG", f"read: cannot write {arr.nbytes} bytes to "
+                                       f"the shared-memory file {path}: {e.strerror}", handle=h) from None
                 out.append({"dtype": name, "shape": shape, "shm": path})
             else:
                 out.append({"dtype": name, "shape": shape, "frame": len(bufs)})

@@ -178,7 +178,10 @@ class Server:
                         msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._on_message(msg[0].bytes, msg[1:])
+                    try:
+                        self._on_message(msg[0].bytes, msg[1:])
+                    except Exception:  # noqa: BLE001 — even a reply that cannot be encoded must not end the loop
+                        log.exception("no reply could be sent for a message")
                     if not self._running:
                         break
         finally:

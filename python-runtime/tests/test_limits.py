@@ -1,7 +1,9 @@
 """The message-size limit (issue 9 item 4), replay protection's timestamps and memory
 (item 5), and the header and read checks of item 11."""
 
+import os
 import struct
+import tempfile
 
 import pytest
 import torch
@@ -181,5 +183,42 @@ def test_the_server_loop_survives_every_item_11_case(tmp_path):
             {"op": "expand", "out": [H(2)], "args": [H(1), [10 ** 12]]}]})
         assert error_code(reply) == "E_LIMIT"
         assert poll_until(lambda: served.call(sock, {"kind": "ping", "sid": sid})["ok"], 30)
+    finally:
+        served.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm on this system")
+def test_a_read_that_cannot_be_written_to_shared_memory_is_a_typed_error():
+    ex = Executor(torch.device("cpu"), shm=True)
+    sid = ex.handle({"kind": "hello", "id": 1}, [])[0]["sid"]
+    d = tempfile.mkdtemp(prefix="liaison-", dir="/dev/shm")
+    try:
+        open(os.path.join(d, "r7-0"), "wb").close()  # a reply file of that name is already there
+        f = fault("E_ARG", ex.handle, {"kind": "batch", "id": 7, "sid": sid, "shm": {"dir": d, "min": 1},
+                                       "ops": [{"op": "ones", "out": [H(1)], "args": [[4]]}], "reads": [H(1)]}, [])
+        assert "r7-0" in f.message and f.extra["handle"] == 1
+    finally:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
+
+
+def test_the_loop_survives_a_reply_it_cannot_encode(tmp_path, monkeypatch):
+    (tmp_path / "s").mkdir(mode=0o700)
+    served = Served(f"ipc://{tmp_path}/s/rt.sock")
+    try:
+        real = served.server.exec.handle
+
+        def handle(header, buffers):
+            if header["kind"] == "hello":  # an error whose details msgpack cannot write
+                raise RuntimeFault("E_ARG", "unencodable", detail=object())
+            return real(header, buffers)
+
+        monkeypatch.setattr(served.server.exec, "handle", handle)
+        sock = served.client(timeout_ms=3000)
+        sock.send_multipart(served.frames({"v": 1, "id": 1, "kind": "hello"}))
+        with pytest.raises(zmq.Again):
+            sock.recv_multipart()  # no reply can be made for it…
+        assert served.call(served.client(), {"kind": "ping"})["ok"]  # …but the runtime goes on
     finally:
         served.close()
