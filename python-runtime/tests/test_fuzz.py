@@ -75,6 +75,7 @@ class Fuzzer:
         self.sid = self.call({"kind": "hello"})["sid"]
         self.replies = 0
         self.codes: dict[str, int] = {}
+        self.expect: tuple = ()  # set by a generator whose answer is known: codes, or "ok"
 
     # ---- sending ----
 
@@ -95,6 +96,9 @@ class Fuzzer:
             self.codes[code] = self.codes.get(code, 0) + 1
             assert code in ERROR_CODES and code != "E_INTERNAL", (frames[:2], err)
             assert isinstance(err["message"], str) and err["message"]
+        if self.expect:
+            assert ("ok" if reply["ok"] else reply["error"]["code"]) in self.expect, (self.expect, reply)
+            self.expect = ()
         return reply
 
     def request(self, header: dict, bufs=(), key=True) -> dict:
@@ -185,14 +189,19 @@ class Fuzzer:
         reads = []
         if case == 0:
             ops.append({"op": "reshape", "out": [H(100)], "args": [H(1), [-1, 0]]})
+            self.expect = ("E_ARG", "E_SHAPE", "E_OP_FAILED")
         elif case == 1:
             ops.append({"op": "add_", "out": [H(100)], "args": [H(2), 1], "kw": {"alpha": 1e30}})
+            self.expect = ("E_ARG", "E_DTYPE", "E_OP_FAILED")
         elif case == 2:
             ops.append({"op": "expand", "out": [H(100)], "args": [H(4), [10 ** 12]]})
             reads = [H(100)]
+            self.expect = ("E_LIMIT",)
         elif case == 3:
+            self.expect = ("E_PROTOCOL",)
             return [pack({"v": 1, "id": rid, "kind": "close", "sid": [self.sid]})], rid
         else:
+            self.expect = ("ok",)
             return [pack({"v": 1.0, "id": rid, "kind": "ping"})], rid
         return encode({"v": 1, "id": rid, "kind": "batch", "sid": self.sid, "ops": ops, "reads": reads,
                        "free": [H(100)]}, bufs), rid
@@ -215,6 +224,7 @@ class Fuzzer:
     def oversize(self):
         rid = self.s.next_id()
         n = self.rng.randrange(2, 5)
+        self.expect = ("E_LIMIT",)
         return encode({"v": 1, "id": rid, "kind": "batch", "sid": self.sid}, [b"\0" * (LIMIT // n + 1)] * n), rid
 
     def kinds(self):
@@ -268,6 +278,7 @@ def test_signed_runtime_refuses_unsigned_forged_stale_and_replayed_messages(no_f
         n = 0
         for _ in range(1000):
             frames, rid = rng.choice(kinds)()  # unsigned frames, about to be signed or not
+            fz.expect = ()  # what they would get unsigned; the checks below say what they get here
             how = rng.randrange(6)
             if how == 0:  # unsigned
                 assert fz.send(frames, rid)["ok"] is False
