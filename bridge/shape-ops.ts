@@ -109,6 +109,15 @@ export function unify(op: string, x: Size, y: Size, what: () => string): Size | 
 
 export function reduced(s: Shape | undefined, dims: unknown, keepdim: unknown): Shape | undefined {
   if (s === undefined) return undefined;
+  if (isInt(dims) && s.length > 0) {
+    // one dim, the common case (sum(-1), softmax's max): no list of dims to build
+    const d = dimIn(dims, s.length);
+    if (d === undefined) return undefined;
+    const out = s.slice();
+    if (keepdim === true) out[d] = 1;
+    else out.splice(d, 1);
+    return out;
+  }
   const all = dims === null || dims === undefined;
   const ds = dimsIn(dims, s.length);
   if (!ds) return undefined;
