@@ -11,6 +11,7 @@
  */
 export { Runtime, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg, type OpRecord, type OpRecorder } from './runtime.js';
 export { Tensor, type TensorData, type TensorInfo } from './tensor.js';
+export type { Shape, Size } from './sizes.js';
 export { LiaisonError, ERROR_CODES, type ErrorCode, type WireError } from './errors.js';
 export { type DType, DTYPES, ITEMSIZE, type TypedArray, type ArrayOf } from './dtype.js';
 export { Connection, type ConnectionOptions } from './connection.js';
