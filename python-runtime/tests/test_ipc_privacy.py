@@ -83,7 +83,16 @@ def test_a_keyed_abstract_runtime_refuses_unsigned_messages(tmp_path, monkeypatc
         assert served.call(sock, {"kind": "ping"})["ok"]
     finally:
         served.close()
-    assert not (Path.cwd() / "@liaison-test").exists()
+
+
+def test_closing_an_abstract_runtime_removes_no_file(tmp_path, monkeypatch):
+    from liaison_runtime.server import remove_ipc_files
+
+    monkeypatch.chdir(tmp_path)
+    bystander = tmp_path / "@liaison-test"  # what "@liaison-test" names relative to the cwd
+    bystander.write_text("not ours")
+    remove_ipc_files("ipc://@liaison-test")
+    assert bystander.read_text() == "not ours"
 
 
 @linux_only
