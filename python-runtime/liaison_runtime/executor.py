@@ -112,6 +112,7 @@ class Executor:
         finally:
             self.ops_run += i
             sess.free(free)
+            self.sessions.touch(sess)
 
     def _run(self, ctx: Ctx, sess, rec, buffers, index: int) -> None:
         # The hot path: one call per op. Field checks happen where the values are used, and

@@ -105,9 +105,15 @@ class Sessions:
                                    "tensors, and ping with the session id to keep an idle client's session")
             raise RuntimeFault("E_SESSION", f"session {sid[:64]!r} is not open in this runtime (closed, or the "
                                "runtime was restarted); open a new one and recreate its tensors")
-        s.last_used = self._clock()
-        self._by_id.move_to_end(sid)
+        self.touch(s)
         return s
+
+    def touch(self, s: Session) -> None:
+        """Restart s's idle clock: a request naming it arrived, or one of its batches ended
+        (a batch that ran for longer than idle_s must not leave its session to expire)."""
+        s.last_used = self._clock()
+        if s.sid in self._by_id:
+            self._by_id.move_to_end(s.sid)
 
     def expire(self) -> int:
         """Close the sessions idle for longer than idle_s; returns how many."""

@@ -163,3 +163,21 @@ def test_a_session_limit_reaches_the_wire(tmp_path):
         assert served.call(sock, {"kind": "ping"})["ok"]
     finally:
         served.close()
+
+
+def test_a_batch_that_runs_longer_than_the_idle_limit_keeps_its_session(monkeypatch):
+    clock = Clock()
+    ex, hello = make(clock, session_idle_s=900)
+    sid = hello()
+    run = ex._run
+
+    def slow(*args):  # an op that computes for 20 minutes
+        clock.t += 1200
+        return run(*args)
+
+    monkeypatch.setattr(ex, "_run", slow)
+    batch(ex, sid, {"op": "ones", "out": [H(1)], "args": [[2]]})
+    monkeypatch.undo()
+    clock.t += 10
+    reply, bufs, _ = ex.handle({"kind": "batch", "id": 3, "sid": sid, "reads": [H(1)]}, [])
+    assert reply["reads"][0]["shape"] == [2]
