@@ -215,6 +215,9 @@ export function define<I extends Placeholders, S extends Record<string, Tensor>,
     if (!(t instanceof Tensor)) throw new LiaisonError('E_TRACE', `program '${name}': state '${k}' was set to something that is not a tensor`);
     return t;
   });
+  // a state set under a name the spec does not declare (a typo) would be lost after the run
+  const undeclared = Object.keys(state).filter((k) => !(stateNames as string[]).includes(k));
+  if (undeclared.length) throw new LiaisonError('E_TRACE', `program '${name}': the traced function set state ${undeclared.map((k) => `'${k}'`).join(', ')}, which spec.state does not declare (it declares ${stateNames.map((k) => `'${k}'`).join(', ') || 'none'}); a state is threaded only under its declared name`, { param: 'state' });
   const specs = {
     inputs: inputNames.map((k) => ({ name: k, ...inputSpecs[k] })),
     state: stateNames.map((k) => ({ name: k })),

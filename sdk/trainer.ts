@@ -31,6 +31,7 @@ import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
 import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
 import { type Batch, Dataset, TextCorpus, type TokenSampler } from './data.js';
 import { checkTargets, evaluate, lossOf } from './evaluate.js';
+import { traceUpdate } from './families/momentum/base.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
@@ -172,7 +173,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         const hp = { lr: ins.lr, step: t.step };
         optimizer.prepare?.(hp);
         // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => optimizer.update(s.param, model.grad(s.info.name), s.state, hp)));
+        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => traceUpdate(optimizer, s.info.name, s.param, model.grad(s.info.name), s.state, hp)));
         for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       });
       return loss;

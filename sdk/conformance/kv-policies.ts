@@ -54,6 +54,7 @@ export function kvPolicyCases(): CaseDef<K>[] {
           prog = kvPolicyProgram(rt, policy);
           await rt.flush();
         } catch (e) {
+          if (e instanceof LiaisonError && e.code === 'E_TRACE' && e.param === 'state') throw new ConformanceFailure(e.message);
           if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`score() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
           throw e;
         }
@@ -71,6 +72,21 @@ export function kvPolicyCases(): CaseDef<K>[] {
           }
         } finally {
           prog.free();
+        }
+      },
+    },
+    {
+      name: 'score() returns its state under exactly the names state() declares (none missing, none unknown)',
+      async run({ rt, plugin, skip }) {
+        const policy = plugin();
+        if (!Object.keys(policy.state()).length) skip('state() declares no per-token state');
+        try {
+          kvPolicyProgram(rt, policy).free();
+          await rt.flush();
+        } catch (e) {
+          // a misspelled or missing key would keep the state's first values for ever
+          if (e instanceof LiaisonError && e.param === 'state') throw new ConformanceFailure(e.message);
+          throw e;
         }
       },
     },

@@ -7,6 +7,7 @@
  * is `a·x` and every claim is checkable without a model.
  */
 import { LiaisonError, type Runtime, Tensor } from '../../bridge/index.js';
+import { traceUpdate } from '../families/momentum/base.js';
 import type { MomentumOptimizer } from '../families/momentum/types.js';
 import type { ParamInfo } from '../hooks.js';
 import { type Program, trace } from '../program.js';
@@ -28,8 +29,10 @@ function quadratic(rt: Runtime, lr: number): { x: Tensor; a: Tensor; loss: (p: T
 async function stepper(rt: Runtime, opt: M, param: Tensor, state: Record<string, Tensor>, grad: (p: Tensor) => Tensor): Promise<Program> {
   try {
     return await trace(rt, { name: `${opt.meta.name}-conformance`, inputs: { lr: { dtype: 'f32', shape: [] }, step: { dtype: 'f32', shape: [] } } },
-      ({ lr, step }) => { opt.prepare?.({ lr, step }); opt.update(param, grad(param), state, { lr, step }); });
+      ({ lr, step }) => { opt.prepare?.({ lr, step }); traceUpdate(opt, 'x', param, grad(param), state, { lr, step }); });
   } catch (e) {
+    // a replaced or unknown state entry is named as such (sdk/families/contract.ts)
+    if (e instanceof LiaisonError && e.code === 'E_TRACE' && e.param === 'state') throw new ConformanceFailure(e.message);
     if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`update() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
     throw e;
   }

@@ -1,7 +1,8 @@
 /** Shared base of the KVPolicy family: the scoring program and installing it on a model. */
 import { Type } from '@sinclair/typebox';
-import { type Runtime, Tensor } from '../../../bridge/index.js';
+import { LiaisonError, type Runtime, Tensor } from '../../../bridge/index.js';
 import { PluginBase } from '../../plugin.js';
+import { checkKeys, pluginName } from '../contract.js';
 import { define, type Program } from '../../program.js';
 import type { KVInputs, KVPolicy, KVScore } from './types.js';
 
@@ -15,7 +16,9 @@ export const KVPolicyFields = {
  * it extends {@link KVPolicyBase}): inputs keys, values (B, H, T, D), attn (B, H, T), pos
  * (B, H, T) i64, then the per-token state (B, H, T) in `state()` order; outputs scores
  * (B, H, T), then the new state. Defined, not awaited: a trace error throws here, a
- * definition error surfaces at the next flush.
+ * definition error surfaces at the next flush. A policy that declares state must return
+ * all of it, under its names and no other (E_TRACE with param 'state', naming the keys):
+ * a misspelled or missing key would otherwise keep the first values for ever.
  */
 export function kvPolicyProgram(rt: Runtime, policy: KVPolicy): Program {
   const names = Object.keys(policy.state());
@@ -24,11 +27,19 @@ export function kvPolicyProgram(rt: Runtime, policy: KVPolicy): Program {
     attn: { shape: ['B', 'H', 'T'] }, pos: { dtype: 'i64', shape: ['B', 'H', 'T'] },
   };
   for (const n of names) inputs[`state:${n}`] = { dtype: 'f32', shape: ['B', 'H', 'T'] };
+  const who = pluginName(policy);
   return define(rt, { name: `${policy.meta.name}-kv`, inputs }, (ins) => {
     const state = Object.fromEntries(names.map((n) => [n, ins[`state:${n}`]]));
     const r = policy.score({ keys: ins.keys, values: ins.values, attn: ins.attn, pos: ins.pos, state });
-    const { scores, state: next } = r instanceof Tensor ? { scores: r, state: undefined } : r;
-    return [scores, ...names.map((n) => next?.[n] ?? state[n])];
+    if (r instanceof Tensor) {
+      // a state the policy declares but never returns would keep its first values forever
+      if (names.length) throw new LiaisonError('E_TRACE', `${who}: score() returned only scores, but state() declares ${names.map((n) => `'${n}'`).join(', ')}; return { scores, state: { ${names.join(', ')} } } with every state tensor (an unchanged one as it came in)`, { param: 'state' });
+      return [r];
+    }
+    checkKeys(who, "score()'s result", r, { expected: ['scores'], optional: names.length ? ['state'] : [], tensors: ['scores'], param: 'state' });
+    const declared = names.map((n) => `'${n}'`).join(', ');
+    if (names.length) checkKeys(who, "score()'s state", r.state, { expected: names, fix: `state() declares ${declared}; return each (an unchanged one as it came in)`, param: 'state' });
+    return [r.scores, ...names.map((n) => r.state![n])];
   });
 }
 

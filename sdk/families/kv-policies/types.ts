@@ -28,7 +28,11 @@ export interface KVInputs {
 export interface KVScore {
   /** (B, H, T): higher is kept first. */
   scores: Tensor;
-  /** New per-token state (B, H, T), same names as `state()`; it is evicted along with its tokens. */
+  /**
+   * New per-token state (B, H, T) under exactly the names `state()` declares — all of
+   * them, an unchanged one as it came in, no other (refused at trace time otherwise); it
+   * is evicted along with its tokens. Required when `state()` declares any.
+   */
   state?: Record<string, Tensor>;
 }
 

@@ -3,6 +3,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import type { ParamInfo } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
+import { checkStateKept, pluginName } from '../contract.js';
 import { type ScheduleConfig, ScheduleFields, scheduledRate } from './schedule.js';
 import type { MomentumOptimizer, StepHyper } from './types.js';
 
@@ -43,4 +44,16 @@ export abstract class MomentumOptimizerBase<C extends ScheduleConfig> extends Pl
     const wd = (this.config as { weightDecay?: number }).weightDecay ?? 0;
     return wd > 0 ? grad.add(param.mul(wd)) : grad;
   }
+}
+
+/**
+ * `optimizer.update()` traced for one parameter (`name`), as the Trainer's step and the
+ * conformance suite trace it: on a copy of the state record, so that an entry the update
+ * replaces instead of changing in place stays out of the caller's record, then checked
+ * (sdk/families/contract.ts {@link checkStateKept}: E_TRACE naming the entry).
+ */
+export function traceUpdate(optimizer: MomentumOptimizer, name: string, param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void {
+  const own = { ...state };
+  optimizer.update(param, grad, own, hp);
+  checkStateKept(pluginName(optimizer), name, own, state);
 }

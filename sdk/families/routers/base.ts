@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import type { TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
+import { checkKeys, pluginName } from '../contract.js';
 import { define, type Program } from '../../program.js';
 import type { RouteResult, Router, RouterDims, RouterParamSpec } from './types.js';
 
@@ -25,8 +26,10 @@ export function routerProgram(rt: Runtime, router: Router, dims: RouterDims): Pr
   for (const n of names) inputs[`param:${n}`] = { shape: specs[n].shape };
   return define(rt, { name: `${router.meta.name}-router`, inputs }, (ins) => {
     const params = Object.fromEntries(names.map((n) => [n, ins[`param:${n}`]]));
-    const { weights, aux } = router.route(ins.x, params, dims);
-    return [weights, aux ?? rt.zeros([])];
+    const r = router.route(ins.x, params, dims);
+    // a misspelled 'aux' would train without the load-balancing loss, silently
+    checkKeys(pluginName(router), "route()'s result", r, { expected: ['weights'], optional: ['aux'] });
+    return [r.weights, r.aux ?? rt.zeros([])];
   });
 }
 
