@@ -48,7 +48,7 @@ class Executor:
         self.shm = shm  # may tensors travel through /dev/shm files (same host only)
         # a reply is held to the size the client may send: both ends then budget one number
         self.max_message_bytes = max_message_bytes
-        self.sessions = Sessions(max_sessions, session_idle_s, **({"clock": clock} if clock else {}))
+        self.sessions = Sessions(max_sessions, session_idle_s, clock)
         self.adoptable: dict[int, object] = {}  # objects handed over by the embedded pythonia hatch
         self.ops_run = 0
 

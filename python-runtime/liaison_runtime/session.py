@@ -70,10 +70,10 @@ _EXPIRED_MEMORY = 4096
 
 
 class Sessions:
-    def __init__(self, max_sessions: int = 64, idle_s: float = 900.0, clock=time.monotonic):
+    def __init__(self, max_sessions: int = 64, idle_s: float = 900.0, clock=None):
         self.max_sessions = max_sessions
         self.idle_s = idle_s  # 0: never expire
-        self._clock = clock
+        self._clock = clock or time.monotonic
         # least recently used first: expiry pops from the front and stops at the first live one
         self._by_id: OrderedDict[str, Session] = OrderedDict()
         self._expired: OrderedDict[str, float] = OrderedDict()  # sid -> idle seconds when it expired
