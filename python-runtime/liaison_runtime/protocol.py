@@ -12,7 +12,8 @@ the small-message rate (measured: 55k vs 80k messages/s between Node and Python)
 msgpack rules, so that both languages write the same bytes (test/protocol/vectors.json):
   - maps with string keys, smallest encodings (fixmap/fixstr/fixint first), bin for bytes;
   - a tensor handle is ext type 1 with a 4-byte big-endian unsigned id;
-  - integers beyond 32 bits are not used except `ts`, which travels as a float64.
+  - integers beyond 32 bits are not used except byte counts (limits, below 2**53) and
+    `ts`, which travels as a float64.
 
 This module knows nothing of torch: dtypes here are names and item sizes only.
 """
