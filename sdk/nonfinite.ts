@@ -51,17 +51,19 @@ export function maskedUpdate(rt: Runtime, ok: Tensor | null, written: Tensor[], 
  */
 export function lossSummary(rt: Runtime, ts: Tensor[], skip: boolean): { mean: Tensor; skipped: Tensor | null } {
   const all = rt.stack(ts);
-  try {
-    if (!skip) return { mean: all.mean(), skipped: null };
-    const finite = rt.call('isfinite', [all]) as Tensor;
-    const kept = finite.to('f32');
-    const mean = rt.where(finite, all, 0).sum().div(kept.sum());
-    const skipped = finite.logicalNot().to('i64').sum();
-    for (const t of [finite, kept]) t.free();
-    return { mean, skipped };
-  } finally {
+  if (!skip) {
+    const mean = all.mean();
     all.free();
+    return { mean, skipped: null };
   }
+  // every intermediate is freed once the results are queued (a handle each, per log)
+  const tmp: Tensor[] = [all];
+  const t = (x: Tensor) => { tmp.push(x); return x; };
+  const finite = t(rt.call('isfinite', [all]) as Tensor);
+  const mean = t(t(rt.where(finite, all, 0)).sum()).div(t(t(finite.to('f32')).sum()));
+  const skipped = t(t(finite.logicalNot()).to('i64')).sum();
+  for (const x of tmp) x.free();
+  return { mean, skipped };
 }
 
 /** Where a fit started: to name the epoch of a step. */

@@ -42,10 +42,11 @@ export async function restoreCheckpoint(o: RestoreParts): Promise<void> {
 
   const mustAttach = o.withPlugins && !o.attached;
   const backup = mustAttach ? await snapshot(rt, model) : null;
+  let targets: Record<string, Tensor>;
   try {
     if (mustAttach) await o.attach();
     const plugins = o.withPlugins ? o.pluginState() : {};
-    const targets = { ...plugins, ...optimizer };
+    targets = { ...plugins, ...optimizer };
     checkStateNames(Object.keys(file.tensors), modelNames, Object.keys(targets), path);
     checkEntries(file.tensors, await specsOf(plugins), path);
   } catch (e) {
@@ -54,7 +55,6 @@ export async function restoreCheckpoint(o: RestoreParts): Promise<void> {
   } finally {
     for (const t of Object.values(backup ?? {})) t.free();
   }
-  const targets = { ...(o.withPlugins ? o.pluginState() : {}), ...optimizer };
   await rt.scope(async () => {
     // the copies' handles and the uploads are freed when the scope ends
     const { tensors } = await model.loadParsed(file, true, path);

@@ -74,6 +74,12 @@ describe("nonFinite: 'skip'", () => {
     const [a, b] = await Promise.all([values(t.model), values(ref.model)]);
     expect(a.flat().every(Number.isFinite)).toBe(true);
     a.forEach((p, i) => p.forEach((v, j) => expect(v).toBeCloseTo(b[i][j], 6)));
+    // the counting leaves nothing behind: another epoch holds no more objects than the first
+    const bad = dataset(0, ROWS, 30);
+    await t.fit(bad, { epochs: 1 });
+    const held = (await rt.stats()).objects;
+    await t.fit(bad, { epochs: 1 });
+    expect((await rt.stats()).objects).toBe(held);
   });
 
   it("is a Trainer config field, 'error' by default, with a help line", () => {
