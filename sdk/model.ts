@@ -148,7 +148,8 @@ export class Model implements ModelLike {
     }
     if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} is ${text}, not a model spec object`, { param: 'path' });
     if (spec.kind === 'gpt' && spec.moe) {
-      const r = spec.moe.router as unknown as { plugin: string; config: object };
+      const r = spec.moe.router as unknown as { plugin: string; config: object } | null;
+      if (typeof r?.plugin !== 'string') throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} has moe.router ${JSON.stringify(r)}, not {plugin, config}`, { param: 'path' });
       spec.moe.router = getPlugin('router', r.plugin)(r.config) as Router;
     }
     const model = await Model.build(rt, spec);

@@ -91,7 +91,12 @@ describe('checkpoint metadata', () => {
     const path = join(dir, 'spec.safetensors');
     await model.save(path);
     const file = await readSafetensors(path);
-    for (const [text, msg] of [['null', /the 'liaison\.spec' metadata of .*spec\.safetensors is null, not a model spec object/], ['{', /the 'liaison\.spec' metadata of .*spec\.safetensors is not JSON/]] as const) {
+    const moe = JSON.stringify({ kind: 'gpt', vocab: 8, context: 8, moe: { experts: 2, hidden: 4, router: null } });
+    for (const [text, msg] of [
+      ['null', /the 'liaison\.spec' metadata of .*spec\.safetensors is null, not a model spec object/],
+      ['{', /the 'liaison\.spec' metadata of .*spec\.safetensors is not JSON/],
+      [moe, /the 'liaison\.spec' metadata of .*spec\.safetensors has moe\.router null, not \{plugin, config\}/],
+    ] as const) {
       await writeSafetensors(path, file.tensors, { ...file.metadata, [META_SPEC]: text });
       const e = await caught(() => Model.fromCheckpoint(rt, path));
       expect(e.code).toBe('E_ARG');
