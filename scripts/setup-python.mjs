@@ -105,7 +105,8 @@ async function shared(extras) {
   try {
     // the install we waited for may have made it
     if (!(existsSync(py) && imports(py, mods))) {
-      say(`making the shared Python environment ${venv} (once for every project using liaison ${packageVersion(ROOT)})`);
+      if (existsSync(py)) say(`completing the shared Python environment ${venv}`);
+      else say(`making the shared Python environment ${venv} (once for every project using liaison ${packageVersion(ROOT)})`);
       if (existsSync(venv) && !existsSync(py)) rmSync(venv, { recursive: true, force: true }); // a half-made one
       if (!existsSync(py)) makeVenv(base.py, venv);
       installTorch(py);

@@ -142,7 +142,34 @@ describe('npm pack from a fresh clone', () => {
   });
 });
 
+/** The ```ts blocks of the sections of a markdown file whose heading starts with one of `numbers`. */
+function snippets(md: string, numbers: string[]): string[] {
+  const blocks: string[] = [];
+  for (const section of md.split(/^## /m).slice(1)) {
+    if (!numbers.some((n) => section.startsWith(`${n}.`))) continue;
+    for (const m of section.matchAll(/```ts\n([\s\S]*?)```/g)) blocks.push(m[1]);
+  }
+  return blocks;
+}
+
 describe('installed into a new project', () => {
+  it("the plugin guide's code compiles against the package's type declarations", async () => {
+    // sections 2, 3 and 5 together are a whole plugin file: schema, class, registration
+    const guide = readFileSync(join(project, 'node_modules', 'liaison', 'docs', 'writing-a-plugin.md'), 'utf8');
+    const code = snippets(guide, ['2', '3', '5']);
+    expect(code).toHaveLength(3);
+    writeFileSync(join(project, 'recent-first.ts'), `${code.join('\n')}\nexport { policy };\n`);
+    writeFileSync(join(project, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true,
+        typeRoots: [join(ROOT, 'node_modules', '@types')], types: ['node'],
+      },
+      files: ['recent-first.ts'],
+    }));
+    const out = await sh(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], project, cleanEnv());
+    expect(out.trim()).toBe('');
+  }, 120_000);
+
   it("the install script found the shared venv and recorded it; no venv of the package's own", () => {
     const pkg = join(project, 'node_modules', 'liaison');
     expect(existsSync(join(pkg, POINTER_FILE)), installLog).toBe(true);
