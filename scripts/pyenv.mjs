@@ -32,6 +32,8 @@ export function torchSpec(env = process.env) {
  * an `npm link`ed checkout stays a checkout) has a `node_modules` folder in it. npm, pnpm
  * and yarn all unpack dependencies under one; a clone of the repository never lies there.
  */
+// The rule is the path alone, not npm's variables (INIT_CWD, npm_config_local_prefix): the
+// launcher must reach the same answer at run time, when no npm is around.
 export function isDependencyInstall(root) {
   let real = root;
   try { real = realpathSync(root); } catch { /* not there (yet): judge the path as given */ }

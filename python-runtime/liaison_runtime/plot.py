@@ -21,8 +21,9 @@ def plot(spec: dict) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:  # a clear message beats a traceback for a missing extra
-        raise SystemExit(f"plotting needs matplotlib in the runtime's Python ({e}); "
-                         "`npm install` installs it, or pip install matplotlib") from None
+        raise SystemExit(f"plotting needs matplotlib in the runtime's Python ({e}); a checkout's `npm install` "
+                         "installs it; where liaison is a dependency, `LIAISON_EXTRAS=plot npm rebuild liaison` "
+                         "adds it to the shared environment; or pip install matplotlib") from None
     path = spec.get("path")
     series = spec.get("series")
     if not isinstance(path, str) or not isinstance(series, list) or not series:
