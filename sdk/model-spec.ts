@@ -7,6 +7,7 @@
  */
 import { LiaisonError } from '../bridge/index.js';
 import type { Router, RouterDims } from './families/routers/types.js';
+import { describeValue } from './plugin.js';
 
 /** A multilayer perceptron: (B, sizes[0]) -> (B, sizes[-1]). Layers are `layers.i`, activations `acts.i`. */
 export interface MLPSpec {
@@ -164,7 +165,7 @@ export function runtimeSpec(spec: ModelSpec, seed?: number): Record<string, unkn
     checkPositive('moe.experts', moe.experts);
     checkPositive('moe.hidden', moe.hidden);
     if (moe.every !== undefined) checkPositive('moe.every', moe.every);
-    if (!isRouter(moe.router)) throw new LiaisonError('E_ARG', "Model.build: spec field 'moe.router' must be a Router plugin instance (with params() and route())", { param: 'spec' });
+    if (!isRouter(moe.router)) throw new LiaisonError('E_ARG', `Model.build: spec field 'moe.router' must be a Router plugin instance (with params() and route()), got ${describeValue(moe.router)}`, { param: 'spec' });
     const params: Record<string, unknown> = {};
     for (const [name, p] of Object.entries(moe.router.params(moeDims(spec)!))) {
       // the runtime calls the scale `std` for normal and `bound` for uniform inits

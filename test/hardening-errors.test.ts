@@ -76,6 +76,11 @@ describe('family setters and attach points, called from plain JavaScript', () =>
     expect(e.message).toMatch(/router must be a Router .*got a number \(7\)/);
   });
 
+  it("a GPT spec's moe.router names what it got", async () => {
+    const e = await caught(() => Model.build(rt, { kind: 'gpt', vocab: 8, context: 8, moe: { experts: 2, hidden: 4, router: untyped(gd()) } }));
+    expect(e.message).toBe("Model.build: spec field 'moe.router' must be a Router plugin instance (with params() and route()), got a momentum-optimizer plugin 'gd'");
+  });
+
   it("the Trainer's optimizer and plugins name what they got", async () => {
     const model = await Model.build(rt, { kind: 'mlp', sizes: [2, 2] });
     let e = await caught(() => new Trainer({ model, optimizer: untyped(slidingWindow()) }));
