@@ -305,7 +305,8 @@ export function inferShapes(op: string, a: Args, kw: Kw, out: readonly Tensor[],
       recorder.fail(e);
       throw e;
     }
-    for (const t of out) t.lost = op;
+    const why = `${e.message}, so the op fails in the runtime`;
+    for (const t of out) t.lost = why;
   }
 }
 
@@ -313,7 +314,7 @@ export function inferShapes(op: string, a: Args, kw: Kw, out: readonly Tensor[],
 export function whyUnknown(t: Tensor): string {
   const lost = t.lost;
   if (lost === undefined) return 'no op gave it one';
-  if (lost.includes(' ')) return lost; // a placeholder's or a program's own explanation
+  if (lost.includes(' ')) return lost; // a sentence: a placeholder's, a program's, or a certain mismatch
   return hasShapeRule(lost)
     ? `op '${lost}' could not tell its result's shape from its arguments (a symbolic size that may be 1, or an argument it does not check)`
     : `op '${lost}' has no shape rule: its result's shape is known only at run time`;

@@ -190,6 +190,7 @@ describe('static shapes', () => {
   it('eager code leaves a certain mismatch to the runtime: the op queues, its shape is unknown, the read fails', async () => {
     const bad = rt.zeros([3, 4]).matmul(rt.zeros([5, 6]));
     expect(bad.shape).toBeUndefined();
+    expect(() => bad.dim).toThrow(/matmul: inner sizes differ: \[3, 4\] @ \[5, 6\] \(4 vs 5\), so the op fails in the runtime/);
     await expect(bad.data()).rejects.toThrow(LiaisonError);
   });
 });
