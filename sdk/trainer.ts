@@ -13,12 +13,13 @@
  * inputs x, y, lr () (the step number () is the program's own state) → beforeStep hooks →
  * zero_grad → forward (train) → loss (+ every addLoss term) → its finiteness check
  * (sdk/nonfinite.ts) → backward → afterBackward hooks → the optimizer's update() over every
- * parameter → afterOptimizerStep hooks; output the loss. Each step queues one `program_run`; steps go out in groups of `inFlight / 2`
- * (each group one batch, one round trip) and at most `inFlight` steps are unconfirmed, so
- * the runtime always has work while this side prepares the next. The loss is read back
- * only every `logEvery` steps and at epoch ends, in the batch of the step itself. An epoch
- * end that nothing waits for (no epochEnd hook, evaluation or checkpoint due) does not stop
- * the pipeline either: its results arrive while the next epoch runs.
+ * parameter → afterOptimizerStep hooks; output the loss. Each step queues one
+ * `program_run`; steps go out in groups of `inFlight / 2` (each group one batch, one round
+ * trip) and at most `inFlight` steps are unconfirmed, so the runtime always has work while
+ * this side prepares the next. The loss is read back only every `logEvery` steps and at
+ * epoch ends, in the batch of the step itself. An epoch end that nothing waits for (no
+ * epochEnd hook, evaluation or checkpoint due) does not stop the pipeline either: its
+ * results arrive while the next epoch runs.
  *
  * Events (a typed EventEmitter; shapes in sdk/trainer-types.ts): `progress` at every
  * logged step, `eval` after each evaluation, `checkpoint` after each save, `epoch` at each
@@ -36,9 +37,9 @@ import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
-import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
 import { guardLoss, lossSummary, maskedUpdate, nonFiniteError } from './nonfinite.js';
 import { describeValue, requirePlugin } from './plugin.js';
+import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
 import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
 import { StepWindow } from './step-window.js';
