@@ -37,8 +37,9 @@ function numel(shape: readonly number[]): number {
 
 /**
  * Write `tensors` (and optional string `metadata`) to `path` as safetensors. The file is
- * written beside `path` and renamed into place, so an interrupted save never leaves a
- * half-written checkpoint under the name. Parent folders are created.
+ * written beside `path`, synced to disk and renamed into place, so an interrupted save
+ * (a crash, a kill, a power loss) never leaves a half-written checkpoint under the name.
+ * Parent folders are created.
  *
  * f16 and bf16 data may be a Float32Array (rounded to nearest even) or a Uint16Array of
  * raw bits; bool data is a Uint8Array of 0/1.
@@ -93,6 +94,8 @@ export async function writeSafetensors(path: string, tensors: Record<string, Ten
   try {
     const all = [len, json, ...chunks];
     for (let i = 0; i < all.length; i += 512) await fh.writev(all.slice(i, i + 512)); // IOV_MAX is 1024 on Linux
+    // on disk before it takes the name: after a power loss the name holds the old file or the new one
+    await fh.sync();
     await fh.close();
     await rename(tmp, path);
   } catch (e) {
