@@ -1,7 +1,8 @@
 // Issue 9, item 8: a refused resume changes nothing. Every entry of a checkpoint (model,
 // optimizer and plugin state) is checked for name, dtype and shape before anything is
 // written; a truncated file is a clear error; a checkpoint is written atomically.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -148,4 +149,25 @@ describe('writeSafetensors', () => {
     expect(Array.from((await readSafetensors(path)).tensors.w.data as Float32Array)).toEqual([5, 6]);
     expect(readdirSync(folder).sort()).toEqual(['taken', 'w.safetensors']);
   });
+
+  it('a writer killed mid-save leaves the old file whole under the name', async () => {
+    const folder = join(dir, 'killed');
+    const path = join(folder, 'ck.safetensors');
+    await writeSafetensors(path, { w: { dtype: 'f32', shape: [3], data: new Float32Array([1, 2, 3]) } });
+    // a child writes 256 MiB over it and is killed once its write has begun
+    const code = `import { writeSafetensors } from ${JSON.stringify(join(process.cwd(), 'sdk/safetensors.ts'))};
+      const n = 64 * 1024 * 1024;
+      await writeSafetensors(${JSON.stringify(path)}, { w: { dtype: 'f32', shape: [n], data: new Float32Array(n).fill(7) } });`;
+    const child = spawn('npx', ['tsx', '--input-type=module', '-e', code], { stdio: 'ignore', detached: true });
+    const exited = new Promise((res) => child.on('exit', res));
+    const deadline = Date.now() + 60_000;
+    const size = statSync(path).size;
+    // the write has begun: a temporary file beside it, or (a writer that is not atomic) the file itself changing
+    const begun = () => readdirSync(folder).some((f) => f.includes('.tmp-')) || statSync(path, { throwIfNoEntry: false })?.size !== size;
+    while (Date.now() < deadline && child.exitCode === null && !begun()) await new Promise((r) => setTimeout(r, 2));
+    try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* it finished first: the new file is whole too */ }
+    await exited;
+    const back = await readSafetensors(path); // whole: the old file, or the new one if the kill came late
+    expect([3, 64 * 1024 * 1024]).toContain(back.tensors.w.shape[0]);
+  }, 90_000);
 });
