@@ -1,10 +1,11 @@
 // Where the Python side of an install lives, and what the installer does about it, without
 // installing anything: the rules scripts/pyenv.mjs and scripts/pyenv-setup.mjs apply (the
 // installer and the launcher both go through them), on folders made to look like installs.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { homedir, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   POINTER_FILE, ROOT, isDependencyInstall, liaisonHome, locatePython, sharedVenvDir, torchTag, venvPython,
@@ -126,6 +127,40 @@ describe('the lock two concurrent installs take on the shared venv', () => {
     releaseB();
     expect(existsSync(path)).toBe(false);
   });
+
+  it('between processes: the second holds it only after the first let go', async () => {
+    // each child takes the lock, logs, waits for its go-file, logs again and lets go
+    const path = join(tmp, 'venv-c.lock');
+    const log = join(tmp, 'lock.log');
+    writeFileSync(log, '');
+    const lib = pathToFileURL(join(ROOT, 'scripts', 'pyenv-setup.mjs')).href;
+    const child = (name: string) => spawn(process.execPath, ['--input-type=module', '-e', `
+      import { appendFileSync, existsSync } from 'node:fs';
+      import { acquireLock } from ${JSON.stringify(lib)};
+      const say = (w) => appendFileSync(${JSON.stringify(log)}, '${name} ' + w + '\\n');
+      let told = false;
+      const release = await acquireLock(${JSON.stringify(path)}, { pollMs: 10, onWait: () => { if (!told) say('waits'); told = true; } });
+      say('holds');
+      while (!existsSync(${JSON.stringify(join(tmp, 'go-'))} + '${name}')) await new Promise((r) => setTimeout(r, 10));
+      say('lets go');
+      release();
+    `], { stdio: 'inherit' });
+    const lines = () => readFileSync(log, 'utf8').split('\n').filter(Boolean);
+    const until = async (line: string) => { while (!lines().includes(line)) await new Promise((r) => setTimeout(r, 10)); };
+    // listened for from the start: a child may exit before the test gets to waiting for it
+    const exited = (c: ReturnType<typeof spawn>) => new Promise<number | null>((r) => c.on('exit', r));
+    const a = exited(child('A'));
+    await until('A holds');
+    const b = exited(child('B'));
+    await until('B waits');
+    writeFileSync(join(tmp, 'go-A'), '');
+    await until('B holds');
+    writeFileSync(join(tmp, 'go-B'), '');
+    expect(await a).toBe(0);
+    expect(await b).toBe(0);
+    expect(lines()).toEqual(['A holds', 'B waits', 'A lets go', 'B holds', 'B lets go']);
+    expect(existsSync(path)).toBe(false);
+  }, 60_000);
 
   it('the lock of an install that died is taken over', async () => {
     const path = join(tmp, 'venv-b.lock');
