@@ -78,6 +78,8 @@ CASES = [
     *[C(n, [pos], getattr(torch, n)) for n in _POSITIVE],
     C("add", [xi, 3], lambda a, b: a + 3, tag="_scalar"),
     C("maximum", [x, 0.0], lambda a, b: a.clamp(min=0), tag="_scalar"),
+    C("atan2", [x, 2.0], lambda a, b: torch.atan2(a, torch.tensor(2.0)), tag="_scalar"),
+    *[C(n, [mask, True], lambda a, b, n=n: getattr(torch, n)(a, torch.tensor(True)), tag="_scalar") for n in _LOGICAL],
     C("logical_not", [mask], torch.logical_not),
     C("gelu", [x], F.gelu),
     C("silu", [x], F.silu),

@@ -34,11 +34,14 @@ for _n, _f in {
     "minimum": lambda a, b: torch.minimum(a, _like(a, b)),
     "remainder": torch.remainder, "floor_divide": torch.floor_divide,
     "eq": torch.eq, "ne": torch.ne, "lt": torch.lt, "le": torch.le, "gt": torch.gt, "ge": torch.ge,
-    "logical_and": torch.logical_and, "logical_or": torch.logical_or, "logical_xor": torch.logical_xor,
+    # these four take only tensors in torch; a number is made a 0-d tensor (broadcasts)
+    "logical_and": lambda a, b: torch.logical_and(a, _like(a, b)),
+    "logical_or": lambda a, b: torch.logical_or(a, _like(a, b)),
+    "logical_xor": lambda a, b: torch.logical_xor(a, _like(a, b)),
 }.items():
     _binary(_n, _f)
 
-_binary("atan2", torch.atan2, floats_only=True)
+_binary("atan2", lambda a, b: torch.atan2(a, _like(a, b)), floats_only=True)
 
 
 def _unary(name: str, fn, floats_only: bool = False):
