@@ -172,9 +172,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       for (const fn of hooks.traced.afterBackward) fn(t);
       noGrad(rt, () => {
         const hp = { lr: ins.lr, step: t.step };
-        optimizer.prepare?.(hp);
+        const prepared = optimizer.prepare?.(hp); // shared by every parameter's update()
         // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => traceUpdate(optimizer, s.info.name, s.param, model.grad(s.info.name), s.state, hp)));
+        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => traceUpdate(optimizer, s.info.name, s.param, model.grad(s.info.name), s.state, hp, prepared)));
         for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       });
       return loss;

@@ -34,29 +34,34 @@ export const AdamConfig = Type.Object({
 }, { additionalProperties: false });
 export type AdamConfig = Static<typeof AdamConfig>;
 
+/** What {@link Adam.prepare} makes once per step, () each: the same for every parameter. */
+export interface AdamStep {
+  /** η·√(1 − β₂ᵗ)/(1 − β₁ᵗ): the bias-corrected step size. */
+  size: Tensor;
+  /** ε·√(1 − β₂ᵗ): ε moved inside the bias correction. */
+  eps: Tensor;
+}
+
 /** Adam: two state tensors per parameter (m, v), updated in place. */
-export class Adam extends MomentumOptimizerBase<AdamConfig> {
-  /** η·√(1 − β₂ᵗ)/(1 − β₁ᵗ) and ε·√(1 − β₂ᵗ) of the step being traced: the same for every parameter, so made once per step in prepare(). */
-  private scalars: { step: Tensor; lr: Tensor; size: Tensor; eps: Tensor } | null = null;
+export class Adam extends MomentumOptimizerBase<AdamConfig, AdamStep> {
 
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { m: rt.zeros(info.shape), v: rt.zeros(info.shape) };
   }
 
   /** Traced once per step, before the updates: the bias-corrected step size and ε, () each. */
-  override prepare({ lr, step }: StepHyper): void {
+  override prepare({ lr, step }: StepHyper): AdamStep {
     const { beta2, beta1, eps } = this.config;
     const correction = (beta: number) => step.mul(Math.log(beta)).exp().neg().add(1); // () 1 − βᵗ
     const root2 = correction(beta2).sqrt();
-    this.scalars = { step, lr, size: lr.mul(root2).div(correction(beta1)), eps: root2.mul(eps) };
+    return { size: lr.mul(root2).div(correction(beta1)), eps: root2.mul(eps) };
   }
 
   /** Traced once per parameter into the Trainer's step program: in-place updates of m, v and the parameter. */
-  update(param: Tensor, grad: Tensor, { m, v }: Record<string, Tensor>, hp: StepHyper): void {
+  update(param: Tensor, grad: Tensor, { m, v }: Record<string, Tensor>, hp: StepHyper, prepared?: AdamStep): void {
     const { beta1, beta2 } = this.config;
-    // made by prepare() for this step's placeholders; a caller that skips prepare() gets them here
-    if (this.scalars?.step !== hp.step || this.scalars.lr !== hp.lr) this.prepare(hp);
-    const { size, eps } = this.scalars!;
+    // a caller that traces update() alone (no prepare()) gets this step's scalars made here
+    const { size, eps } = prepared ?? this.prepare(hp);
     m.lerp_(grad, 1 - beta1); // m ← β₁·m + (1 − β₁)·g
     v.mul_(beta2);
     v.addcmul_(grad, grad, 1 - beta2); // v ← β₂·v + (1 − β₂)·g²

@@ -40,31 +40,35 @@ export const HeavyBallConfig = Type.Object({
 }, { additionalProperties: false });
 export type HeavyBallConfig = Static<typeof HeavyBallConfig>;
 
+/**
+ * β·[t > 1] and 1 − τ·[t > 1] as () tensors of the step being traced (PyTorch starts the
+ * buffer at g, undamped); null without dampening, where constants do.
+ */
+export type HeavyBallStep = { beta: Tensor; gain: Tensor } | null;
+
 /** Heavy-ball momentum: one buffer per parameter, updated in place in the step program. */
-export class HeavyBall extends MomentumOptimizerBase<HeavyBallConfig> {
-  /** β·[t > 1] and 1 − τ·[t > 1] as () tensors of the step being traced (PyTorch starts the buffer at g, undamped). */
-  private coef: { step: Tensor; beta: Tensor; gain: Tensor } | null = null;
+export class HeavyBall extends MomentumOptimizerBase<HeavyBallConfig, HeavyBallStep> {
 
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { momentum: rt.zeros(info.shape, info.dtype as DType) };
   }
 
   /** Traced once per step, before the updates: the dampened coefficients, when there is dampening. */
-  override prepare({ step }: StepHyper): void {
-    if (this.config.dampening === 0) return;
+  override prepare({ step }: StepHyper): HeavyBallStep {
+    if (this.config.dampening === 0) return null;
     const later = step.gt(1).to('f32'); // () 1 after the first step, else 0
-    this.coef = { step, beta: later.mul(this.config.momentum), gain: later.mul(-this.config.dampening).add(1) };
+    return { beta: later.mul(this.config.momentum), gain: later.mul(-this.config.dampening).add(1) };
   }
 
   /** Traced once per parameter into the step program: b ← β·b + (1 − τ)·g, then x ← x − η·b. */
-  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper): void {
+  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper, prepared?: HeavyBallStep): void {
     const { momentum: beta, dampening } = this.config;
     const g = this.decayed(param, grad);
     if (dampening === 0) {
       b.mul_(beta).add_(g); // from b = 0 the first step gives b = g, as PyTorch's
     } else {
-      if (this.coef?.step !== hp.step) this.prepare(hp); // a caller that skips prepare()
-      b.mul_(this.coef!.beta).addcmul_(g, this.coef!.gain);
+      const coef = prepared ?? this.prepare(hp)!; // made here for a caller that traces update() alone
+      b.mul_(coef.beta).addcmul_(g, coef.gain);
     }
     param.addcmul_(b, hp.lr, -1); // x ← x − η·b; lr is a () tensor
   }

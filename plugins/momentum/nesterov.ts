@@ -51,8 +51,14 @@ export function paperMomentum(kappa: number, c: number): number {
   return (k - s) / (k + 7 * s);
 }
 
+/** What {@link Nesterov.prepare} makes once per step. */
+export interface NesterovStep {
+  /** () η·β of the step being traced, shared by every parameter's update. */
+  lrBeta: Tensor;
+}
+
 /** Nesterov's momentum: one buffer per parameter, updated in place in the step program. */
-export class Nesterov extends MomentumOptimizerBase<NesterovConfig> {
+export class Nesterov extends MomentumOptimizerBase<NesterovConfig, NesterovStep> {
   /** The momentum β in use: `momentum`, or derived from `kappa` and `c`. */
   readonly beta: number;
 
@@ -68,26 +74,23 @@ export class Nesterov extends MomentumOptimizerBase<NesterovConfig> {
     }
   }
 
-  /** η·β as a () tensor of the step being traced, made once per step in prepare(). */
-  private lrBeta: { lr: Tensor; value: Tensor } | null = null;
-
   override init(_param: Tensor, info: ParamInfo, rt: Runtime): Record<string, Tensor> {
     return { momentum: rt.zeros(info.shape, info.dtype as DType) };
   }
 
   /** Traced once per step, before the updates: η·β, shared by every parameter's update. */
-  override prepare({ lr }: StepHyper): void {
-    this.lrBeta = { lr, value: lr.mul(this.beta) };
+  override prepare({ lr }: StepHyper): NesterovStep {
+    return { lrBeta: lr.mul(this.beta) };
   }
 
   /** Traced once per parameter into the step program: b ← β·b + g, then y ← y − η·g − ηβ·b. */
-  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper): void {
+  update(param: Tensor, grad: Tensor, { momentum: b }: Record<string, Tensor>, hp: StepHyper, prepared?: NesterovStep): void {
     const g = this.decayed(param, grad);
     b.mul_(this.beta).add_(g);
-    if (this.lrBeta?.lr !== hp.lr) this.prepare(hp); // a caller that skips prepare()
+    const { lrBeta } = prepared ?? this.prepare(hp); // made here for a caller that traces update() alone
     // y ← y − η·(g + β·b) as two in-place passes: no temporary, one op fewer than g + β·b first
     param.addcmul_(g, hp.lr, -1);
-    param.addcmul_(b, this.lrBeta!.value, -1);
+    param.addcmul_(b, lrBeta, -1);
   }
 }
 

@@ -29,7 +29,7 @@ function quadratic(rt: Runtime, lr: number): { x: Tensor; a: Tensor; loss: (p: T
 async function stepper(rt: Runtime, opt: M, param: Tensor, state: Record<string, Tensor>, grad: (p: Tensor) => Tensor): Promise<Program> {
   try {
     return await trace(rt, { name: `${opt.meta.name}-conformance`, inputs: { lr: { dtype: 'f32', shape: [] }, step: { dtype: 'f32', shape: [] } } },
-      ({ lr, step }) => { opt.prepare?.({ lr, step }); traceUpdate(opt, 'x', param, grad(param), state, { lr, step }); });
+      ({ lr, step }) => { const hp = { lr, step }; traceUpdate(opt, 'x', param, grad(param), state, hp, opt.prepare?.(hp)); });
   } catch (e) {
     // a replaced or unknown state entry is named as such (sdk/families/contract.ts)
     if (e instanceof LiaisonError && e.code === 'E_TRACE' && e.param === 'state') throw new ConformanceFailure(e.message);

@@ -21,14 +21,20 @@ export const WeightDecayField = {
   weightDecay: Type.Number({ minimum: 0, default: 0, description: 'L2 weight decay λ added to the gradient as λ·param (0: none)' }),
 };
 
-export abstract class MomentumOptimizerBase<C extends ScheduleConfig> extends PluginBase<C> implements MomentumOptimizer<C> {
+/**
+ * Base of the family. `P` is what {@link prepare} returns once per step and every
+ * `update()` receives as `prepared` (default: nothing).
+ */
+export abstract class MomentumOptimizerBase<C extends ScheduleConfig, P = void> extends PluginBase<C> implements MomentumOptimizer<C, P> {
   init(_param: Tensor, _info: ParamInfo, _rt: Runtime): Record<string, Tensor> {
     return {};
   }
 
-  abstract update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void;
+  abstract update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper, prepared?: P): void;
 
-  prepare(_hp: StepHyper): void {}
+  prepare(_hp: StepHyper): P {
+    return undefined as P;
+  }
 
   /** `config.lr` under the configured schedule and warm-up (sdk/families/momentum/schedule.ts). */
   learningRate(step: number): number {
@@ -50,10 +56,11 @@ export abstract class MomentumOptimizerBase<C extends ScheduleConfig> extends Pl
  * `optimizer.update()` traced for one parameter (`name`), as the Trainer's step and the
  * conformance suite trace it: on a copy of the state record, so that an entry the update
  * replaces instead of changing in place stays out of the caller's record, then checked
- * (sdk/families/contract.ts {@link checkStateKept}: E_TRACE naming the entry).
+ * (sdk/families/contract.ts {@link checkStateKept}: E_TRACE naming the entry). `prepared`
+ * is what `optimizer.prepare?.(hp)` returned for this step.
  */
-export function traceUpdate(optimizer: MomentumOptimizer, name: string, param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void {
+export function traceUpdate(optimizer: MomentumOptimizer, name: string, param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper, prepared?: unknown): void {
   const own = { ...state };
-  optimizer.update(param, grad, own, hp);
+  optimizer.update(param, grad, own, hp, prepared);
   checkStateKept(pluginName(optimizer), name, own, state);
 }

@@ -19,7 +19,7 @@ export interface StepHyper {
   step: Tensor;
 }
 
-export interface MomentumOptimizer<C = unknown> extends PluginInstance<C> {
+export interface MomentumOptimizer<C = unknown, P = unknown> extends PluginInstance<C> {
   /**
    * Setup hook: the state this optimizer keeps for one parameter, made once before the
    * first step — e.g. `{ velocity: rt.zeros(info.shape) }` — each tensor shaped as it
@@ -31,15 +31,26 @@ export interface MomentumOptimizer<C = unknown> extends PluginInstance<C> {
    * Required: move `param` in place (`param.sub_(…)`, `state.v.mul_(…)`), given `grad`
    * (same shape as the parameter) and this parameter's `state` from `init()`. Traced:
    * only tensor ops, no reads of values (E_TRACE otherwise).
+   *
+   * `prepared` is what {@link prepare} returned for this step (`hp`'s placeholders), made
+   * once and shared by every parameter's update. It is optional because a caller may trace
+   * `update()` alone (a one-parameter test): an optimizer whose prepare() makes values
+   * computes them itself then (`prepared ?? this.prepare(hp)`). Nothing is kept on the
+   * instance between the two, so one instance can serve several step programs.
    */
-  update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper): void;
+  update(param: Tensor, grad: Tensor, state: Record<string, Tensor>, hp: StepHyper, prepared?: P): void;
   /**
    * Traced once per step before the per-parameter `update()` calls: values every parameter's
-   * update shares (Adam's bias corrections from `hp.step`), kept on the instance for
-   * `update()` to use. Keeping them out of `update()` lets the runtime replay the updates of
-   * all parameters side by side (`traceEach`). Default (the base class): nothing.
+   * update shares (Adam's bias corrections from `hp.step`, () tensors), returned to the
+   * caller, which passes them to each `update()` as `prepared`. Keeping them out of
+   * `update()` lets the runtime replay the updates of all parameters side by side
+   * (`traceEach`). Default (the base class): nothing (`undefined`).
+   *
+   * An optimizer written before `prepared` existed (prepare() returning nothing and keeping
+   * its values on the instance) still works: the loop calls prepare() then update() in that
+   * order, as it always did.
    */
-  prepare?(hp: StepHyper): void;
+  prepare?(hp: StepHyper): P;
   /**
    * The learning rate at `step` (from 1), read by the loop in TypeScript before each step
    * and passed in as `hp.lr`: schedules live here. Default (the base class): `config.lr`.
