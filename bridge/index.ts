@@ -9,7 +9,8 @@
  * await rt.close();
  * ```
  */
-export { Runtime, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg, type OpRecord, type OpRecorder } from './runtime.js';
+export { Runtime, ProcessRuntime, type RuntimeOf, type RuntimeInfo, type RuntimeOptions, type StartOptions, type ConnectOptions, type Arg, type OpRecord, type OpRecorder } from './runtime.js';
+export { TensorFactories } from './factories.js';
 export { Tensor, type TensorData, type TensorInfo } from './tensor.js';
 export type { Shape, Size } from './sizes.js';
 export { LiaisonError, ERROR_CODES, type ErrorCode, type WireError } from './errors.js';

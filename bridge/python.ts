@@ -20,39 +20,18 @@ import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve as resolvePath, sep } from 'node:path';
 import type { Py, Python } from 'pythonia';
+import type { HatchProcess, PythonHatch, PyObject } from './contract.js';
 import { LiaisonError } from './errors.js';
-import { own, privateEndpoint, resolvePython, runtimeEnv, type RuntimeProcess, type SpawnOptions } from './launcher.js';
-import { Runtime, type RuntimeOptions } from './runtime.js';
+import { own, privateEndpoint, resolvePython, runtimeEnv, type SpawnOptions } from './launcher.js';
+import { ProcessRuntime, type RuntimeOptions } from './process-runtime.js';
 
-/** A pythonia proxy to a Python object. pythonia types every Python value as `any`. */
-export type PyObject = any;
-
-export interface PythonHatch {
-  /** Import a module in the runtime's interpreter (pythonia's `python(name)`). */
-  import(module: string): Promise<PyObject>;
-  /** pythonia's `py` template tag: evaluate a Python expression, e.g. `` py`${a} @ ${b}` ``. */
-  readonly py: Py;
-  /**
-   * Keep a Python object for one `adopt` op; resolves with its key. `rt.adopt(obj)` does
-   * this and the op together.
-   */
-  stash(obj: PyObject): Promise<number>;
-  /** The interpreter's process id (pythonia's child; it hosts the runtime too). */
-  readonly pid: number;
-  /** True once the runtime was closed (pythonia has exited). */
-  readonly closed: boolean;
-}
-
-/** A runtime process that carries the hatch; `Runtime` picks `python` up from it. */
-export interface HatchProcess extends RuntimeProcess {
-  python: PythonHatch;
-}
+export type { HatchProcess, PythonHatch, PyObject } from './contract.js';
 
 /** Options: those of `Runtime.start` but `inheritStderr` (pythonia always shares our stdio) and `limits` (the embedded runtime, one program's own, keeps the defaults). */
 export interface PythonStartOptions extends RuntimeOptions, Omit<SpawnOptions, 'inheritStderr' | 'limits'> {}
 
 /** A runtime started with the hatch: `python` is always there. */
-export type PythonRuntime = Runtime & { readonly python: PythonHatch };
+export type PythonRuntime = ProcessRuntime & { readonly python: PythonHatch };
 
 interface Pythonia {
   python: Python & ((module: string) => Promise<PyObject>);
@@ -192,9 +171,9 @@ async function start(opts: PythonStartOptions): Promise<PythonRuntime> {
     },
   };
   const proc: HatchProcess = { endpoint: String(ready.endpoint), child, dir, ready, stderrTail: () => '', exited, kill, python: hatch };
-  let rt: Runtime;
+  let rt: ProcessRuntime;
   try {
-    rt = await Runtime.open(proc.endpoint, undefined, opts, proc);
+    rt = await ProcessRuntime.open(proc.endpoint, undefined, opts, proc);
   } catch (e) {
     await kill();
     throw e;

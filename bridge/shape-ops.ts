@@ -5,8 +5,7 @@
  * mismatch (numbers on both sides).
  */
 import { LiaisonError } from './errors.js';
-import { type Shape, type Size, addSize, divSize, formatShape, numel } from './sizes.js';
-import { Tensor } from './tensor.js';
+import { type Shape, Shaped, type Size, addSize, divSize, formatShape, numel } from './sizes.js';
 
 export type Args = readonly unknown[];
 export type Kw = Readonly<Record<string, unknown>> | undefined;
@@ -22,12 +21,12 @@ export function arg(a: Args, kw: Kw, i: number, name: string): unknown {
 }
 
 export function shapeOf(v: unknown): Shape | undefined {
-  return v instanceof Tensor ? v.sh : undefined;
+  return v instanceof Shaped ? v.sh : undefined;
 }
 
 /** A tensor's shape, or () for a number operand. */
 export function operand(v: unknown): Shape | undefined {
-  if (v instanceof Tensor) return v.sh;
+  if (v instanceof Shaped) return v.sh;
   return typeof v === 'number' || typeof v === 'boolean' ? SCALAR : undefined;
 }
 

@@ -22,8 +22,7 @@ import {
   type Args, type Kw, SCALAR, arg, broadcast, dimIn, dimsIn, einsum, expand, intList, isInt, joined, matmul, operand, pieces,
   qr, reduced, replaceDim, reshape, shapeArg, shapeOf, sliceLen, svd, unify,
 } from './shape-ops.js';
-import { type Shape, formatShape, mulSize, numel } from './sizes.js';
-import { Tensor } from './tensor.js';
+import { type Shape, Shaped, formatShape, mulSize, numel } from './sizes.js';
 
 export { type Shape, type Size, formatShape } from './sizes.js';
 
@@ -268,15 +267,15 @@ export function hasShapeRule(op: string): boolean {
 }
 
 /** The first tensor among the arguments (nested in lists too) whose shape is unknown. */
-function unknownInput(a: Args): Tensor | undefined {
+function unknownInput(a: Args): Shaped | undefined {
   for (const v of a) {
-    if (v instanceof Tensor) { if (v.sh === undefined) return v; }
+    if (v instanceof Shaped) { if (v.sh === undefined) return v; }
     else if (Array.isArray(v)) { const t = unknownInput(v); if (t) return t; }
   }
   return undefined;
 }
 
-function give(t: Tensor, s: Shape | undefined, op: string, a: Args): void {
+function give(t: Shaped, s: Shape | undefined, op: string, a: Args): void {
   if (s !== undefined) { t.sh = s; return; }
   // keep the op that lost the shape first, so an error names the root, not the last op
   const from = unknownInput(a);
@@ -289,7 +288,7 @@ function give(t: Tensor, s: Shape | undefined, op: string, a: Args): void {
  * the results are left unknown and the runtime reports the error with the batch, as
  * every other op error is.
  */
-export function inferShapes(op: string, a: Args, kw: Kw, out: readonly Tensor[], recorder: { fail(e: LiaisonError): void } | null): void {
+export function inferShapes(op: string, a: Args, kw: Kw, out: readonly Shaped[], recorder: { fail(e: LiaisonError): void } | null): void {
   try {
     if (out.length === 1) {
       const rule = RULES.get(op);
@@ -311,7 +310,7 @@ export function inferShapes(op: string, a: Args, kw: Kw, out: readonly Tensor[],
 }
 
 /** Why `t` has no static shape, for an error. */
-export function whyUnknown(t: Tensor): string {
+export function whyUnknown(t: Shaped): string {
   const lost = t.lost;
   if (lost === undefined) return 'no op gave it one';
   if (lost.includes(' ')) return lost; // a sentence: a placeholder's, a program's, or a certain mismatch

@@ -11,6 +11,18 @@
 export type Size = number | string;
 export type Shape = readonly Size[];
 
+/**
+ * What carries a static shape: the base of `Tensor`. The shape rules (bridge/shapes.ts,
+ * shape-ops.ts) test for this class, not for `Tensor`, so that tensor.ts can use them
+ * without the two modules importing each other.
+ */
+export class Shaped {
+  /** @internal The static shape (bridge/shapes.ts), or undefined when it is not known. */
+  sh: Shape | undefined = undefined;
+  /** @internal When `sh` is unknown: the op that lost it, or a sentence saying why. */
+  lost: string | undefined = undefined;
+}
+
 export function formatShape(s: Shape): string {
   return `[${s.join(', ')}]`;
 }

@@ -5,40 +5,29 @@
  *
  * Shapes in the comments follow PyTorch: `(B, T, D)`.
  */
+import type { ArgOf, RuntimeOf, TensorData, TensorInfo } from './contract.js';
 import type { ArrayOf, DType } from './dtype.js';
 import { LiaisonError } from './errors.js';
 import { HandleRef } from './protocol.js';
-import type { Arg, Runtime } from './runtime.js';
-import { type Shape, type Size, formatShape, whyUnknown } from './shapes.js';
+import { whyUnknown } from './shapes.js';
+import { type Shape, Shaped, type Size, formatShape } from './sizes.js';
 
-export interface TensorData<D extends DType = DType> {
-  dtype: D;
-  shape: number[];
-  data: ArrayOf[D];
-}
+export type { TensorData, TensorInfo } from './contract.js';
 
-export interface TensorInfo {
-  dtype: DType;
-  shape: number[];
-  device: string;
-}
-
+type Arg = ArgOf<Tensor>;
 type T = Tensor;
 type TS = Tensor | number | boolean;
 type Dims = number | readonly number[];
 
-export class Tensor {
+export class Tensor extends Shaped {
   readonly ref: HandleRef;
   /** @internal */ freed = false;
   /** @internal */ kept = false;
   /** @internal Set on tensors that exist only inside a program's trace (sdk/program.ts). */
   traced?: object;
-  /** @internal The static shape (bridge/shapes.ts), or undefined when it is not known. */
-  sh: Shape | undefined = undefined;
-  /** @internal When `sh` is unknown: the op that lost it, or a sentence saying why. */
-  lost: string | undefined = undefined;
 
-  constructor(readonly rt: Runtime, readonly id: number) {
+  constructor(readonly rt: RuntimeOf<Tensor>, readonly id: number) {
+    super();
     this.ref = new HandleRef(id);
   }
 

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { Dealer } from 'zeromq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LiaisonError, Runtime } from '../bridge/index.js';
+import { LiaisonError, type ProcessRuntime, Runtime } from '../bridge/index.js';
 import { HandleRef, encode, pack, unpack } from '../bridge/protocol.js';
 import { alive, startRuntime } from './helpers.js';
 
@@ -46,7 +46,7 @@ describe('bad ops', () => {
     t.free();
     await rt.flush();
     // the client refuses a freed tensor itself; send its id underneath to see the runtime's answer
-    const e = await failure(rt['conn'].request('batch', { sid: rt.info.sid, ops: [{ op: 'neg', out: [new HandleRef(999_999)], args: [t.ref] }] }));
+    const e = await failure((rt as ProcessRuntime)['conn'].request('batch', { sid: rt.info.sid, ops: [{ op: 'neg', out: [new HandleRef(999_999)], args: [t.ref] }] }));
     expect(e.code).toBe('E_HANDLE');
     expect(e.message).toMatch(/does not exist/);
     const bad = rt.ones([2, 2]).matmul(rt.ones([3, 3]));
@@ -56,14 +56,14 @@ describe('bad ops', () => {
 
   it('an error in an un-awaited batch surfaces at the next flush', async () => {
     rt.ones([2]).reshape([3]);
-    rt['send']();
+    (rt as ProcessRuntime)['queue']['send']();
     const e = await failure(rt.flush());
     expect(e.code).toBe('E_SHAPE');
     await rt.flush(); // reported once
   });
 
   it('a session the runtime does not know fails fast', async () => {
-    const e = await failure(rt['conn'].request('batch', { sid: 'feedfacefeedface', ops: [] }));
+    const e = await failure((rt as ProcessRuntime)['conn'].request('batch', { sid: 'feedfacefeedface', ops: [] }));
     expect(e.code).toBe('E_SESSION');
   });
 });
