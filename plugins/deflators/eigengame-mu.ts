@@ -23,8 +23,7 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { Tensor } from '../../bridge/index.js';
-import { checkK, DeflatorBase, normalizeColumns, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
-import type { DeflationContext, DeflationProblem, DeflationResult } from '../../sdk/families/deflators/types.js';
+import { type IterationContext, IterativeDeflatorBase, type IterationProblem, type Iterated, normalizeColumns, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { define, type Program } from '../../sdk/program.js';
 
@@ -39,7 +38,7 @@ export const EigengameMuConfig = Type.Object({
 export type EigengameMuConfig = Static<typeof EigengameMuConfig>;
 
 /** All players in parallel, each penalized by its parents' current vectors. */
-export class EigengameMu extends DeflatorBase<EigengameMuConfig> {
+export class EigengameMu extends IterativeDeflatorBase<EigengameMuConfig> {
   /** `n` μ-EigenGame steps on V (d, k) against C (d, d). */
   private block(c: Tensor, n: number): Program {
     const { lr, riemannian } = this.config;
@@ -57,39 +56,28 @@ export class EigengameMu extends DeflatorBase<EigengameMuConfig> {
     });
   }
 
-  async fit({ cov, d, k }: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
-    checkK(this.id, d, k);
+  protected async iterate({ cov: c, d, k, dtype }: IterationProblem, ctx: IterationContext): Promise<Iterated> {
     const { rt, seed } = ctx;
-    const { steps, roundSteps, float64 } = this.config;
-    const { dtype } = await cov.info();
-    const wdt = float64 ? 'f64' : dtype;
-    return rt.scope(async () => {
-      const c = wdt === dtype ? cov : cov.to(wdt);
-      const full = this.block(c, Math.min(roundSteps, steps));
-      const rest = steps % roundSteps && steps > roundSteps ? this.block(c, steps % roundSteps) : null;
-      const rounds = Math.ceil(steps / roundSteps);
-      let v = randomStarts(rt, d, k, seed, wdt); // (d, k)
-      let done = 0;
-      try {
-        for (let r = 1; r <= rounds; r++) {
-          const n = Math.min(roundSteps, steps - done);
-          const next = (n === roundSteps || !rest ? full : rest).run({ v }) as Tensor;
-          v.free();
-          v = next;
-          done += n;
-          if (ctx.onRound) {
-            const shown = wdt === dtype ? v : v.to(dtype);
-            await ctx.onRound(r, shown, done * k);
-            if (shown !== v) shown.free(); // valid during the call only
-          }
-        }
-        const out = sortedResult(v, rayleigh(c, v));
-        return { vectors: out.vectors.to(dtype), values: out.values.to(dtype), rounds, matvecs: (steps + 1) * k };
-      } finally {
-        full.free();
-        rest?.free();
+    const { steps, roundSteps } = this.config;
+    const full = this.block(c, Math.min(roundSteps, steps));
+    const rest = steps % roundSteps && steps > roundSteps ? this.block(c, steps % roundSteps) : null;
+    const rounds = Math.ceil(steps / roundSteps);
+    let v = randomStarts(rt, d, k, seed, dtype); // (d, k)
+    let done = 0;
+    try {
+      for (let r = 1; r <= rounds; r++) {
+        const n = Math.min(roundSteps, steps - done);
+        const next = (n === roundSteps || !rest ? full : rest).run({ v }) as Tensor;
+        v.free();
+        v = next;
+        done += n;
+        await ctx.report(r, v, done * k);
       }
-    });
+      return { ...sortedResult(v, rayleigh(c, v)), rounds, matvecs: (steps + 1) * k };
+    } finally {
+      full.free();
+      rest?.free();
+    }
   }
 }
 

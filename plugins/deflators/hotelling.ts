@@ -19,8 +19,7 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { Tensor } from '../../bridge/index.js';
-import { checkK, DeflatorBase, normalizeColumns, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
-import type { DeflationContext, DeflationProblem, DeflationResult } from '../../sdk/families/deflators/types.js';
+import { type IterationContext, IterativeDeflatorBase, type IterationProblem, type Iterated, normalizeColumns, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { define } from '../../sdk/program.js';
 
@@ -32,49 +31,40 @@ export const HotellingConfig = Type.Object({
 export type HotellingConfig = Static<typeof HotellingConfig>;
 
 /** One component at a time, each deflating the matrix the next one sees. */
-export class Hotelling extends DeflatorBase<HotellingConfig> {
-  async fit({ cov, d, k }: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
-    checkK(this.id, d, k);
+export class Hotelling extends IterativeDeflatorBase<HotellingConfig> {
+  protected async iterate({ cov: sigma, d, k, dtype }: IterationProblem, ctx: IterationContext): Promise<Iterated> {
     const { rt, seed } = ctx;
-    const { steps, float64 } = this.config;
-    const { dtype } = await cov.info();
-    const wdt = float64 ? 'f64' : dtype;
-    return rt.scope(async () => {
-      const sigma = wdt === dtype ? cov : cov.to(wdt);
-      const starts = randomStarts(rt, d, k, seed, wdt); // (d, k)
-      // t power steps on Σ_j (d, d) from x (d, 1), then the deflated Σ_{j+1}
-      const component = define(rt, { name: 'hotelling.component', inputs: { a: {}, x: {} } }, ({ a, x }) => {
-        for (let t = 0; t < steps; t++) x = normalizeColumns(a.matmul(x));
-        const value = x.mul(a.matmul(x)).sum();
-        return { x, next: a.sub(x.matmul(x.T).mul(value)) };
-      });
-      const found: Tensor[] = [];
-      let a = sigma;
-      let matvecs = 0;
-      try {
-        for (let j = 0; j < k; j++) {
-          const out = component.run({ a, x: starts.narrow(1, j, 1) });
-          if (a !== sigma) a.free();
-          a = out.next;
-          found.push(out.x);
-          matvecs += steps + 1;
-          if (ctx.onRound) {
-            const v = rt.cat(j + 1 < k ? [...found, starts.narrow(1, j + 1, k - j - 1)] : found, 1);
-            const shown = wdt === dtype ? v : v.to(dtype);
-            await ctx.onRound(j + 1, shown, matvecs);
-            v.free();
-            shown.free(); // valid during the call only
-          }
-        }
-        if (a !== sigma) a.free();
-        const vectors = rt.cat(found, 1); // (d, k)
-        const out = sortedResult(vectors, rayleigh(sigma, vectors)); // values on the original Σ
-        matvecs += k;
-        return { vectors: out.vectors.to(dtype), values: out.values.to(dtype), rounds: k, matvecs };
-      } finally {
-        component.free();
-      }
+    const { steps } = this.config;
+    const starts = randomStarts(rt, d, k, seed, dtype); // (d, k)
+    // t power steps on Σ_j (d, d) from x (d, 1), then the deflated Σ_{j+1}
+    const component = define(rt, { name: 'hotelling.component', inputs: { a: {}, x: {} } }, ({ a, x }) => {
+      for (let t = 0; t < steps; t++) x = normalizeColumns(a.matmul(x));
+      const value = x.mul(a.matmul(x)).sum();
+      return { x, next: a.sub(x.matmul(x.T).mul(value)) };
     });
+    const found: Tensor[] = [];
+    let a = sigma;
+    let matvecs = 0;
+    try {
+      for (let j = 0; j < k; j++) {
+        const out = component.run({ a, x: starts.narrow(1, j, 1) });
+        if (a !== sigma) a.free();
+        a = out.next;
+        found.push(out.x);
+        matvecs += steps + 1;
+        if (ctx.reporting) {
+          const v = rt.cat(j + 1 < k ? [...found, starts.narrow(1, j + 1, k - j - 1)] : found, 1);
+          await ctx.report(j + 1, v, matvecs);
+          v.free();
+        }
+      }
+      if (a !== sigma) a.free();
+      const vectors = rt.cat(found, 1); // (d, k)
+      const out = sortedResult(vectors, rayleigh(sigma, vectors)); // values on the original Σ
+      return { ...out, rounds: k, matvecs: matvecs + k };
+    } finally {
+      component.free();
+    }
   }
 }
 

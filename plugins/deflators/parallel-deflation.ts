@@ -14,8 +14,9 @@
  * Local steps: `power` (deterministic, x ← Σ_k x / ‖Σ_k x‖) or `hebbian` (stochastic, Hebb's
  * rule on minibatches of the data rows, x ← normalize(x + η_t Σ̂_k x), step size
  * η_t = lr / ((1 + t/lrDecay)·ρ̂_t) — a schedule of our choosing, the paper's is not public
- * in that form). The worker boundary and the batched path for workers sharing one runtime
- * are in sdk/families/deflators/workers.ts; docs/deflation.md has the details.
+ * in that form). The workers run on the SDK's workers (sdk/workers/, docs/workers.md); their
+ * spec, and the batched block for workers sharing one runtime, are in
+ * sdk/families/deflators/workers.ts; docs/deflation.md has the details.
  *
  * Rounds: one per broadcast (L). Matvecs: T per joined worker per round (+1 when a worker
  * joins); in hebbian mode 2·B/d per worker step (multiply–add equivalents) and k at the end
@@ -26,11 +27,12 @@
  * ```
  */
 import { type Static, Type } from '@sinclair/typebox';
-import { type DType, LiaisonError, type Tensor } from '../../bridge/index.js';
-import { checkK, DeflatorBase, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
-import type { DeflationContext, DeflationProblem, DeflationResult } from '../../sdk/families/deflators/types.js';
-import { BatchedPool, type Broadcast, type LocalRule, PerWorkerPool, type WorkerPool } from '../../sdk/families/deflators/workers.js';
+import { LiaisonError, type Tensor } from '../../bridge/index.js';
+import { type IterationContext, IterativeDeflatorBase, type IterationProblem, type Iterated, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
+import type { DeflationProblem } from '../../sdk/families/deflators/types.js';
+import { type Broadcast, deflationWorkers, type LocalRule, roundMatvecs } from '../../sdk/families/deflators/workers.js';
 import { definePlugin } from '../../sdk/plugin.js';
+import { runWorkers } from '../../sdk/workers/run.js';
 
 /** Config of {@link ParallelDeflation}. */
 export const ParallelDeflationConfig = Type.Object({
@@ -40,65 +42,54 @@ export const ParallelDeflationConfig = Type.Object({
   batchSize: Type.Integer({ minimum: 1, default: 64, description: 'hebbian: data rows per minibatch' }),
   lr: Type.Number({ exclusiveMinimum: 0, default: 0.5, description: 'hebbian: step size η₀, in units of 1/ρ̂ (the minibatch Rayleigh value), so it does not depend on the data scale' }),
   lrDecay: Type.Number({ exclusiveMinimum: 0, default: 10, description: 'hebbian: η_t = η₀ / (1 + t/lrDecay), t the worker\'s local steps since it joined' }),
-  execution: Type.Union([Type.Literal('batched'), Type.Literal('per-worker')], { default: 'batched', description: "'batched': co-located workers' steps as one program per round; 'per-worker': each worker alone on its inputs (the reference)" }),
+  execution: Type.Union([Type.Literal('batched'), Type.Literal('per-worker')], { default: 'batched', description: "'batched': co-located workers' steps as one program per round (the workers' 'batched' placement); 'per-worker': each worker alone on its inputs (the 'sequential' placement, the reference)" }),
   float64: Type.Boolean({ default: false, description: 'iterate in float64; results come back in the input dtype' }),
 }, { additionalProperties: false });
 export type ParallelDeflationConfig = Static<typeof ParallelDeflationConfig>;
 
-/** A coordinator running L rounds of K workers (sdk/families/deflators/workers.ts). */
-export class ParallelDeflation extends DeflatorBase<ParallelDeflationConfig> {
-  async fit({ cov, d, k, data }: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
-    checkK(this.id, d, k);
+/** L rounds of K workers on the SDK's workers (sdk/workers/), the spec in sdk/families/deflators/workers.ts. */
+export class ParallelDeflation extends IterativeDeflatorBase<ParallelDeflationConfig> {
+  protected override async check({ d, k, data }: DeflationProblem): Promise<void> {
     const c = this.config;
     const rounds = c.rounds ?? 2 * k;
     if (rounds < k) throw new LiaisonError('E_ARG', `${this.id}: rounds (L = ${rounds}) must be at least k = ${k}: worker k joins at round k`, { param: 'rounds' });
-    if (c.mode === 'hebbian' && !data) throw new LiaisonError('E_ARG', `${this.id}: mode 'hebbian' draws minibatches of data rows: pass problem.data, the (n, d) centered rows`, { param: 'data' });
+    if (c.mode !== 'hebbian') return;
+    if (!data) throw new LiaisonError('E_ARG', `${this.id}: mode 'hebbian' draws minibatches of data rows: pass problem.data, the (n, d) centered rows`, { param: 'data' });
+    const info = await data.info();
+    if (info.shape.length !== 2 || info.shape[1] !== d) throw new LiaisonError('E_ARG', `${this.id}: problem.data must be (n, d = ${d}), got [${info.shape}]`, { param: 'data' });
+  }
+
+  protected async iterate({ cov: a, d, k, data, dtype }: IterationProblem, ctx: IterationContext): Promise<Iterated> {
+    const c = this.config;
+    const rounds = c.rounds ?? 2 * k;
     const { rt, seed } = ctx;
-    const { dtype } = await cov.info();
-    const wdt = c.float64 ? 'f64' : dtype;
-    let n = 0;
-    if (c.mode === 'hebbian') {
-      const info = await data!.info();
-      if (info.shape.length !== 2 || info.shape[1] !== d) throw new LiaisonError('E_ARG', `${this.id}: problem.data must be (n, d = ${d}), got [${info.shape}]`, { param: 'data' });
-      n = info.shape[0];
-    }
-    return rt.scope(async () => {
-      const a = wdt === dtype ? cov : cov.to(wdt);
-      const rule: LocalRule = c.mode === 'power'
-        ? { mode: 'power', cov: a, steps: c.localSteps }
-        : { mode: 'hebbian', data: data!.to(wdt), dim: d, dtype: wdt, steps: c.localSteps, batchSize: c.batchSize, lr: c.lr, lrDecay: c.lrDecay };
-      const pool: WorkerPool = c.execution === 'batched' ? new BatchedPool(rt, rule) : new PerWorkerPool(rt, rule);
-      const starts = randomStarts(rt, d, k, seed, wdt); // (d, k): column j is worker j's start
-      let bcast: Broadcast | null = null;
-      try {
-        for (let r = 1; r <= rounds; r++) {
-          if (r <= k) pool.join(starts.narrow(1, r - 1, 1)); // worker r joins at round r
-          const rows = c.mode === 'hebbian' ? rt.randint(0, n, [c.localSteps, c.batchSize], { seed: seed * 100_003 + r }) : undefined;
-          bcast = pool.round(bcast, rows);
-          rows?.free();
-          if (ctx.onRound) await this.report(ctx, r, bcast, starts, k, dtype === wdt ? null : dtype, pool.matvecs);
-        }
-        const b = bcast!;
-        // power mode broadcasts exact Rayleigh values; hebbian's are minibatch estimates
-        const values = c.mode === 'power' ? b.values : rayleigh(a, b.vectors);
-        const out = sortedResult(b.vectors, values);
-        const matvecs = pool.matvecs + (c.mode === 'power' ? 0 : k);
-        return { vectors: out.vectors.to(dtype), values: out.values.to(dtype), rounds, matvecs };
-      } finally {
-        pool.free();
-      }
+    const rule: LocalRule = c.mode === 'power'
+      ? { mode: 'power', cov: a, steps: c.localSteps }
+      : { mode: 'hebbian', data: data!.to(dtype), dim: d, dtype, steps: c.localSteps, batchSize: c.batchSize, lr: c.lr, lrDecay: c.lrDecay };
+    const starts = randomStarts(rt, d, k, seed, dtype); // (d, k): column j is worker j's start
+    const n = c.mode === 'hebbian' ? (await data!.info()).shape[0] : 0;
+    const rows = c.mode === 'hebbian' ? (r: number) => rt.randint(0, n, [c.localSteps, c.batchSize], { seed: seed * 100_003 + r }) : undefined;
+    let matvecs = 0;
+    const run = await runWorkers(rt, deflationWorkers(rt, rule, starts, k, dtype, rows), {
+      rounds,
+      placement: c.execution === 'batched' ? 'batched' : 'sequential',
+      onRound: async ({ round, workers, joined, view }) => {
+        matvecs += roundMatvecs(rule, workers.length, joined.length);
+        if (ctx.reporting) await this.report(ctx, round, view, starts, k, matvecs);
+      },
     });
+    const b = run.view;
+    // power mode broadcasts exact Rayleigh values; hebbian's are minibatch estimates
+    const values = c.mode === 'power' ? b.values : rayleigh(a, b.vectors);
+    return { ...sortedResult(b.vectors, values), rounds, matvecs: matvecs + (c.mode === 'power' ? 0 : k) };
   }
 
   /** onRound with (d, k): joined workers' estimates, the not-yet-joined ones' untouched starts. */
-  private async report(ctx: DeflationContext, r: number, b: Broadcast, starts: Tensor, k: number, cast: DType | null, matvecs: number): Promise<void> {
+  private async report(ctx: IterationContext, r: number, b: Broadcast, starts: Tensor, k: number, matvecs: number): Promise<void> {
     const joined = Math.min(r, k);
-    const made: Tensor[] = [];
-    let v = b.vectors;
-    if (joined < k) made.push(v = ctx.rt.cat([v, starts.narrow(1, joined, k - joined)], 1));
-    if (cast) made.push(v = v.to(cast));
-    await ctx.onRound!(r, v, matvecs);
-    for (const t of made) t.free(); // valid during the call only
+    const v = joined < k ? ctx.rt.cat([b.vectors, starts.narrow(1, joined, k - joined)], 1) : b.vectors;
+    await ctx.report(r, v, matvecs);
+    if (v !== b.vectors) v.free(); // valid during the call only
   }
 }
 

@@ -7,6 +7,68 @@ export abstract class DeflatorBase<C> extends PluginBase<C> implements Deflator<
   abstract fit(problem: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult>;
 }
 
+/** The problem as an iterative deflator's core sees it: `cov` already in the working dtype. */
+export interface IterationProblem extends DeflationProblem {
+  /** The working dtype: f64 with `float64: true`, else the input's. */
+  dtype: DType;
+}
+
+/** What the core gets besides the problem. */
+export interface IterationContext {
+  rt: Runtime;
+  seed: number;
+  /** Whether the caller passed `onRound`: build a round's (d, k) estimates only then. */
+  reporting: boolean;
+  /**
+   * Round `round`'s estimates (d, k) in the working dtype, shown to `onRound` in the
+   * input dtype (the cast freed after the call; `vectors` stays the core's). A no-op
+   * without `onRound`.
+   */
+  report(round: number, vectors: Tensor, matvecs: number): Promise<void>;
+}
+
+/** An iterative core's result, in the working dtype; `fit()` casts it back. */
+export interface Iterated {
+  vectors: Tensor;
+  values: Tensor;
+  rounds: number;
+  matvecs: number;
+}
+
+/**
+ * The `fit()` of an iterative deflator (hotelling, parallel-deflation, eigengame-mu), so a
+ * plugin writes only its core, {@link iterate}: `k` checked, the plugin's own {@link check},
+ * the matrix cast to float64 when the config asks (results cast back to the input dtype),
+ * everything made inside freed at the end (one `rt.scope`), and `onRound` fed through
+ * `ctx.report` in the input dtype.
+ */
+export abstract class IterativeDeflatorBase<C extends { float64: boolean }> extends DeflatorBase<C> {
+  /** The plugin's own argument checks, before anything is queued (E_ARG naming the field). */
+  protected check(_problem: DeflationProblem): void | Promise<void> {}
+
+  /** The method itself, on `problem.cov` in the working dtype. */
+  protected abstract iterate(problem: IterationProblem, ctx: IterationContext): Promise<Iterated>;
+
+  async fit(problem: DeflationProblem, ctx: DeflationContext): Promise<DeflationResult> {
+    checkK(this.id, problem.d, problem.k);
+    await this.check(problem);
+    const { rt, seed, onRound } = ctx;
+    const { dtype } = await problem.cov.info();
+    const wdt: DType = this.config.float64 ? 'f64' : dtype;
+    return rt.scope(async () => {
+      const cov = wdt === dtype ? problem.cov : problem.cov.to(wdt);
+      const report = async (round: number, vectors: Tensor, matvecs: number): Promise<void> => {
+        if (!onRound) return;
+        const shown = wdt === dtype ? vectors : vectors.to(dtype);
+        await onRound(round, shown, matvecs);
+        if (shown !== vectors) shown.free(); // valid during the call only
+      };
+      const out = await this.iterate({ ...problem, cov, dtype: wdt }, { rt, seed, reporting: !!onRound, report });
+      return { vectors: out.vectors.to(dtype), values: out.values.to(dtype), rounds: out.rounds, matvecs: out.matvecs };
+    });
+  }
+}
+
 /** Rayleigh quotients vᵀΣv for the columns of `vectors` (d, k) -> (k,). */
 export function rayleigh(cov: Tensor, vectors: Tensor): Tensor {
   return cov.matmul(vectors).mul(vectors).sum(0);

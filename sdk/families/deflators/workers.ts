@@ -12,17 +12,19 @@
  * runs T local steps warm-started from its own last estimate, and hands back its new
  * estimate and λ_k. Nothing else crosses the boundary, so a worker could live in another
  * process: {@link powerWorkerRound} and {@link hebbianWorkerRound} are one worker's round
- * as a function of exactly those inputs, and {@link PerWorkerPool} runs the workers that
- * way, one after the other.
+ * as a function of exactly those inputs.
  *
- * Workers that share one runtime run batched instead ({@link BatchedPool}): the T local
- * steps of all joined workers as matrix–matrix products, Σ·X (d, d)·(d, A), with the
- * deflation as (d, A)·(A, A) products masked strictly upper-triangular (worker k sees only
- * k' < k), traced once into a program replayed every round — no round trip per round.
- * Both pools compute the same numbers (test/deflators.test.ts checks it).
+ * {@link deflationWorkers} writes this as a spec of the SDK's workers (sdk/workers/,
+ * docs/workers.md): a broadcast boundary, worker k joining at round k. The `sequential`
+ * placement runs each worker alone; the `batched` one runs its co-located form
+ * ({@link DeflationBlock}): the T local steps of all joined workers as matrix–matrix
+ * products, Σ·X (d, d)·(d, A), with the deflation as (d, A)·(A, A) products masked strictly
+ * upper-triangular (worker k sees only k' < k), traced once into a program replayed every
+ * round — no round trip per round. Both compute the same numbers (test/deflators.test.ts).
  */
 import type { DType, Runtime, Tensor } from '../../../bridge/index.js';
 import { define, type Program } from '../../program.js';
+import type { Colocated, WorkerSpec } from '../../workers/types.js';
 import { normalizeColumns } from './base.js';
 
 /** What the coordinator sends every worker after a round. */
@@ -112,65 +114,49 @@ export function hebbianCost(rule: HebbianRule): number {
   return (rule.steps * 2 * rule.batchSize) / rule.dim;
 }
 
-/** Workers 0..A−1 of one fit, driven round by round by a coordinator. */
-export interface WorkerPool {
-  /** Matrix–vector products (with the d×d matrix, or their multiply–add equivalent) so far. */
-  readonly matvecs: number;
-  /** The next worker joins with its start x (d, 1), unit norm. */
-  join(start: Tensor): void;
-  /**
-   * One round: every joined worker runs its local steps against `prev`, the previous round's
-   * broadcast (null in the first round), and this round's broadcast comes back, valid until
-   * the next round. `rows` (T, B) i64: the round's minibatch row indices (Hebbian mode).
-   */
-  round(prev: Broadcast | null, rows?: Tensor): Broadcast;
-  free(): void;
+/** One worker's state: its estimate x (d, 1), Σx (power mode), its Rayleigh value, its local steps so far. */
+export interface DeflationWorker { x: Tensor; sx?: Tensor; value?: Tensor; age: number }
+/** What one worker sends: its estimate (d, 1) and λ (). */
+export interface DeflationMessage { x: Tensor; value: Tensor }
+
+/**
+ * Parallel Deflation's K workers as a worker spec: worker k (0-based) starts from column k
+ * of `starts` (d, K) and joins at round k + 1; the boundary is a broadcast, gathered into
+ * one {@link Broadcast} of the joined workers in order; `dtype` the working one. `rows(round)` draws the round's
+ * minibatch row indices (T, B) in Hebbian mode.
+ */
+export function deflationWorkers(rt: Runtime, rule: LocalRule, starts: Tensor, k: number, dtype: DType, rows?: (round: number) => Tensor): WorkerSpec<DeflationWorker, DeflationMessage, Broadcast> {
+  return {
+    name: `parallel-deflation.${rule.mode}`,
+    workers: k,
+    joinRound: (w) => w + 1,
+    localSteps: rule.steps,
+    dtype,
+    init: (w) => ({ x: starts.narrow(1, w, 1), age: 0 }),
+    step: (s, view, ctx) => {
+      const w = ctx.worker;
+      const preds = w > 0 && view ? { vectors: view.vectors.narrow(1, 0, w), values: view.values.narrow(0, 0, w) } : null;
+      if (rule.mode === 'power') {
+        // Σx of a newcomer's start here, not in init: the co-located block computes its own from the joined columns
+        const r = powerWorkerRound(rule, { x: s.x, sx: s.sx ?? rule.cov.matmul(s.x) }, preds);
+        return { x: r.x, sx: r.sx, value: r.value, age: s.age + rule.steps };
+      }
+      const r = hebbianWorkerRound(rule, s.x, preds, ctx.input!, s.age);
+      return { x: r.x, value: r.value, age: s.age + rule.steps };
+    },
+    publish: (s) => ({ x: s.x, value: s.value! }),
+    boundary: {
+      kind: 'broadcast',
+      gather: (ms) => ({ vectors: rt.cat(ms.map((m) => m.x), 1), values: rt.stack(ms.map((m) => m.value)) }),
+    },
+    ...(rows ? { roundInput: (r: number) => rows(r) } : {}),
+    colocated: (art) => new DeflationBlock(art, rule),
+  };
 }
 
-interface WorkerState { x: Tensor; sx?: Tensor; age: number }
-
-/** Every worker on its own, fed only its predecessors' part of the broadcast. */
-export class PerWorkerPool implements WorkerPool {
-  matvecs = 0;
-  private readonly workers: WorkerState[] = [];
-  private held: Tensor[] = [];
-
-  constructor(private readonly rt: Runtime, private readonly rule: LocalRule) {}
-
-  join(start: Tensor): void {
-    const w: WorkerState = { x: start, age: 0 };
-    if (this.rule.mode === 'power') {
-      w.sx = this.rule.cov.matmul(start);
-      this.matvecs += 1;
-    }
-    this.workers.push(w);
-  }
-
-  round(prev: Broadcast | null, rows?: Tensor): Broadcast {
-    const { rule } = this;
-    const outs = this.workers.map((w, k) => {
-      const preds = k > 0 && prev ? { vectors: prev.vectors.narrow(1, 0, k), values: prev.values.narrow(0, 0, k) } : null;
-      if (rule.mode === 'power') {
-        const r = powerWorkerRound(rule, { x: w.x, sx: w.sx! }, preds);
-        Object.assign(w, { x: r.x, sx: r.sx });
-        this.matvecs += rule.steps;
-        return r;
-      }
-      const r = hebbianWorkerRound(rule, w.x, preds, rows!, w.age);
-      w.x = r.x;
-      w.age += rule.steps;
-      this.matvecs += hebbianCost(rule);
-      return r;
-    });
-    for (const t of this.held) t.free();
-    const out = { vectors: this.rt.cat(outs.map((o) => o.x), 1), values: this.rt.stack(outs.map((o) => o.value)) };
-    this.held = [out.vectors, out.values];
-    return out;
-  }
-
-  free(): void {
-    for (const t of this.held) t.free();
-  }
+/** Matrix–vector products (or their multiply–add equivalent) of a round in which `active` workers ran and `joined` joined. */
+export function roundMatvecs(rule: LocalRule, active: number, joined: number): number {
+  return rule.mode === 'power' ? joined + rule.steps * active : hebbianCost(rule) * active;
 }
 
 /** (A, A) with [k', k] = 1 where k' < k: worker k deflates with its predecessors only. */
@@ -178,9 +164,8 @@ function predecessors(rt: Runtime, v: Tensor, x: Tensor): Tensor {
   return (rt.call('ones_like', [v.T.matmul(x)]) as Tensor).triu(1);
 }
 
-/** All joined workers of one runtime at once: one program run per round. */
-export class BatchedPool implements WorkerPool {
-  matvecs = 0;
+/** All joined workers of one runtime at once, one program run per round: the `batched` placement's block. */
+export class DeflationBlock implements Colocated<DeflationWorker, Broadcast> {
   private x: Tensor | null = null; // (d, a) the workers' estimates = the last broadcast's vectors
   private sx: Tensor | null = null; // (d, a) Σx (power mode)
   private values: Tensor | null = null; // (a,) the last broadcast's values
@@ -198,13 +183,14 @@ export class BatchedPool implements WorkerPool {
         hebbianSteps(rule, x, { v, lambda, mask: predecessors(rt, v, x) }, rows, age));
   }
 
-  join(start: Tensor): void {
-    this.pending.push(start);
+  /** Workers join in order (worker k at round k + 1), so a newcomer's column goes last. */
+  join(_worker: number, state: DeflationWorker): void {
+    this.pending.push(state.x);
     this.ages.push(0);
   }
 
-  /** `prev` must be this pool's last broadcast (its own workers' estimates). */
-  round(prev: Broadcast | null, rows?: Tensor): Broadcast {
+  /** `prev` must be this block's last broadcast (its own workers' estimates). */
+  round(prev: Broadcast | null, rows: Tensor | null): Broadcast {
     const { rt, rule } = this;
     const made: Tensor[] = [];
     const keep = (t: Tensor) => { made.push(t); return t; };
@@ -219,7 +205,6 @@ export class BatchedPool implements WorkerPool {
       if (rule.mode === 'power') {
         const s0 = keep(rule.cov.matmul(starts));
         sx = keep(sx ? rt.cat([sx, s0], 1) : s0);
-        this.matvecs += this.pending.length;
       }
       this.pending.length = 0;
     }
@@ -227,11 +212,9 @@ export class BatchedPool implements WorkerPool {
     let out: { x: Tensor; sx?: Tensor; values: Tensor };
     if (rule.mode === 'power') {
       out = this.program.run({ x: x!, sx: sx!, v: v!, lambda: lambda! }) as typeof out;
-      this.matvecs += rule.steps * a;
     } else {
       const age = keep(rt.tensor(this.ages, [a], rule.dtype));
       out = this.program.run({ x: x!, v: v!, lambda: lambda!, rows: rows!, age }) as typeof out;
-      this.matvecs += hebbianCost(rule) * a;
       this.ages.forEach((g, i) => { this.ages[i] = g + rule.steps; });
     }
     for (const t of [...made, this.x, this.sx, this.values]) t?.free();
@@ -241,8 +224,9 @@ export class BatchedPool implements WorkerPool {
     return { vectors: out.x, values: out.values };
   }
 
+  /** The last broadcast (x, values) is the caller's now: the coordinator hands it on. */
   free(): void {
-    for (const t of [this.x, this.sx, this.values]) t?.free();
+    this.sx?.free();
     this.program.free();
   }
 }
