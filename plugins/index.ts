@@ -11,6 +11,7 @@ export { nesterov, Nesterov, NesterovConfig, paperMomentum } from './momentum/ne
 export { heavyBall, HeavyBall, HeavyBallConfig } from './momentum/heavy-ball.js';
 export { adam, Adam, AdamConfig } from './momentum/adam.js';
 export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
+export { random, Random, RandomConfig } from './pruners/random.js';
 export { exact, Exact, ExactConfig } from './deflators/exact.js';
 export { hotelling, Hotelling, HotellingConfig } from './deflators/hotelling.js';
 export { parallelDeflation, ParallelDeflation, ParallelDeflationConfig } from './deflators/parallel-deflation.js';

@@ -12,6 +12,7 @@ import { Dataset } from '../data.js';
 import { MomentumOptimizerBase, OptimizerFields } from '../families/momentum/base.js';
 import type { StepHyper } from '../families/momentum/types.js';
 import { PrunerBase } from '../families/pruners/base.js';
+import { ScorePrunerBase } from '../families/pruners/score.js';
 import type { PrunableWeight, Pruner } from '../families/pruners/types.js';
 import type { ParamInfo } from '../hooks.js';
 import { Model } from '../model.js';
@@ -84,6 +85,39 @@ export function prunerCases(): CaseDef<P>[] {
           const pruned = await zeros(masks);
           const want = Math.round(sparsity * total);
           check(Math.abs(pruned - want) <= 1, `sparsity ${sparsity} of ${total} entries asks for ${want} pruned; the masks prune ${pruned}`);
+        }
+      },
+    },
+    {
+      name: "score-based: score() shaped as each weight; scope 'layer' prunes every weight at the sparsity, 'global' the total; a pruned entry stays pruned",
+      skipFor: (p) => (p instanceof ScorePrunerBase ? undefined : 'writes masks() itself, not score() on ScorePrunerBase'),
+      async run({ rt, plugin, seed, canOverride }) {
+        const probe = plugin() as unknown as ScorePrunerBase<{ sparsity: number; atEpoch: number; rounds: number }>;
+        const ws = weights(rt, seed);
+        const ctx = { rt, round: 0, current: SHAPES.map((s) => rt.ones(s)), sparsity: 0.5 };
+        for (const [i, w] of ws.entries()) {
+          const shape = (await probe.score(w, ctx, i).info()).shape;
+          check(shape.join() === w.shape.join(), `score() of '${w.name}' has shape [${shape}], its weight [${w.shape}]`);
+        }
+        if (!canOverride) return; // an instance keeps the scope it was made with
+        for (const scope of ['layer', 'global'] as const) {
+          const p = plugin({ scope }) as unknown as ScorePrunerBase<{ sparsity: number; atEpoch: number; rounds: number }>;
+          // round 1 after a first round at 0.4: 0.7 of each weight pruned, the first round's entries among them
+          const first = p.masks(ws, { ...ctx, sparsity: 0.4 });
+          const next = p.masks(ws, { ...ctx, round: 1, current: first, sparsity: 0.7 });
+          for (const [i, m] of next.entries()) {
+            const revived = await m.gt(first[i]).sum().item();
+            check(revived === 0, `scope '${scope}': ${revived} entries of weight ${i} pruned in round 0 are kept in round 1`);
+          }
+          if (scope === 'layer') {
+            for (const [i, m] of next.entries()) {
+              const [pruned, want] = [await zeros([m]), Math.round(0.7 * numel(SHAPES[i]))];
+              check(Math.abs(pruned - want) <= 1, `scope 'layer': weight ${i} (${numel(SHAPES[i])} entries) has ${pruned} pruned; sparsity 0.7 asks for ${want}`);
+            }
+          } else {
+            const total = SHAPES.reduce((a, sh) => a + numel(sh), 0);
+            check(await zeros(next) === Math.round(0.7 * total), `scope 'global': ${await zeros(next)} of ${total} entries pruned; sparsity 0.7 asks for ${Math.round(0.7 * total)}`);
+          }
         }
       },
     },

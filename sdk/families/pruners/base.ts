@@ -1,21 +1,32 @@
 /**
- * Shared base of the Pruner family: masks held, re-applied after every optimizer step,
- * recomputed at pruning events. A plugin writes `masks()` only.
+ * Shared base of the Pruner family: masks held, applied in the masking mode (re-applied
+ * after every optimizer step in `'inplace'` mode), recomputed at pruning events. A plugin
+ * writes `masks()` only — or `score()` only, on ScorePrunerBase (./score.ts).
  */
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
 import type { ModelLike, ParamInfo, TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
-import type { PruneContext, PrunableWeight, Pruner } from './types.js';
+import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js';
+
+/** The masking modes there are (types.ts {@link PruneMode}); forward-time weight hooks will add one. */
+export const PRUNE_MODES: readonly PruneMode[] = ['inplace'];
 
 /** Config fields every pruner has; spread them into a plugin's schema. */
 export const PrunerFields = {
   sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.8, description: 'fraction of the selected weights pruned after the last round' }),
   atEpoch: Type.Integer({ minimum: 0, default: 0, description: 'epoch after which the first pruning round runs (0: before training starts)' }),
-  rounds: Type.Integer({ minimum: 1, default: 1, description: 'pruning rounds, one per epoch from atEpoch; sparsity grows geometrically to the target' }),
+  rounds: Type.Integer({ minimum: 1, default: 1, description: 'pruning rounds, one per epoch from atEpoch; each prunes the same fraction of the weights still kept, reaching sparsity after the last (1: one-shot)' }),
+  // optional in the static type (the schema's default fills it in): subclasses constructed
+  // with configs written before the field existed keep typing
+  mode: Type.Optional(Type.Union(PRUNE_MODES.map((m) => Type.Literal(m)), {
+    default: 'inplace',
+    description: "how masks reach the weights: 'inplace' multiplies them into the stored weights after every optimizer step",
+  })),
 };
 
-export interface PrunerBaseConfig { sparsity: number; atEpoch: number; rounds: number }
+/** The config fields {@link PrunerBase} reads; `mode` is optional so that configs written before it existed still type. */
+export interface PrunerBaseConfig { sparsity: number; atEpoch: number; rounds: number; mode?: PruneMode }
 
 export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<C> implements Pruner<C> {
   private held: { info: ParamInfo; param: Tensor; mask: Tensor }[] = [];
@@ -29,10 +40,26 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     return param.shape.length >= 2;
   }
 
-  /** The sparsity after round `r` (from 0): rounds reach the target geometrically, as iterative pruning does. */
+  /** How the masks reach the weights: `config.mode`, `'inplace'` when the plugin's schema has no such field. */
+  get mode(): PruneMode {
+    return this.config.mode ?? 'inplace';
+  }
+
+  /**
+   * The sparsity after round `r` (from 0): with R rounds, each prunes the fraction
+   * 1 − (1 − sparsity)^(1/R) of the weights still kept (iterative magnitude pruning's
+   * schedule), so after the last the target is reached; R = 1 is one-shot.
+   */
   sparsityAt(r: number): number {
     const keep = Math.pow(1 - this.config.sparsity, (r + 1) / this.config.rounds);
     return 1 - keep;
+  }
+
+  /** A mode set on an instance by hand (the schema refuses others) is refused by name before it could be ignored. */
+  protected checkMode(): void {
+    if (!PRUNE_MODES.includes(this.mode)) {
+      throw new LiaisonError('E_ARG', `${this.id}: config field 'mode' is '${String(this.mode)}'; the masking modes are ${PRUNE_MODES.map((m) => `'${m}'`).join(', ')}`, { param: 'mode' });
+    }
   }
 
   /**
@@ -40,6 +67,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
    * A pruner set up again (another model, another Trainer) drops what it held before.
    */
   setup(model: ModelLike): void {
+    this.checkMode();
     const chosen = model.params.filter((p) => this.selects(p));
     if (!chosen.length) throw new LiaisonError('E_ARG', `${this.id}: selects none of the model's parameters (${model.params.map((p) => p.name).join(', ')})`);
     this.free();
@@ -77,7 +105,11 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     this.roundT = null;
   }
 
-  /** Zero the pruned entries (queued; the step program does this after every optimizer step). */
+  /**
+   * Bring the masks in force to the weights, in this pruner's {@link mode}. `'inplace'`:
+   * zero the pruned entries of the stored weights (queued; the step program does this after
+   * every optimizer step).
+   */
   apply(): void {
     // the in-place op's handle is not needed (inside a trace, free() is a no-op)
     for (const h of this.held) h.param.mul_(h.mask).free();
@@ -96,7 +128,8 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
   async attach(hooks: TrainingHooks): Promise<void> {
     this.setup(hooks.model);
     if (this.config.atEpoch === 0) await this.prune(hooks.rt);
-    hooks.on('afterOptimizerStep', () => this.apply());
+    // 'inplace': the optimizer step moved pruned entries off zero (momentum); zero them again
+    if (this.mode === 'inplace') hooks.on('afterOptimizerStep', () => this.apply());
     hooks.on('epochEnd', async ({ epoch }) => {
       // a resumed run restored the count into the tensor; it is read once per epoch
       this.round = await this.roundT!.item();

@@ -1,14 +1,29 @@
 /**
  * The `Pruner` family: masks over a model's weights (lottery tickets, docs/architecture.md, "Plugins and families").
  *
- * A plugin writes `masks()` — which entries of each weight to keep. The base class does
- * the rest in a training loop: it holds one mask per pruned weight, applies them after
- * every optimizer step (momentum would revive pruned weights otherwise) and recomputes
- * them at the pruning events its config names.
+ * A plugin writes `masks()` — which entries of each weight to keep — or, when the decision
+ * is "keep the highest scores", only `score()` on {@link ScorePruner}'s base
+ * (sdk/families/pruners/score.ts), which does the top-k per layer or globally. The base
+ * class does the rest in a training loop: it holds one mask per pruned weight, applies
+ * them in the masking {@link PruneMode} (today after every optimizer step: momentum would
+ * revive pruned weights otherwise) and recomputes them at the pruning events its config
+ * names (one-shot, or iterative rounds that each prune a fixed fraction of what remains).
  */
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import type { ParamInfo, TrainerPlugin } from '../../hooks.js';
 import type { PluginInstance } from '../../plugin.js';
+
+/**
+ * How masks reach the weights. `'inplace'` (the only mode today, the default): the masks
+ * are multiplied into the stored weights when they are made and after every optimizer
+ * step, so pruned entries are zero in the weights themselves (and in checkpoints). Forward
+ * -time weight hooks (a weight computed as `W ⊙ mask` in the forward, leaving `W` whole)
+ * will join as a second mode; {@link Pruner.mode} is where a pruner says which it uses.
+ */
+export type PruneMode = 'inplace';
+
+/** Where a score-based pruner's top-k runs: over all selected weights at once, or within each. */
+export type ScopeOfPruning = 'global' | 'layer';
 
 /** A weight a pruner decides on. */
 export interface PrunableWeight {
@@ -38,4 +53,24 @@ export interface Pruner<C = unknown> extends PluginInstance<C>, TrainerPlugin {
   masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[];
   /** Which parameters it prunes. Default (the base class): every parameter of rank ≥ 2 (weights, not biases). */
   selects(param: ParamInfo): boolean;
+  /** How its masks reach the weights. Default (the base class): `config.mode`, else `'inplace'`. */
+  readonly mode?: PruneMode;
+}
+
+/**
+ * A pruner that keeps the highest-scoring entries: `masks()` is the base's top-k
+ * (sdk/families/pruners/score.ts), over all weights or within each ({@link scope}), among
+ * the entries still kept.
+ */
+export interface ScorePruner<C = unknown> extends Pruner<C> {
+  /**
+   * Required: how much each entry of `weight` is worth keeping, a tensor shaped as the
+   * weight — (out, in) or (out, in, kh, kw) — of any real range, higher = keep. Called once
+   * per weight (`index`: its position in the selected weights, stable across rounds) at
+   * each pruning round, as queued ops inside `rt.scope()`: what it makes is freed after the
+   * round. Entries already pruned (`ctx.current[index]` = 0) stay pruned whatever their score.
+   */
+  score(weight: PrunableWeight, ctx: PruneContext, index: number): Tensor;
+  /** Where the top-k runs: `'global'` (one threshold over all selected weights) or `'layer'` (each weight pruned at the sparsity). */
+  readonly scope: ScopeOfPruning;
 }

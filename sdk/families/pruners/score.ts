@@ -1,0 +1,78 @@
+/**
+ * Score-based pruners: a plugin writes `score()` — one tensor per weight, shaped as it,
+ * higher = more worth keeping — and this base turns scores into masks: top-k over every
+ * selected weight at once (`scope: 'global'`) or within each weight (`'layer'`), among the
+ * entries still kept, so a pruned entry is never revived. The schedule (one-shot or
+ * iterative rounds) and the masking mode are {@link PrunerBase}'s.
+ */
+import { Type } from '@sinclair/typebox';
+import { LiaisonError, type Tensor } from '../../../bridge/index.js';
+import { PrunerBase, type PrunerBaseConfig, PrunerFields } from './base.js';
+import type { PrunableWeight, PruneContext, ScorePruner, ScopeOfPruning } from './types.js';
+
+/**
+ * `scope` with the default `def`: spread into a score-based plugin's schema beside
+ * {@link PrunerFields}. Optional in the static type, filled in by the default.
+ */
+export function scopeField(def: ScopeOfPruning) {
+  return Type.Optional(Type.Union([Type.Literal('global'), Type.Literal('layer')], {
+    default: def,
+    description: "where the top-k runs: 'global' (one threshold over all selected weights; small layers may lose more) or 'layer' (each weight keeps its own (1 − sparsity) share)",
+  }));
+}
+
+/** Config fields of a score-based pruner (the global scope by default). */
+export const ScorePrunerFields = { ...PrunerFields, scope: scopeField('global') };
+
+export interface ScorePrunerConfig extends PrunerBaseConfig {
+  /** Where the top-k runs (default 'global'). */
+  scope?: ScopeOfPruning;
+}
+
+const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+export abstract class ScorePrunerBase<C extends ScorePrunerConfig> extends PrunerBase<C> implements ScorePruner<C> {
+  abstract score(weight: PrunableWeight, ctx: PruneContext, index: number): Tensor;
+
+  get scope(): ScopeOfPruning {
+    return this.config.scope ?? 'global';
+  }
+
+  /**
+   * Exactly `round((1 − sparsity) · n)` entries survive, n counted over all weights
+   * (global) or per weight (layer): the indices of the top-k scores are scattered into a
+   * flat mask, so ties at the threshold cannot keep extra entries (a `score ≥ threshold`
+   * test would keep every tied entry).
+   */
+  masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[] {
+    const { rt } = ctx;
+    const scores = weights.map((w, i) => this.score(w, ctx, i));
+    if (scores.length !== weights.length || scores.some((s) => s === undefined)) {
+      throw new LiaisonError('E_ARG', `${this.id}: score() returned nothing for weight '${weights[scores.findIndex((s) => s === undefined)]?.name}'; it must return a tensor shaped as the weight`);
+    }
+    const sizes = weights.map((w) => numel(w.shape));
+    // entries already pruned rank below every live one: the lowest score minus one, so any
+    // range of scores works (|w| ≥ 0, random in [0, 1), negative saliencies)
+    const live = (flat: Tensor[]) => {
+      const floor = (flat.length === 1 ? flat[0] : rt.cat(flat)).amin().sub(1);
+      return flat.map((s, i) => s.where(ctx.current[i].reshape([-1]).gt(0), floor));
+    };
+    const flat = scores.map((s) => s.reshape([-1]));
+    if (this.scope === 'layer') {
+      return live(flat).map((s, i) => topMask(s, sizes[i], ctx.sparsity).reshape(weights[i].shape).mul(ctx.current[i]));
+    }
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const ranked = live(flat);
+    const all = topMask(ranked.length === 1 ? ranked[0] : rt.cat(ranked), total, ctx.sparsity); // (total,) 1 = keep
+    // entries past the live count would only be pruned ones; multiplying keeps them pruned
+    const pieces = weights.length === 1 ? [all] : all.split(sizes, 0);
+    return pieces.map((m, i) => m.reshape(weights[i].shape).mul(ctx.current[i]));
+  }
+}
+
+/** (n,) f32 mask: 1 at the `round((1 − sparsity) · n)` largest of the flat `scores`. */
+function topMask(scores: Tensor, n: number, sparsity: number): Tensor {
+  const keep = Math.round((1 - sparsity) * n);
+  const [, idx] = scores.topk(keep, 0, true, false);
+  return scores.rt.zeros([n]).scatter(0, idx, 1);
+}
