@@ -26,6 +26,7 @@ import { kvHookOptions, kvPolicyProgram } from './families/kv-policies/base.js';
 import type { KVPolicy } from './families/kv-policies/types.js';
 import { routerProgram } from './families/routers/base.js';
 import type { Router, RouterDims } from './families/routers/types.js';
+import { HOOK_POINTS, type HookPointName, type LayerPointName, type ModulePointName, hookSites } from './hook-points.js';
 import type { ModelLike, ParamInfo } from './hooks.js';
 import { type ModelSpec, runtimeSpec, specJSON } from './model-spec.js';
 import { getPlugin, requirePlugin } from './plugin.js';
@@ -45,7 +46,9 @@ interface Description {
   kind: string;
   params: ParamInfo[];
   state: StateEntry[];
-  hooks?: { kv: number; router: number };
+  /** Sites of the layer-indexed hook points, counted; of the module-named ones, by name (sdk/hook-points.ts). */
+  hooks?: Partial<Record<string, number>>;
+  hook_modules?: Partial<Record<string, string[]>>;
 }
 
 /** A safetensors file as `readSafetensors` returns it. */
@@ -74,6 +77,10 @@ function liaisonVersion(): string {
   return version;
 }
 
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
@@ -85,13 +92,15 @@ export class Model implements ModelLike {
   readonly params: readonly ParamInfo[];
   /** state_dict entries (parameters and buffers), in state_dict order: what checkpoints hold. */
   readonly stateInfo: readonly StateEntry[];
-  /** How many hook points of each kind: attention layers (kv) and MoE layers (router). */
-  readonly hookPoints: { kv: number; router: number };
+  /** How many sites each layer-indexed hook point has: attention layers (kv) and MoE layers (router). */
+  readonly hookPoints: Readonly<Record<LayerPointName, number>>;
+  /** The modules each module-named hook point can be installed on: `weight` (every nn.Linear and nn.Conv*d). */
+  readonly hookModules: Readonly<Record<ModulePointName, readonly string[]>>;
   private readonly paramNames: Set<string>;
   private readonly stateNames: Set<string>;
   private captured: string[] = [];
-  /** The programs installed per hook point and layer (freed once no layer uses them). */
-  private readonly installed = { kv: new Map<number, Program>(), router: new Map<number, Program>() };
+  /** The programs installed per hook point and site (freed once no site uses them). */
+  private readonly installed = Object.fromEntries(Object.keys(HOOK_POINTS).map((k) => [k, new Map<number | string, Program>()])) as Record<HookPointName, Map<number | string, Program>>;
 
   private constructor(readonly rt: Runtime, readonly handle: Tensor, d: Description, readonly spec: ModelSpec | null) {
     // the model outlives any rt.scope() it was made in (a scope cannot see into a Model)
@@ -99,7 +108,9 @@ export class Model implements ModelLike {
     this.kind = d.kind;
     this.params = Object.freeze(d.params.map((p) => Object.freeze({ ...p })));
     this.stateInfo = Object.freeze(d.state.map((s) => Object.freeze({ ...s })));
-    this.hookPoints = Object.freeze({ kv: d.hooks?.kv ?? 0, router: d.hooks?.router ?? 0 });
+    const sites = hookSites(d.hooks, d.hook_modules);
+    this.hookPoints = Object.freeze(sites.counts);
+    this.hookModules = Object.freeze(sites.modules);
     this.paramNames = new Set(d.params.map((p) => p.name));
     this.stateNames = new Set(d.state.map((s) => s.name));
   }
@@ -375,9 +386,33 @@ export class Model implements ModelLike {
     return { dims: { dim, experts }, prefix };
   }
 
-  private layers(method: string, point: 'kv' | 'router', layers?: number[]): number[] {
+  /**
+   * Install `program` at the weight hook point of the modules `modules` names (a regular
+   * expression, Python `re` syntax, matched against whole module names, or a list of exact
+   * names); null removes it there. The program takes the stored weight and returns the
+   * weight the forward uses (same shape and dtype); the plugin's tensors it uses are
+   * captured by it. sdk/weight-hooks.ts traces such programs ({@link weightHook}).
+   */
+  setWeightHook(modules: string | readonly string[], program: Program | null): string[] {
+    const sites = this.hookModules.weight;
+    const pattern = typeof modules === 'string' ? modules : Array.isArray(modules) && modules.every((m) => typeof m === 'string') ? modules.map(escapeRegExp).join('|') : undefined;
+    if (pattern === undefined) throw new LiaisonError('E_ARG', `Model.setWeightHook: modules must be a regular expression (a string) or a list of module names, got ${JSON.stringify(modules)}`, { param: 'modules' });
+    let rx: RegExp;
+    try {
+      rx = new RegExp(`^(?:${pattern})$`);
+    } catch (e) {
+      throw new LiaisonError('E_ARG', `Model.setWeightHook: modules ${JSON.stringify(pattern)} is not a regular expression`, { param: 'modules', cause: e });
+    }
+    const chosen = sites.filter((n) => rx.test(n));
+    if (!chosen.length) throw new LiaisonError('E_ARG', `Model.setWeightHook: ${JSON.stringify(modules)} matches no module with a weight hook point; the ${this.kind} model's are ${listed(sites)}`, { param: 'modules' });
+    this.rt.call('model_hook', [this.handle, 'weight', program?.handle ?? null, { modules: pattern }], undefined, 0);
+    this.track('weight', program, chosen);
+    return chosen;
+  }
+
+  private layers(method: string, point: LayerPointName, layers?: number[]): number[] {
     const n = this.hookPoints[point];
-    const what = point === 'kv' ? 'attention' : 'MoE';
+    const what = HOOK_POINTS[point].what;
     if (n === 0) throw new LiaisonError('E_ARG', `Model.${method}: the ${this.kind} model has no ${what} layers to hook`, { param: 'model' });
     if (layers === undefined) return Array.from({ length: n }, (_, i) => i);
     if (!Array.isArray(layers) || !layers.every((i) => Number.isInteger(i) && i >= 0 && i < n)) {
@@ -386,14 +421,14 @@ export class Model implements ModelLike {
     return layers;
   }
 
-  private track(point: 'kv' | 'router', program: Program | null, layers: number[]): void {
+  private track(point: HookPointName, program: Program | null, sites: readonly (number | string)[]): void {
     const map = this.installed[point];
-    const old = new Set(layers.map((i) => map.get(i)).filter((p): p is Program => p !== undefined));
-    for (const i of layers) {
+    const old = new Set(sites.map((i) => map.get(i)).filter((p): p is Program => p !== undefined));
+    for (const i of sites) {
       if (program) map.set(i, program);
       else map.delete(i);
     }
-    const inUse = new Set([...this.installed.kv.values(), ...this.installed.router.values()]);
+    const inUse = new Set(Object.values(this.installed).flatMap((m) => [...m.values()]));
     for (const p of old) if (!inUse.has(p)) p.free(); // the model keeps its own reference to what it runs
   }
 
@@ -443,9 +478,8 @@ export class Model implements ModelLike {
 
   /** Drop the runtime's handle to the model and the programs installed from here. */
   free(): void {
-    for (const p of new Set([...this.installed.kv.values(), ...this.installed.router.values()])) p.free();
-    this.installed.kv.clear();
-    this.installed.router.clear();
+    for (const p of new Set(Object.values(this.installed).flatMap((m) => [...m.values()]))) p.free();
+    for (const m of Object.values(this.installed)) m.clear();
     this.handle.free();
   }
 }

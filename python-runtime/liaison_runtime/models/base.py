@@ -26,26 +26,27 @@ def _entry(name: str, t: torch.Tensor) -> dict:
     return {"name": name, "shape": list(t.shape), "dtype": _dtype(t.dtype), "numel": t.numel()}
 
 
-def describe_module(m: torch.nn.Module, kind: str | None = None, hooks: dict | None = None) -> dict:
+def describe_module(m: torch.nn.Module, kind: str | None = None) -> dict:
     """The summary of any module: its parameters, buffers and state_dict entries by name (in
-    state_dict order, which is the order `model_state` returns), and its hook points."""
+    state_dict order, which is the order `model_state` returns), and its hook point sites
+    (liaison_runtime/hooks.py): counts of the layer-indexed ones, names of the module-named ones."""
+    from ..hooks import counts, module_sites  # here, not at the top: hooks imports this package
+
     return {
         "type": "Module",
         "kind": kind or getattr(m, "spec_kind", "module"),
         "params": [_entry(n, p) for n, p in m.named_parameters()],
         "buffers": [_entry(n, b) for n, b in m.named_buffers()],
         "state": [{"name": n, "shape": list(t.shape), "dtype": _dtype(t.dtype)} for n, t in m.state_dict().items()],
-        "hooks": hooks or {"kv": 0, "router": 0},
+        "hooks": counts(m),
+        "hook_modules": module_sites(m),
     }
 
 
 class Described:
-    """Mixin for the built model classes: `describe()` plus their hook points."""
+    """Mixin for the built model classes: `describe()` under their spec kind."""
 
     spec_kind = "module"
 
-    def hook_counts(self) -> dict:
-        return {"kv": 0, "router": 0}
-
     def describe(self) -> dict:
-        return describe_module(self, self.spec_kind, self.hook_counts())
+        return describe_module(self, self.spec_kind)

@@ -111,9 +111,6 @@ class GPT(Described, nn.Module):
     def moe_layers(self) -> list[MoE]:
         return [b.moe for b in self.blocks if "moe" in b._modules]
 
-    def hook_counts(self) -> dict:
-        return {"kv": len(self.blocks), "router": len(self.moe_layers())}
-
     def check_tokens(self, op: str, param: str, tokens: torch.Tensor) -> None:
         if tokens.dtype not in (torch.int64, torch.int32):
             raise RuntimeFault("E_DTYPE", f"{op}: '{param}' must hold token ids (i64 or i32), got {tokens.dtype}",

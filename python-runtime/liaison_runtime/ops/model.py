@@ -1,7 +1,8 @@
 """Models as handles: build from a spec, call forward, reach parameters, gradients,
-activations and state by name, load and save checkpoints, install hooks (KV policy per
-attention layer, router per MoE layer). Works on any nn.Module handle (built, or adopted
-through the hatch); the hook ops need a built GPT model."""
+activations and state by name, load and save checkpoints, install programs at the hook
+points declared in liaison_runtime/hooks.py (KV policy per attention layer, router per MoE
+layer, weight per nn.Linear / nn.Conv*d). Works on any nn.Module handle (built, or adopted
+through the hatch); the kv and router points need a built GPT model."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from torch import nn
 
 from .. import policy
 from ..errors import RuntimeFault
-from ..models import GPT, MoE, build
+from ..hooks import POINTS, checked_opts
+from ..models import MoE, build
 from ..models.checkpoint import listed, load_state, read_file, write_file
-from ..models.kvcache import KVHook
 from .registry import P, fused, op
 
 
@@ -240,81 +241,19 @@ def model_save_file(ctx, model, path, overwrite):
 
 # ---- hooks ----
 
-def _opts_fault(msg: str, field: str) -> RuntimeFault:
-    return RuntimeFault("E_ARG", f"model_hook: opts field '{field}' {msg}", param="opts", field=field)
-
-
-def _opts(opts, allowed: tuple[str, ...]) -> dict:
-    if opts is None:
-        return {}
-    if not isinstance(opts, dict):
-        raise RuntimeFault("E_ARG", f"model_hook: 'opts' must be a map ({', '.join(allowed)}), got "
-                           f"{type(opts).__name__}", param="opts")
-    for k in opts:
-        if k not in allowed:
-            raise _opts_fault(f"is not known here; allowed: {', '.join(allowed)}", str(k))
-    return opts
-
-
-def _layers(opts: dict, n: int, what: str) -> list[int]:
-    v = opts.get("layers")
-    if v is None:
-        return list(range(n))
-    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in v):
-        raise _opts_fault(f"must be a list of {what} indices in [0, {n}), got {v!r}", "layers")
-    return v
-
-
-@op("model_hook", P("model", "object"), P("point", "str", choices=("kv", "router")), P("hook", "object?"),
+@op("model_hook", P("model", "object"), P("point", "str", choices=tuple(POINTS)), P("hook", "object?"),
     P("opts", "any", None), outputs=0)
 def model_hook(ctx, model, point, hook, opts):
-    """model_hook(model, point, hook, opts=None): install a program at the 'kv' or 'router' hook point.
+    """model_hook(model, point, hook, opts=None): install a program at a hook point ('kv', 'router', 'weight').
 
     hook: a program or any callable list[Tensor] -> list[Tensor]; None removes it. opts for
-    'kv': budget (required), state (init values), layers; for 'router': layers."""
+    'kv': budget (required), state (init values), layers; for 'router': layers; for 'weight':
+    modules (required: a regular expression matched against whole module names). Each point's
+    calling convention is in docs/protocol.md and liaison_runtime/hooks.py."""
     m = model_of("model_hook", model)
     if hook is not None and not callable(hook):
         raise RuntimeFault("E_ARG", f"model_hook: 'hook' must be a program or a callable, got a "
                            f"{type(hook).__name__}", param="hook")
-    if point == "router":
-        moes = [x for x in m.modules() if isinstance(x, MoE)]
-        if not moes:
-            raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
-                               "(a gpt spec with 'moe' has them)", param="point")
-        layers = _layers(_opts(opts, ("layers",)), len(moes), "MoE layer")
-        for i in layers:
-            _fits_point(hook, "router", 1 + len(list(moes[i].router.parameters())), 2,
-                        "x and the layer's router parameters", "weights and aux")
-            moes[i].__dict__["hook"] = hook
-        return ()
-    if not isinstance(m, GPT):
-        raise RuntimeFault("E_ARG", f"model_hook: a {type(m).__name__} has no 'kv' hook point (a model built from "
-                           "a 'gpt' spec has one per attention layer)", param="point")
-    opts = _opts(opts, ("budget", "state", "layers"))
-    layers = _layers(opts, len(m.blocks), "attention layer")
-    if hook is None:
-        for i in layers:
-            m.kv_hooks.pop(i, None)
-        return ()
-    budget = opts.get("budget")
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise _opts_fault(f"must be the number of tokens the cache keeps (an integer >= 1), got {budget!r}", "budget")
-    state = opts.get("state", [])
-    if not isinstance(state, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in state):
-        raise _opts_fault(f"must be a list of numbers (one init value per state tensor), got {state!r}", "state")
-    _fits_point(hook, "kv", 4 + len(state), 1 + len(state), "keys, values, attn, pos and the per-token state",
-                "scores and the new state")
-    for i in layers:
-        m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state])
+    p = POINTS[point]
+    p.install(m, hook, checked_opts(p, opts))
     return ()
-
-
-def _fits_point(hook, point: str, n_in: int, n_out: int, ins: str, outs: str) -> None:
-    """A program installed at a hook point must take and make what the point passes and expects
-    (a plain callable is the caller's business; its mistakes surface at the first call)."""
-    from ..program import Program
-
-    if isinstance(hook, Program) and (hook.n_inputs != n_in or len(hook.out_slots) != n_out):
-        raise RuntimeFault("E_ARG", f"model_hook: program {hook.name!r} takes {hook.n_inputs} inputs and makes "
-                           f"{len(hook.out_slots)} outputs; the {point} hook point passes {n_in} ({ins}) and expects "
-                           f"{n_out} ({outs})", param="hook")

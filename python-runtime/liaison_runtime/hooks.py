@@ -1,0 +1,197 @@
+"""Hook points: where a model calls a client's program, declared once each.
+
+A hook point is a place inside a model's forward (or its cached decoding) where the model
+calls a program the client installed with `model_hook(model, point, program, opts)`. Each
+`HookPoint` here says what the point passes the program and what it expects back (the
+calling convention, also in docs/protocol.md "Hook points"), where it fires, which sites
+a model has, and how a program is installed there. `model_hook` takes its choices from
+`POINTS` and `describe()` counts sites through it, so adding a point is one `register()`
+here (and its twin in sdk/hook-points.ts).
+
+Sites are either *layers* (indexed 0..n-1: the attention layers of a GPT, its MoE layers),
+counted in a model description's `hooks` map, or *modules* (named: every nn.Linear and
+nn.Conv*d), listed in its `hook_modules` map.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .errors import RuntimeFault
+from .models import GPT, MoE
+from .models.kvcache import KVHook
+from .models.weights import WEIGHT_MODULES, install_weight_hook, remove_weight_hook
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    name: str
+    inputs: tuple[str, ...]  # what the program is passed, in order, with shapes
+    outputs: tuple[str, ...]  # what it must return, in order, with shapes
+    fires: str  # where in the model it is called
+    sites: str  # 'layers' (indexed) or 'modules' (named)
+    options: tuple[str, ...]  # the keys model_hook's opts may hold here
+    find: Callable[[nn.Module], list]  # the model's sites: layer objects, or (name, module) pairs
+    install: Callable[..., None]  # (model, hook, opts) -> None; hook None removes
+
+
+POINTS: dict[str, HookPoint] = {}
+
+
+def register(point: HookPoint) -> HookPoint:
+    if point.name in POINTS:
+        raise ValueError(f"hook point {point.name!r} is declared twice")
+    POINTS[point.name] = point
+    return point
+
+
+def counts(m: nn.Module) -> dict:
+    """The layer-indexed points' site counts: a description's `hooks` map."""
+    return {p.name: len(p.find(m)) for p in POINTS.values() if p.sites == "layers"}
+
+
+def module_sites(m: nn.Module) -> dict:
+    """The module-named points' sites by name: a description's `hook_modules` map."""
+    return {p.name: [n for n, _ in p.find(m)] for p in POINTS.values() if p.sites == "modules"}
+
+
+# ---- opts, checked against the point's declared options ----
+
+def opts_fault(msg: str, field: str) -> RuntimeFault:
+    return RuntimeFault("E_ARG", f"model_hook: opts field '{field}' {msg}", param="opts", field=field)
+
+
+def checked_opts(point: HookPoint, opts) -> dict:
+    if opts is None:
+        return {}
+    if not isinstance(opts, dict):
+        raise RuntimeFault("E_ARG", f"model_hook: 'opts' must be a map ({', '.join(point.options)}), got "
+                           f"{type(opts).__name__}", param="opts")
+    for k in opts:
+        if k not in point.options:
+            raise opts_fault(f"is not known at the {point.name!r} hook point; allowed: {', '.join(point.options)}",
+                             str(k))
+    return opts
+
+
+def _layers(opts: dict, n: int, what: str) -> list[int]:
+    v = opts.get("layers")
+    if v is None:
+        return list(range(n))
+    if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n for i in v):
+        raise opts_fault(f"must be a list of {what} indices in [0, {n}), got {v!r}", "layers")
+    return v
+
+
+def fits(hook, point: str, n_in: int, n_out: int) -> None:
+    """A program installed at a point must take and make what the point passes and expects
+    (a plain callable is the caller's business; its mistakes surface at the first call)."""
+    from .program import Program
+
+    p = POINTS[point]
+    if isinstance(hook, Program) and (hook.n_inputs != n_in or len(hook.out_slots) != n_out):
+        raise RuntimeFault("E_ARG", f"model_hook: program {hook.name!r} takes {hook.n_inputs} inputs and makes "
+                           f"{len(hook.out_slots)} outputs; the {point} hook point passes {n_in} "
+                           f"({', '.join(p.inputs)}) and expects {n_out} ({', '.join(p.outputs)})", param="hook")
+
+
+# ---- kv: which cached tokens an attention layer keeps ----
+
+def _kv_install(m: nn.Module, hook, opts: dict) -> None:
+    if not isinstance(m, GPT):
+        raise RuntimeFault("E_ARG", f"model_hook: a {type(m).__name__} has no 'kv' hook point (a model built from "
+                           "a 'gpt' spec has one per attention layer)", param="point")
+    layers = _layers(opts, len(m.blocks), "attention layer")
+    if hook is None:
+        for i in layers:
+            m.kv_hooks.pop(i, None)
+        return
+    budget = opts.get("budget")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise opts_fault(f"must be the number of tokens the cache keeps (an integer >= 1), got {budget!r}", "budget")
+    state = opts.get("state", [])
+    if not isinstance(state, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in state):
+        raise opts_fault(f"must be a list of numbers (one init value per state tensor), got {state!r}", "state")
+    fits(hook, "kv", 4 + len(state), 1 + len(state))
+    for i in layers:
+        m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state])
+
+
+register(HookPoint(
+    name="kv",
+    inputs=("keys (B, H, T, D)", "values (B, H, T, D)", "attn (B, H, T)", "pos (B, H, T) i64", "*state (B, H, T)"),
+    outputs=("scores (B, H, T)", "*state (B, H, T)"),
+    fires="each cached decoding step (generate, kv_eval), per attention layer, after the new token is appended; "
+          "when T exceeds the budget each (batch, head) keeps its `budget` highest-scoring tokens",
+    sites="layers", options=("budget", "state", "layers"),
+    find=lambda m: list(m.blocks) if isinstance(m, GPT) else [],
+    install=_kv_install,
+))
+
+
+# ---- router: how an MoE layer weighs its experts per token ----
+
+def _router_install(m: nn.Module, hook, opts: dict) -> None:
+    moes = [x for x in m.modules() if isinstance(x, MoE)]
+    if not moes:
+        raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
+                           "(a gpt spec with 'moe' has them)", param="point")
+    for i in _layers(opts, len(moes), "MoE layer"):
+        fits(hook, "router", 1 + len(list(moes[i].router.parameters())), 2)
+        moes[i].__dict__["hook"] = hook
+
+
+register(HookPoint(
+    name="router",
+    inputs=("x (N, D)", "*params (the layer's router parameters, in the spec's order)"),
+    outputs=("weights (N, E)", "aux ()"),
+    fires="every forward of an MoE layer, on its N = B*T tokens; experts run only on tokens whose weight is nonzero",
+    sites="layers", options=("layers",),
+    find=lambda m: [x for x in m.modules() if isinstance(x, MoE)],
+    install=_router_install,
+))
+
+
+# ---- weight: the weight a module uses in its forward ----
+
+def _weight_sites(m: nn.Module) -> list:
+    return [(n, x) for n, x in m.named_modules() if isinstance(x, WEIGHT_MODULES)]
+
+
+def _weight_install(m: nn.Module, hook, opts: dict) -> None:
+    sites = _weight_sites(m)
+    pattern = opts.get("modules")
+    if not isinstance(pattern, str):
+        raise opts_fault(f"must be a regular expression matched against whole module names (e.g. "
+                         f"'layers\\\\.\\\\d+'), got {pattern!r}", "modules")
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise opts_fault(f"is not a regular expression ({e}): {pattern!r}", "modules") from None
+    chosen = [(n, x) for n, x in sites if rx.fullmatch(n)]
+    if not chosen:
+        raise opts_fault(f"{pattern!r} matches no module with a weight hook point; the model's are "
+                         f"{', '.join(n for n, _ in sites[:20]) or 'none (no nn.Linear or nn.Conv*d)'}", "modules")
+    if hook is not None:
+        fits(hook, "weight", 1, 1)
+    for n, x in chosen:
+        if hook is None:
+            remove_weight_hook(x)
+        else:
+            install_weight_hook(x, n, hook)
+
+
+register(HookPoint(
+    name="weight",
+    inputs=("weight (the stored weight, its own shape)",),
+    outputs=("weight (the weight the forward uses, the same shape and dtype)",),
+    fires="every forward of each chosen nn.Linear / nn.Conv1d/2d/3d, before it runs; the plugin's own tensors "
+          "(scores, low-rank factors) are captured by the program, so autograd reaches them",
+    sites="modules", options=("modules",),
+    find=_weight_sites,
+    install=_weight_install,
+))
