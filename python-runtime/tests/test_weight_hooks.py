@@ -155,3 +155,15 @@ def test_weight_hook_errors_name_what_was_wrong(r):
     assert "weight" not in m.layers[0].__dict__  # a failed forward leaves no shadow behind
     r("model_hook", m, "weight", r.obj(lambda ins: ins[0]), {"modules": "layers.0"})
     assert "must return [weight]" in fault("E_ARG", r, "model_forward", m, [x]).message
+
+
+def test_the_golden_hook_messages_name_declared_points_and_options():
+    import json
+    from pathlib import Path
+
+    vectors = json.loads((Path(__file__).parents[2] / "test" / "protocol" / "vectors.json").read_text())["vectors"]
+    records = [op for v in vectors if v["name"].startswith("hook_") for op in v["header"]["ops"]]
+    assert {r["args"][1] for r in records} == set(POINTS)  # one golden message per declared point
+    for r in records:
+        assert r["op"] == "model_hook"
+        assert set(r["args"][3]) <= set(POINTS[r["args"][1]].options), r
