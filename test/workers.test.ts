@@ -176,6 +176,20 @@ describe('broadcast boundary: every worker sees all workers\' last messages', ()
   });
 });
 
+describe('the coordinator frees what a round replaced', () => {
+  it('runs freed with free() leave the runtime\'s object count where it was, in both placements and boundaries', async () => {
+    const x = rt.tensor([1], [1]); // the specs' own tensors are made once, outside the count
+    x.free();
+    const specs = [partitionSpec({ steps: 0 }), broadcastSpec({ steps: 0 })] as WorkerSpec<unknown, unknown, Tensor>[];
+    const once = async () => { for (const spec of specs) for (const placement of ['sequential', 'batched']) (await runWorkers(rt, spec, { rounds: ROUNDS, placement })).free(); };
+    await once();
+    const { objects } = await rt.stats();
+    await once();
+    await once();
+    expect((await rt.stats()).objects).toBe(objects);
+  });
+});
+
 describe('placements are a registry', () => {
   it('a placement registered by name runs every spec unchanged; names are unique', async () => {
     const counting = 'test-counting';

@@ -66,31 +66,45 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
     for (let r = 1; r <= opts.rounds; r++) {
       const joined: number[] = [];
       joins.forEach((at, w) => { if (at === r) joined.push(w); });
-      for (const w of joined) run.join(w, spec.init(w, { rt, view }));
       const active = joins.flatMap((at, w) => (at <= r ? [w] : []));
+      const round = (): { next: View; up: number | null } => {
+        for (const w of joined) run.join(w, spec.init(w, { rt, view }));
+        const before = run.held();
+        const old = before ? [...tensorsOf(before), ...tensorsOf(view)] : [];
+        const input = spec.roundInput ? spec.roundInput(r, rt) : null;
+        const out = run.round(view, input);
+        let next: View;
+        let up: number | null;
+        if ('view' in out) {
+          next = out.view;
+          up = boundary.kind === 'broadcast' ? treeBytes(next, dtype) : null; // a block's messages never leave it
+        } else {
+          next = boundary.kind === 'broadcast' ? boundary.gather(out.messages) : boundary.merge(view!, out.messages, active);
+          up = treeBytes(out.messages, dtype);
+        }
+        input?.free();
+        const after = run.held();
+        if (after) {
+          // free what this round replaced: the states and the last view it no longer holds
+          const keep = new Set<Tensor>([...tensorsOf(after), ...tensorsOf(next)]);
+          for (const t of old) if (!keep.has(t)) t.free();
+        }
+        return { next, up };
+      };
       // before anyone has joined nothing runs and nothing crosses the boundary
       if (!active.length) continue;
-      const before = run.held();
-      const old = before ? [...tensorsOf(before), ...tensorsOf(view)] : [];
-      const input = spec.roundInput ? spec.roundInput(r, rt) : null;
-      const out = run.round(view, input);
-      let next: View;
-      let up: number | null;
-      if ('view' in out) {
-        next = out.view;
-        up = boundary.kind === 'broadcast' ? treeBytes(next, dtype) : null; // a block's messages never leave it
-      } else {
-        next = boundary.kind === 'broadcast' ? boundary.gather(out.messages) : boundary.merge(view!, out.messages, active);
-        up = treeBytes(out.messages, dtype);
-        old.push(...tensorsOf(out.messages));
+      let done: { next: View; up: number | null };
+      if (run.held() === null) done = round(); // a co-located block frees its own tensors
+      else {
+        // everything else the round made (a step's intermediates, messages not in the view) is freed with the round
+        let d: { next: View; up: number | null } | null = null;
+        await rt.scope(async () => {
+          d = round();
+          return [...tensorsOf(run.held()), ...tensorsOf(d.next)]; // what the round hands on
+        });
+        done = d!;
       }
-      input?.free();
-      const after = run.held();
-      if (after) {
-        // free what this round replaced: states, messages and the last view it no longer holds
-        const keep = new Set<Tensor>([...tensorsOf(after), ...tensorsOf(next)]);
-        for (const t of old) if (!keep.has(t)) t.free();
-      }
+      const { next, up } = done;
       view = next;
       const one = treeBytes(view, dtype);
       const bytes = up === null || one === null ? null : { up, down: one * active.length };
