@@ -43,6 +43,7 @@ export * from './families/pruners/base.js';
 export * from './families/deflators/types.js';
 export * from './families/deflators/base.js';
 export * from './families/deflators/errors.js';
+export * from './workers/index.js';
 export { PCA, type PCAOptions, checkDeflator, covarianceOf } from './pca.js';
 export * from './families/routers/types.js';
 export * from './families/routers/base.js';
