@@ -21,7 +21,7 @@
 import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import { RouterBase, RouterFields } from '../../sdk/families/routers/base.js';
-import type { RouteResult, RouterDims, RouterParamSpec } from '../../sdk/families/routers/types.js';
+import type { RouteResult, RouterDims, RouterParamSpec, RouterTraits } from '../../sdk/families/routers/types.js';
 import { definePlugin } from '../../sdk/plugin.js';
 
 /** Config of {@link TopK}. */
@@ -35,6 +35,11 @@ export type TopKConfig = Static<typeof TopKConfig>;
 
 /** Top-k softmax gating; one parameter per MoE layer, `gate` (D, E). */
 export class TopK extends RouterBase<TopKConfig> {
+  /** Sparse, k experts per token; no capacity, so no token is dropped. */
+  override get traits(): RouterTraits {
+    return { routing: 'sparse', k: this.config.k, dropsTokens: false };
+  }
+
   params(dims: RouterDims): Record<string, RouterParamSpec> {
     this.check(dims);
     return { gate: { shape: [dims.dim, dims.experts], init: 'normal', std: this.config.std } };

@@ -3,13 +3,13 @@
  *
  * The unit cases trace `route()` on its own, the way a model's MoE layer replays it; the
  * end-to-end case builds a one-block GPT whose feed-forward is an MoE layer routed by the
- * plugin and trains it for a few steps. A router is checked as sparse when its config has
- * an integer field `k` (experts per token); a router without one is taken to be dense
- * (soft routing) and that case is skipped.
+ * plugin and trains it for a few steps. What the weights are checked against is what the
+ * router declares in its `traits` (sparse with k experts per token or dense, a capacity,
+ * whether it drops tokens; sdk/families/routers/types.ts): nothing is inferred from its config.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
-import { routerProgram } from '../families/routers/base.js';
-import type { Router, RouterDims, RouterParamSpec } from '../families/routers/types.js';
+import { RouterBase, routerProgram } from '../families/routers/base.js';
+import type { Router, RouterDims, RouterParamSpec, RouterTraits } from '../families/routers/types.js';
 import { Model } from '../model.js';
 import type { Program } from '../program.js';
 import { type CaseDef, check, ConformanceFailure, registrationCases, values } from './suite.js';
@@ -20,10 +20,33 @@ const DIMS: RouterDims = { dim: 8, experts: 4 };
 const TOKENS = 24;
 const INITS = ['normal', 'zeros', 'ones', 'uniform'];
 
-/** The experts per token a sparse router declares (`config.k`), or undefined for a dense one. */
-function sparseK(r: R): number | undefined {
-  const k = (r.config as Record<string, unknown>).k;
-  return typeof k === 'number' && Number.isInteger(k) ? k : undefined;
+/** The router's declared traits, or why they cannot be used (undefined, malformed). */
+function traitsOf(r: R): RouterTraits | string {
+  const t = (r as Partial<R>).traits as Partial<RouterTraits> | undefined;
+  if (t === null || typeof t !== 'object') return `it declares no traits (got ${String(t)}): add \`get traits(): RouterTraits\` (sdk/families/routers/types.ts)`;
+  if (t.routing !== 'sparse' && t.routing !== 'dense') return `traits.routing is ${JSON.stringify(t.routing)}, not 'sparse' or 'dense'`;
+  if (t.routing === 'sparse' && !(Number.isInteger(t.k) && t.k! >= 1)) return `a sparse router's traits.k must be an integer ≥ 1 (experts per token), got ${JSON.stringify(t.k)}`;
+  if (t.capacity !== undefined && !(Number.isFinite(t.capacity) && t.capacity > 0)) return `traits.capacity must be a finite factor > 0 or undefined (no limit), got ${JSON.stringify(t.capacity)}`;
+  if (typeof t.dropsTokens !== 'boolean') return `traits.dropsTokens must be true or false, got ${JSON.stringify(t.dropsTokens)}`;
+  return t as RouterTraits;
+}
+
+/** The declared traits, or a failure naming what is wrong with them. */
+function traits(r: R): RouterTraits {
+  const t = traitsOf(r);
+  if (typeof t === 'string') throw new ConformanceFailure(t);
+  return t;
+}
+
+/** The declared traits when they are well-formed (the traits case reports them otherwise). */
+function declared(r: R): RouterTraits | undefined {
+  const t = traitsOf(r);
+  return typeof t === 'string' ? undefined : t;
+}
+
+/** Per token (row), the experts with a nonzero weight. */
+function usedPerToken(w: number[]): number[] {
+  return Array.from({ length: TOKENS }, (_, i) => w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).filter((v) => v !== 0).length);
 }
 
 /** A parameter as the runtime initialises it (models/moe.py init_param). */
@@ -57,6 +80,15 @@ async function routeOnce(rt: Runtime, r: R, seed: number): Promise<{ weights: Te
   return { weights, aux };
 }
 
+/** The getter `name` resolves to on `obj` (own property first, then its prototype chain). */
+function findGetter(obj: object, name: string): (() => unknown) | undefined {
+  for (let p: object | null = obj; p; p = Object.getPrototypeOf(p)) {
+    const d = Object.getOwnPropertyDescriptor(p, name);
+    if (d) return d.get;
+  }
+  return undefined;
+}
+
 /** The Router cases. */
 export function routerCases(): CaseDef<R>[] {
   return [
@@ -74,29 +106,56 @@ export function routerCases(): CaseDef<R>[] {
       },
     },
     {
-      name: 'route() traces; weights (N, E) finite and non-negative, every token weighted; aux a finite scalar',
+      name: "traits: declared by the router (not left to RouterBase's fallback from config.k) and well-formed",
+      async run({ plugin }) {
+        const r = plugin();
+        const own = r instanceof RouterBase && Object.getOwnPropertyDescriptor(RouterBase.prototype, 'traits')?.get === findGetter(r, 'traits');
+        check(!own, "traits are RouterBase's fallback, inferred from config.k: declare them (`override get traits(): RouterTraits { return { routing: 'sparse', k: this.config.k, dropsTokens: false }; }`)");
+        traits(r);
+      },
+    },
+    {
+      name: 'route() traces; weights (N, E) finite and non-negative, every token weighted unless traits.dropsTokens; aux a finite scalar',
       async run({ rt, plugin, seed }) {
-        const { weights, aux } = await routeOnce(rt, plugin(), seed);
+        const r = plugin();
+        const t = declared(r);
+        const { weights, aux } = await routeOnce(rt, r, seed);
         const [wi, ai] = [await weights.info(), await aux.info()];
         check(wi.shape.join() === `${TOKENS},${DIMS.experts}`, `weights have shape [${wi.shape}], expected [${TOKENS},${DIMS.experts}] (N, E)`);
         check(ai.shape.length === 0, `aux has shape [${ai.shape}], expected a scalar ()`);
         const w = await values(weights);
         check(w.every((v) => Number.isFinite(v) && v >= 0), 'weights must be finite and non-negative');
         const rows = Array.from({ length: TOKENS }, (_, i) => w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).reduce((a, b) => a + b, 0));
-        check(rows.every((s) => s > 0), `token ${rows.findIndex((s) => !(s > 0))} has no expert (all its weights are 0)`);
+        // a router that declares it drops tokens may leave a row empty; undeclared traits count as not dropping
+        if (!t?.dropsTokens) check(rows.every((s) => s > 0), `token ${rows.findIndex((s) => !(s > 0))} has no expert (all its weights are 0) though traits.dropsTokens is false`);
         check(Number.isFinite(await aux.item()), 'aux is not finite');
       },
     },
     {
-      name: 'a sparse router (config k) weighs at most k experts per token',
-      skipFor: (r) => (sparseK(r) === undefined ? "dense (soft) router: its config has no integer 'k', so every expert may get weight" : undefined),
+      name: 'a sparse router (traits k) weighs at most k experts per token',
+      skipFor: (r) => (declared(r)?.routing === 'dense' ? 'dense (soft) router by its traits: every expert may get weight' : undefined),
       async run({ rt, plugin, seed }) {
         const r = plugin();
-        const k = sparseK(r)!;
+        const t = traits(r);
+        const k = t.k!;
+        const used = usedPerToken(await values((await routeOnce(rt, r, seed)).weights));
+        for (const [i, n] of used.entries()) {
+          check(n <= k && (n >= 1 || t.dropsTokens), `token ${i} has ${n} experts with nonzero weight; k = ${k}`);
+        }
+      },
+    },
+    {
+      name: 'a router with a capacity (traits.capacity c) gives no expert more than ⌈c·N·k/E⌉ tokens',
+      skipFor: (r) => (declared(r) && declared(r)!.capacity === undefined ? 'no capacity in its traits: an expert may take any number of tokens' : undefined),
+      async run({ rt, plugin, seed }) {
+        const r = plugin();
+        const t = traits(r);
+        const k = t.routing === 'sparse' ? t.k! : DIMS.experts;
+        const limit = Math.ceil((t.capacity! * TOKENS * k) / DIMS.experts);
         const w = await values((await routeOnce(rt, r, seed)).weights);
-        for (let i = 0; i < TOKENS; i++) {
-          const used = w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).filter((v) => v !== 0).length;
-          check(used >= 1 && used <= k, `token ${i} has ${used} experts with nonzero weight; k = ${k}`);
+        for (let e = 0; e < DIMS.experts; e++) {
+          const load = Array.from({ length: TOKENS }, (_, i) => w[i * DIMS.experts + e]).filter((v) => v !== 0).length;
+          check(load <= limit, `expert ${e} takes ${load} of ${TOKENS} tokens; capacity ${t.capacity} allows ⌈${t.capacity}·${TOKENS}·${k}/${DIMS.experts}⌉ = ${limit}`);
         }
       },
     },

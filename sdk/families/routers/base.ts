@@ -5,7 +5,7 @@ import type { TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
 import { checkKeys, pluginName } from '../contract.js';
 import { define, type Program } from '../../program.js';
-import type { RouteResult, Router, RouterDims, RouterParamSpec } from './types.js';
+import type { RouteResult, Router, RouterDims, RouterParamSpec, RouterTraits } from './types.js';
 
 /** Config fields every router has; spread them into a plugin's schema. */
 export const RouterFields = {
@@ -36,6 +36,17 @@ export function routerProgram(rt: Runtime, router: Router, dims: RouterDims): Pr
 export abstract class RouterBase<C extends { auxWeight: number }> extends PluginBase<C> implements Router<C> {
   abstract params(dims: RouterDims): Record<string, RouterParamSpec>;
   abstract route(x: Tensor, params: Record<string, Tensor>, dims: RouterDims): RouteResult;
+
+  /**
+   * What the weights promise ({@link RouterTraits}); override it. The default is only for
+   * routers written before traits existed: sparse with k = `config.k` when the config has an
+   * integer `k`, else dense, never dropping tokens. The conformance suite fails a router
+   * that leaves it to this default, naming the fix.
+   */
+  get traits(): RouterTraits {
+    const k = (this.config as Record<string, unknown>).k;
+    return typeof k === 'number' && Number.isInteger(k) ? { routing: 'sparse', k, dropsTokens: false } : { routing: 'dense', dropsTokens: false };
+  }
 
   get auxWeight(): number {
     return this.config.auxWeight;
