@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registration happens on import)
     model,
     module,
     nn,
+    params,
     program,
     reduce,
     shape,
