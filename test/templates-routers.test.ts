@@ -15,7 +15,7 @@ let rt: Runtime;
 beforeAll(async () => { rt = await startRuntime(); });
 afterAll(async () => { await rt?.close(); });
 
-const meta = (name: string, schema = Type.Object({ ...RouterFields })): PluginMeta => Object.freeze({ name, version: '1.0.0', family: 'router', schema, description: `${name} (test)` });
+const meta = (name: string, schema: PluginMeta['schema'] = Type.Object({ ...RouterFields })): PluginMeta => Object.freeze({ name, version: '1.0.0', family: 'router', schema, description: `${name} (test)` });
 const gate = (d: RouterDims): Record<string, RouterParamSpec> => ({ gate: { shape: [d.dim, d.experts], init: 'normal', std: 0.5 } });
 
 /** Soft routing over every expert; its config's integer `k` is the top-k of its auxiliary loss, not experts per token. */
