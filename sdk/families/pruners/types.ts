@@ -31,10 +31,12 @@ export interface PrunableWeight {
   name: string;
   /** The parameter (out, in) or (out, in, kh, kw): read it, do not change it. */
   weight: Tensor;
+  /** The weight's shape, (out, in) or (out, in, kh, kw): what `masks()` and `score()` return for it. */
   shape: number[];
 }
 
 export interface PruneContext {
+  /** The runtime the weights live in: new tensors (`rt.rand(shape)`, `rt.zeros`) come from it. */
   rt: Runtime;
   /** Pruning round, from 0 (iterative pruning prunes again each round). */
   round: number;
