@@ -10,6 +10,10 @@
  *   the Trainer's `plugins` list keeps it and the one at position i (from 0) gets
  *   `<prefix>#<i>`: `pruner.layers.0.weight`, `pruner#1.layers.1.weight`,
  *   `pruner#1.#round` (sdk/training-hooks.ts). Loss names are made unique the same way;
+ * - plugin parameters (`hooks.addParam`) as `param/<name>`, with their optimizer state as
+ *   `optimizer/<name>/<key>` like the model's (sdk/trainer-params.ts); only parameters that
+ *   have state (that have been trainable) have `optimizer/` entries;
+ * - snapshots, when `save(path, { snapshots: true })` asks, as `snapshot/<snap>/<param>`;
  * - metadata `liaison.trainer`: JSON of {@link TrainerCheckpoint} (epochs and steps done,
  *   the optimizer's and the plugins' ids and configs, whether the plugins had attached,
  *   the trainer config). A file saved before the first fit has no plugin state
@@ -17,6 +21,7 @@
  */
 import { LiaisonError } from '../bridge/index.js';
 import type { PluginInstance } from './plugin.js';
+import type { ParamsRecord } from './trainer-params.js';
 
 /** The metadata key of a Trainer checkpoint. */
 export const META_TRAINER = 'liaison.trainer';
@@ -46,6 +51,10 @@ export interface TrainerCheckpoint {
   attached?: boolean;
   /** The trainer config the run had. */
   config: Record<string, unknown>;
+  /** Frozen parameters, which have optimizer state, own step counts, plugin parameters. Absent in older files: all model parameters trainable, with state. */
+  params?: ParamsRecord;
+  /** Snapshots in the file: name → the step it was taken at. */
+  snapshots?: Record<string, number>;
 }
 
 /** The checkpoint name of one optimizer state tensor. */
@@ -87,6 +96,14 @@ export function decodeCheckpoint(metadata: Record<string, string>, path: string)
   }
   if (!isRecord(c.optimizer) || typeof c.optimizer.id !== 'string' || !Array.isArray(c.plugins) || !c.plugins.every((p) => isRecord(p) && typeof p.id === 'string')) {
     throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} lacks 'optimizer' or 'plugins' ({id, config} records)`, { param: 'path' });
+  }
+  const names = (v: unknown) => Array.isArray(v) && v.every((n) => typeof n === 'string');
+  const p = c.params as unknown as Record<string, unknown> | undefined;
+  if (p !== undefined && (!isRecord(p) || !names(p.frozen) || !names(p.stateful) || !names(p.plugin) || !isRecord(p.started) || !Object.values(p.started).every((n) => Number.isSafeInteger(n) && (n as number) >= 0))) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has 'params' ${JSON.stringify(p)}, not {frozen, stateful, plugin: names; started: {name: step}}`, { param: 'path' });
+  }
+  if (c.snapshots !== undefined && (!isRecord(c.snapshots) || !Object.values(c.snapshots).every((n) => Number.isSafeInteger(n) && (n as number) >= 0))) {
+    throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has 'snapshots' ${JSON.stringify(c.snapshots)}, not {name: step}`, { param: 'path' });
   }
   if (c.attached !== undefined && typeof c.attached !== 'boolean') throw new LiaisonError('E_ARG', `resume: the '${META_TRAINER}' metadata of ${path} has 'attached' ${JSON.stringify(c.attached)}, not a boolean`, { param: 'path' });
   return c;

@@ -32,6 +32,40 @@ export interface ModelLike {
   auxLoss(): Tensor;
 }
 
+/** Parameters picked by name: a name, a glob (`'layers.*.weight'`, `*` spans dots), a RegExp, or a list of them. */
+export type Selector = string | RegExp | readonly (string | RegExp)[];
+
+/**
+ * A parameter a plugin owns (`hooks.addParam`): a leaf tensor the Trainer optimizes beside
+ * the model's (edge-popup's scores, a low-rank adapter's factors). A weight hook can take it
+ * as an input: it is just a tensor, with a gradient once it is trainable.
+ */
+export interface ParamSpec {
+  shape: number[];
+  /** 'zeros' (default), 'ones', 'normal' (× scale), 'uniform' (in [−scale, scale)), or a tensor to copy (as f32). */
+  init?: 'zeros' | 'ones' | 'normal' | 'uniform' | Tensor;
+  /** The std of 'normal', the bound of 'uniform' (default 1). */
+  scale?: number;
+  /** Seed of a random init (default: the runtime's stream). */
+  seed?: number;
+  /** The model module it belongs to (e.g. `layers.0`): what a weight hook on that module reads. */
+  module?: string;
+  /** Optimized from the next step on (default true); false: it waits until `unfreeze()`. */
+  trainable?: boolean;
+}
+
+/** What plugins see of one parameter the Trainer holds. */
+export interface ParamView {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly module: string;
+  readonly trainable: boolean;
+  /** Added by a plugin (not the model's own). */
+  readonly plugin: boolean;
+  /** Has optimizer state (it has been trainable). */
+  readonly hasState: boolean;
+}
+
 /** The traced points, in the order a step reaches them. */
 export const TRACED_POINTS = ['beforeStep', 'afterBackward', 'afterOptimizerStep'] as const;
 export type TracedPoint = (typeof TRACED_POINTS)[number];
@@ -81,7 +115,39 @@ export interface TrainingHooks {
    * tensor); the step program is traced again before the next step.
    */
   retrace(): void;
+  /**
+   * A parameter this plugin owns, optimized with the model's (sdk/trainer-params.ts): the
+   * kept leaf tensor. Names are per plugin, as for addState (`name#<position>`); the name
+   * it got is in `params()`. Declared mid-run (at a loop point), it joins with fresh
+   * optimizer state, and the step is traced again.
+   */
+  addParam(name: string, spec: ParamSpec): Tensor;
+  /**
+   * Stop optimizing these parameters (model or plugin): no gradient, values unchanged, their
+   * optimizer state kept as it is. Returns the names that changed.
+   */
+  freeze(params: Selector): string[];
+  /** Optimize these again (fresh state for one that never had any). Returns the names that changed. */
+  unfreeze(params: Selector): string[];
+  /** Every parameter the Trainer holds, in order (the model's, then the plugins'). */
+  params(): ParamView[];
+  /** Steps done (queued) so far; at a loop point, the steps whose results are in. */
+  readonly step: number;
+  /** The optimizer's state of one parameter: handles to read (`await t.toArray()`), not to write. */
+  optimizerState(name: string): Readonly<Record<string, Tensor>>;
+  /**
+   * Save copies of every parameter as snapshot `name` now (at attach: the initial weights),
+   * or, with `at`, right after step `at` (sdk/snapshots.ts). A name used again is replaced.
+   */
+  snapshot(name: string, opts?: { at?: number }): void;
+  /** Copy snapshot `name` back into these parameters (default: all it holds). */
+  rewind(name: string, params?: Selector): void;
+  /** Fresh optimizer state for these parameters (default: all), counting their steps from 1 again. */
+  resetOptimizer(params?: Selector): void;
 }
+
+/** What the Trainer gives its {@link TrainingHooks} for parameters and snapshots (sdk/trainer.ts). */
+export type ParamControl = Omit<TrainingHooks, 'rt' | 'model' | 'on' | 'addLoss' | 'addState' | 'retrace'>;
 
 /** A plugin that takes part in training. Every family's base class implements it. */
 export interface TrainerPlugin {

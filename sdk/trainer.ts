@@ -13,7 +13,10 @@
  * inputs x, y, lr () (the step number () is the program's own state) → beforeStep hooks →
  * zero_grad → forward (train) → loss (+ every addLoss term) → its finiteness check
  * (sdk/nonfinite.ts) → backward → afterBackward hooks → the optimizer's update() over every
- * parameter → afterOptimizerStep hooks; output the loss. Each step queues one
+ * trainable parameter (the model's and those plugins added; sdk/trainer-params.ts) →
+ * afterOptimizerStep hooks; output the loss. The program is traced again when a plugin asks
+ * or the trainable set changes (a freeze, a parameter joining). Snapshots and rewinding:
+ * sdk/snapshots.ts. Each step queues one
  * `program_run`; steps go out in groups of `inFlight / 2` (each group one batch, one round
  * trip) and at most `inFlight` steps are unconfirmed, so the runtime always has work while
  * this side prepares the next. The loss is read back only every `logEvery` steps and at
@@ -28,13 +31,13 @@
  */
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
-import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
-import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, optimizerKey, pluginRecord } from './checkpoint.js';
-import { type Batch, Dataset, TextCorpus, type TokenSampler } from './data.js';
+import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, pluginRecord } from './checkpoint.js';
+import { Dataset, TextCorpus, type TokenSampler } from './data.js';
 import { checkTargets, evaluate, lossOf } from './evaluate.js';
 import { traceUpdate } from './families/momentum/base.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
-import type { ParamInfo, StepTrace, TrainerPlugin } from './hooks.js';
+import type { ParamControl, ParamView, Selector, StepTrace, TrainerPlugin } from './hooks.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
 import { guardLoss, lossSummary, maskedUpdate, nonFiniteError } from './nonfinite.js';
@@ -42,30 +45,17 @@ import { describeValue, requirePlugin } from './plugin.js';
 import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
 import { progressView } from './progress.js';
 import { readSafetensors } from './safetensors.js';
+import { paramControl, Snapshots } from './snapshots.js';
 import { StepWindow } from './step-window.js';
 import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
+import { type ParamEntry, ParamSet } from './trainer-params.js';
 import { restoreCheckpoint } from './trainer-resume.js';
+import { epochSeed, type Source } from './trainer-source.js';
 import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
 import { HookRegistry } from './training-hooks.js';
 
 export { TrainerConfig } from './trainer-config.js';
 export type { CheckpointEvent, EpochResult, EvalEvent, EvalResult, FitLMOptions, FitOptions, ProgressEvent, TrainerEvents, TrainerOptions } from './trainer-types.js';
-
-/** Where a step's x and y come from. */
-interface Source {
-  /** What the step program depends on: the same key reuses it across fit() calls. */
-  key: unknown;
-  steps: number;
-  yRank: number;
-  /** The batches of epoch e (a dataset), or null (drawn inside the step). */
-  batches(epoch: number): Batch[] | null;
-  draw?: () => { x: Tensor; y: Tensor };
-  evaluate?: () => Promise<EvalResult>;
-}
-
-interface Slot { info: ParamInfo; param: Tensor; state: Record<string, Tensor> }
-
-const epochSeed = (seed: number, epoch: number) => (seed * 1_000_003 + epoch) % 2_147_483_647;
 
 export class Trainer extends EventEmitter<TrainerEvents> {
   readonly config: Readonly<TrainerConfig>;
@@ -78,8 +68,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   /** Optimizer steps done. */
   step = 0;
   private readonly hooks: HookRegistry;
-  /** The parameters and the optimizer's state for each, made on first need (null before). */
-  private slots: Slot[] | null = null;
+  /** The parameters it optimizes and the optimizer's state of each (made on first need). */
+  private readonly params: ParamSet;
+  private readonly snaps: Snapshots;
+  /** Parameters, freezing and snapshots, as plugins reach them through their hooks. */
+  private readonly control: ParamControl;
+  /** The parameter set's version the step program was traced for. */
+  private tracedFor = -1;
   /** The plugins' attach(), once (null before). */
   private attached: Promise<void> | null = null;
   private program: Program | null = null;
@@ -102,7 +97,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     this.optimizer = optimizer;
     this.plugins = [...plugins];
     this.rt = model.rt;
-    this.hooks = new HookRegistry(this.rt, model);
+    this.params = new ParamSet(this.rt, model, optimizer, () => this.step);
+    this.snaps = new Snapshots(this.params, () => this.step);
+    this.control = paramControl(this.params, this.snaps, () => this.step);
+    this.hooks = new HookRegistry(this.rt, model, this.control);
   }
 
   /** A new Trainer, restored from a checkpoint written by {@link save}. */
@@ -112,23 +110,20 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     return t;
   }
 
-  /**
-   * The parameters and the optimizer's state for each: made once, before the first step,
-   * save or resume (an evaluation needs none). Kept: they live as long as the Trainer,
-   * whatever rt.scope() made them.
-   */
-  private optimizerSlots(): Slot[] {
-    this.slots ??= this.model.params.map((info) => {
-      const param = this.model.param(info.name).keep();
-      const state = this.optimizer.init(param, info, this.rt) ?? {};
-      for (const [k, t] of Object.entries(state)) {
-        if (!(t instanceof Tensor)) throw new LiaisonError('E_ARG', `${pluginRecord(this.optimizer).id}: init() returned state '${k}' for '${info.name}' that is not a tensor`, { param: 'optimizer' });
-        t.keep();
-      }
-      return { info, param, state };
-    });
-    return this.slots;
-  }
+  /** Stop optimizing these parameters (by name, glob or RegExp): no gradient, values unchanged, optimizer state kept. */
+  freeze(params: Selector): string[] { return this.control.freeze(params); }
+  /** Optimize these again; one that never had optimizer state gets fresh state. */
+  unfreeze(params: Selector): string[] { return this.control.unfreeze(params); }
+  /** Every parameter this Trainer holds (the model's, then the plugins'), trainable or not. */
+  paramList(): ParamView[] { return this.control.params(); }
+  /** Save copies of every parameter as snapshot `name`: now, or right after step `opts.at`. */
+  snapshot(name: string, opts?: { at?: number }): void { this.control.snapshot(name, opts); }
+  /** Copy snapshot `name` back into these parameters (default: all). */
+  rewind(name: string, params?: Selector): void { this.control.rewind(name, params); }
+  /** Fresh optimizer state for these parameters (default: all), their step count from 1 again. */
+  resetOptimizer(params?: Selector): void { this.control.resetOptimizer(params); }
+  /** Snapshots held: name → the step each was taken at. */
+  snapshots(): Record<string, number> { return this.snaps.list(); }
 
   /**
    * Plugins attached (each through its own view of the hooks, so that two plugins of a kind
@@ -138,7 +133,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    */
   private attach(): Promise<void> {
     this.attached ??= (async () => {
-      this.optimizerSlots();
+      this.params.all();
       for (const [i, p] of this.plugins.entries()) await p.attach(this.hooks.forPlugin(i));
       await this.rt.flush();
     })();
@@ -147,10 +142,11 @@ export class Trainer extends EventEmitter<TrainerEvents> {
 
   /** The step program for `source`, traced again when a plugin called retrace() or the kind of source changed. */
   private stepProgram(source: Source): Program {
-    if (this.program && !this.hooks.stale && this.programFor === source.key) return this.program;
+    if (this.program && !this.hooks.stale && this.programFor === source.key && this.tracedFor === this.params.version) return this.program;
     this.program?.free();
     this.hooks.stale = false;
-    const { rt, model, hooks, optimizer } = this;
+    this.tracedFor = this.params.version;
+    const { rt, model, hooks, optimizer, params } = this;
     const lr: PlaceholderSpec = { dtype: 'f32', shape: [] };
     const inputs: Placeholders = source.draw ? { lr } : { x: {}, y: {}, lr };
     // The step number is state of the program (counted there, one op fewer per step),
@@ -165,16 +161,23 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       for (const fn of hooks.traced.beforeStep) fn(t);
       const { x, y } = source.draw ? source.draw() : { x: ins.x, y: ins.y };
       rt.call('zero_grad', [model.handle], undefined, 0);
+      const own = params.pluginTrainable();
+      if (own.length) rt.call('clear_grads', [own], undefined, 0);
       let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
       const ok = guardLoss(rt, this.config.nonFinite, loss, st.step, halt);
       rt.call('backward', [loss], undefined, 0);
       for (const fn of hooks.traced.afterBackward) fn(t);
       noGrad(rt, () => {
-        const hp = { lr: ins.lr, step: t.step };
-        const prepared = optimizer.prepare?.(hp); // shared by every parameter's update()
-        // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-        traceEach(rt, this.optimizerSlots(), (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state)], () => traceUpdate(optimizer, s.info.name, s.param, model.grad(s.info.name), s.state, hp, prepared)));
+        // parameters whose state was made after step 0 count their own steps (sdk/trainer-params.ts)
+        const groups = new Map<Tensor | null, ParamEntry[]>();
+        for (const e of params.trainable()) groups.set(e.offset, [...(groups.get(e.offset) ?? []), e]);
+        for (const [offset, group] of groups) {
+          const hp = { lr: ins.lr, step: offset ? t.step.sub(offset) : t.step };
+          const prepared = optimizer.prepare?.(hp); // shared by every parameter's update()
+          // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
+          traceEach(rt, group, (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state!)], () => traceUpdate(optimizer, s.info.name, s.param, params.grad(s), s.state!, hp, prepared)));
+        }
         for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       });
       return loss;
@@ -301,6 +304,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           const b = batches?.[i];
           losses.push(program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor);
           if (b) { b.x.free(); b.y.free(); }
+          this.snaps.after(step); // queued behind the step: the weights it left
           bar.update(++done, { loss: shown });
           sent.add();
           if (i === source.steps - 1) break; // the epoch's end reads go out with this step
@@ -373,29 +377,33 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   }
 
   /**
-   * Write a checkpoint: model state, optimizer state, every plugin's state, and metadata
-   * (epochs and steps done, optimizer and plugin ids and configs, the trainer config); see
+   * Write a checkpoint: model state, optimizer state, plugin parameters, every plugin's state,
+   * and metadata (epochs and steps done, optimizer and plugin ids and configs, frozen
+   * parameters, the trainer config); with `snapshots`, the snapshots too. See
    * sdk/checkpoint.ts for the layout.
    */
-  async save(path: string): Promise<void> {
+  async save(path: string, opts: { snapshots?: boolean } = {}): Promise<void> {
     this.checkLive('save');
-    const tensors = { ...this.optimizerState(), ...this.hooks.stateTensors() };
+    const snaps = opts.snapshots ? this.snaps.checkpointTensors() : {};
+    const tensors = { ...this.params.stateTensors(), ...this.params.pluginTensors(), ...this.hooks.stateTensors(), ...snaps };
     const metadata = encodeCheckpoint({
       epoch: this.epoch, step: this.step, optimizer: pluginRecord(this.optimizer),
       plugins: this.plugins.map(pluginRecord), attached: this.attached !== null, config: { ...this.config },
+      params: this.params.record(), ...(opts.snapshots ? { snapshots: this.snaps.list() } : {}),
     });
     await this.model.save(path, { tensors, metadata });
   }
 
   /**
    * Restore a checkpoint written by {@link save} with the same optimizer and plugins: the
-   * model, the optimizer's and plugins' state, and the epoch and step counts, so the next
-   * `fit()` goes on where that run stopped. Everything is checked against the file (its
-   * setup; the name, dtype and shape of every model, optimizer and plugin entry) before
-   * anything is written, so a refused checkpoint leaves the model, the optimizer's state
-   * and the counters as they were (sdk/trainer-resume.ts). A checkpoint saved before the plugins
-   * were attached (before the first fit) restores the model and the optimizer; the plugins
-   * attach when training starts, as in a straight run.
+   * model, the plugins' parameters, which parameters are frozen, the optimizer's and
+   * plugins' state, any snapshots, and the epoch and step counts, so the next `fit()` goes
+   * on where that run stopped. Everything is checked against the file (its setup; the name,
+   * dtype and shape of every entry) before anything is written, so a refused checkpoint
+   * leaves the model, the parameters, the optimizer's state and the counters as they were
+   * (sdk/trainer-resume.ts). A checkpoint saved before the plugins were attached (before
+   * the first fit) restores the model and the optimizer; the plugins attach when training
+   * starts, as in a straight run.
    */
   async resume(path: string): Promise<void> {
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer.resume: training is running; await fit() first');
@@ -408,35 +416,26 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       throw new LiaisonError('E_ARG', `resume: ${path} was saved before its plugins were attached (before the first fit), and this Trainer's plugins are attached already; resume it into a Trainer that has not trained`, { param: 'path' });
     }
     await restoreCheckpoint({
-      rt: this.rt, model: this.model, file, path, withPlugins, attached: this.attached !== null,
-      attach: () => this.attach(), optimizerState: () => this.optimizerState(), pluginState: () => this.hooks.stateTensors(),
+      rt: this.rt, model: this.model, file, path, withPlugins, attached: this.attached !== null, checkpoint: c,
+      attach: () => this.attach(), params: this.params, snapshots: this.snaps, pluginState: () => this.hooks.stateTensors(),
     });
     this.epoch = c.epoch;
     this.step = c.step;
     this.hooks.stale = true; // the step program counts steps from where it was traced
   }
 
-  /** The optimizer's state tensors under their checkpoint names (`optimizer/<param>/<key>`). */
-  private optimizerState(): Record<string, Tensor> {
-    const out: Record<string, Tensor> = {};
-    for (const s of this.optimizerSlots()) for (const [k, t] of Object.entries(s.state)) out[optimizerKey(s.info.name, k)] = t;
-    return out;
-  }
-
   /**
-   * Drop what this Trainer made in the runtime: its step program, its parameter handles and
-   * the optimizer's state. The model, the data and the plugins are the caller's (a pruner
-   * has its own `free()`). The Trainer cannot train, save or resume afterwards.
+   * Drop what this Trainer made in the runtime: its step program, its parameter handles,
+   * the plugins' parameters, the optimizer's state and the snapshots. The model, the data
+   * and the plugins are the caller's (a pruner has its own `free()`). The Trainer cannot
+   * train, save or resume afterwards.
    */
   free(): void {
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer.free: training is running; await fit() first');
     this.program?.free();
     this.program = null;
-    for (const s of this.slots ?? []) {
-      s.param.free();
-      for (const t of Object.values(s.state)) t.free();
-    }
-    this.slots = [];
+    this.snaps.free();
+    this.params.free();
     this.tb?.close();
     this.tb = undefined;
     this.freed = true;

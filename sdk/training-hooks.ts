@@ -12,7 +12,8 @@
  */
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import {
-  LOOP_POINTS, type LoopInfo, type LoopPoint, type ModelLike, type StepTrace, TRACED_POINTS, type TracedPoint, type TrainingHooks,
+  LOOP_POINTS, type LoopInfo, type LoopPoint, type ModelLike, type ParamControl, type ParamSpec, type ParamView, type Selector, type StepTrace, TRACED_POINTS, type TracedPoint,
+  type TrainingHooks,
 } from './hooks.js';
 
 type TracedFn = (t: StepTrace) => void;
@@ -29,7 +30,26 @@ export class HookRegistry implements TrainingHooks {
   /** Set by retrace(): the step program must be traced again before the next step. */
   stale = false;
 
-  constructor(readonly rt: Runtime, readonly model: ModelLike) {}
+  /** Plugin parameter names as given out, with their owners (unique as loss names are). */
+  private readonly paramNames: { name: string; owner: number }[] = [];
+
+  /** `control`: the Trainer's parameters and snapshots (sdk/trainer-params.ts, sdk/snapshots.ts). */
+  constructor(readonly rt: Runtime, readonly model: ModelLike, private readonly control?: ParamControl) {}
+
+  private ctl(method: string): ParamControl {
+    if (!this.control) throw new LiaisonError('E_ARG', `hooks.${method}: these hooks have no Trainer behind them (parameters and snapshots are a Trainer's)`, { param: 'hooks' });
+    return this.control;
+  }
+
+  /** Add a plugin parameter; `owner` as for {@link addLoss}. */
+  addParam(name: string, spec: ParamSpec, owner = -1): Tensor {
+    if (typeof name !== 'string' || !name || /[/#]/.test(name)) throw new LiaisonError('E_ARG', `hooks.addParam: name must be a non-empty name without '/' or '#', got ${JSON.stringify(name)}`, { param: 'name' });
+    if (spec === null || typeof spec !== 'object') throw new LiaisonError('E_ARG', `hooks.addParam('${name}'): spec must be {shape, init?, module?, trainable?}, got ${JSON.stringify(spec)}`, { param: 'spec' });
+    const own = unique('addParam', 'a parameter named', name, owner, this.paramNames);
+    const t = this.ctl('addParam').addParam(own, spec);
+    this.paramNames.push({ name: own, owner });
+    return t;
+  }
 
   on(point: TracedPoint, fn: TracedFn): void;
   on(point: LoopPoint, fn: LoopFn): void;
@@ -63,6 +83,7 @@ export class HookRegistry implements TrainingHooks {
 
   /** The hooks plugin number `index` of the Trainer's list attaches through: names it adds are its own. */
   forPlugin(index: number): TrainingHooks {
+    const self = this; // eslint-disable-line @typescript-eslint/no-this-alias -- the getter's own `this` is the view
     return {
       rt: this.rt,
       model: this.model,
@@ -70,12 +91,30 @@ export class HookRegistry implements TrainingHooks {
       addLoss: (name, fn) => this.addLoss(name, fn, index),
       addState: (prefix, fn) => this.addState(prefix, fn, index),
       retrace: () => this.retrace(),
+      addParam: (name, spec) => this.addParam(name, spec, index),
+      freeze: (sel) => this.ctl('freeze').freeze(sel),
+      unfreeze: (sel) => this.ctl('unfreeze').unfreeze(sel),
+      params: () => this.ctl('params').params(),
+      get step() { return self.ctl('step').step; },
+      optimizerState: (name) => this.ctl('optimizerState').optimizerState(name),
+      snapshot: (name, opts) => this.ctl('snapshot').snapshot(name, opts),
+      rewind: (name, sel) => this.ctl('rewind').rewind(name, sel),
+      resetOptimizer: (sel) => this.ctl('resetOptimizer').resetOptimizer(sel),
     };
   }
 
   retrace(): void {
     this.stale = true;
   }
+
+  freeze(sel: Selector): string[] { return this.ctl('freeze').freeze(sel); }
+  unfreeze(sel: Selector): string[] { return this.ctl('unfreeze').unfreeze(sel); }
+  params(): ParamView[] { return this.ctl('params').params(); }
+  get step(): number { return this.ctl('step').step; }
+  optimizerState(name: string): Readonly<Record<string, Tensor>> { return this.ctl('optimizerState').optimizerState(name); }
+  snapshot(name: string, opts?: { at?: number }): void { this.ctl('snapshot').snapshot(name, opts); }
+  rewind(name: string, sel?: Selector): void { this.ctl('rewind').rewind(name, sel); }
+  resetOptimizer(sel?: Selector): void { this.ctl('resetOptimizer').resetOptimizer(sel); }
 
   /** Run every hook at a loop point, in attach order, waiting for each. */
   async runLoop(point: LoopPoint, info: LoopInfo): Promise<void> {
