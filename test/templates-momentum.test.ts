@@ -10,7 +10,7 @@ import { MomentumOptimizerBase, OptimizerFields } from '../sdk/families/momentum
 import type { MomentumOptimizer, StepHyper } from '../sdk/families/momentum/types.js';
 import type { ParamInfo } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
-import type { PluginMeta } from '../sdk/plugin.js';
+import { type PluginMeta, plugins } from '../sdk/plugin.js';
 import { Trainer } from '../sdk/trainer.js';
 import { startRuntime } from './helpers.js';
 
@@ -95,11 +95,13 @@ describe('optimizer template: prepare() → update()', () => {
     for (const g of opt.got) expect(g).toBe(opt.made[0]);
   }, 60_000);
 
-  for (const [name, make] of [
-    ['adam', () => adam({ lr: 0.01 })],
+  // every registered optimizer at its defaults, and the configs whose prepare() makes more
+  const cases: [string, () => MomentumOptimizer][] = [
+    ...plugins('momentum-optimizer').map((f): [string, () => MomentumOptimizer] => [f.name, () => f() as MomentumOptimizer]),
     ['heavy-ball with dampening', () => heavyBall({ lr: 0.05, momentum: 0.9, dampening: 0.3 })],
-    ['nesterov', () => nesterov({ lr: 0.05, momentum: 0.9 })],
-  ] as const) {
+    ['nesterov from kappa', () => nesterov({ lr: 0.05, kappa: 100 })],
+  ];
+  for (const [name, make] of cases) {
     it(`${name}: keeps no traced tensor on the instance after training`, async () => {
       const opt = make();
       await train(opt);
