@@ -140,8 +140,11 @@ export interface TrainingHooks {
    * or, with `at`, right after step `at` (sdk/snapshots.ts). A name used again is replaced.
    */
   snapshot(name: string, opts?: { at?: number }): void;
-  /** Copy snapshot `name` back into these parameters (default: all it holds). */
-  rewind(name: string, params?: Selector): void;
+  /**
+   * Copy snapshot `name` back into these parameters (default: all it holds); `keepZeros`:
+   * only entries that are not 0 now (a pruned weight's survivors), the zeros stay.
+   */
+  rewind(name: string, params?: Selector, opts?: { keepZeros?: boolean }): void;
   /** Fresh optimizer state for these parameters (default: all), counting their steps from 1 again. */
   resetOptimizer(params?: Selector): void;
 }

@@ -53,11 +53,24 @@ export class Snapshots {
     this.held.set(name, { step: this.steps(), tensors });
   }
 
-  /** Copy snapshot `name` back into the chosen parameters (default: every one it holds). */
-  rewind(name: string, sel?: Selector): string[] {
+  /**
+   * Copy snapshot `name` back into the chosen parameters (default: every one it holds).
+   * `keepZeros`: only the entries that are not 0 now are rewound (a pruned weight's survivors:
+   * the lottery ticket's rewind), the zeros stay.
+   */
+  rewind(name: string, sel?: Selector, opts: { keepZeros?: boolean } = {}): string[] {
     const h = this.get(name, 'rewind');
     const names = select(sel, [...h.tensors.keys()], `rewind('${name}')`);
-    for (const n of names) this.params.get(n, `rewind('${name}')`).param.copy_(h.tensors.get(n)!);
+    for (const n of names) {
+      const p = this.params.get(n, `rewind('${name}')`).param;
+      const snap = h.tensors.get(n)!;
+      if (!opts.keepZeros) { p.copy_(snap); continue; }
+      const alive = p.ne(0);
+      const kept = snap.where(alive, 0);
+      p.copy_(kept);
+      alive.free();
+      kept.free();
+    }
     return names;
   }
 
@@ -113,7 +126,7 @@ export function paramControl(params: ParamSet, snaps: Snapshots, steps: () => nu
     get step() { return steps(); },
     optimizerState: (name) => Object.freeze({ ...(params.get(name, 'optimizerState').state ?? {}) }),
     snapshot: (name, opts) => snaps.take(name, opts?.at),
-    rewind: (name, sel) => { snaps.rewind(name, sel); },
+    rewind: (name, sel, opts) => { snaps.rewind(name, sel, opts); },
     resetOptimizer: (sel) => params.resetState(select(sel, params.names(), 'resetOptimizer')),
   };
 }

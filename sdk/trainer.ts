@@ -118,8 +118,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   paramList(): ParamView[] { return this.control.params(); }
   /** Save copies of every parameter as snapshot `name`: now, or right after step `opts.at`. */
   snapshot(name: string, opts?: { at?: number }): void { this.control.snapshot(name, opts); }
-  /** Copy snapshot `name` back into these parameters (default: all). */
-  rewind(name: string, params?: Selector): void { this.control.rewind(name, params); }
+  /** Copy snapshot `name` back into these parameters (default: all); `keepZeros`: only their non-zero entries. */
+  rewind(name: string, params?: Selector, opts?: { keepZeros?: boolean }): void { this.control.rewind(name, params, opts); }
   /** Fresh optimizer state for these parameters (default: all), their step count from 1 again. */
   resetOptimizer(params?: Selector): void { this.control.resetOptimizer(params); }
   /** Snapshots held: name → the step each was taken at. */

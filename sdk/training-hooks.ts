@@ -98,7 +98,7 @@ export class HookRegistry implements TrainingHooks {
       get step() { return self.ctl('step').step; },
       optimizerState: (name) => this.ctl('optimizerState').optimizerState(name),
       snapshot: (name, opts) => this.ctl('snapshot').snapshot(name, opts),
-      rewind: (name, sel) => this.ctl('rewind').rewind(name, sel),
+      rewind: (name, sel, opts) => this.ctl('rewind').rewind(name, sel, opts),
       resetOptimizer: (sel) => this.ctl('resetOptimizer').resetOptimizer(sel),
     };
   }
@@ -113,7 +113,7 @@ export class HookRegistry implements TrainingHooks {
   get step(): number { return this.ctl('step').step; }
   optimizerState(name: string): Readonly<Record<string, Tensor>> { return this.ctl('optimizerState').optimizerState(name); }
   snapshot(name: string, opts?: { at?: number }): void { this.ctl('snapshot').snapshot(name, opts); }
-  rewind(name: string, sel?: Selector): void { this.ctl('rewind').rewind(name, sel); }
+  rewind(name: string, sel?: Selector, opts?: { keepZeros?: boolean }): void { this.ctl('rewind').rewind(name, sel, opts); }
   resetOptimizer(sel?: Selector): void { this.ctl('resetOptimizer').resetOptimizer(sel); }
 
   /** Run every hook at a loop point, in attach order, waiting for each. */

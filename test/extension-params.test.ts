@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
-import { adam, heavyBall } from '../plugins/index.js';
+import { adam, heavyBall, magnitude } from '../plugins/index.js';
 import { Dataset } from '../sdk/data.js';
 import type { LoopInfo, TrainerPlugin, TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
@@ -23,6 +23,8 @@ const C = [0.5, -1, 2, 0.25];
  */
 class Joiner implements TrainerPlugin {
   traces = 0;
+  /** `hooks.step` at each epoch end. */
+  steps: number[] = [];
   b: Tensor | null = null;
   hooks: TrainingHooks | null = null;
   constructor(readonly joinAt: number, readonly shape = [4]) {}
@@ -32,7 +34,10 @@ class Joiner implements TrainerPlugin {
     const c = h.rt.tensor(C).keep();
     h.on('beforeStep', () => { this.traces++; });
     h.addLoss('component', () => this.b!.mul(c).sum());
-    h.on('epochEnd', (info: LoopInfo) => { if (info.epoch + 2 === this.joinAt) h.unfreeze('b'); });
+    h.on('epochEnd', (info: LoopInfo) => {
+      this.steps.push(h.step);
+      if (info.epoch + 2 === this.joinAt) h.unfreeze('b');
+    });
   }
 }
 
@@ -78,6 +83,7 @@ describe('a plugin parameter that joins at round 3', () => {
     expect(t.paramList().find((p) => p.name === 'b')).toMatchObject({ trainable: true, plugin: true, hasState: true, module: 'layers.0' });
     await t.fit(data, { epochs: 2 });
     expect(joiner.traces).toBe(2); // traced again once, when the set changed
+    expect(joiner.steps).toEqual([1, 2, 3, 4].map((e) => e * data.countBatches(300)));
     // Adam from fresh state with a constant gradient c moves each entry by lr·sign(c) a step
     // (m̂/√v̂ = c/|c| when its own step count starts at 1; with the global count it would not)
     const steps = 2 * data.countBatches(300);
@@ -160,6 +166,34 @@ describe('snapshots and rewinding', () => {
     t.rewind('k', 'layers.1.*');
     expect(t.rewind.bind(t, 'nope')).toThrow(/no snapshot 'nope'; there are init, k/);
     t.free(); first.free(); model.free(); fresh.free();
+  });
+});
+
+describe('the lottery ticket: train, prune by magnitude, rewind the survivors to init, retrain', () => {
+  it('rewinds every surviving weight to its initial value, keeps the pruned ones 0, and retrains from a fresh optimizer', async () => {
+    const model = await Model.build(rt, SPEC, { seed: 0 });
+    const init = await weights(model);
+    const t = new Trainer({ model, optimizer: heavyBall({ lr: 0.1, momentum: 0.9 }), plugins: [magnitude({ sparsity: 0.5, atEpoch: 1 })], ...opts });
+    t.snapshot('init');
+    await t.fit(data, { epochs: 2 }); // pruned after the first epoch, trained masked in the second
+    const trained = await weights(model);
+    t.rewind('init', 'layers.*', { keepZeros: true });
+    t.resetOptimizer();
+    const rewound = await weights(model);
+    let pruned = 0;
+    for (const k of Object.keys(init)) {
+      rewound[k].forEach((v, i) => {
+        if (trained[k][i] === 0) pruned++;
+        expect(v + 0).toBe(trained[k][i] === 0 ? 0 : init[k][i]); // + 0: a pruned -0 reads as 0
+      });
+    }
+    expect(pruned).toBeGreaterThan(0.4 * (64 * 16 + 16 * 10));
+    for (const v of Object.values(t['control'].optimizerState('layers.0.weight'))) expect((await values(v)).every((x) => x === 0)).toBe(true);
+    await t.fit(data, { epochs: 1 });
+    const retrained = await weights(model);
+    for (const k of ['layers.0.weight', 'layers.1.weight']) retrained[k].forEach((v, i) => { if (rewound[k][i] === 0) expect(v + 0).toBe(0); });
+    expect(retrained['layers.0.weight']).not.toEqual(rewound['layers.0.weight']);
+    t.free(); model.free();
   });
 });
 
