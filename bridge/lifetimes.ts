@@ -9,23 +9,31 @@ import { Tensor } from './tensor.js';
 
 const scopes = new AsyncLocalStorage<Set<Tensor>>();
 
+/** What the finalizer holds for a tensor (never the tensor itself, which it would keep alive). */
+export interface LifeCell { readonly id: number; freed: boolean }
+
 /** The handles of one session: frees each with `release` once its tensor is collected. */
 export class Lifetimes {
-  private readonly finalizer: FinalizationRegistry<number>;
+  private readonly finalizer: FinalizationRegistry<LifeCell>;
 
   constructor(release: (id: number) => void) {
-    this.finalizer = new FinalizationRegistry<number>(release);
+    this.finalizer = new FinalizationRegistry<LifeCell>((cell) => { if (!cell.freed) release(cell.id); });
   }
 
   /** A tensor just made on the runtime: the collector frees it, the enclosing scope at its end. */
   track(t: Tensor): void {
-    this.finalizer.register(t, t.id, t);
+    // Registered without an unregister token: V8 then keeps no token table, and
+    // register + unregister per tensor was most of what queuing an op cost (bench
+    // bridge.batched_ops). An explicit free marks the cell instead.
+    const cell: LifeCell = { id: t.id, freed: false };
+    t.life = cell;
+    this.finalizer.register(t, cell);
     scopes.getStore()?.add(t);
   }
 
   /** A tensor freed explicitly: its finalizer must not free the handle again. */
   untrack(t: Tensor): void {
-    this.finalizer.unregister(t);
+    if (t.life) t.life.freed = true;
   }
 }
 

@@ -25,6 +25,8 @@ export class Tensor extends Shaped {
   /** @internal */ kept = false;
   /** @internal Set on tensors that exist only inside a program's trace (sdk/program.ts). */
   traced?: object;
+  /** @internal What the session's finalizer holds for this tensor (bridge/lifetimes.ts). */
+  life?: { freed: boolean };
 
   constructor(readonly rt: RuntimeOf<Tensor>, readonly id: number) {
     super();
