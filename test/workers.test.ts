@@ -5,6 +5,8 @@
 // same numbers, the bytes reported per round, and the errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
+import { knownCovariance, randomStarts } from '../sdk/families/deflators/base.js';
+import { deflationWorkers } from '../sdk/families/deflators/workers.js';
 import { getPlacement, placements, registerPlacement, runWorkers, type RoundReport, type WorkerSpec } from '../sdk/workers/index.js';
 import { startRuntime } from './helpers.js';
 
@@ -187,6 +189,19 @@ describe('the coordinator frees what a round replaced', () => {
     await once();
     await once();
     expect((await rt.stats()).objects).toBe(objects);
+  });
+});
+
+describe('Parallel Deflation on the workers', () => {
+  it('its broadcast of (estimate, value) per joined worker is the bytes reported, in both placements; worker k joins at round k + 1', async () => {
+    const { cov } = knownCovariance(rt, [5, 4, 3, 2, 1, 0.5], { seed: 0 });
+    for (const placement of ['batched', 'sequential']) {
+      const spec = deflationWorkers(rt, { mode: 'power', cov, steps: 2 }, randomStarts(rt, 6, 3, 0, 'f32'), 3, 'f32');
+      const seen: RoundReport<unknown>[] = [];
+      await runWorkers(rt, spec, { rounds: 4, placement, onRound: (r) => { seen.push(r); } });
+      expect(seen.map((r) => r.joined)).toEqual([[0], [1], [2], []]);
+      expect(seen.map((r) => r.bytes), placement).toEqual([1, 2, 3, 3].map((a) => ({ up: a * 7 * 4, down: a * a * 7 * 4 })));
+    }
   });
 });
 

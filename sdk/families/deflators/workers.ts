@@ -150,7 +150,7 @@ export function deflationWorkers(rt: Runtime, rule: LocalRule, starts: Tensor, k
       gather: (ms) => ({ vectors: rt.cat(ms.map((m) => m.x), 1), values: rt.stack(ms.map((m) => m.value)) }),
     },
     ...(rows ? { roundInput: (r: number) => rows(r) } : {}),
-    colocated: (art) => new DeflationBlock(art, rule),
+    colocated: (art) => new DeflationBlock(art, rule, typeof starts.shape?.[0] === 'number' ? starts.shape[0] : undefined),
   };
 }
 
@@ -173,13 +173,16 @@ export class DeflationBlock implements Colocated<DeflationWorker, Broadcast> {
   private readonly ages: number[] = [];
   private readonly program: Program;
 
-  constructor(private readonly rt: Runtime, private readonly rule: LocalRule) {
+  /** `d` the dimension when known here: declared on the placeholders, the broadcast's shapes are known without a round trip (the bytes each round reports). */
+  constructor(private readonly rt: Runtime, private readonly rule: LocalRule, d?: number) {
+    const col = d === undefined ? {} : { shape: [d, 'A'] };
+    const row = d === undefined ? {} : { shape: ['A'] };
     // one program for every round: the worker count A is a symbolic size
     this.program = rule.mode === 'power'
-      ? define(rt, { name: 'parallel-deflation.power', inputs: { x: {}, sx: {}, v: {}, lambda: {} } }, ({ x, sx, v, lambda }) =>
+      ? define(rt, { name: 'parallel-deflation.power', inputs: { x: col, sx: col, v: col, lambda: row } }, ({ x, sx, v, lambda }) =>
         powerSteps(rule, x, sx, { v, lambda, mask: predecessors(rt, v, x) }))
       // co-located workers share each step's minibatch; separate ones would draw their own
-      : define(rt, { name: 'parallel-deflation.hebbian', inputs: { x: {}, v: {}, lambda: {}, rows: {}, age: {} } }, ({ x, v, lambda, rows, age }) =>
+      : define(rt, { name: 'parallel-deflation.hebbian', inputs: { x: col, v: col, lambda: row, rows: {}, age: row } }, ({ x, v, lambda, rows, age }) =>
         hebbianSteps(rule, x, { v, lambda, mask: predecessors(rt, v, x) }, rows, age));
   }
 
