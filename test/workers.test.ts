@@ -2,7 +2,7 @@
 // model's partitions trained by separate workers and copied back, as LoFT and independent
 // subnetwork training do), a broadcast boundary (every worker sees the others' last
 // messages, as Parallel Deflation), a worker joining at round 3, both placements giving the
-// same numbers, the bytes reported per round, and the errors.
+// same numbers, the bytes reported per round (Parallel Deflation's spec too), and the errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { knownCovariance, randomStarts } from '../sdk/families/deflators/base.js';
