@@ -17,6 +17,7 @@ import { benchTransfer } from './bridge_transfer.js';
 import { benchMomentumStep } from './momentum_step.js';
 import { benchProgramReplay } from './sdk_program_replay.js';
 import { benchTrainStep } from './sdk_train_step.js';
+import { benchWeightHook } from './weight_hook.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -30,6 +31,7 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['deflation.parallel_vs_sequential'], run: benchParallelVsSequential },
   { names: ['deflation.vs_eigh'], run: benchVsEigh },
   { names: ['momentum.step'], run: benchMomentumStep },
+  { names: ['sdk.weight_hook'], run: benchWeightHook },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

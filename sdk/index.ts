@@ -26,6 +26,8 @@ export * from './hooks.js';
 export * from './program.js';
 export * from './model-spec.js';
 export * from './model.js';
+export * from './hook-points.js';
+export * from './weight-hooks.js';
 export * from './text.js';
 export * from './data.js';
 export * from './trainer.js';
