@@ -21,6 +21,7 @@ export const TrainerConfig = Type.Object({
   tensorboardDir: Type.Optional(Type.String({ minLength: 1, description: "TensorBoard log folder, written by the runtime when its Python has tensorboard (otherwise a one-line notice)" })),
   checkpointDir: Type.Optional(Type.String({ minLength: 1, description: 'folder for checkpoints (epoch-<n>.safetensors), written every checkpointEvery epochs' })),
   checkpointEvery: Type.Integer({ minimum: 1, default: 1, description: 'epochs between checkpoints when checkpointDir is set' }),
+  checkpointSnapshots: Type.Boolean({ default: false, description: 'the checkpoints written to checkpointDir also hold the snapshots (trainer.snapshot), restored on resume' }),
   nonFinite: Type.Union([Type.Literal('error'), Type.Literal('skip')], { default: 'error', description: "a step whose loss is NaN or infinite: 'error' stops the run with E_NONFINITE naming the step (the parameters as the step before left them), 'skip' leaves the parameters and optimizer state untouched by it and counts it in the metrics (skipped)" }),
   inFlight: Type.Integer({ minimum: 1, maximum: 64, default: 8, description: 'training steps sent ahead of the runtime before the loop waits (sent in groups of half as many, each group one round trip)' }),
 }, { additionalProperties: false });

@@ -347,7 +347,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         }
         if (saveDue) {
           const path = join(cfg.checkpointDir!, `epoch-${this.epoch}.safetensors`);
-          await this.save(path);
+          await this.save(path, { snapshots: cfg.checkpointSnapshots });
           log?.write({ kind: 'checkpoint', epoch: e, step, path });
           this.emit('checkpoint', { epoch: e, step, path });
         }

@@ -201,7 +201,7 @@ describe('checkpoints with plugin parameters, frozen flags and snapshots', () =>
   it('resume gives the same continuation as a straight run', async () => {
     const make = async (plugins: TrainerPlugin[], checkpointDir?: string) => {
       const model = await Model.build(rt, SPEC, { seed: 0 });
-      const t = new Trainer({ model, optimizer: adam({ lr: 0.01 }), plugins, ...opts, ...(checkpointDir ? { checkpointDir } : {}) });
+      const t = new Trainer({ model, optimizer: adam({ lr: 0.01 }), plugins, ...opts, ...(checkpointDir ? { checkpointDir, checkpointSnapshots: true } : {}) });
       t.freeze('layers.1.bias');
       return { model, t };
     };
@@ -231,6 +231,7 @@ describe('checkpoints with plugin parameters, frozen flags and snapshots', () =>
       const early = new Joiner(3);
       const r = await make([early]);
       await r.t.resume(join(dir, 'run', `epoch-${epoch}.safetensors`));
+      expect(r.t.snapshots()).toEqual({ init: 0 }); // checkpointSnapshots: the automatic saves hold them
       await r.t.fit(data, { epochs: 5 - epoch });
       expect(await weights(r.model)).toEqual(await weights(straight.model));
       expect(await values(early.b!)).toEqual(await values(straightJoiner.b!));
