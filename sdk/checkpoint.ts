@@ -21,12 +21,23 @@
  */
 import { LiaisonError } from '../bridge/index.js';
 import type { PluginInstance } from './plugin.js';
-import type { ParamsRecord } from './trainer-params.js';
 
 /** The metadata key of a Trainer checkpoint. */
 export const META_TRAINER = 'liaison.trainer';
 /** Bumped when the layout changes incompatibly. */
 export const CHECKPOINT_FORMAT = 1;
+
+/** The parameters part of a checkpoint (sdk/trainer-params.ts writes and reads it). */
+export interface ParamsRecord {
+  /** Parameters (model or plugin) that are frozen. */
+  frozen: string[];
+  /** Parameters that have optimizer state (in the file as `optimizer/<name>/<key>`). */
+  stateful: string[];
+  /** Steps done when a parameter's state was made, where not 0. */
+  started: Record<string, number>;
+  /** The plugin parameters (in the file as `param/<name>`). */
+  plugin: string[];
+}
 
 /** A plugin as a checkpoint records it. */
 export interface PluginRecord {

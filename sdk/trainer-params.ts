@@ -21,7 +21,7 @@
  * its step again then — and only then.
  */
 import { LiaisonError, type Runtime, Tensor } from '../bridge/index.js';
-import { optimizerKey, pluginRecord } from './checkpoint.js';
+import { type ParamsRecord, optimizerKey, pluginRecord } from './checkpoint.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { ParamInfo, ParamSpec, ParamView, Selector } from './hooks.js';
 import type { Model } from './model.js';
@@ -44,17 +44,9 @@ export interface ParamEntry {
   offset: Tensor | null;
 }
 
-/** What a checkpoint's metadata records of the parameter set (sdk/checkpoint.ts). */
-export interface ParamsRecord {
-  /** Parameters (model or plugin) that are frozen. */
-  frozen: string[];
-  /** Parameters that have optimizer state (in the file as `optimizer/<name>/<key>`). */
-  stateful: string[];
-  /** Steps done when a parameter's state was made, where not 0. */
-  started: Record<string, number>;
-  /** The plugin parameters (in the file as `param/<name>`). */
-  plugin: string[];
-}
+// What a checkpoint's metadata records of the parameter set: declared in checkpoint.ts,
+// which must not import this module back (test/import-graph.test.ts).
+export type { ParamsRecord } from './checkpoint.js';
 
 /** The checkpoint name of a plugin parameter. */
 export const paramKey = (name: string): string => `param/${name}`;
