@@ -66,9 +66,11 @@ export interface Router<C = unknown> extends PluginInstance<C>, TrainerPlugin {
   /**
    * What `route()`'s weights promise (sparse or dense, capacity, dropped tokens): read by
    * the conformance suite and by anything that dispatches tokens, never inferred. May
-   * depend on the config (`k`), not on the layer.
+   * depend on the config (`k`), not on the layer. Declare it: the suite fails a router
+   * without it. Optional in the type only so that routers written before traits (plain
+   * objects among them) still compile and run; `RouterBase` always has it.
    */
-  readonly traits: RouterTraits;
+  readonly traits?: RouterTraits;
   /** Setup hook: the parameters of one MoE layer's router, by name (created in that order). */
   params(dims: RouterDims): Record<string, RouterParamSpec>;
   /**
