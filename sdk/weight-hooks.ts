@@ -5,6 +5,7 @@
  * stored weight is never written (a frozen weight stays bit for bit what it was).
  *
  * ```ts
+ * const shapeOf = (m: string) => model.params.find((p) => p.name === `${m}.weight`)!.shape;
  * const scores = Object.fromEntries(model.hookModules.weight.map((m) => [m, rt.rand(shapeOf(m))]));
  * weightHook(model, 'layers\\.\\d+', (w, site) => w.mul(straightThroughTopK(rt, scores[site.module], 0.5)));
  * weightHook(model, 'layers\\.0', (w) => w.add(B.matmul(A)));               // W + B·A
