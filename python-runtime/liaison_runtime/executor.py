@@ -35,6 +35,10 @@ def _well_formed(rec: dict) -> bool:
 
 
 def _handles(v, what: str) -> list[int]:
+    if type(v) is list:  # one pass for the usual case: a batch frees about as many handles as it has ops
+        ids = [h.id for h in v if type(h) is Handle]
+        if len(ids) == len(v):
+            return ids
     if not isinstance(v, list) or not all(isinstance(h, Handle) for h in v):
         raise RuntimeFault("E_PROTOCOL", f"batch field '{what}' must be a list of handles")
     return [h.id for h in v]
