@@ -37,8 +37,8 @@ export type Selector = string | RegExp | readonly (string | RegExp)[];
 
 /**
  * A parameter a plugin owns (`hooks.addParam`): a leaf tensor the Trainer optimizes beside
- * the model's (edge-popup's scores, a low-rank adapter's factors). A weight hook can take it
- * as an input: it is just a tensor, with a gradient once it is trainable.
+ * the model's (edge-popup's scores, a low-rank adapter's factors). A weight hook's program
+ * captures it (sdk/weight-hooks.ts): it is just a tensor, with a gradient once it is trainable.
  */
 export interface ParamSpec {
   shape: number[];
