@@ -229,13 +229,24 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
   /** @internal Tensor.data(): queue a read in the current batch. */
   read(t: Tensor): Promise<TensorData> {
     if (this.hook.recorder || t.traced) return refused(this.hook.error(`reads the value of tensor #${t.id}`, t));
-    return this.queue.read(this.wire(t) as HandleRef);
+    const ref = this.handleOf(t);
+    return ref instanceof HandleRef ? this.queue.read(ref) : ref;
   }
 
   /** @internal Tensor.info(): dtype, shape and device without the data. */
   meta(t: Tensor): Promise<Record<string, unknown>> {
     if (this.hook.recorder || t.traced) return refused(this.hook.error(`reads the shape of tensor #${t.id}`, t));
-    return this.queue.meta(this.wire(t) as HandleRef);
+    const ref = this.handleOf(t);
+    return ref instanceof HandleRef ? this.queue.meta(ref) : ref;
+  }
+
+  /** `t`'s handle, or a rejected promise saying why it cannot be read: a read fails as a rejection, never a throw. */
+  private handleOf(t: Tensor): HandleRef | Promise<never> {
+    try {
+      return this.wire(t) as HandleRef;
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** Send whatever is queued and wait until the runtime has run it all. */

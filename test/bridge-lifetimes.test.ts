@@ -1,6 +1,7 @@
 /**
  * bridge/lifetimes.ts: a tensor's handle is freed once — by `free()`, its scope, or the
- * garbage collector — never twice, and a collected tensor that was never freed still is.
+ * garbage collector — never twice, and a collected tensor that was never freed still is;
+ * a read of a tensor that cannot be read rejects instead of throwing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ProcessRuntime } from '../bridge/index.js';
@@ -69,5 +70,18 @@ describe('lifetimes', () => {
     } finally {
       frees.stop();
     }
+  });
+});
+
+describe('reads of a tensor that cannot be read', () => {
+  it('reject rather than throw (a freed tensor)', async () => {
+    const t = rt.ones([2]);
+    t.free();
+    let p: Promise<unknown> | undefined;
+    expect(() => { p = t.toArray(); }).not.toThrow();
+    await expect(p).rejects.toMatchObject({ code: 'E_HANDLE', message: expect.stringMatching(/freed/) });
+    let q: Promise<unknown> | undefined;
+    expect(() => { q = t.info(); }).not.toThrow();
+    await expect(q).rejects.toMatchObject({ code: 'E_HANDLE' });
   });
 });
