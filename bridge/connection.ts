@@ -65,7 +65,8 @@ export class Connection {
   private readonly sock: Dealer;
   private readonly key?: Uint8Array;
   private readonly pending = new Map<number, Pending>();
-  private readonly queue: Outgoing[] = [];
+  /** Requests to send, from `qHead` on; a sent one's slot is cleared, so its buffers can be collected. */
+  private readonly queue: (Outgoing | undefined)[] = [];
   private qHead = 0;
   private nextId = 1;
   private inFlight = 0;
@@ -196,7 +197,8 @@ export class Connection {
   private async sendLoop(): Promise<void> {
     try {
       while (!this.dead && this.qHead < this.queue.length && this.inFlight < this.maxInFlight) {
-        const msg = this.queue[this.qHead++];
+        const msg = this.queue[this.qHead]!;
+        this.queue[this.qHead++] = undefined;
         const p = this.pending.get(msg.id);
         if (!p) continue; // timed out while queued
         if (this.key) msg.header.ts = Date.now();
@@ -223,7 +225,10 @@ export class Connection {
         p.sent = true;
         this.inFlight++;
         await this.sock.send(frames as Buffer[]);
-        if (this.qHead > 4096 && this.qHead * 2 > this.queue.length) {
+        if (this.qHead === this.queue.length) {
+          this.queue.length = 0;
+          this.qHead = 0;
+        } else if (this.qHead > 4096 && this.qHead * 2 > this.queue.length) {
           this.queue.splice(0, this.qHead);
           this.qHead = 0;
         }

@@ -12,9 +12,14 @@ const scopes = new AsyncLocalStorage<Set<Tensor>>();
 /** What the finalizer holds for a tensor (never the tensor itself, which it would keep alive). */
 export interface LifeCell { readonly id: number; freed: boolean }
 
+/** Tensors waiting to be registered are registered at once past this many (bounds the list in a long synchronous loop). */
+const PENDING_MAX = 4096;
+
 /** The handles of one session: frees each with `release` once its tensor is collected. */
 export class Lifetimes {
   private readonly finalizer: FinalizationRegistry<LifeCell>;
+  /** Tensors made since the last microtask, not yet registered with the finalizer. */
+  private pending: Tensor[] = [];
 
   constructor(release: (id: number) => void) {
     this.finalizer = new FinalizationRegistry<LifeCell>((cell) => { if (!cell.freed) release(cell.id); });
@@ -22,18 +27,36 @@ export class Lifetimes {
 
   /** A tensor just made on the runtime: the collector frees it, the enclosing scope at its end. */
   track(t: Tensor): void {
-    // Registered without an unregister token: V8 then keeps no token table, and
-    // register + unregister per tensor was most of what queuing an op cost (bench
-    // bridge.batched_ops). An explicit free marks the cell instead.
-    const cell: LifeCell = { id: t.id, freed: false };
-    t.life = cell;
-    this.finalizer.register(t, cell);
+    // V8 keeps every object registered with a FinalizationRegistry alive through young-
+    // generation collections, so registering each tensor at once made every temporary of
+    // an op chain survive into the old generation (bench bridge.batched_ops: most of the
+    // Node side's time was those collections). A tensor is registered at the end of the
+    // synchronous run that made it instead, and only if it was not freed by then; until
+    // then this list keeps it, so nothing is lost.
+    if (this.pending.length === 0) queueMicrotask(() => this.commit());
+    this.pending.push(t);
+    if (this.pending.length >= PENDING_MAX) this.commit();
     scopes.getStore()?.add(t);
   }
 
   /** A tensor freed explicitly: its finalizer must not free the handle again. */
   untrack(t: Tensor): void {
-    if (t.life) t.life.freed = true;
+    if (t.life) t.life.freed = true; // one not registered yet never will be (commit skips freed tensors)
+  }
+
+  /** Register the pending tensors that are still alive. */
+  private commit(): void {
+    const ts = this.pending;
+    if (ts.length === 0) return;
+    this.pending = [];
+    for (const t of ts) {
+      if (t.freed) continue;
+      // Registered without an unregister token (V8 then keeps no token table); an explicit
+      // free marks the cell instead.
+      const cell: LifeCell = { id: t.id, freed: false };
+      t.life = cell;
+      this.finalizer.register(t, cell);
+    }
   }
 }
 

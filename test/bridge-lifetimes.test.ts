@@ -4,7 +4,7 @@
  * a read of a tensor that cannot be read rejects instead of throwing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ProcessRuntime } from '../bridge/index.js';
+import type { ProcessRuntime, Tensor } from '../bridge/index.js';
 import { startRuntime } from './helpers.js';
 
 let rt: ProcessRuntime;
@@ -53,6 +53,20 @@ describe('lifetimes', () => {
     }
   });
 
+  it('registers with the finalizer only the tensors still alive after the run that made them', async () => {
+    // a registered object survives V8's young-generation collections: temporaries freed at
+    // once must not be registered, or every op chain fills the old generation
+    let x = rt.ones([4]);
+    const temps: Tensor[] = [];
+    for (let i = 0; i < 50; i++) { const y = x.add(1); if (i > 0) { x.free(); temps.push(x); } x = y; }
+    const first = temps.length ? rt.ones([1]) : undefined;
+    await Promise.resolve(); // the end of the synchronous run
+    expect(temps.filter((t) => t.life !== undefined)).toEqual([]);
+    expect(x.life).toBeDefined();
+    expect(first!.life).toBeDefined();
+    expect(await x.tolist()).toEqual([51, 51, 51, 51]);
+  });
+
   it('a scope frees what it made and not what it returns or keeps', async () => {
     const frees = countFrees();
     try {
@@ -83,5 +97,17 @@ describe('reads of a tensor that cannot be read', () => {
     let q: Promise<unknown> | undefined;
     expect(() => { q = t.info(); }).not.toThrow();
     await expect(q).rejects.toMatchObject({ code: 'E_HANDLE' });
+  });
+});
+
+describe('the connection keeps nothing it has sent', () => {
+  it('a sent request (its op records and upload bytes) leaves the send queue', async () => {
+    const data = new Float32Array(1 << 10).fill(3);
+    const t = rt.tensor(data);
+    expect(await t.sum().item()).toBe(3 * (1 << 10));
+    await rt.ping();
+    // held there, it kept every batch's records and upload bytes alive until 4096 more requests had gone
+    const queue = (rt['conn'] as unknown as { queue: unknown[] }).queue;
+    expect(queue.filter((m) => m !== undefined)).toEqual([]);
   });
 });
