@@ -1,7 +1,7 @@
 // End to end through a real runtime process: values, dtypes, batching, lifetimes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, Runtime, Tensor } from '../bridge/index.js';
-import { startRuntime } from './helpers.js';
+import { settledObjects, startRuntime } from './helpers.js';
 
 let rt: Runtime;
 beforeAll(async () => { rt = await startRuntime(); });
@@ -131,7 +131,7 @@ describe('a session', () => {
 
 describe('lifetimes', () => {
   it('scope frees what it made and did not return', async () => {
-    const base = (await rt.stats()).objects;
+    const base = await settledObjects(rt);
     const kept = await rt.scope(async () => {
       const a = rt.ones([8]);
       const b = a.mul(2);
@@ -147,7 +147,7 @@ describe('lifetimes', () => {
   });
 
   it('nested scopes hand returned tensors outward; keep() survives', async () => {
-    const base = (await rt.stats()).objects;
+    const base = await settledObjects(rt);
     let survivor!: Tensor;
     const outer = await rt.scope(async () => {
       const inner = await rt.scope(async () => rt.ones([2]).mul(3));

@@ -80,3 +80,23 @@ export function runExample(args: string[], env: Record<string, string> = {}, tim
     child.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
   });
 }
+
+/**
+ * The runtime's object count once garbage that earlier tests dropped has been collected and
+ * its frees sent (vitest runs with --expose-gc). Count-based leak tests start from this:
+ * otherwise a collection landing inside the test frees those objects there, and the count
+ * moves for reasons the test is not about.
+ */
+export async function settledObjects(rt: Runtime): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  let last = -1;
+  for (let i = 0; i < 20; i++) {
+    gc?.();
+    await new Promise((r) => setTimeout(r, 10));
+    await rt.flush();
+    const n = (await rt.stats()).objects;
+    if (n === last) return n;
+    last = n;
+  }
+  return last;
+}
