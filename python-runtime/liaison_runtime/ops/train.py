@@ -52,7 +52,8 @@ def check_finite(ctx, x, step, halt, what):
     if x.device.type == "cpu" and halt.device.type == "cpu":
         # on the CPU a read is no sync: a loss is one number, read as such (about a quarter of
         # the cost of the isfinite/all/eq/logical_and chain below, which runs on every step)
-        ok = (math.isfinite(x.item()) if x.numel() == 1 and not x.is_complex() else bool(torch.isfinite(x).all())) and not halt.item()
+        one = x.numel() == 1 and not x.is_complex()
+        ok = (math.isfinite(x.item()) if one else bool(torch.isfinite(x).all())) and not halt.item()
     else:
         # one read of one flag per call (a device sync on a GPU): the bad case and the halted one together
         ok = bool(torch.isfinite(x).all().logical_and(halt.eq(0)))
