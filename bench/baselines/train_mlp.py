@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from liaison_runtime.ops.data import _load
+from digits_loop import batches, digits_train, serve
 
 
 def main() -> None:
@@ -34,11 +32,7 @@ def main() -> None:
     ap.add_argument("--optimizer", choices=("gd", "nesterov"), default="gd")
     ap.add_argument("--momentum", type=float, default=0.9)
     a = ap.parse_args()
-    x_np, y_np = _load("digits")
-    x, y = torch.tensor(x_np), torch.tensor(y_np)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    n_test = round(len(y) * 0.2)
-    xtr, ytr = x[perm[n_test:]], y[perm[n_test:]]
+    xtr, ytr = digits_train()
     torch.manual_seed(0)
     widths = [64] + [a.hidden] * a.layers
     layers: list[torch.nn.Module] = []
@@ -47,16 +41,12 @@ def main() -> None:
     model = torch.nn.Sequential(*layers, torch.nn.Linear(widths[-1], 10))
     params = list(model.parameters())
     sgd = torch.optim.SGD(params, lr=a.lr, momentum=a.momentum, nesterov=True) if a.optimizer == "nesterov" else None
-    n = len(ytr)
     state = {"step": 0, "epoch": 0}
 
     def epoch() -> tuple[float, float]:
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(state["epoch"]))
-        state["epoch"] += 1
-        xs, ys = xtr.index_select(0, order).split(a.batch), ytr.index_select(0, order).split(a.batch)
         losses = []
-        for xb, yb in zip(xs, ys, strict=True):
+        for xb, yb in batches(xtr, ytr, state["epoch"], a.batch):
             state["step"] += 1
             model.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
@@ -70,18 +60,11 @@ def main() -> None:
             losses.append(loss.detach())
             if state["step"] % a.log_every == 0:
                 float(torch.stack(losses[-a.log_every:]).mean())
+        state["epoch"] += 1
         value = float(torch.stack(losses).mean())
         return time.perf_counter() - t0, value
 
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        times, loss = [], float("nan")
-        for _ in range(int(line)):
-            s, loss = epoch()
-            times.append(s)
-        print(json.dumps({"epoch_s": times, "loss": loss}), flush=True)
+    serve(epoch)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,12 @@ Serves: prints {"ready": true}, then answers each stdin line N with N timed epoc
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from digits_loop import batches, digits_train, serve
 from liaison_runtime.models import build
-from liaison_runtime.ops.data import _load
 
 
 def main() -> None:
@@ -33,11 +31,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--keep", type=float, default=0.5)
     a = ap.parse_args()
-    x_np, y_np = _load("digits")
-    x, y = torch.tensor(x_np), torch.tensor(y_np)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    n_test = round(len(y) * 0.2)
-    xtr, ytr = x[perm[n_test:]], y[perm[n_test:]]
+    xtr, ytr = digits_train()
     model = build({"kind": "mlp", "sizes": [64] + [a.hidden] * a.layers + [10], "seed": 0}, torch.device("cpu"))
     for p in model.parameters():
         p.requires_grad_(False)
@@ -59,16 +53,12 @@ def main() -> None:
 
     for m, s, k in zip(linears, scores, ks, strict=True):
         masked(m, s, k)
-    n = len(ytr)
     state = {"epoch": 0}
 
     def epoch() -> tuple[float, float]:
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(state["epoch"]))
-        state["epoch"] += 1
-        xs, ys = xtr.index_select(0, order).split(a.batch), ytr.index_select(0, order).split(a.batch)
         losses = []
-        for xb, yb in zip(xs, ys, strict=True):
+        for xb, yb in batches(xtr, ytr, state["epoch"], a.batch):
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             with torch.no_grad():
@@ -76,18 +66,11 @@ def main() -> None:
                     s.sub_(s.grad.mul(a.lr))
                     s.grad = None
             losses.append(loss.detach())
+        state["epoch"] += 1
         value = float(torch.stack(losses).mean())
         return time.perf_counter() - t0, value
 
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        times, loss = [], float("nan")
-        for _ in range(int(line)):
-            s, loss = epoch()
-            times.append(s)
-        print(json.dumps({"epoch_s": times, "loss": loss}), flush=True)
+    serve(epoch)
 
 
 if __name__ == "__main__":
