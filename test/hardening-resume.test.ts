@@ -51,6 +51,12 @@ async function checkpoint(name: string, edit: (t: Record<string, TensorData>) =>
 }
 
 /** Resume `path` into a fresh Trainer; expect it refused with `code` and `message`, and nothing changed. */
+/** Entry `name` of a checkpoint's tensors rewritten as f64 (the same values). */
+function widen(t: Record<string, TensorData>, name: string): void {
+  const m = t[name];
+  t[name] = { dtype: 'f64', shape: m.shape, data: Float64Array.from(m.data as Float32Array) };
+}
+
 async function refused(path: string, code: string, message: RegExp, pruned = false): Promise<void> {
   const model = await mlp(2);
   const before = await values(model);
@@ -80,10 +86,7 @@ describe('Trainer.resume refuses before it changes anything', () => {
   });
 
   it('one of another dtype: E_DTYPE naming the entry', async () => {
-    const path = await checkpoint('dtype', (t) => {
-      const m = t['optimizer/layers.1.bias/momentum'];
-      t['optimizer/layers.1.bias/momentum'] = { dtype: 'f64', shape: m.shape, data: Float64Array.from(m.data as Float32Array) };
-    });
+    const path = await checkpoint('dtype', (t) => widen(t, 'optimizer/layers.1.bias/momentum'));
     await refused(path, 'E_DTYPE', /'optimizer\/layers\.1\.bias\/momentum' is f32 \[2\] here, f64 \[2\] in the file/);
   });
 
@@ -100,10 +103,7 @@ describe('Trainer.resume refuses before it changes anything', () => {
   });
 
   it('a model entry of another dtype', async () => {
-    const path = await checkpoint('model-dtype', (t) => {
-      const w = t['layers.1.bias'];
-      t['layers.1.bias'] = { dtype: 'f64', shape: w.shape, data: Float64Array.from(w.data as Float32Array) };
-    });
+    const path = await checkpoint('model-dtype', (t) => widen(t, 'layers.1.bias'));
     await refused(path, 'E_DTYPE', /'layers\.1\.bias' is f32 \[2\] here, f64 \[2\] in the file/);
   });
 
