@@ -127,12 +127,18 @@ describe('a busy runtime is not a dead one', () => {
 });
 
 describe('the session and limits from hello', () => {
-  it('the idle heartbeat names the session, so an idle client keeps it', async () => {
-    const fake = await fakeRuntime(ipcEndpoint(), undefined, (h) => (h.kind === 'hello' ? { sid: 'feedfacefeedface' } : {}));
+  /** A stand-in runtime whose hello answers `hello`, and a connection that has said hello to it. */
+  async function helloFake(hello: Record<string, unknown>, heartbeatMs = 0) {
+    const fake = await fakeRuntime(ipcEndpoint(), undefined, (h) => (h.kind === 'hello' ? hello : {}));
     cleanups.push(() => fake.close());
-    const conn = new Connection({ endpoint: fake.endpoint, heartbeatMs: 50 });
+    const conn = new Connection({ endpoint: fake.endpoint, heartbeatMs });
     cleanups.push(() => conn.close());
     await conn.request('hello');
+    return { fake, conn };
+  }
+
+  it('the idle heartbeat names the session, so an idle client keeps it', async () => {
+    const { fake } = await helloFake({ sid: 'feedfacefeedface' }, 50);
     const deadline = Date.now() + BOUND_MS;
     while (!fake.seen.some((h) => h.kind === 'ping') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     const ping = fake.seen.find((h) => h.kind === 'ping');
@@ -141,11 +147,7 @@ describe('the session and limits from hello', () => {
   });
 
   it('refuses locally, with E_LIMIT naming size and limit, a message over the runtime\'s max_message_bytes', async () => {
-    const fake = await fakeRuntime(ipcEndpoint(), undefined, (h) => (h.kind === 'hello' ? { sid: 's1', limits: { max_message_bytes: 4096, max_sessions: 64, session_idle_s: 900 } } : {}));
-    cleanups.push(() => fake.close());
-    const conn = new Connection({ endpoint: fake.endpoint, heartbeatMs: 0 });
-    cleanups.push(() => conn.close());
-    await conn.request('hello');
+    const { fake, conn } = await helloFake({ sid: 's1', limits: { max_message_bytes: 4096, max_sessions: 64, session_idle_s: 900 } });
     const before = fake.seen.length;
     // buffers alone over the limit
     const e1 = await conn.request('batch', { sid: 's1', ops: [] }, [new Uint8Array(5000)]).catch((e: unknown) => e) as LiaisonError;
@@ -161,11 +163,7 @@ describe('the session and limits from hello', () => {
   });
 
   it('an older runtime without limits: no local check', async () => {
-    const fake = await fakeRuntime(ipcEndpoint(), undefined, (h) => (h.kind === 'hello' ? { sid: 's1' } : {}));
-    cleanups.push(() => fake.close());
-    const conn = new Connection({ endpoint: fake.endpoint, heartbeatMs: 0 });
-    cleanups.push(() => conn.close());
-    await conn.request('hello');
+    const { conn } = await helloFake({ sid: 's1' });
     expect((await conn.request('batch', { sid: 's1', ops: [] }, [new Uint8Array(1 << 20)])).header.ok).toBe(true);
   });
 });
