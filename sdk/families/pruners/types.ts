@@ -14,13 +14,16 @@ import type { ParamInfo, TrainerPlugin } from '../../hooks.js';
 import type { PluginInstance } from '../../plugin.js';
 
 /**
- * How masks reach the weights. `'inplace'` (the only mode today, the default): the masks
- * are multiplied into the stored weights when they are made and after every optimizer
- * step, so pruned entries are zero in the weights themselves (and in checkpoints). Forward
- * -time weight hooks (a weight computed as `W ⊙ mask` in the forward, leaving `W` whole)
- * will join as a second mode; {@link Pruner.mode} is where a pruner says which it uses.
+ * How masks reach the weights.
+ * - `'inplace'` (PrunerBase's, the default): the masks are multiplied into the stored
+ *   weights when they are made and after every optimizer step, so pruned entries are zero
+ *   in the weights themselves (and in checkpoints).
+ * - `'hook'`: the forward uses `W ⊙ mask` through a weight hook (sdk/weight-hooks.ts) and
+ *   the stored weight is left whole (edge-popup: the mask comes from trained scores over
+ *   frozen random weights). A plugin in this mode installs its own hooks and reports its
+ *   masks through `currentMasks()`.
  */
-export type PruneMode = 'inplace';
+export type PruneMode = 'inplace' | 'hook';
 
 /** Where a score-based pruner's top-k runs: over all selected weights at once, or within each. */
 export type ScopeOfPruning = 'global' | 'layer';
