@@ -12,9 +12,9 @@ import { PrunerBase, type PrunerBaseConfig } from '../sdk/families/pruners/base.
 import type { PrunableWeight, PruneContext } from '../sdk/families/pruners/types.js';
 import { RouterBase } from '../sdk/families/routers/base.js';
 import type { RouteResult, RouterDims, RouterParamSpec } from '../sdk/families/routers/types.js';
-import { FAMILIES, type Family, type PluginInstance, type PluginMeta, plugins } from '../sdk/plugin.js';
+import { FAMILIES, type Family, type PluginFactory, type PluginInstance, type PluginMeta, plugins } from '../sdk/plugin.js';
 import '../plugins/index.js';
-import { Magnitude } from '../plugins/pruners/magnitude.js';
+import { Magnitude, MagnitudeConfig } from '../plugins/pruners/magnitude.js';
 import type { TrainingHooks } from '../sdk/hooks.js';
 import { startRuntime } from './helpers.js';
 
@@ -106,6 +106,29 @@ class ForgetfulPruner extends Magnitude {
   }
 }
 
+/** Leaves its masks and round out of checkpoints: a resumed run forgets what it pruned. */
+class AmnesiacPruner extends Magnitude {
+  override async attach(hooks: TrainingHooks): Promise<void> {
+    await super.attach(new Proxy(hooks, { get: (h, k) => (k === 'addState' ? () => undefined : Reflect.get(h, k)) }));
+  }
+}
+
+/** Claims the 'hook' mode, reports masks, and never installs a hook: the forward uses the whole weights. */
+class BoastfulPruner extends Magnitude {
+  override get mode() { return 'hook' as const; }
+  protected override checkMode(): void {}
+  override apply(): void {}
+}
+
+/** An unregistered factory (the resume case builds fresh instances) of a Magnitude subclass. */
+function factoryOf(name: string, make: (c: MagnitudeConfig, m: PluginMeta) => Magnitude): PluginFactory {
+  const m: PluginMeta = Object.freeze({ name, version: '0.0.1', family: 'pruner', schema: MagnitudeConfig, description: 'a deliberately broken plugin' });
+  const resolve = (c: Partial<MagnitudeConfig> = {}): MagnitudeConfig => ({ sparsity: 0.8, atEpoch: 0, rounds: 1, mode: 'inplace', scope: 'global', ...c });
+  const f = (c?: Partial<MagnitudeConfig>) => make(resolve(c), m);
+  Object.defineProperty(f, 'name', { value: name, writable: true }); // as definePlugin does: Object.assign sets it again
+  return Object.assign(f, m, { resolve }) as unknown as PluginFactory;
+}
+
 /** Scores of the wrong shape (one per head, not per token). */
 class HeadScorer extends KVPolicyBase<{ budget: number }> {
   score({ keys }: KVInputs): Tensor { return keys.sum([2, 3]); }
@@ -149,6 +172,19 @@ describe('the suites catch broken plugins', () => {
   it('pruner: masks not re-applied after optimizer steps (end to end)', async () => {
     const p = new ForgetfulPruner({ sparsity: 0.6, atEpoch: 0, rounds: 1 }, meta('pruner', 'forgetful'));
     expect(await failed(p, /^attached to a Trainer/)).toMatch(/re-applied after every optimizer step|not applied/);
+  });
+
+  it('pruner: masks and round left out of checkpoints (resume mid-schedule)', async () => {
+    const f = factoryOf('amnesiac', (c, m) => new AmnesiacPruner(c, m));
+    const report = await runConformance(f, { rt, only: conformanceCases('pruner', f).map((c) => c.name).filter((n) => /^resumed from a checkpoint/.test(n)) });
+    expect(report.results.length).toBe(1);
+    expect(report.results[0].status).toBe('failed');
+    expect(report.results[0].error!.message).toMatch(/straight run/);
+  });
+
+  it("pruner: mode 'hook' whose forward ignores the masks it reports", async () => {
+    const p = new BoastfulPruner({ sparsity: 0.6, atEpoch: 0, rounds: 1 }, meta('pruner', 'boastful'));
+    expect(await failed(p, /^attached to a Trainer/)).toMatch(/weight hooks do not apply the masks/);
   });
 
   it('kv-policy: scores not shaped (B, H, T)', async () => {

@@ -60,7 +60,22 @@ export interface Pruner<C = unknown> extends PluginInstance<C>, TrainerPlugin {
   selects(param: ParamInfo): boolean;
   /** How its masks reach the weights. Default (the base class): `config.mode`, else `'inplace'`. */
   readonly mode?: PruneMode;
+  /**
+   * What a mask keeps or drops: `'entry'` (default) single weights; `'unit'` whole rows —
+   * a neuron's or a filter's incoming weights, (out, …) row by row, with the unit's bias
+   * when the pruner selects biases — so the sparsity is met in rows of each weight, rounded
+   * per weight (structured pruning: LoFT's filters, masked neurons).
+   */
+  readonly granularity?: Granularity;
+  /**
+   * The masks in force, by parameter name, f32 shaped as each weight (PrunerBase has it). A
+   * `'hook'`-mode pruner must have it: its stored weights do not show its masks.
+   */
+  currentMasks?(): Record<string, Tensor>;
 }
+
+/** What a pruner's masks keep or drop: single entries, or whole rows (neurons, filters). */
+export type Granularity = 'entry' | 'unit';
 
 /**
  * A pruner that keeps the highest-scoring entries: `masks()` is the base's top-k
