@@ -3,33 +3,99 @@
  * after every optimizer step in `'inplace'` mode), recomputed at pruning events. A plugin
  * writes `masks()` only — or `score()` only, on ScorePrunerBase (./score.ts).
  */
+import { lstat } from 'node:fs/promises';
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
 import type { ModelLike, ParamInfo, TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
+import { writeSafetensors } from '../../safetensors.js';
 import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js';
 
-/** The masking modes there are (types.ts {@link PruneMode}); forward-time weight hooks will add one. */
+/**
+ * The masking modes a config may name (types.ts {@link PruneMode}). `'hook'` is not among
+ * them: a plugin whose forward masks through its own weight hooks (edge-popup) says so by
+ * overriding `mode`, `apply()` and `currentMasks()`.
+ */
 export const PRUNE_MODES: readonly PruneMode[] = ['inplace'];
+
+/** Sparsity of one weight: `pruned` of its `numel` entries are zero. */
+export interface LayerSparsity { name: string; numel: number; pruned: number; sparsity: number }
+
+/** Sparsity per weight and over all of them together (`pruned / numel`). */
+export interface SparsityReport { layers: LayerSparsity[]; numel: number; pruned: number; sparsity: number }
+
+/**
+ * The zeros of each tensor, counted in the runtime and read in one round trip, as a report
+ * (layers in the order given). The tensors are read, not changed.
+ */
+async function countZeros(rt: Runtime, named: [string, Tensor, number][]): Promise<SparsityReport> {
+  const counts = await rt.scope(async () => {
+    const each = named.map(([, t]) => t.eq(0).sum().to('f64').reshape([1]));
+    return Array.from((await (each.length === 1 ? each[0] : rt.cat(each)).data()).data as ArrayLike<number>, Number);
+  });
+  const layers = named.map(([name, , numel], i) => ({ name, numel, pruned: counts[i], sparsity: numel ? counts[i] / numel : 0 }));
+  const numel = layers.reduce((a, l) => a + l.numel, 0);
+  const pruned = layers.reduce((a, l) => a + l.pruned, 0);
+  return { layers, numel, pruned, sparsity: numel ? pruned / numel : 0 };
+}
+
+/**
+ * Sparsity of a model's weights as they are stored, without a pruner: the zeros of each
+ * chosen parameter (default: every parameter of rank ≥ 2, the weights a pruner selects by
+ * default). A pruner in `'hook'` mode leaves its stored weights whole: ask it
+ * (`pruner.report()`) for the weights its forward uses.
+ */
+export async function sparsityOf(model: ModelLike, names?: readonly string[]): Promise<SparsityReport> {
+  const chosen = names ?? model.params.filter((p) => p.shape.length >= 2).map((p) => p.name);
+  const infos = chosen.map((n) => {
+    const p = model.params.find((q) => q.name === n);
+    if (!p) throw new LiaisonError('E_ARG', `sparsityOf: the model has no parameter '${n}'; it has ${model.params.map((q) => q.name).join(', ')}`, { param: 'names' });
+    return p;
+  });
+  const handles = infos.map((p) => model.param(p.name));
+  try {
+    return await countZeros(model.rt, infos.map((p, i) => [p.name, handles[i], p.numel]));
+  } finally {
+    for (const h of handles) h.free();
+  }
+}
 
 /** Config fields every pruner has; spread them into a plugin's schema. */
 export const PrunerFields = {
   sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.8, description: 'fraction of the selected weights pruned after the last round' }),
   atEpoch: Type.Integer({ minimum: 0, default: 0, description: 'epoch after which the first pruning round runs (0: before training starts)' }),
-  rounds: Type.Integer({ minimum: 1, default: 1, description: 'pruning rounds, one per epoch from atEpoch; each prunes the same fraction of the weights still kept, reaching sparsity after the last (1: one-shot)' }),
+  rounds: Type.Integer({ minimum: 1, default: 1, description: 'pruning rounds, one every `every` epochs from atEpoch; each prunes the same fraction of the weights still kept, reaching sparsity after the last (1: one-shot)' }),
   // optional in the static type (the schema's default fills it in): subclasses constructed
-  // with configs written before the field existed keep typing
+  // with configs written before these fields existed keep typing
+  every: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'epochs between pruning rounds: round r runs after atEpoch + r·every epochs' })),
   mode: Type.Optional(Type.Union(PRUNE_MODES.map((m) => Type.Literal(m)), {
     default: 'inplace',
     description: "how masks reach the weights: 'inplace' multiplies them into the stored weights after every optimizer step",
   })),
 };
 
-/** The config fields {@link PrunerBase} reads; `mode` is optional so that configs written before it existed still type. */
-export interface PrunerBaseConfig { sparsity: number; atEpoch: number; rounds: number; mode?: PruneMode }
+/**
+ * The config fields {@link PrunerBase} reads. `every` and `mode` are optional so that
+ * configs written before they existed still type; `sparsity` is optional for a plugin
+ * whose schedule is not a target sparsity (it overrides {@link PrunerBase.sparsityAt}).
+ */
+export interface PrunerSchedule { sparsity?: number; atEpoch: number; rounds: number; every?: number; mode?: PruneMode }
 
-export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<C> implements Pruner<C> {
+/** {@link PrunerSchedule} with a target sparsity: the config of a pruner built on {@link PrunerFields}. */
+export interface PrunerBaseConfig extends PrunerSchedule { sparsity: number }
+
+/**
+ * Rounds due once `epochs` epochs have run: round r (from 0) runs after `atEpoch + r·every`
+ * epochs (at attach when that is 0), and there are `rounds` of them.
+ */
+export function roundsDue(epochs: number, c: { atEpoch: number; rounds: number; every?: number }): number {
+  if (epochs < c.atEpoch) return 0;
+  return Math.min(c.rounds, Math.floor((epochs - c.atEpoch) / (c.every ?? 1)) + 1);
+}
+
+export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C> implements Pruner<C> {
   private held: { info: ParamInfo; param: Tensor; mask: Tensor }[] = [];
+  private target: ModelLike | null = null;
   private round = 0;
   /** () f32: the rounds run, as a tensor too, so that checkpoints carry it and resume restores it. */
   private roundT: Tensor | null = null;
@@ -51,7 +117,9 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
    * schedule), so after the last the target is reached; R = 1 is one-shot.
    */
   sparsityAt(r: number): number {
-    const keep = Math.pow(1 - this.config.sparsity, (r + 1) / this.config.rounds);
+    const target = this.config.sparsity;
+    if (typeof target !== 'number') throw new LiaisonError('E_ARG', `${this.id}: config has no 'sparsity'; a pruner without it must override sparsityAt(round)`, { param: 'sparsity' });
+    const keep = Math.pow(1 - target, (r + 1) / this.config.rounds);
     return 1 - keep;
   }
 
@@ -71,6 +139,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     const chosen = model.params.filter((p) => this.selects(p));
     if (!chosen.length) throw new LiaisonError('E_ARG', `${this.id}: selects none of the model's parameters (${model.params.map((p) => p.name).join(', ')})`);
     this.free();
+    this.target = model;
     // kept: they live as long as this pruner, whatever rt.scope() setup ran in
     this.held = chosen.map((info) => ({ info, param: model.param(info.name).keep(), mask: model.rt.ones(info.shape).keep() }));
     this.round = 0;
@@ -103,6 +172,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     this.roundT?.free();
     this.held = [];
     this.roundT = null;
+    this.target = null;
   }
 
   /**
@@ -125,6 +195,54 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
     return this.round;
   }
 
+  /**
+   * Sparsity per pruned weight and over all of them, from the weights as they are: the
+   * zeros of `param ⊙ mask` with the masks of {@link currentMasks} (in `'inplace'` mode the
+   * product is the stored weight; in `'hook'` mode it is the weight the forward uses). A
+   * zero the optimizer left in a kept entry counts too: this is what the weights hold, not
+   * what the masks say. One round trip.
+   */
+  async report(): Promise<SparsityReport> {
+    if (!this.held.length || !this.target) throw new LiaisonError('E_ARG', `${this.id}: report() needs the weights: call setup(model) (or attach it to a Trainer) first`);
+    const masks = this.currentMasks();
+    const rt = this.target.rt;
+    return rt.scope(() => countZeros(rt, this.held.map((h) => {
+      const m = masks[h.info.name];
+      if (!m) throw new LiaisonError('E_ARG', `${this.id}: currentMasks() has no mask for '${h.info.name}'`);
+      return [h.info.name, h.param.mul(m), h.info.numel];
+    })));
+  }
+
+  /**
+   * Write the masks in force ({@link currentMasks}) to a safetensors file at `path`: one
+   * u8 tensor per pruned weight (1 = kept, 0 = pruned), under the parameter's name and
+   * shaped as it, and metadata `format: 'liaison-masks'`, `plugin` (its id), `round` (rounds
+   * run) and `sparsity` (over the masks, as a decimal string). The file is written from
+   * this process, as checkpoints are (sdk/safetensors.ts: atomically, parent folders
+   * made), so it works with remote runtimes too. An existing file is an E_ARG unless
+   * `overwrite` is true, as `Model.saveFile`.
+   */
+  async exportMasks(path: string, opts: { overwrite?: boolean } = {}): Promise<void> {
+    if (typeof path !== 'string' || !path) throw new LiaisonError('E_ARG', `${this.id}: exportMasks needs a file path, got ${JSON.stringify(path)}`, { param: 'path' });
+    if (!this.held.length || !this.target) throw new LiaisonError('E_ARG', `${this.id}: exportMasks() has no masks yet: call setup(model) (or attach it to a Trainer) first`);
+    if (!opts.overwrite && await lstat(path).then(() => true, () => false)) {
+      throw new LiaisonError('E_ARG', `${this.id}: exportMasks: ${path} exists; pass { overwrite: true } to replace it`, { param: 'path' });
+    }
+    const masks = this.currentMasks();
+    const rt = this.target.rt;
+    const names = Object.keys(masks);
+    const datas = await rt.scope(() => Promise.all(names.map((n) => masks[n].to('u8').data())));
+    let kept = 0;
+    let total = 0;
+    for (const d of datas) {
+      const v = d.data as Uint8Array;
+      total += v.length;
+      for (let i = 0; i < v.length; i++) kept += v[i];
+    }
+    const metadata = { format: 'liaison-masks', plugin: this.id, round: String(this.round), sparsity: String(total ? 1 - kept / total : 0) };
+    await writeSafetensors(path, Object.fromEntries(names.map((n, i) => [n, datas[i]])), metadata);
+  }
+
   async attach(hooks: TrainingHooks): Promise<void> {
     this.setup(hooks.model);
     if (this.config.atEpoch === 0) await this.prune(hooks.rt);
@@ -134,8 +252,7 @@ export abstract class PrunerBase<C extends PrunerBaseConfig> extends PluginBase<
       // a resumed run restored the count into the tensor; it is read once per epoch
       this.round = await this.roundT!.item();
       // after epoch e (from 0), e + 1 epochs have run: the rounds due by then
-      const due = Math.min(this.config.rounds, epoch + 2 - this.config.atEpoch);
-      if (this.round < due) await this.prune(hooks.rt);
+      if (this.round < roundsDue(epoch + 1, this.config)) await this.prune(hooks.rt);
     });
     // '#round' cannot be a parameter name, so it never meets a mask's key
     hooks.addState('pruner', () => ({ ...this.currentMasks(), '#round': this.roundT! }));

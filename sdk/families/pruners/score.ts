@@ -7,7 +7,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../../bridge/index.js';
-import { PrunerBase, type PrunerBaseConfig, PrunerFields } from './base.js';
+import { PrunerBase, type PrunerBaseConfig, PrunerFields, type PrunerSchedule } from './base.js';
 import type { PrunableWeight, PruneContext, ScorePruner, ScopeOfPruning } from './types.js';
 
 /**
@@ -31,7 +31,7 @@ export interface ScorePrunerConfig extends PrunerBaseConfig {
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-export abstract class ScorePrunerBase<C extends ScorePrunerConfig> extends PrunerBase<C> implements ScorePruner<C> {
+export abstract class ScorePrunerBase<C extends PrunerSchedule & { scope?: ScopeOfPruning }> extends PrunerBase<C> implements ScorePruner<C> {
   abstract score(weight: PrunableWeight, ctx: PruneContext, index: number): Tensor;
 
   get scope(): ScopeOfPruning {
