@@ -16,6 +16,7 @@ from ..errors import RuntimeFault
 from ..hooks import POINTS, checked_opts
 from ..models import MoE, build
 from ..models.checkpoint import listed, load_state, read_file, write_file
+from ..models.units import unit_index
 from .registry import P, fused, op
 
 
@@ -73,6 +74,16 @@ def model_param(ctx, model, name):
 
     An in-place op on it under no_grad changes the model."""
     return _named("model_param", model_of("model_param", model), name)
+
+
+@op("model_unit_index", P("model", "object"), P("group", "str"), P("index", "tensor"), P("block", "int", 1))
+def model_unit_index(ctx, model, group, index, block):
+    """model_unit_index(model, group, index, block=1): the entries of a member parameter's dim that
+    the kept units `index` (k,) of a unit group own, (k*block,) int64 (models/units.py).
+
+    The units must lie in the group and be ascending and distinct; else E_ARG naming the group
+    and its size."""
+    return unit_index("model_unit_index", model_of("model_unit_index", model), group, index, block)
 
 
 @op("model_grad", P("model", "object"), P("name", "str"))
