@@ -99,6 +99,7 @@ def test_unit_index_refusals_name_the_group_and_its_size(r):
     assert fault("E_ARG", r, "model_unit_index", m, "layers.0", torch.tensor([0.5])).extra["param"] == "index"
     assert fault("E_ARG", r, "model_unit_index", m, "layers.0", torch.tensor([[0]])).extra["param"] == "index"
     assert fault("E_ARG", r, "model_unit_index", m, "layers.0", torch.tensor([0]), 0).extra["param"] == "block"
+    assert "(1)" in fault("E_ARG", r, "model_unit_index", m, "layers.0", torch.tensor([0]), 2**40).message
     f = fault("E_ARG", r, "model_unit_index", m, "layers.2", torch.tensor([0]))
     assert f.extra["param"] == "group" and "layers.0, layers.1" in f.message
     gpt = r("model_build", {"kind": "gpt", "vocab": 32, "context": 8, "dim": 8, "layers": 1, "heads": 2})

@@ -114,8 +114,10 @@ def unit_index(op_name: str, m: nn.Module, group: str, index: torch.Tensor, bloc
         raise RuntimeFault("E_ARG", f"{op_name}: the kept units of group {group!r} must be a 1-D integer tensor, "
                            f"got {str(index.dtype).removeprefix('torch.')} of shape {list(index.shape)}",
                            param="index")
-    if block < 1:
-        raise RuntimeFault("E_ARG", f"{op_name}: 'block' must be at least 1, got {block}", param="block")
+    blocks = sorted({mem["block"] for mem in g["members"]})
+    if block not in blocks:
+        raise RuntimeFault("E_ARG", f"{op_name}: 'block' must be one of the blocks of group {group!r}'s members "
+                           f"({', '.join(map(str, blocks))}), got {block}", param="block")
     index, size = index.long(), g["size"]
     if index.numel():
         lo, hi = int(index.min()), int(index.max())
