@@ -28,6 +28,7 @@ export * from './model-spec.js';
 export * from './model.js';
 export * from './hook-points.js';
 export * from './weight-hooks.js';
+export * from './units.js';
 export * from './text.js';
 export * from './data.js';
 export * from './trainer.js';
