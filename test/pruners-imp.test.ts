@@ -5,17 +5,45 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Runtime } from '../bridge/index.js';
-import { magnitude } from '../plugins/index.js';
+import type { Runtime, Tensor } from '../bridge/index.js';
+import { heavyBall, imp, magnitude } from '../plugins/index.js';
+import type { Imp, ImpConfig } from '../plugins/pruners/imp.js';
+import { Dataset } from '../sdk/data.js';
 import { roundsDue, sparsityOf } from '../sdk/families/pruners/base.js';
 import { Model } from '../sdk/model.js';
 import { readSafetensors } from '../sdk/safetensors.js';
+import { Trainer } from '../sdk/trainer.js';
 import { settledObjects, startRuntime } from './helpers.js';
 
 let rt: Runtime;
 let dir: string;
-beforeAll(async () => { rt = await startRuntime(); dir = mkdtempSync(join(tmpdir(), 'liaison-imp-')); });
-afterAll(async () => { await rt?.close(); rmSync(dir, { recursive: true, force: true }); });
+let data: Dataset;
+beforeAll(async () => {
+  rt = await startRuntime();
+  dir = mkdtempSync(join(tmpdir(), 'liaison-imp-'));
+  data = await Dataset.builtin(rt, 'digits');
+});
+afterAll(async () => { data?.free(); await rt?.close(); rmSync(dir, { recursive: true, force: true }); });
+
+const SPEC = { kind: 'mlp' as const, sizes: [64, 24, 10] };
+const values = async (t: Tensor) => Array.from((await t.data()).data as ArrayLike<number>, Number);
+
+/**
+ * A model, an IMP pruner of `cfg` and a Trainer (heavy-ball, 256 rows a batch: 8 steps an
+ * epoch on the digits), all freed by `done()`.
+ */
+async function setup(cfg: Partial<ImpConfig>, extra: { seed?: number; checkpointDir?: string; checkpointSnapshots?: boolean; resume?: string } = {}) {
+  const model = await Model.build(rt, SPEC, { seed: extra.seed ?? 1 });
+  const pruner = imp(cfg) as Imp;
+  const opts = { model, optimizer: heavyBall({ lr: 0.05 }), plugins: [pruner], epochs: 1, batchSize: 256, loss: 'cross_entropy' as const, progress: 'none' as const, logEvery: 1000, seed: 0, checkpointSnapshots: extra.checkpointSnapshots };
+  const trainer = extra.resume ? await Trainer.resume(extra.resume, opts) : new Trainer({ ...opts, checkpointDir: extra.checkpointDir });
+  return { model, pruner, trainer, done: () => { trainer.free(); pruner.free(); model.free(); } };
+}
+
+/** The model's parameters' values by name. */
+async function weightsOf(model: Model): Promise<Record<string, number[]>> {
+  return Object.fromEntries(await Promise.all(model.params.map(async (p) => [p.name, await values(model.param(p.name))] as const)));
+}
 
 describe('pruner base', () => {
   it('every: round r after atEpoch + r·every epochs; every 1 is the one-round-per-epoch schedule', () => {
@@ -63,5 +91,123 @@ describe('pruner base', () => {
       model.free();
     }
     expect(await settledObjects(rt)).toBe(before);
+  });
+});
+
+describe('imp', () => {
+  it('rewinds the survivors to the initialization after each round, at 1 − (1 − rate)^(r+1), and records each level', async () => {
+    const init = await Model.build(rt, SPEC, { seed: 1 });
+    const w0 = await weightsOf(init);
+    init.free();
+    const before = await settledObjects(rt);
+    const { model, pruner, trainer, done } = await setup({ rate: 0.2, rounds: 2, atEpoch: 1, every: 1 });
+    try {
+      pruner.onLevelEnd(async () => ({ accuracy: (await trainer.evaluate(data)).accuracy! }));
+      await trainer.fit(data, { epochs: 2 });
+      // the last round ran after epoch 2: every parameter is its initial value, masked
+      const w = await weightsOf(model);
+      const masks = pruner.currentMasks();
+      for (const p of model.params) {
+        const m = masks[p.name] ? await values(masks[p.name]) : null;
+        expect(w[p.name]).toEqual(w0[p.name].map((v, i) => (m ? v * m[i] : v)));
+      }
+      const r = await pruner.report();
+      expect(r.pruned).toBe(Math.round(0.36 * r.numel));
+      expect(pruner.levels.map((l) => [l.level, l.epoch, l.step])).toEqual([[0, 1, 8], [1, 2, 16]]);
+      expect(pruner.levels[0].sparsity).toBe(0);
+      expect(pruner.levels[1].sparsity).toBeCloseTo(Math.round(0.2 * r.numel) / r.numel, 12);
+      for (const l of pruner.levels) expect(Object.keys(l.metrics).sort()).toEqual(['accuracy', 'loss']);
+      // a level's accuracy is the trained model's, before its round rewinds it
+      const rewound = (await trainer.evaluate(data)).accuracy!;
+      expect(pruner.levels[1].metrics.accuracy).toBeGreaterThan(rewound + 0.05);
+    } finally {
+      done();
+    }
+    expect(await settledObjects(rt)).toBe(before);
+  });
+
+  it('rewindTo k: the survivors go back to the weights after step k', async () => {
+    const ref = await setup({ rounds: 1, atEpoch: 5 }); // never prunes within one epoch: plain training
+    const { model, pruner, trainer, done } = await setup({ rate: 0.5, rounds: 1, atEpoch: 2, rewindTo: 8 });
+    try {
+      await ref.trainer.fit(data, { epochs: 1 }); // 8 steps
+      const wk = await weightsOf(ref.model);
+      await trainer.fit(data, { epochs: 2 });
+      const w = await weightsOf(model);
+      const masks = pruner.currentMasks();
+      for (const p of model.params) {
+        const m = masks[p.name] ? await values(masks[p.name]) : null;
+        expect(w[p.name]).toEqual(wk[p.name].map((v, i) => (m ? v * m[i] : v)));
+      }
+    } finally {
+      ref.done();
+      done();
+    }
+  });
+
+  it("controls: 'random' keeps IMP's per-layer counts with other entries; 'reinit' draws the survivors from each tensor's initial values", async () => {
+    const init = await Model.build(rt, SPEC, { seed: 1 });
+    const w0 = await weightsOf(init);
+    init.free();
+    const runs: Record<string, { counts: number[]; masks: number[][]; w: Record<string, number[]> }> = {};
+    for (const control of ['none', 'random', 'reinit'] as const) {
+      const { model, pruner, trainer, done } = await setup({ rate: 0.5, rounds: 1, atEpoch: 1, control, seed: 3 });
+      try {
+        await trainer.fit(data, { epochs: 1 });
+        const masks = pruner.currentMasks();
+        runs[control] = {
+          counts: (await pruner.report()).layers.map((l) => l.pruned),
+          masks: await Promise.all(Object.values(masks).map(values)),
+          w: await weightsOf(model),
+        };
+      } finally {
+        done();
+      }
+    }
+    const { none, random, reinit } = runs;
+    expect(random.counts).toEqual(none.counts);
+    // global scope: the layers are pruned unevenly, and the random masks follow IMP's split
+    expect(none.counts[0] / 1536).not.toBeCloseTo(none.counts[1] / 240, 2);
+    expect(random.masks[0]).not.toEqual(none.masks[0]);
+    expect(reinit.masks).toEqual(none.masks); // the first round's masks: the same training before it
+    for (const [name, v0] of Object.entries(w0)) {
+      const pool = new Set(v0);
+      const got = reinit.w[name].filter((v) => v !== 0);
+      expect(got.every((v) => pool.has(v)), name).toBe(true);
+      expect(reinit.w[name]).not.toEqual(none.w[name]);
+    }
+  });
+
+  it('resumed from a mid-schedule checkpoint: the same masks and weights as a straight run; without the snapshot, a clear error', async () => {
+    const cfg = { rate: 0.3, rounds: 2, atEpoch: 1, every: 1, control: 'reinit' as const, seed: 2 };
+    const ckpt = join(dir, 'resume');
+    const straight = await setup(cfg, { checkpointDir: ckpt, checkpointSnapshots: true });
+    await straight.trainer.fit(data, { epochs: 3 });
+    const resumed = await setup(cfg, { resume: join(ckpt, 'epoch-2.safetensors'), checkpointSnapshots: true });
+    try {
+      await resumed.trainer.fit(data, { epochs: 1 });
+      expect(await weightsOf(resumed.model)).toEqual(await weightsOf(straight.model));
+      const [a, b] = [straight.pruner.currentMasks(), resumed.pruner.currentMasks()];
+      for (const k of Object.keys(a)) expect(await values(b[k])).toEqual(await values(a[k]));
+      expect(resumed.pruner.levels.map((l) => l.level)).toEqual([2]);
+    } finally {
+      straight.done();
+      resumed.done();
+    }
+    // saved without snapshots, resumed into a model of another init: the rewind would go elsewhere
+    const bare = join(dir, 'bare');
+    const more = { ...cfg, rounds: 3 }; // a round still to come after the checkpoint
+    const first = await setup(more, { checkpointDir: bare });
+    try {
+      await first.trainer.fit(data, { epochs: 2 });
+    } finally {
+      first.done();
+    }
+    const other = await setup(more, { seed: 9, resume: join(bare, 'epoch-2.safetensors') });
+    try {
+      await expect(other.trainer.fit(data, { epochs: 1 })).rejects.toThrow(/not the one this run took at step 0.*checkpointSnapshots: true/);
+    } finally {
+      other.done();
+    }
   });
 });
