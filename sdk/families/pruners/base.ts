@@ -8,6 +8,7 @@ import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
 import type { ModelLike, ParamInfo, TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
+import { traceEach } from '../../program.js';
 import { writeSafetensors } from '../../safetensors.js';
 import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js';
 
@@ -181,8 +182,10 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
    * every optimizer step).
    */
   apply(): void {
-    // the in-place op's handle is not needed (inside a trace, free() is a no-op)
-    for (const h of this.held) h.param.mul_(h.mask).free();
+    if (!this.target) return;
+    // one computation per weight: inside the step program, one torch._foreach_mul_ for all
+    // of them (sdk/program.ts traceEach); the in-place op's handle is not needed
+    traceEach(this.target.rt, this.held, (h) => { h.param.mul_(h.mask).free(); });
   }
 
   /** The masks in force, by parameter name. */
@@ -239,7 +242,9 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
       total += v.length;
       for (let i = 0; i < v.length; i++) kept += v[i];
     }
-    const metadata = { format: 'liaison-masks', plugin: this.id, round: String(this.round), sparsity: String(total ? 1 - kept / total : 0) };
+    // the count as the tensor holds it: a resumed run restored it there
+    const round = this.roundT ? await this.roundT.item() : this.round;
+    const metadata = { format: 'liaison-masks', plugin: this.id, round: String(round), sparsity: String(total ? 1 - kept / total : 0) };
     await writeSafetensors(path, Object.fromEntries(names.map((n, i) => [n, datas[i]])), metadata);
   }
 
@@ -249,10 +254,15 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
     // 'inplace': the optimizer step moved pruned entries off zero (momentum); zero them again
     if (this.mode === 'inplace') hooks.on('afterOptimizerStep', () => this.apply());
     hooks.on('epochEnd', async ({ epoch }) => {
-      // a resumed run restored the count into the tensor; it is read once per epoch
-      this.round = await this.roundT!.item();
       // after epoch e (from 0), e + 1 epochs have run: the rounds due by then
-      if (this.round < roundsDue(epoch + 1, this.config)) await this.prune(hooks.rt);
+      const due = roundsDue(epoch + 1, this.config);
+      // Only where the schedule adds a round can one be missing: checkpoints are written
+      // after this point, so a resumed count is never behind an earlier boundary. The
+      // count is read there only (a resumed run restored it into the tensor): other
+      // epoch ends cost no round trip.
+      if (due === roundsDue(epoch, this.config)) return;
+      this.round = await this.roundT!.item();
+      if (this.round < due) await this.prune(hooks.rt);
     });
     // '#round' cannot be a parameter name, so it never meets a mask's key
     hooks.addState('pruner', () => ({ ...this.currentMasks(), '#round': this.roundT! }));
