@@ -1,7 +1,7 @@
 // The Pruner family's base (sdk/families/pruners/base.ts): the `every` schedule, report()
 // from the weights as they are, exportMasks() to safetensors; and the `imp` plugin
 // (plugins/pruners/imp.ts): rewinding, the controls, resume mid-schedule.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { roundsDue, sparsityOf } from '../sdk/families/pruners/base.js';
 import { Model } from '../sdk/model.js';
 import { readSafetensors } from '../sdk/safetensors.js';
 import { Trainer } from '../sdk/trainer.js';
-import { settledObjects, startRuntime } from './helpers.js';
+import { runExample, settledObjects, startRuntime } from './helpers.js';
 
 let rt: Runtime;
 let dir: string;
@@ -210,4 +210,18 @@ describe('imp', () => {
       other.done();
     }
   });
+});
+
+describe('examples/lottery-tickets.ts', () => {
+  it('runs a short schedule: the table of the three arms, the last ticket per layer, the PNG and the masks', async () => {
+    const out = join(dir, 'example');
+    const { code, out: stdout, err } = await runExample(['examples/lottery-tickets.ts', '--out', out], { LIAISON_LTH_SEEDS: '1', LIAISON_LTH_ROUNDS: '2', LIAISON_LTH_EPOCHS: '1' });
+    expect(code, err).toBe(0);
+    expect(stdout).toMatch(/\| % of weights left \| IMP, rewound \(ticket\) \| same procedure, re-init \| random masks, rewound \|/);
+    for (const left of ['100.00', '80.00', '64.00']) expect(stdout).toMatch(new RegExp(`\\| ${left} \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\|`));
+    expect(stdout).toMatch(/\| all \| 50200 \| 18072 \| 36\.00% \|/); // 0.64 · 50200 kept after two rounds
+    expect(existsSync(join(out, 'lottery-tickets.png'))).toBe(true);
+    const masks = await readSafetensors(join(out, 'lottery-ticket-masks.safetensors'));
+    expect(masks.metadata).toMatchObject({ plugin: 'pruner/imp@1.0.0', round: '2' });
+  }, 120_000);
 });
