@@ -10,8 +10,9 @@
  *
  * Knobs: LIAISON_LOFT_ROUNDS (pretraining rounds, default 60), LIAISON_LOFT_WORKERS (K, 4),
  * LIAISON_LOFT_LOCAL_STEPS (T, 10), LIAISON_LOFT_EPOCHS (fine-tuning epochs, 4),
- * LIAISON_LOFT_PATIENCE (the stop rule's rounds, 3). Compute is counted in multiply–adds
- * (MACs): a training sample costs 3 × its forward's (plugins/pruners/loft-rounds.ts).
+ * LIAISON_LOFT_PATIENCE and LIAISON_LOFT_THRESHOLD (the stop rule: 3 rounds below 0.1).
+ * Compute is counted in multiply–adds (MACs): a training sample costs 3 × its forward's
+ * (plugins/pruners/loft-rounds.ts).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +20,7 @@ import { Runtime } from '../bridge/index.js';
 import { heavyBall, loft } from '../plugins/index.js';
 import type { LoftRound } from '../plugins/pruners/loft-rounds.js';
 import { type CNNSpec, Dataset, evaluate, flopsOf, Model, plotLines, Trainer } from '../sdk/index.js';
-import { outDir, positiveInt, secs } from './env.js';
+import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
 const ROUNDS = positiveInt('LIAISON_LOFT_ROUNDS', 60);
@@ -27,6 +28,7 @@ const WORKERS = positiveInt('LIAISON_LOFT_WORKERS', 4);
 const LOCAL_STEPS = positiveInt('LIAISON_LOFT_LOCAL_STEPS', 10);
 const EPOCHS = positiveInt('LIAISON_LOFT_EPOCHS', 4);
 const PATIENCE = positiveInt('LIAISON_LOFT_PATIENCE', 3);
+const [THRESHOLD] = positiveNumbers('LIAISON_LOFT_THRESHOLD', [0.1]);
 const SPARSITY = 0.5;
 const SPEC: CNNSpec = { kind: 'cnn', inChannels: 1, image: [8, 8], channels: [32, 64], hidden: 128, classes: 10 };
 
@@ -46,7 +48,7 @@ async function main(): Promise<void> {
     const digits = await Dataset.builtin(rt, 'digits');
     const [train, test] = digits.split(0.2, 0);
     made.push(digits, train, test);
-    const pruner = loft({ sparsity: SPARSITY, workers: WORKERS, localSteps: LOCAL_STEPS, pretrainRounds: ROUNDS, patience: PATIENCE });
+    const pruner = loft({ sparsity: SPARSITY, workers: WORKERS, localSteps: LOCAL_STEPS, pretrainRounds: ROUNDS, patience: PATIENCE, threshold: THRESHOLD });
     const { threshold, batchSize, lr } = pruner.config;
     const model = await Model.build(rt, SPEC, { seed: 0 });
     const init = await Model.build(rt, SPEC, { seed: 0 }); // the control: a ticket cut before any training
