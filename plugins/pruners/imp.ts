@@ -35,8 +35,8 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
-import { PrunerFields } from '../../sdk/families/pruners/base.js';
-import { ScorePrunerBase, scopeField } from '../../sdk/families/pruners/score.js';
+import { checksum, PrunerFields } from '../../sdk/families/pruners/base.js';
+import { randomMasksLike, ScorePrunerBase, scopeField } from '../../sdk/families/pruners/score.js';
 import type { PrunableWeight, PruneContext } from '../../sdk/families/pruners/types.js';
 import type { LoopInfo, ModelLike, TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin } from '../../sdk/plugin.js';
@@ -49,10 +49,7 @@ export const ImpConfig = Type.Object({
   every: Type.Integer({ minimum: 1, default: 1, description: 'epochs trained at each level, between rounds' }),
   scope: scopeField('global'),
   rewindTo: Type.Integer({ minimum: 0, default: 0, description: 'the step whose weights the survivors are rewound to: 0 the initialization, k the weights after step k' }),
-  control: Type.Union([Type.Literal('none'), Type.Literal('reinit'), Type.Literal('random')], {
-    default: 'none',
-    description: "'none': the ticket; 'reinit': the same procedure, survivors re-initialized instead of rewound; 'random': random masks at IMP's per-layer counts, rewound",
-  }),
+  control: Type.Union([Type.Literal('none'), Type.Literal('reinit'), Type.Literal('random')], { default: 'none', description: "'none': the ticket; 'reinit': the same procedure, survivors re-initialized instead of rewound; 'random': random masks at IMP's per-layer counts, rewound" }),
   seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: "seed of the controls' draws (with the round and the tensor, it fixes each)" }),
   mode: PrunerFields.mode,
 }, { additionalProperties: false });
@@ -65,43 +62,13 @@ export interface ImpLevel {
   /** Sparsity of the selected weights during it, from the weights (`report()`). */
   sparsity: number;
   /** Epochs and steps done when it ended. */
-  epoch: number;
-  step: number;
+  epoch: number; step: number;
   /** The loop's metrics at its end (train loss), and what {@link Imp.onLevelEnd}'s function returned. */
   metrics: Record<string, number>;
 }
 
 /** Tensors a seeded draw per round may touch at most: seeds of one round never meet the next's. */
 const SEEDS_PER_ROUND = 1 << 16;
-
-/** () f64: Σ w·(w + 1) over the tensors, a checksum of their values (sum and energy). Frees its intermediates. */
-export function checksum(rt: Runtime, ts: Tensor[]): Tensor {
-  const parts = ts.map((t) => {
-    const d = t.to('f64');
-    const steps = [d, d.add(1)];
-    steps.push(d.mul(steps[1]), steps.at(-1)!.sum());
-    const out = steps.at(-1)!.reshape([1]);
-    for (const x of steps) x.free();
-    return out;
-  });
-  const all = rt.cat(parts);
-  const sum = all.sum();
-  for (const x of [...parts, all]) x.free();
-  return sum;
-}
-
-/**
- * 0/1 masks with `counts[i]` (a () tensor) entries of weight i kept, drawn uniformly among
- * its live entries (`current[i]` = 1): the rank of each entry's random key, live ones
- * first, against the count, so no count is read back.
- */
-export function randomMasksLike(rt: Runtime, shapes: number[][], current: Tensor[], counts: Tensor[], seedOf: (i: number) => number): Tensor[] {
-  return shapes.map((shape, i) => {
-    const keys = rt.rand([shape.reduce((a, b) => a * b, 1)], { seed: seedOf(i) }).where(current[i].reshape([-1]).gt(0), -1);
-    const rank = keys.argsort(0, true).argsort(0); // (n,): 0 for the largest key
-    return rank.lt(counts[i]).to('f32').reshape(shape);
-  });
-}
 
 /** Iterative magnitude pruning with rewinding (and its controls). */
 export class Imp extends ScorePrunerBase<ImpConfig> {

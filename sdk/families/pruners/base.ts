@@ -61,6 +61,26 @@ export async function sparsityOf(model: ModelLike, names?: readonly string[]): P
   }
 }
 
+/**
+ * () f64: Σ w·(w + 1) over the tensors, a checksum of their values (their sum and energy):
+ * what a pruner keeps in its checkpoint state to know a rewind snapshot again. Frees its
+ * intermediates (it may run outside a scope).
+ */
+export function checksum(rt: Runtime, ts: readonly Tensor[]): Tensor {
+  const parts = ts.map((t) => {
+    const d = t.to('f64');
+    const steps = [d, d.add(1)];
+    steps.push(d.mul(steps[1]), steps.at(-1)!.sum());
+    const out = steps.at(-1)!.reshape([1]);
+    for (const x of steps) x.free();
+    return out;
+  });
+  const all = rt.cat(parts);
+  const sum = all.sum();
+  for (const x of [...parts, all]) x.free();
+  return sum;
+}
+
 /** Config fields every pruner has; spread them into a plugin's schema. */
 export const PrunerFields = {
   sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.8, description: 'fraction of the selected weights pruned after the last round' }),

@@ -6,7 +6,7 @@
  * iterative rounds) and the masking mode are {@link PrunerBase}'s.
  */
 import { Type } from '@sinclair/typebox';
-import { LiaisonError, type Tensor } from '../../../bridge/index.js';
+import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
 import { PrunerBase, type PrunerBaseConfig, PrunerFields, type PrunerSchedule } from './base.js';
 import type { PrunableWeight, PruneContext, ScorePruner, ScopeOfPruning } from './types.js';
 
@@ -75,4 +75,19 @@ function topMask(scores: Tensor, n: number, sparsity: number): Tensor {
   const keep = Math.round((1 - sparsity) * n);
   const [, idx] = scores.topk(keep, 0, true, false);
   return scores.rt.zeros([n]).scatter(0, idx, 1);
+}
+
+/**
+ * 0/1 f32 masks shaped as `shapes[i]`, keeping `counts[i]` (a () tensor) entries of weight
+ * i drawn uniformly among its live ones (`current[i]` = 1; pruned entries stay pruned): the
+ * random-pruning control at another pruner's per-weight counts (imp's `'random'`). Each
+ * entry's seeded key is ranked, live ones first, and compared with the count in the
+ * runtime, so no count is read back. Queued ops.
+ */
+export function randomMasksLike(rt: Runtime, shapes: readonly number[][], current: readonly Tensor[], counts: readonly Tensor[], seedOf: (i: number) => number): Tensor[] {
+  return shapes.map((shape, i) => {
+    const keys = rt.rand([numel(shape)], { seed: seedOf(i) }).where(current[i].reshape([-1]).gt(0), -1);
+    const rank = keys.argsort(0, true).argsort(0); // (n,): 0 for the largest key
+    return rank.lt(counts[i]).to('f32').reshape([...shape]);
+  });
 }
