@@ -17,7 +17,7 @@
  *
  * Knobs: LIAISON_SLT_SEEDS (3), LIAISON_SLT_EPOCHS (15), LIAISON_SLT_KEEP (fractions kept,
  * 0.02,0.05,0.1,0.3,0.5,0.7,0.9), LIAISON_SLT_EPS (ε of the perturbed runs besides ε = 0, 0.1,0.3,1),
- * LIAISON_SLT_NORM (linf or l2).
+ * LIAISON_SLT_NORM (linf or l2), LIAISON_THREADS (torch threads, 1).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -46,8 +46,8 @@ const cell = (xs: number[]) => `${(100 * mean(xs)).toFixed(1)}${xs.length > 1 ? 
 async function main(): Promise<void> {
   const out = outDir(process.argv.slice(2));
   const t0 = performance.now();
-  // one intra-op thread: at this size more only contend for the cores
-  const rt = await Runtime.start({ threads: 1 });
+  // one intra-op thread by default: at this size more only contend for the cores
+  const rt = await Runtime.start({ threads: positiveInt('LIAISON_THREADS', 1) });
   console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'})`);
   try {
     const [train, test] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
     console.log(`\nheld-out accuracy (%), mean ± sd over ${SEEDS} seed${SEEDS > 1 ? 's' : ''}:\n`);
     console.log(textTable(header, rows));
     mkdirSync(out, { recursive: true });
-    const note = `MLP ${SIZES.join('-')}, no biases, scaled signed Kaiming weights; ${EPOCHS} epochs, heavy ball lr ${LR} β ${MOMENTUM} cosine, batch ${BATCH}; ε in units of std(W₀) per entry (${NORM}); ${SEEDS} seeds`;
+    const note = `MLP ${SIZES.join('-')}, no biases, scaled signed Kaiming weights; ${EPOCHS} epochs, heavy ball lr ${LR} β ${MOMENTUM} cosine, batch ${BATCH}; ε in units of std(W₀): ${NORM === 'linf' ? 'each entry within ε·std(W₀) of its init (linf)' : 'each layer within ε·std(W₀)·√n of its init (l2)'}; ${SEEDS} seeds`;
     writeFileSync(join(out, 'strong-tickets.md'), `${markdownTable(header, rows)}\n\n${note}\n`);
     // the error on a log scale: the tickets' 2–5% and the random network's ~90% on one plot
     const xs = KEEP.map((k) => 100 * k);
