@@ -17,7 +17,7 @@ const SIZES = [64, 300, 100, 10], BATCH = 60, SPARSITY = 0.8, LIMIT = 1.1;
 
 export async function benchPrunerMask(opts: BenchOptions): Promise<BenchResult[]> {
   return using(async (defer) => {
-    const rounds = opts.quick ? 2 : 41;
+    const rounds = opts.quick ? 2 : 101;
     const warmup = opts.quick ? 1 : 5;
     const rt = await Runtime.start({ threads: 1 });
     defer(() => rt.close());
