@@ -129,6 +129,9 @@ export function prunerCases(): CaseDef<P>[] {
             for (const [i, m] of masks.entries()) {
               const row = await mixedRow(m, SHAPES[i]);
               check(row < 0, `granularity 'unit': row ${row} of mask ${i} (shape [${SHAPES[i]}]) mixes kept and pruned entries; a unit is kept or dropped whole`);
+              // whole rows per weight: the sparsity is met in each weight's rows, to one row
+              const [rows, want] = [await zeros([m]) / (numel(SHAPES[i]) / SHAPES[i][0]), Math.round(sparsity * SHAPES[i][0])];
+              check(Math.abs(rows - want) <= 1, `granularity 'unit': mask ${i} drops ${rows} of ${SHAPES[i][0]} rows; sparsity ${sparsity} asks for ${want}`);
             }
           }
           const pruned = await zeros(masks);
@@ -201,6 +204,11 @@ export function prunerCases(): CaseDef<P>[] {
           const chosen = model.params.filter((p) => pruner.selects(p));
           check(chosen.length > 0, 'the pruner selects none of the MLP\'s parameters');
           const total = chosen.reduce((a, p) => a + p.numel, 0);
+          if (pruner.granularity === 'unit') {
+            // dropping a row of the output layer drops a class (or an output) outright
+            const out = model.params.filter((p) => p.shape.length >= 2).at(-1)!;
+            check(!pruner.selects(out), `granularity 'unit': selects the output layer '${out.name}' (${out.shape[0]} outputs); a unit pruner drops hidden neurons and filters, never outputs`);
+          }
           const hooked = pruner.mode === 'hook';
           // 'hook': the stored weights stay whole; what the forward uses is W ⊙ mask
           const masks = hooked ? await masksOf(pruner, chosen.map((p) => p.name)) : null;
@@ -246,7 +254,7 @@ export function prunerCases(): CaseDef<P>[] {
           const optimizer = new HeavyBall({ lr: 0.05 }, HeavyBall.meta);
           const opts = { model, optimizer, plugins: [pruner], epochs: EPOCHS, batchSize: 256, loss: 'cross_entropy' as const, progress: 'none' as const, logEvery: 1000, seed, checkpointSnapshots: true };
           const trainer = resumeFrom ? await Trainer.resume(resumeFrom, opts) : new Trainer({ ...opts, checkpointDir: dir });
-          made.push({ free: () => (pruner as Partial<{ free(): void }>).free?.() }, model, trainer); // freed in reverse: the trainer first
+          made.push(model, { free: () => (pruner as Partial<{ free(): void }>).free?.() }, trainer); // freed in reverse: the trainer, the pruner, the model
           await trainer.fit(data, { epochs: resumeFrom ? EPOCHS - 1 : EPOCHS });
           const chosen = model.params.filter((p) => pruner.selects(p));
           const masks = pruner.mode === 'hook' ? await masksOf(pruner, chosen.map((p) => p.name)) : null;
