@@ -6,13 +6,14 @@
  *
  *     npx tsx examples/loft-cnn.ts                      # examples/out/loft-cnn.{png,md}
  *     npx tsx examples/loft-cnn.ts --out runs
- *     LIAISON_LOFT_ROUNDS=6 LIAISON_LOFT_EPOCHS=1 npx tsx examples/loft-cnn.ts   # a quick run
+ *     LIAISON_LOFT_SEEDS=1 LIAISON_LOFT_ROUNDS=20 npx tsx examples/loft-cnn.ts   # quicker
  *
- * Knobs: LIAISON_LOFT_ROUNDS (pretraining rounds, default 60), LIAISON_LOFT_WORKERS (K, 4),
- * LIAISON_LOFT_LOCAL_STEPS (T, 10), LIAISON_LOFT_EPOCHS (fine-tuning epochs, 4),
- * LIAISON_LOFT_PATIENCE and LIAISON_LOFT_THRESHOLD (the stop rule: 3 rounds below 0.1).
+ * Knobs: LIAISON_LOFT_ROUNDS (pretraining rounds, default 60), LIAISON_LOFT_SEEDS (3),
+ * LIAISON_LOFT_WORKERS (K, 4), LIAISON_LOFT_LOCAL_STEPS (T, 10), LIAISON_LOFT_EPOCHS
+ * (fine-tuning epochs, 4), LIAISON_LOFT_PATIENCE, LIAISON_LOFT_THRESHOLD and
+ * LIAISON_LOFT_WARMUP (the stop rule: 3 rounds below 0.1, counted after the first 10).
  * Compute is counted in multiply–adds (MACs): a training sample costs 3 × its forward's
- * (plugins/pruners/loft-rounds.ts).
+ * (plugins/pruners/loft-rounds.ts). Accuracies are mean (min–max) over the seeds.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,8 @@ const LOCAL_STEPS = positiveInt('LIAISON_LOFT_LOCAL_STEPS', 10);
 const EPOCHS = positiveInt('LIAISON_LOFT_EPOCHS', 4);
 const PATIENCE = positiveInt('LIAISON_LOFT_PATIENCE', 3);
 const [THRESHOLD] = positiveNumbers('LIAISON_LOFT_THRESHOLD', [0.1]);
+const WARMUP = positiveInt('LIAISON_LOFT_WARMUP', 10);
+const SEEDS = positiveInt('LIAISON_LOFT_SEEDS', 3);
 const SPARSITY = 0.5;
 const SPEC: CNNSpec = { kind: 'cnn', inChannels: 1, image: [8, 8], channels: [32, 64], hidden: 128, classes: 10 };
 
@@ -36,6 +39,10 @@ const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const mega = (x: number) => (x / 1e6).toFixed(1);
 const kb = (x: number) => (x / 1024).toFixed(1);
 const numel = (m: Model) => m.params.reduce((a, p) => a + p.numel, 0);
+
+type Kind = 'control' | 'early' | 'full';
+/** One ticket of one seed: where it was cut, held-out accuracies (dense source, pruned, fine-tuned), its size. */
+interface Ticket { rounds: number; dense: number; pruned: number; tuned: number; params: number; macs: number }
 
 async function main(): Promise<void> {
   const dir = outDir(process.argv.slice(2));
@@ -48,63 +55,78 @@ async function main(): Promise<void> {
     const digits = await Dataset.builtin(rt, 'digits');
     const [train, test] = digits.split(0.2, 0);
     made.push(digits, train, test);
-    const pruner = loft({ sparsity: SPARSITY, workers: WORKERS, localSteps: LOCAL_STEPS, pretrainRounds: ROUNDS, patience: PATIENCE, threshold: THRESHOLD });
-    const { threshold, batchSize, lr } = pruner.config;
-    const model = await Model.build(rt, SPEC, { seed: 0 });
-    const init = await Model.build(rt, SPEC, { seed: 0 }); // the control: a ticket cut before any training
-    made.push(model, init);
-    console.log(`data: ${train.size} digits to train on, ${test.size} held out; CNN channels [32, 64], fc 128: ${numel(model).toLocaleString('en-US')} parameters, ${(await flopsOf(model))!.toLocaleString('en-US')} MACs per sample`);
-    console.log(`LoFT: K = ${WORKERS} workers, T = ${LOCAL_STEPS} local steps of ${batchSize} rows (lr ${lr}), ${ROUNDS} rounds; tickets emerge when every layer's distance stays below ${threshold} for ${PATIENCE} rounds`);
+    const make = (seed: number) => loft({ sparsity: SPARSITY, workers: WORKERS, localSteps: LOCAL_STEPS, pretrainRounds: ROUNDS, patience: PATIENCE, threshold: THRESHOLD, warmupRounds: WARMUP, seed });
+    const { threshold, batchSize, lr } = make(0).config;
+    const probe = await Model.build(rt, SPEC, { seed: 0 });
+    const [P, denseMacs] = [numel(probe), (await flopsOf(probe))!];
+    probe.free();
+    console.log(`data: ${train.size} digits to train on, ${test.size} held out; CNN channels [32, 64], fc 128: ${P.toLocaleString('en-US')} parameters, ${denseMacs.toLocaleString('en-US')} MACs per sample`);
+    console.log(`LoFT: K = ${WORKERS} workers, T = ${LOCAL_STEPS} local steps of ${batchSize} rows (lr ${lr}), ${ROUNDS} rounds, ${SEEDS} seed${SEEDS === 1 ? '' : 's'}; tickets emerge when every layer's distance stays below ${threshold} for ${PATIENCE} rounds (counted after round ${WARMUP})`);
 
-    // 1. Pretraining; at the round the stop rule fires, the model as it is then is copied: the early ticket's source.
-    let early: Model | null = null;
-    const rounds: LoftRound[] = [];
-    const t1 = performance.now();
-    const report = await pruner.pretrain(model, train, {
-      onRound: async (r) => {
-        rounds.push(r);
-        const d = Object.entries(r.distance).map(([g, v]) => `${g} ${v.toFixed(4)}`).join('  ');
-        console.log(`round ${String(r.round).padStart(3)}  loss ${r.loss.toFixed(4)}  distance ${d}${r.settled === PATIENCE && !early ? '  <- tickets have emerged' : ''}`);
-        if (r.settled === PATIENCE && !early) {
-          early = await Model.build(rt, SPEC);
-          const state = model.state();
-          early.loadState(state);
-          for (const t of Object.values(state)) t.free();
-        }
-      },
-    });
-    const pretrainTime = secs(t1);
-    const ticket = report.ticketRound;
-    console.log(`pretraining: ${ROUNDS} rounds in ${pretrainTime}; ${ticket === null ? 'the stop rule did not fire' : `tickets emerged at round ${ticket}`}`);
-    if (early) made.push(early);
+    // One seed: pretraining (the model copied at the round the stop rule fires: the early
+    // ticket's source), then each source pruned to the same sparsity, shrunk, fine-tuned.
+    const runSeed = async (seed: number) => {
+      const pruner = make(seed);
+      const model = await Model.build(rt, SPEC, { seed });
+      const init = await Model.build(rt, SPEC, { seed }); // the control: a ticket cut before any training
+      made.push(model, init);
+      let early: Model | null = null;
+      const rounds: LoftRound[] = [];
+      const t1 = performance.now();
+      const report = await pruner.pretrain(model, train, {
+        onRound: async (r) => {
+          rounds.push(r);
+          const fired = r.settled === PATIENCE && !early;
+          if (seed === 0 || fired) console.log(`seed ${seed} round ${String(r.round).padStart(3)}  loss ${r.loss.toFixed(4)}  distance ${Object.entries(r.distance).map(([g, v]) => `${g} ${v.toFixed(4)}`).join('  ')}${fired ? '  <- tickets have emerged' : ''}`);
+          if (fired) {
+            early = await Model.build(rt, SPEC);
+            made.push(early);
+            const state = model.state();
+            early.loadState(state);
+            for (const t of Object.values(state)) t.free();
+          }
+        },
+      });
+      console.log(`seed ${seed}: ${ROUNDS} rounds in ${secs(t1)}; ${report.ticketRound === null ? 'the stop rule did not fire' : `tickets emerged at round ${report.ticketRound}`}`);
+      const sources: [Kind, Model | null, number | null][] = [['control', init, 0], ['early', early, report.ticketRound], ['full', model, ROUNDS]];
+      const out: Partial<Record<Kind, Ticket>> = {};
+      for (const [kind, source, at] of sources) {
+        if (!source || at === null) continue;
+        const dense = await evaluate(source, test, { loss: 'cross_entropy' });
+        const small = await pruner.shrink(source);
+        made.push(small);
+        const pruned = await evaluate(small, test, { loss: 'cross_entropy' });
+        const trainer = new Trainer({ model: small, optimizer: heavyBall({ lr: 0.05 }), epochs: EPOCHS, batchSize: 32, loss: 'cross_entropy', progress: 'none', seed });
+        await trainer.fit(train);
+        const tuned = await evaluate(small, test, { loss: 'cross_entropy' });
+        trainer.free();
+        out[kind] = { rounds: at, dense: dense.accuracy!, pruned: pruned.accuracy!, tuned: tuned.accuracy!, params: numel(small), macs: (await flopsOf(small))! };
+      }
+      return { rounds, report, tickets: out };
+    };
+    const runs = [];
+    for (let seed = 0; seed < SEEDS; seed++) runs.push(await runSeed(seed));
 
-    // 2. Each source pruned to the same sparsity, shrunk, fine-tuned.
-    const sources: { name: string; model: Model; rounds: number }[] = [
-      { name: 'random init (control)', model: init, rounds: 0 },
-      ...(early && ticket !== null ? [{ name: `LoFT early (round ${ticket})`, model: early as Model, rounds: ticket }] : []),
-      { name: `LoFT full (round ${ROUNDS})`, model, rounds: ROUNDS },
-    ];
-    const denseMacs = (await flopsOf(model))!;
+    // The tickets over seeds: accuracies as mean (min–max); compute as the mean.
+    const spread = (xs: number[]) => (xs.length === 1 ? pct(xs[0]) : `${pct(xs.reduce((a, b) => a + b, 0) / xs.length)} (${pct(Math.min(...xs))}–${pct(Math.max(...xs))})`);
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const names: Record<Kind, string> = { control: 'random init (control)', early: 'LoFT early (stop rule)', full: 'LoFT full' };
+    const { report } = runs[0];
     const rows: string[][] = [];
-    for (const s of sources) {
-      const dense = await evaluate(s.model, test, { loss: 'cross_entropy' });
-      const small = await pruner.shrink(s.model);
-      made.push(small);
-      const pruned = await evaluate(small, test, { loss: 'cross_entropy' });
-      const trainer = new Trainer({ model: small, optimizer: heavyBall({ lr: 0.05 }), epochs: EPOCHS, batchSize: 32, loss: 'cross_entropy', progress: 'none', seed: 0 });
-      await trainer.fit(train);
-      const tuned = await evaluate(small, test, { loss: 'cross_entropy' });
-      trainer.free();
-      const macs = (await flopsOf(small))!;
+    for (const kind of ['control', 'early', 'full'] as const) {
+      const ts = runs.map((r) => r.tickets[kind]);
+      const got = ts.filter((t): t is Ticket => t !== undefined);
+      if (!got.length) continue;
       rows.push([
-        s.name, String(s.rounds), pct(dense.accuracy!), pct(pruned.accuracy!), pct(tuned.accuracy!),
-        `${numel(small).toLocaleString('en-US')} (${pct(numel(small) / numel(model))})`, `${macs.toLocaleString('en-US')} (${pct(macs / denseMacs)})`,
-        mega(report.macsPerRound.loft * s.rounds), mega(3 * macs * train.size * EPOCHS),
+        names[kind], ts.map((t) => (t ? String(t.rounds) : '—')).join(', '), spread(got.map((t) => t.dense)), spread(got.map((t) => t.pruned)), spread(got.map((t) => t.tuned)),
+        `${got[0].params.toLocaleString('en-US')} (${pct(got[0].params / P)})`, `${got[0].macs.toLocaleString('en-US')} (${pct(got[0].macs / denseMacs)})`,
+        mega(mean(got.map((t) => report.macsPerRound.loft * t.rounds))), mega(3 * got[0].macs * train.size * EPOCHS),
       ]);
     }
     const header = ['ticket', 'pretraining rounds', 'dense acc.', 'pruned acc.', `acc. after ${EPOCHS} epochs`, 'params', 'MACs/sample', 'pretraining MMACs', 'fine-tuning MMACs'];
 
-    // 3. Bytes per round: LoFT's workers against data-parallel training of the whole CNN on the same rows.
+    // Bytes per round: LoFT's workers against data-parallel training of the whole CNN on the same rows.
+    const { rounds } = runs[0];
     const loftBytes = rounds[0].bytes;
     const dp = report.dataParallelBytesPerRound;
     const bytesHeader = ['training', 'KiB up per round', 'KiB down per round', 'vs data-parallel', 'MMACs per round'];
@@ -112,20 +134,21 @@ async function main(): Promise<void> {
       [`LoFT (K = ${WORKERS}, T = ${LOCAL_STEPS})`, kb(loftBytes.up), kb(loftBytes.down), `${((loftBytes.up + loftBytes.down) / (dp.up + dp.down)).toFixed(4)}x`, mega(report.macsPerRound.loft)],
       [`data-parallel (K = ${WORKERS}, ring all-reduce × ${LOCAL_STEPS} steps)`, kb(dp.up), kb(dp.down), '1x', mega(report.macsPerRound.dataParallel)],
     ];
+    const ticket = report.ticketRound;
     const groups = Object.keys(rounds[0].distance);
     const distHeader = ['round', 'train loss', ...groups.map((g) => `distance ${g}`), 'settled'];
     const distRows = rounds.map((r) => [String(r.round), r.loss.toFixed(4), ...groups.map((g) => r.distance[g].toFixed(4)), `${r.settled}`]);
 
     console.log(`\n${textTable(header, rows)}\n\n${textTable(bytesHeader, bytesRows)}`);
     const md = [
-      `LoFT on the digits CNN (channels [32, 64], fc 128), K = ${WORKERS}, T = ${LOCAL_STEPS}, ${ROUNDS} rounds, sparsity ${SPARSITY} of the units of every layer, fine-tuned ${EPOCHS} epochs; tickets emerged at round ${ticket ?? 'none'} (threshold ${threshold}, patience ${PATIENCE}).`,
+      `LoFT on the digits CNN (channels [32, 64], fc 128), K = ${WORKERS}, T = ${LOCAL_STEPS}, ${ROUNDS} rounds, sparsity ${SPARSITY} of the units of every layer, fine-tuned ${EPOCHS} epochs, ${SEEDS} seed${SEEDS === 1 ? '' : 's'} (accuracy: mean (min–max)); the stop rule: every layer below ${threshold} for ${PATIENCE} rounds, counted after round ${WARMUP}. Per-round distances: seed 0 (tickets at round ${ticket ?? 'none'}).`,
       '', markdownTable(header, rows), '', markdownTable(bytesHeader, bytesRows), '', markdownTable(distHeader, distRows), '',
     ].join('\n');
     writeFileSync(join(dir, 'loft-cnn.md'), md);
     const x = rounds.map((r) => r.round);
     await plotLines({
       path: join(dir, 'loft-cnn.png'),
-      title: `LoFT filter distance per layer (K = ${WORKERS}, T = ${LOCAL_STEPS}); tickets emerged at round ${ticket ?? '—'}`,
+      title: `LoFT filter distance (K = ${WORKERS}, T = ${LOCAL_STEPS}): tickets at round ${ticket ?? '—'}`,
       xlabel: 'round',
       ylabel: 'mean relative change of the units (log scale)',
       logy: true,

@@ -83,7 +83,7 @@ describe('loft: shrink', () => {
 });
 
 describe('loft: pretraining', () => {
-  const cfg = { workers: 2, localSteps: 2, batchSize: 16, lr: 0.1, seed: 3 };
+  const cfg = { workers: 2, localSteps: 2, batchSize: 16, lr: 0.1, seed: 3, warmupRounds: 0 };
 
   it('batched and sequential placements agree; every unit trains; bytes, MACs and the stop rule as reported', async () => {
     const a = await Model.build(rt, SPEC, { seed: 2 });
@@ -126,7 +126,7 @@ describe('loft: pretraining', () => {
     }
   });
 
-  it("untilTicket ends at the round the rule fires and leaves nothing behind; 'workers' above a layer's units is E_ARG", async () => {
+  it("untilTicket ends at the round the rule fires (after the warmup rounds) and leaves nothing behind; 'workers' above a layer's units is E_ARG", async () => {
     const model = await Model.build(rt, SPEC, { seed: 4 });
     try {
       const pruner = loft({ ...cfg, threshold: 100, patience: 1 }) as Loft;
@@ -137,6 +137,10 @@ describe('loft: pretraining', () => {
       expect(seen).toEqual([1]);
       expect(report.ticketRound).toBe(1);
       expect(await settledObjects(rt)).toBe(base);
+      // the first warmupRounds rounds do not count: with 1, the same rule fires at round 2
+      const later: number[] = [];
+      await (loft({ ...cfg, threshold: 100, patience: 1, warmupRounds: 1 }) as Loft).pretrain(model, digits, { rounds: 5, untilTicket: true, onRound: (r) => { later.push(r.round); } });
+      expect(later).toEqual([1, 2]);
       await expect(loft({ workers: 5 }).pretrain(model, digits)).rejects.toThrow(/'workers' is 5, but 'convs.0' has only 4 units/);
     } finally {
       model.free();
@@ -149,18 +153,20 @@ describe('examples/loft-cnn.ts', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('runs its small variant: distances per round, the emergence round, three tickets, bytes against data-parallel', async () => {
-    const env = { LIAISON_LOFT_ROUNDS: '3', LIAISON_LOFT_EPOCHS: '1', LIAISON_LOFT_LOCAL_STEPS: '2', LIAISON_LOFT_THRESHOLD: '100', LIAISON_LOFT_PATIENCE: '2' };
+    // the rule counts from round 2 (warmup 1) and fires after 2 rounds: at round 3
+    const env = { LIAISON_LOFT_SEEDS: '1', LIAISON_LOFT_ROUNDS: '4', LIAISON_LOFT_EPOCHS: '1', LIAISON_LOFT_LOCAL_STEPS: '2', LIAISON_LOFT_THRESHOLD: '100', LIAISON_LOFT_PATIENCE: '2', LIAISON_LOFT_WARMUP: '1' };
     const { code, out, err } = await runExample(['examples/loft-cnn.ts', '--out', dir], env);
     expect(code, `${out}\n${err}`).toBe(0);
-    expect(out).toMatch(/round +2 .* <- tickets have emerged/);
+    expect(out).toMatch(/round +3 .* <- tickets have emerged/);
     const md = readFileSync(join(dir, 'loft-cnn.md'), 'utf8');
     const rows = md.split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| ---')).map((l) => l.slice(2, -2).split(' | '));
     const tickets = rows.filter((r) => r.length === 9 && r[0] !== 'ticket');
-    expect(tickets.map((r) => r[0])).toEqual(['random init (control)', 'LoFT early (round 2)', 'LoFT full (round 3)']);
+    expect(tickets.map((r) => r[0])).toEqual(['random init (control)', 'LoFT early (stop rule)', 'LoFT full']);
+    expect(tickets.map((r) => r[1])).toEqual(['0', '3', '4']);
     for (const r of tickets) expect(r[4]).toMatch(/^\d+\.\d%$/);
     const loftRow = rows.find((r) => r[0].startsWith('LoFT (K = 4'))!;
     expect(Number(loftRow[3].replace('x', ''))).toBeLessThan(1);
-    expect(rows.filter((r) => /^\d+$/.test(r[0])).map((r) => r[0])).toEqual(['1', '2', '3']);
+    expect(rows.filter((r) => /^\d+$/.test(r[0])).map((r) => r[0])).toEqual(['1', '2', '3', '4']);
     const png = readFileSync(join(dir, 'loft-cnn.png'));
     expect([...png.subarray(0, 4)]).toEqual([0x89, 0x50, 0x4e, 0x47]);
   }, 240_000);

@@ -18,7 +18,7 @@ import { flopsOf, scatterParams, sliceParams, subSpec, type UnitGroup } from '..
 import { runWorkers, type WorkerSpec } from '../../sdk/workers/index.js';
 
 /** The config fields the rounds read (LoftConfig's). */
-export interface RoundsConfig { partition: 'every' | 'alternate'; workers: number; localSteps: number; pretrainRounds: number; lr: number; momentum: number; batchSize: number; threshold: number; patience: number; seed: number }
+export interface RoundsConfig { partition: 'every' | 'alternate'; workers: number; localSteps: number; pretrainRounds: number; lr: number; momentum: number; batchSize: number; threshold: number; patience: number; warmupRounds: number; seed: number }
 
 export interface PretrainOptions {
   /** Rounds at most; default the config's `pretrainRounds`. */
@@ -38,7 +38,7 @@ export interface LoftRound {
   distance: Record<string, number>;
   /** Mean training loss of the workers' local steps. */
   loss: number;
-  /** Rounds in a row, up to this one, in which every layer's distance was below `threshold`. */
+  /** Rounds in a row, up to this one and after the first `warmupRounds`, in which every layer's distance was below `threshold`. */
   settled: number;
   /** Bytes this round: `up` the workers' messages (their slices, the shared parameters, a 4-byte loss each; the coordinator's RoundReport), `down` what they received (each its slices and the shared parameters, from the sub-models' shapes). */
   bytes: { up: number; down: number };
@@ -204,7 +204,7 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
           for (const t of prev) t.free();
           prev = now;
           const distance = Object.fromEntries(groups.map((g, i) => [g.name, Number(d[i])]));
-          settled = Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
+          settled = r.round > cfg.warmupRounds && Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
           const round: LoftRound = { round: r.round, distance, loss, settled, bytes: { up: r.bytes?.up ?? NaN, down } };
           report.push(round);
           if (settled === cfg.patience && ticketRound === null) ticketRound = r.round;

@@ -55,6 +55,7 @@ export const LoftConfig = Type.Object({
   batchSize: Type.Integer({ minimum: 1, default: 32, description: 'rows per local step; every worker draws its own minibatches' }),
   threshold: Type.Number({ exclusiveMinimum: 0, default: 0.1, description: 'filter distance (mean relative change of a layer\'s units over one round) below which a layer counts as settled' }),
   patience: Type.Integer({ minimum: 1, default: 3, description: 'rounds in a row every layer must be settled before tickets count as emerged (the stop rule)' }),
+  warmupRounds: Type.Integer({ minimum: 0, default: 10, description: 'first rounds the stop rule does not count: a network still on its initial plateau barely moves, which is not its filters settling' }),
   seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: 'seed of the partitions and the minibatches' }),
 }, { additionalProperties: false });
 export type LoftConfig = Static<typeof LoftConfig>;
