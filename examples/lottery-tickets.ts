@@ -14,8 +14,8 @@
  *
  * It prints a markdown table (rows: % of weights left; columns: held-out accuracy of each
  * arm, mean ± std over seeds, at the end of each level), the per-layer sparsity of the
- * last ticket (`report()`), writes `lottery-tickets.png` (accuracy against log10 of the
- * % of weights left) and the last ticket's masks (`lottery-ticket-masks.safetensors`,
+ * last ticket (`report()`), writes `lottery-tickets.png` (accuracy against the
+ * % of weights left, on a log axis) and the last ticket's masks (`lottery-ticket-masks.safetensors`,
  * u8) to the out folder (`--out DIR`, default examples/out). Knobs: LIAISON_LTH_SEEDS (3),
  * LIAISON_LTH_ROUNDS (20), LIAISON_LTH_EPOCHS (epochs a level, 15), LIAISON_THREADS (1).
  * Results: docs/pruning.md.
@@ -101,10 +101,11 @@ async function main(): Promise<void> {
     await plotLines({
       path: png,
       title: `lottery tickets, MLP 64-300-100-10 on the digits\nIMP ${RATE * 100}% a round, ${EPOCHS} epoch${EPOCHS === 1 ? '' : 's'} a level, ${SEEDS} seed${SEEDS === 1 ? '' : 's'}`,
-      // plotLines has no log x axis: the x values are log10 of the percentage
-      xlabel: 'log10(% of weights left): 2 = 100%, 1 = 10%, 0 = 1%',
+      xlabel: '% of weights left (log scale)',
+      logx: true,
+      invertx: true,
       ylabel: 'held-out accuracy (mean over seeds)',
-      series: ARMS.map((arm, a) => ({ label: arm.label, style: 'o-', x: left.map((p) => Math.log10(p)), y: acc[a].map((xs) => meanStd(xs)[0]) })),
+      series: ARMS.map((arm, a) => ({ label: arm.label, style: 'o-', x: left, y: acc[a].map((xs) => meanStd(xs)[0]) })),
     }).then(() => console.log(`plot: ${png}`), (e: unknown) => console.log(`plot: not drawn (${(e as Error).message})`));
   } finally {
     await rt.close();

@@ -24,7 +24,10 @@ export interface PlotSpec {
   title?: string;
   xlabel?: string;
   ylabel?: string;
+  logx?: boolean;
   logy?: boolean;
+  /** x decreasing to the right (e.g. the fraction of weights left, from 100% down). */
+  invertx?: boolean;
   /** Titles of side-by-side panels (default: one panel titled `title`). */
   panels?: string[];
 }

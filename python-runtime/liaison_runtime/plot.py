@@ -4,7 +4,8 @@
         | python -m liaison_runtime.plot
 
 Fields: path (required), series (required: label, x, y; optional style like "--" and
-panel index), title, xlabel, ylabel, logy, panels (titles of side-by-side panels).
+panel index), title, xlabel, ylabel, logx, logy, invertx (x decreasing to the right), panels
+(titles of side-by-side panels).
 matplotlib renders off-screen (Agg); it is an optional dependency of the runtime.
 """
 
@@ -34,8 +35,17 @@ def plot(spec: dict) -> str:
         ax.set_title(panels[i] if len(panels) > 1 else spec.get("title", ""))
         ax.set_xlabel(spec.get("xlabel", ""))
         ax.set_ylabel(spec.get("ylabel", ""))
+        if spec.get("logx"):
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_xscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")  # 50, not 5 x 10^1
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(plain)
         if spec.get("logy"):
             ax.set_yscale("log")
+        if spec.get("invertx"):
+            ax.invert_xaxis()
         ax.grid(True, alpha=0.3)
     for s in series:
         ax = axes[0][int(s.get("panel", 0))]
