@@ -13,13 +13,13 @@
  * (fine-tuning epochs, 4), LIAISON_LOFT_PATIENCE, LIAISON_LOFT_THRESHOLD and
  * LIAISON_LOFT_WARMUP (the stop rule: 3 rounds below 0.1, counted after the first 10).
  * Compute is counted in multiply–adds (MACs): a training sample costs 3 × its forward's
- * (plugins/pruners/loft-rounds.ts). Accuracies are mean (min–max) over the seeds.
+ * (sdk/families/pruners/loft-rounds.ts). Accuracies are mean (min–max) over the seeds.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { heavyBall, loft } from '../plugins/index.js';
-import type { LoftRound } from '../plugins/pruners/loft-rounds.js';
+import type { LoftRound } from '../sdk/families/pruners/loft-rounds.js';
 import { type CNNSpec, Dataset, evaluate, flopsOf, Model, plotLines, Trainer } from '../sdk/index.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';

@@ -1,4 +1,4 @@
-// The loft pruner (plugins/pruners/loft.ts, loft-rounds.ts): whole-unit masks by unit norm
+// The loft pruner (plugins/pruners/loft.ts, sdk/families/pruners/loft-rounds.ts): whole-unit masks by unit norm
 // (bias included), the filter distance, shrink equal to the masked model, pretraining rounds
 // (the two placements agree, every unit trains, the bytes and the stop rule as reported, a
 // stop at the ticket leaks nothing), and examples/loft-cnn.ts in its small variant.
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { loft } from '../plugins/index.js';
 import { keepIndices, type Loft, unitMasks } from '../plugins/pruners/loft.js';
-import { filterDistance, unitRows } from '../plugins/pruners/loft-rounds.js';
+import { filterDistance, unitRows } from '../sdk/families/pruners/loft-rounds.js';
 import { Dataset, flopsOf, Model, type ModelSpec, unitsOf } from '../sdk/index.js';
 import { runExample, settledObjects, startRuntime } from './helpers.js';
 

@@ -1,33 +1,35 @@
 /**
  * LoFT: lottery tickets found through filter-wise training.
  *
- * Pretraining is model-parallel: each round the units of every partitioned layer — the
- * filters of each conv, the hidden neurons of the CNN's `fc` (or of an MLP's hidden layers)
- * — are dealt at random to K workers, disjoint and within one of each other in number;
- * worker k trains a sub-model holding only its units for T local SGD steps (momentum reset
- * every round, as the released code re-creates its optimizer at every repartition); the
- * slices are copied back and the parameters no unit owns (the head's bias) are averaged.
- * A filter distance between successive rounds, tracked per layer, says when the filters
- * have settled (tickets have emerged) and pretraining can stop. Pruning is structured: the
- * units of each layer with the smallest L2 norm (weight row and bias) are dropped — as
- * masks (whole rows and their biases zero) or as a real shrink to a model with fewer
- * channels and fewer FLOPs — and the shrunk model is fine-tuned with the Trainer.
+ * Pretraining is model-parallel: each round the units of the partitioned layers — by
+ * default (`partition: 'alternate'`) the filters of the CNN's first conv and the hidden
+ * neurons of its `fc`, layers 0, 2, … of its unit groups — are dealt at random to K
+ * workers, disjoint and within one of each other in number; worker k trains a sub-model
+ * holding only its units for T local SGD steps (momentum reset every round, as the released
+ * code re-creates its optimizer at every repartition); the slices are copied back and what
+ * no partitioned unit cuts (the head's bias, the layer between) is averaged. A filter
+ * distance between successive rounds, tracked per layer, says when the filters have settled
+ * (tickets have emerged) and pretraining can stop. Pruning is structured: in every layer
+ * with units the smallest by L2 norm (weight row and bias) are dropped — as masks (whole
+ * rows and their biases zero) or as a real shrink to a model with fewer channels and fewer
+ * FLOPs — and the shrunk model is fine-tuned with the Trainer.
  *
  * Where we differ from the released code (github.com/dunchen/LOFT_release): its prune.py
  * sorts the filter norms ascending and keeps the first half, i.e. the *smallest* filters,
- * which looks like a bug; we keep the largest. It partitions only the first conv of each
- * residual block; we partition every conv and the hidden linear layer (IST's layer-wise
- * rule), so a conv that reads a partitioned conv gets the (own units × reader's units) block.
- * The paper's distance formula is not public: ours is {@link filterDistance}.
+ * which looks like a bug; we keep the largest. Our choice: the sub-models scale the weights
+ * reading a partitioned layer by n/share while they train, so that their pre-activations
+ * match the whole model's. `partition: 'every'` partitions every layer instead (IST's
+ * layer-wise rule). The paper's distance formula is not public: ours is `filterDistance`
+ * (sdk/families/pruners/loft-rounds.ts). docs/pruning.md has the choices and the tables.
  *
  * Method: Wang, Dun, Liao, Jermaine, Kyrillidis, "LOFT: Finding Lottery Tickets through
  * Filter-wise Training", AISTATS 2023, https://arxiv.org/abs/2210.16169; the partitioning is
  * independent subnetwork training (Yuan et al., https://arxiv.org/abs/1910.02120).
  *
  * ```ts
- * const loft = loftPruner({ sparsity: 0.5, workers: 4, localSteps: 10 });
- * const report = await loft.pretrain(model, train, { onRound: (r) => console.log(r.round, r.distance) });
- * const small = await loft.shrink(model);                // fewer channels, fewer FLOPs
+ * const pruner = loft({ sparsity: 0.5, workers: 4, localSteps: 10 });
+ * const report = await pruner.pretrain(model, train, { onRound: (r) => console.log(r.round, r.distance) });
+ * const small = await pruner.shrink(model);              // fewer channels, fewer FLOPs
  * await new Trainer({ model: small, optimizer, epochs: 5, batchSize: 32 }).fit(train);
  * ```
  */
@@ -40,7 +42,7 @@ import type { Dataset } from '../../sdk/data.js';
 import type { Model } from '../../sdk/model.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { shrink, type UnitGroup, unitsOf } from '../../sdk/units.js';
-import { type PretrainOptions, type PretrainReport, pretrainLoft } from './loft-rounds.js';
+import { type PretrainOptions, type PretrainReport, pretrainLoft } from '../../sdk/families/pruners/loft-rounds.js';
 
 /** Config of {@link Loft}. */
 export const LoftConfig = Type.Object({
@@ -144,7 +146,7 @@ export class Loft extends PrunerBase<LoftConfig> {
   }
 
   /**
-   * Pretrain `model` in place, LoFT's way (plugins/pruners/loft-rounds.ts): rounds of K
+   * Pretrain `model` in place, LoFT's way (sdk/families/pruners/loft-rounds.ts): rounds of K
    * workers on disjoint units, the filter distance per layer per round, and the round the
    * stop rule fires. With `untilTicket`, pretraining ends there.
    */

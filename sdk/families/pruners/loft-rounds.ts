@@ -1,21 +1,22 @@
 /**
- * LoFT's pretraining rounds (plugins/pruners/loft.ts), on the SDK's workers (sdk/workers/):
- * K workers, each a sub-model of the units dealt to it this round, T local SGD steps, and a
- * `merge` boundary that copies the slices back into the model and averages what no unit
- * owns. The filter distance is measured between successive rounds' merged models.
+ * LoFT's pretraining rounds (the `loft` plugin, plugins/pruners/loft.ts), on the SDK's
+ * workers (sdk/workers/): K workers, each a sub-model of the units dealt to it this round,
+ * T local SGD steps, and a `merge` boundary that copies the slices back into the model and
+ * averages what no partitioned unit cuts. The filter distance is measured between
+ * successive rounds' merged models.
  *
- * The round's randomness is one i64 tensor from `roundInput` — per group a permutation of
+ * The round's randomness is one i64 tensor from `roundInput` — per partitioned group a permutation of
  * its units, then K·T·B row indices — so the `batched` placement traces the K workers' rounds
  * once into one program and replays it: worker k's units are entries k, k+K, … of each
  * permutation (sorted), its rows the k-th block of indices.
  */
-import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
-import type { Dataset } from '../../sdk/data.js';
-import { lossOf } from '../../sdk/evaluate.js';
-import { Model } from '../../sdk/model.js';
-import { noGrad } from '../../sdk/program.js';
-import { flopsOf, scatterParams, sliceParams, subSpec, type UnitGroup } from '../../sdk/units.js';
-import { runWorkers, type WorkerSpec } from '../../sdk/workers/index.js';
+import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
+import type { Dataset } from '../../data.js';
+import { lossOf } from '../../evaluate.js';
+import { Model } from '../../model.js';
+import { noGrad } from '../../program.js';
+import { flopsOf, scatterParams, sliceParams, subSpec, type UnitGroup } from '../../units.js';
+import { runWorkers, type WorkerSpec } from '../../workers/index.js';
 
 /** The config fields the rounds read (LoftConfig's). */
 export interface RoundsConfig { partition: 'every' | 'alternate'; workers: number; localSteps: number; pretrainRounds: number; lr: number; momentum: number; batchSize: number; threshold: number; patience: number; warmupRounds: number; seed: number }
