@@ -52,6 +52,21 @@ describe('loft: masks and the filter distance', () => {
   });
 });
 
+describe('loft: what it prunes', () => {
+  it("selects the hidden layers' weights and biases once the model is known, never the head; setup() before that is E_ARG", async () => {
+    const model = await Model.build(rt, SPEC, { seed: 1 });
+    const pruner = loft() as Loft;
+    try {
+      expect(() => pruner.setup(model)).toThrow(/unit groups/);
+      await pruner.groupsOf(model);
+      expect(model.params.filter((p) => pruner.selects(p)).map((p) => p.name)).toEqual(['convs.0.weight', 'convs.0.bias', 'convs.1.weight', 'convs.1.bias', 'fc.weight', 'fc.bias']);
+    } finally {
+      pruner.free();
+      model.free();
+    }
+  });
+});
+
 describe('loft: shrink', () => {
   it('gives a model with fewer channels, parameters and MACs whose logits are the masked model\'s', async () => {
     const model = await Model.build(rt, SPEC, { seed: 1 });

@@ -37,7 +37,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import { PrunerBase, PrunerFields } from '../../sdk/families/pruners/base.js';
 import type { Granularity, PrunableWeight, PruneContext } from '../../sdk/families/pruners/types.js';
-import type { ParamInfo, TrainingHooks } from '../../sdk/hooks.js';
+import type { ModelLike, ParamInfo, TrainingHooks } from '../../sdk/hooks.js';
 import type { Dataset } from '../../sdk/data.js';
 import type { Model } from '../../sdk/model.js';
 import { definePlugin } from '../../sdk/plugin.js';
@@ -133,15 +133,25 @@ export class Loft extends PrunerBase<LoftConfig> {
     return unitMasks(weights, ctx.current, ctx.sparsity);
   }
 
-  /** The unit groups of `model`; E_ARG when it has none (a GPT, an adopted module). */
+  /**
+   * The unit groups of `model`, remembered for {@link selects} (so that `setup(model)` may
+   * follow); E_ARG when it has none (a GPT, an adopted module).
+   */
   async groupsOf(model: Model): Promise<UnitGroup[]> {
     const groups = await unitsOf(model);
     if (!groups.length) throw new LiaisonError('E_ARG', `${this.id}: the ${model.kind} model has no unit groups (filters, hidden neurons); LoFT partitions and prunes an mlp's or a cnn's`, { param: 'model' });
+    this.groups = groups;
     return groups;
   }
 
+  /** Masks over the model's hidden units; its groups must be known first (attach does it; by hand, `await groupsOf(model)`). */
+  override setup(model: ModelLike): void {
+    if (!this.groups) throw new LiaisonError('E_ARG', `${this.id}: setup() needs the model's unit groups: attach it to a Trainer, or await groupsOf(model) first (else it would prune the output layer's classes)`, { param: 'model' });
+    super.setup(model);
+  }
+
   override async attach(hooks: TrainingHooks): Promise<void> {
-    this.groups = await this.groupsOf(hooks.model as Model);
+    await this.groupsOf(hooks.model as Model);
     await super.attach(hooks);
   }
 
@@ -159,7 +169,7 @@ export class Loft extends PrunerBase<LoftConfig> {
     const groups = await this.groupsOf(model);
     const names = new Set(model.params.map((p) => p.name));
     return Object.fromEntries(groups.map((g) => {
-      const w = `${g.name}.weight`;
+      const w = g.members.find((m) => m.dim === 0 && m.param.endsWith('weight'))!.param;
       const b = biasOf(w);
       const norms = unitNorms(model.param(w), names.has(b) ? model.param(b) : undefined);
       return [g.name, keepIndices(norms, null, g.size, sparsity)];
