@@ -18,6 +18,9 @@ import { benchMomentumStep } from './momentum_step.js';
 import { benchProgramReplay } from './sdk_program_replay.js';
 import { benchTrainStep } from './sdk_train_step.js';
 import { benchWeightHook } from './weight_hook.js';
+import { benchEdgePopupStep } from './pruner_edge_popup.js';
+import { benchPrunerMask } from './pruner_mask.js';
+import { benchLoftComm } from './pruner_loft.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -32,6 +35,9 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['deflation.vs_eigh'], run: benchVsEigh },
   { names: ['momentum.step'], run: benchMomentumStep },
   { names: ['sdk.weight_hook'], run: benchWeightHook },
+  { names: ['pruner.edge_popup_step'], run: benchEdgePopupStep },
+  { names: ['pruner.mask_overhead'], run: benchPrunerMask },
+  { names: ['pruner.loft_comm'], run: benchLoftComm },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

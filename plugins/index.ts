@@ -12,6 +12,10 @@ export { heavyBall, HeavyBall, HeavyBallConfig } from './momentum/heavy-ball.js'
 export { adam, Adam, AdamConfig } from './momentum/adam.js';
 export { magnitude, Magnitude, MagnitudeConfig } from './pruners/magnitude.js';
 export { random, Random, RandomConfig } from './pruners/random.js';
+export { imp, Imp, ImpConfig } from './pruners/imp.js';
+export { maskedNeurons, MaskedNeurons, MaskedNeuronsConfig } from './pruners/masked-neurons.js';
+export { loft, Loft, LoftConfig } from './pruners/loft.js';
+export { edgePopup, EdgePopup, EdgePopupConfig, edgePopupMask } from './pruners/edge-popup.js';
 export { exact, Exact, ExactConfig } from './deflators/exact.js';
 export { hotelling, Hotelling, HotellingConfig } from './deflators/hotelling.js';
 export { parallelDeflation, ParallelDeflation, ParallelDeflationConfig } from './deflators/parallel-deflation.js';

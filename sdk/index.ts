@@ -44,6 +44,8 @@ export * from './families/momentum/schedule.js';
 export * from './families/pruners/types.js';
 export * from './families/pruners/base.js';
 export * from './families/pruners/score.js';
+export * from './families/pruners/subnets.js';
+export * from './families/pruners/loft-rounds.js';
 export * from './families/deflators/types.js';
 export * from './families/deflators/base.js';
 export * from './families/deflators/errors.js';
