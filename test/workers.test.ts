@@ -176,6 +176,19 @@ describe('broadcast boundary: every worker sees all workers\' last messages', ()
     r.free();
     await expect(Promise.resolve().then(() => r.view.data())).rejects.toThrow(/was freed/);
   });
+
+  it("onRound returning 'stop' ends the run after that round: its view is the result, rounds says how many ran", async () => {
+    for (const placement of ['sequential', 'batched']) {
+      const seen: number[] = [];
+      const r = await runWorkers(rt, broadcastSpec({ steps: 1 }), { rounds: 5, placement, onRound: (rep) => { seen.push(rep.round); return rep.round === 3 ? 'stop' : undefined; } });
+      expect(seen).toEqual([1, 2, 3]);
+      expect(r.rounds).toBe(3);
+      const straight = await runWorkers(rt, broadcastSpec({ steps: 1 }), { rounds: 3, placement });
+      expect(await list(r.view)).toEqual(await list(straight.view));
+      r.free();
+      straight.free();
+    }
+  });
 });
 
 describe('the coordinator frees what a round replaced', () => {

@@ -21,8 +21,12 @@ export interface RunWorkersOptions<View> {
   rounds: number;
   /** A registered placement's name (sdk/workers/placements.ts); default 'batched'. */
   placement?: string;
-  /** Called after each round's boundary, awaited (it may read the view). */
-  onRound?(report: RoundReport<View>): void | Promise<void>;
+  /**
+   * Called after each round's boundary, awaited (it may read the view). Returning `'stop'`
+   * ends the run after this round (a stop rule: LoFT stops when its tickets have emerged);
+   * the result then says how many rounds ran.
+   */
+  onRound?(report: RoundReport<View>): void | 'stop' | Promise<void | 'stop'>;
 }
 
 export interface WorkersResult<State, View> {
@@ -30,6 +34,7 @@ export interface WorkersResult<State, View> {
   view: View;
   /** The workers' last states in worker order; null where the placement keeps them to itself (a co-located block). */
   states: readonly State[] | null;
+  /** Rounds run: the rounds asked for, or fewer when `onRound` stopped the run. */
   rounds: number;
   /** Frees the view and the states. */
   free(): void;
@@ -62,8 +67,10 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
   const dtype = spec.dtype ?? 'f32';
   let view: View | null = boundary.kind === 'merge' ? boundary.init(rt) : null;
   const run = placement.start(rt, spec);
+  let ran = 0;
   try {
     for (let r = 1; r <= opts.rounds; r++) {
+      ran = r;
       const joined: number[] = [];
       joins.forEach((at, w) => { if (at === r) joined.push(w); });
       const active = joins.flatMap((at, w) => (at <= r ? [w] : []));
@@ -108,12 +115,12 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
       view = next;
       const one = treeBytes(view, dtype);
       const bytes = up === null || one === null ? null : { up, down: one * active.length };
-      if (opts.onRound) await opts.onRound({ round: r, workers: active, joined, view, bytes });
+      if (opts.onRound && (await opts.onRound({ round: r, workers: active, joined, view, bytes })) === 'stop') break;
     }
   } finally {
     run.free();
   }
   const states = run.held();
   const final = view as View;
-  return { view: final, states, rounds: opts.rounds, free: () => { for (const t of [...tensorsOf(states), ...tensorsOf(final)]) t.free(); } };
+  return { view: final, states, rounds: ran, free: () => { for (const t of [...tensorsOf(states), ...tensorsOf(final)]) t.free(); } };
 }

@@ -89,9 +89,6 @@ export const shareOf = (n: number, k: number, K: number) => Math.ceil((n - k) / 
 /** Bytes of f32 parameters. */
 const bytesOf = (m: Model) => m.params.reduce((a, p) => a + p.numel, 0) * 4;
 
-/** Thrown from onRound to end the run at the ticket round (runWorkers has no stop of its own). */
-class Stop extends Error {}
-
 /** LoFT pretraining of `model` in place; see the module comment and {@link PretrainReport}. */
 export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Dataset, cfg: RoundsConfig, opts: PretrainOptions = {}): Promise<PretrainReport> {
   const rt = model.rt;
@@ -190,34 +187,27 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
     const report: LoftRound[] = [];
     let settled = 0;
     let ticketRound: number | null = null;
-    let last: { loss: Tensor } | null = null;
-    try {
-      const run = await runWorkers(rt, spec, {
-        rounds,
-        placement: opts.placement ?? 'batched',
-        onRound: async (r) => {
-          last = r.view;
-          const now = groups.map((g) => unitRows(model, g).keep());
-          held.push(...now);
-          const dist = rt.stack(groups.map((_, i) => filterDistance(prev[i], now[i])));
-          const [d, loss] = await Promise.all([dist.toArray(), r.view.loss.item()]);
-          dist.free();
-          for (const t of prev) t.free();
-          prev = now;
-          const distance = Object.fromEntries(groups.map((g, i) => [g.name, Number(d[i])]));
-          settled = r.round > cfg.warmupRounds && Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
-          const round: LoftRound = { round: r.round, distance, loss, settled, bytes: { up: r.bytes?.up ?? NaN, down } };
-          report.push(round);
-          if (settled === cfg.patience && ticketRound === null) ticketRound = r.round;
-          await opts.onRound?.(round);
-          if (opts.untilTicket && ticketRound !== null) throw new Stop();
-        },
-      });
-      run.free();
-    } catch (e) {
-      if (!(e instanceof Stop)) throw e;
-      (last as { loss: Tensor } | null)?.loss.free(); // the run ended inside onRound: its last view is ours to free
-    }
+    const run = await runWorkers(rt, spec, {
+      rounds,
+      placement: opts.placement ?? 'batched',
+      onRound: async (r) => {
+        const now = groups.map((g) => unitRows(model, g).keep());
+        held.push(...now);
+        const dist = rt.stack(groups.map((_, i) => filterDistance(prev[i], now[i])));
+        const [d, loss] = await Promise.all([dist.toArray(), r.view.loss.item()]);
+        dist.free();
+        for (const t of prev) t.free();
+        prev = now;
+        const distance = Object.fromEntries(groups.map((g, i) => [g.name, Number(d[i])]));
+        settled = r.round > cfg.warmupRounds && Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
+        const round: LoftRound = { round: r.round, distance, loss, settled, bytes: { up: r.bytes?.up ?? NaN, down } };
+        report.push(round);
+        if (settled === cfg.patience && ticketRound === null) ticketRound = r.round;
+        await opts.onRound?.(round);
+        return opts.untilTicket && ticketRound !== null ? 'stop' : undefined;
+      },
+    });
+    run.free();
 
     const fullMacs = (await flopsOf(model)) ?? NaN;
     const subMacs = await Promise.all(subs.map(async (s) => (await flopsOf(s)) ?? NaN));
