@@ -11,6 +11,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Dealer } from 'zeromq';
 import { resolvePython } from '../bridge/launcher.js';
+import type { Dataset } from '../sdk/data.js';
+import type { Trainer } from '../sdk/trainer.js';
 
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const BASELINES = join(BENCH_DIR, 'baselines');
@@ -163,6 +165,49 @@ export function serveBaseline(script: string, args: string[], defer: (f: () => u
       if (r.done) throw new Error(`${script} exited early.\n${err.trim()}`);
       return JSON.parse(r.value as string) as T;
     },
+  };
+}
+
+/** A served baseline as {@link serveBaseline} returns it. */
+export type ServedBaseline = ReturnType<typeof serveBaseline>;
+
+/**
+ * The epoch-timing protocol shared by the benchmarks that pit a Liaison training loop
+ * against a plain PyTorch one (baselines/digits_loop.py's stdin protocol): the baseline's
+ * `{"ready": true}` line, `warmup` epochs of each, then `rounds` alternations of `perRound`
+ * epochs of each (so both see the same machine load). `sdkEpochs(n)` runs n epochs of
+ * ours and returns each one's seconds and the last one's loss. Both sides train the same
+ * weights on the same batches, so their last losses must agree to 1e-4: if not, it was not
+ * the same training and the figures would mean nothing (an Error naming `name`).
+ */
+export async function alternateEpochs(name: string, baseline: ServedBaseline, sdkEpochs: (n: number) => Promise<{ seconds: number[]; loss: number }>, o: { warmup: number; rounds: number; perRound: number }): Promise<{ sdk: number[]; py: number[]; sdkLoss: number; pyLoss: number }> {
+  const nextLine = () => baseline.next<{ epoch_s: number[]; loss: number }>();
+  await nextLine(); // {"ready": true}
+  baseline.ask(String(o.warmup));
+  await nextLine();
+  await sdkEpochs(o.warmup);
+  const sdk: number[] = [], py: number[] = [];
+  let sdkLoss = NaN, pyLoss = NaN;
+  for (let r = 0; r < o.rounds; r++) {
+    const h = await sdkEpochs(o.perRound);
+    sdk.push(...h.seconds);
+    sdkLoss = h.loss;
+    baseline.ask(String(o.perRound));
+    const m = await nextLine();
+    py.push(...m.epoch_s);
+    pyLoss = m.loss;
+  }
+  if (!(Math.abs(sdkLoss - pyLoss) <= 1e-4 * Math.max(1, Math.abs(pyLoss)))) {
+    throw new Error(`${name}: Liaison and the PyTorch loop disagree (last epoch loss ${sdkLoss} vs ${pyLoss}): not the same training`);
+  }
+  return { sdk, py, sdkLoss, pyLoss };
+}
+
+/** `alternateEpochs`' `sdkEpochs` for a Trainer: `n` epochs of `fit(train)`. */
+export function trainerEpochs(trainer: Trainer, train: Dataset): (n: number) => Promise<{ seconds: number[]; loss: number }> {
+  return async (n) => {
+    const h = await trainer.fit(train, { epochs: n });
+    return { seconds: h.map((e) => e.seconds), loss: h[h.length - 1].loss };
   };
 }
 

@@ -15,7 +15,7 @@ import { edgePopup } from '../plugins/pruners/edge-popup.js';
 import { Dataset } from '../sdk/data.js';
 import { Model } from '../sdk/model.js';
 import { Trainer } from '../sdk/trainer.js';
-import { type BenchOptions, type BenchResult, median, result, serveBaseline, using } from './lib.js';
+import { alternateEpochs, type BenchOptions, type BenchResult, median, result, serveBaseline, trainerEpochs, using } from './lib.js';
 
 const HIDDEN = 128, LAYERS = 2, BATCH = 64, LR = 0.1, SPARSITY = 0.5, LIMIT = 1.25;
 
@@ -26,7 +26,6 @@ export async function benchEdgePopupStep(opts: BenchOptions): Promise<BenchResul
     const warmup = opts.quick ? 1 : 3;
     const env = { OMP_NUM_THREADS: '1' };
     const baseline = serveBaseline('edge_popup.py', ['--batch', String(BATCH), '--hidden', String(HIDDEN), '--layers', String(LAYERS), '--lr', String(LR), '--sparsity', String(SPARSITY), '--seed', '0'], defer, env);
-    const nextLine = () => baseline.next<{ epoch_s: number[]; loss: number }>();
     const rt = await Runtime.start({ env });
     defer(() => rt.close());
     const [train] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
@@ -35,26 +34,7 @@ export async function benchEdgePopupStep(opts: BenchOptions): Promise<BenchResul
     const trainer = new Trainer({ model, optimizer: gd({ lr: LR }), plugins: [plugin], batchSize: BATCH, logEvery: 1000, progress: 'none' });
     defer(() => { trainer.free(); plugin.free(); });
     const steps = train.countBatches(BATCH);
-    await nextLine(); // {"ready": true}
-
-    baseline.ask(String(warmup));
-    await nextLine();
-    await trainer.fit(train, { epochs: warmup });
-    const sdkS: number[] = [], pyS: number[] = [];
-    let sdkLoss = NaN, pyLoss = NaN;
-    for (let r = 0; r < rounds; r++) {
-      const h = await trainer.fit(train, { epochs: perRound });
-      sdkS.push(...h.map((e) => e.seconds));
-      sdkLoss = h[h.length - 1].loss;
-      baseline.ask(String(perRound));
-      const m = await nextLine();
-      pyS.push(...m.epoch_s);
-      pyLoss = m.loss;
-    }
-    // the same weights, scores, data and batch order on both sides: the same losses, or it was not the same training
-    if (!(Math.abs(sdkLoss - pyLoss) <= 1e-4 * Math.max(1, Math.abs(pyLoss)))) {
-      throw new Error(`pruner.edge_popup_step: the Trainer with edge-popup and the PyTorch loop disagree (last epoch loss ${sdkLoss} vs ${pyLoss}): not the same training`);
-    }
+    const { sdk: sdkS, py: pyS, sdkLoss, pyLoss } = await alternateEpochs('pruner.edge_popup_step', baseline, trainerEpochs(trainer, train), { warmup, rounds, perRound });
     const sdk = (median(sdkS) / steps) * 1e3, base = (median(pyS) / steps) * 1e3;
     opts.log(`pruner.edge_popup_step: Trainer + edge-popup ${sdk.toFixed(3)} ms / step, plain PyTorch ${base.toFixed(3)} ms; last losses ${sdkLoss.toFixed(5)} / ${pyLoss.toFixed(5)}`);
     return [result({

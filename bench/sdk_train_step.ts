@@ -16,7 +16,7 @@ import { Dataset } from '../sdk/data.js';
 import type { MomentumOptimizer } from '../sdk/families/momentum/types.js';
 import { Model } from '../sdk/model.js';
 import { Trainer } from '../sdk/trainer.js';
-import { type BenchOptions, type BenchResult, median, result, serveBaseline, using } from './lib.js';
+import { alternateEpochs, type BenchOptions, type BenchResult, median, result, serveBaseline, trainerEpochs, using } from './lib.js';
 
 /** One epoch-timing comparison: the Trainer with `optimizer` against train_mlp.py with `args`. */
 export interface EpochComparison {
@@ -41,34 +41,13 @@ export async function compareEpochs(opts: BenchOptions, c: EpochComparison): Pro
     if (new Set(c.hidden).size !== 1) throw new Error(`${c.name}: train_mlp.py builds hidden layers of one width, got ${c.hidden}`);
     const pyArgs = ['--batch', '64', '--hidden', String(c.hidden[0]), '--layers', String(c.hidden.length), '--lr', String(c.lr), '--log-every', '10', ...c.args];
     const baseline = serveBaseline('train_mlp.py', pyArgs, defer, env);
-    const nextLine = () => baseline.next<{ epoch_s: number[]; loss: number }>();
 
     const rt = await Runtime.start({ env });
     defer(() => rt.close());
     const model = await Model.build(rt, { kind: 'mlp', sizes: [64, ...c.hidden, 10] }, { seed: 0 });
     const [train] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
     const trainer = new Trainer({ model, optimizer: c.optimizer, batchSize: 64, logEvery: 10, progress: 'none' });
-    await nextLine(); // {"ready": true}
-
-    baseline.ask(String(warmup));
-    await nextLine();
-    await trainer.fit(train, { epochs: warmup });
-    const sdkS: number[] = [];
-    const pyS: number[] = [];
-    let sdkLoss = NaN, pyLoss = NaN;
-    for (let r = 0; r < rounds; r++) {
-      const h = await trainer.fit(train, { epochs: perRound });
-      sdkS.push(...h.map((e) => e.seconds));
-      sdkLoss = h[h.length - 1].loss;
-      baseline.ask(String(perRound));
-      const m = await nextLine();
-      pyS.push(...m.epoch_s);
-      pyLoss = m.loss;
-    }
-    // the same data, weights and batch order on both sides: the same losses, or it was not the same loop
-    if (!(Math.abs(sdkLoss - pyLoss) <= 1e-4 * Math.max(1, Math.abs(pyLoss)))) {
-      throw new Error(`${c.name}: the Trainer and the PyTorch loop disagree (last epoch loss ${sdkLoss} vs ${pyLoss}): not the same training`);
-    }
+    const { sdk: sdkS, py: pyS, sdkLoss, pyLoss } = await alternateEpochs(c.name, baseline, trainerEpochs(trainer, train), { warmup, rounds, perRound });
     const sdk = median(sdkS) * 1000, base = median(pyS) * 1000;
     opts.log(`${c.name}: Trainer ${sdk.toFixed(1)} ms / epoch, plain PyTorch ${base.toFixed(1)} ms; last losses ${sdkLoss.toFixed(5)} / ${pyLoss.toFixed(5)}`);
     return result({

@@ -13,7 +13,7 @@ import { Dataset } from '../sdk/data.js';
 import { Model } from '../sdk/model.js';
 import { trace } from '../sdk/program.js';
 import { straightThroughTopK, weightHook } from '../sdk/weight-hooks.js';
-import { type BenchOptions, type BenchResult, median, result, serveBaseline, using } from './lib.js';
+import { alternateEpochs, type BenchOptions, type BenchResult, median, result, serveBaseline, using } from './lib.js';
 
 const HIDDEN = 128, LAYERS = 2, BATCH = 64, LR = 0.5, KEEP = 0.5, LIMIT = 1.25;
 
@@ -57,39 +57,23 @@ export async function benchWeightHook(opts: BenchOptions): Promise<BenchResult[]
     const warmup = opts.quick ? 1 : 3;
     const env = { OMP_NUM_THREADS: '1' };
     const baseline = serveBaseline('weight_hook.py', ['--batch', String(BATCH), '--hidden', String(HIDDEN), '--layers', String(LAYERS), '--lr', String(LR), '--keep', String(KEEP)], defer, env);
-    const nextLine = () => baseline.next<{ epoch_s: number[]; loss: number }>();
     const rt = await Runtime.start({ env });
     defer(() => rt.close());
     const [train] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
     const n = train.size;
     const net = await edgePopup(rt, [64, ...Array(LAYERS).fill(HIDDEN), 10]);
-    await nextLine(); // {"ready": true}
     let epochs = 0;
-    const sdkEpoch = async () => {
-      const t0 = performance.now();
-      const loss = await net.epoch(train.x, train.y, n, epochs++);
-      return { s: (performance.now() - t0) / 1000, loss };
-    };
-    baseline.ask(String(warmup));
-    await nextLine();
-    for (let i = 0; i < warmup; i++) await sdkEpoch();
-    const sdkS: number[] = [], pyS: number[] = [];
-    let sdkLoss = NaN, pyLoss = NaN;
-    for (let r = 0; r < rounds; r++) {
-      for (let i = 0; i < perRound; i++) {
-        const e = await sdkEpoch();
-        sdkS.push(e.s);
-        sdkLoss = e.loss;
+    const sdkEpochs = async (k: number) => {
+      const seconds: number[] = [];
+      let loss = NaN;
+      for (let i = 0; i < k; i++) {
+        const t0 = performance.now();
+        loss = await net.epoch(train.x, train.y, n, epochs++);
+        seconds.push((performance.now() - t0) / 1000);
       }
-      baseline.ask(String(perRound));
-      const m = await nextLine();
-      pyS.push(...m.epoch_s);
-      pyLoss = m.loss;
-    }
-    // the same weights, scores, data and batch order on both sides: the same losses, or it was not the same training
-    if (!(Math.abs(sdkLoss - pyLoss) <= 1e-4 * Math.max(1, Math.abs(pyLoss)))) {
-      throw new Error(`sdk.weight_hook: the weight hooks and the PyTorch loop disagree (last epoch loss ${sdkLoss} vs ${pyLoss}): not the same training`);
-    }
+      return { seconds, loss };
+    };
+    const { sdk: sdkS, py: pyS, sdkLoss, pyLoss } = await alternateEpochs('sdk.weight_hook', baseline, sdkEpochs, { warmup, rounds, perRound });
     const sdk = median(sdkS) * 1000, base = median(pyS) * 1000;
     opts.log(`sdk.weight_hook: weight hooks ${sdk.toFixed(1)} ms / epoch, plain PyTorch ${base.toFixed(1)} ms; last losses ${sdkLoss.toFixed(5)} / ${pyLoss.toFixed(5)}`);
     return [result({

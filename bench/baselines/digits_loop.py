@@ -1,15 +1,19 @@
 """What the baselines that train on the digits share: the runtime's own loader and 80/20 split
 (so both sides of a benchmark train on identical arrays), the per-epoch seeded shuffle the
-Trainer uses, and the stdin/stdout protocol the TypeScript bench drives them with.
+Trainer uses, the stdin/stdout protocol the TypeScript bench drives them with, and for the
+score-training baselines (edge-popup) the frozen MLP, the masked weights and the epoch.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from liaison_runtime.models import build
 from liaison_runtime.ops.data import _load
 
 
@@ -40,3 +44,53 @@ def serve(epoch: Callable[[], tuple[float, float]]) -> None:
             s, loss = epoch()
             times.append(s)
         print(json.dumps({"epoch_s": times, "loss": loss}), flush=True)
+
+
+def frozen_mlp(hidden: int, layers: int) -> tuple[torch.nn.Module, list[torch.nn.Linear]]:
+    """The runtime's own `{"kind": "mlp"}` build (64 -> hidden x layers -> 10, seed 0), every
+    parameter frozen, and its Linear layers in order."""
+    model = build({"kind": "mlp", "sizes": [64] + [hidden] * layers + [10], "seed": 0}, torch.device("cpu"))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def mask_weights(linears: list[torch.nn.Linear], masks: list[Callable[[], torch.Tensor]]) -> None:
+    """Each layer's forward uses `weight * mask()` (a forward pre-hook sets it, a forward hook
+    drops it again), the stored weight untouched: what the SDK's weight hooks do."""
+
+    def install(module: torch.nn.Linear, mask: Callable[[], torch.Tensor]) -> None:
+        def pre(mod, _args):
+            mod.__dict__["weight"] = mod._parameters["weight"] * mask()
+
+        def post(mod, _args, _out):
+            mod.__dict__.pop("weight", None)
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    for m, f in zip(linears, masks, strict=True):
+        install(m, f)
+
+
+def serve_score_training(model: torch.nn.Module, scores: list[torch.Tensor], batch: int, lr: float) -> None:
+    """Serves epochs of gradient descent on `scores` alone (cross-entropy, the training digits,
+    the Trainer's per-epoch batches), the epoch's mean loss read at its end."""
+    xtr, ytr = digits_train()
+    state = {"epoch": 0}
+
+    def epoch() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        losses = []
+        for xb, yb in batches(xtr, ytr, state["epoch"], batch):
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            with torch.no_grad():
+                for s in scores:
+                    s.sub_(s.grad.mul(lr))
+                    s.grad = None
+            losses.append(loss.detach())
+        state["epoch"] += 1
+        return time.perf_counter() - t0, float(torch.stack(losses).mean())
+
+    serve(epoch)

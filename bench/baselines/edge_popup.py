@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
-import torch.nn.functional as F
-from digits_loop import batches, digits_train, serve
-from liaison_runtime.models import build
+from digits_loop import frozen_mlp, mask_weights, serve_score_training
 
 
 class GetSubnet(torch.autograd.Function):
@@ -48,48 +45,17 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    xtr, ytr = digits_train()
-    model = build({"kind": "mlp", "sizes": [64] + [a.hidden] * a.layers + [10], "seed": 0}, torch.device("cpu"))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    model, linears = frozen_mlp(a.hidden, a.layers)
     scores = []
     for i, m in enumerate(linears):
         u = torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(a.seed * 65537 + i))
         scores.append((u * 2 - 1).mul(1 / math.sqrt(m.weight.shape[1])).requires_grad_())
-    ks = [max(1, round((1 - a.sparsity) * s.numel())) for s in scores]
 
-    def masked(module, s, k):
-        def pre(mod, _args):
-            mod.__dict__["weight"] = mod._parameters["weight"] * GetSubnet.apply(s.abs(), k)
+    def subnet(s: torch.Tensor, k: int):
+        return lambda: GetSubnet.apply(s.abs(), k)
 
-        def post(mod, _args, _out):
-            mod.__dict__.pop("weight", None)
-
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
-
-    for m, s, k in zip(linears, scores, ks, strict=True):
-        masked(m, s, k)
-    state = {"epoch": 0}
-
-    def epoch() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        losses = []
-        for xb, yb in batches(xtr, ytr, state["epoch"], a.batch):
-            for s in scores:
-                s.grad = None
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            with torch.no_grad():
-                for s in scores:
-                    s.sub_(s.grad.mul(a.lr))
-            losses.append(loss.detach())
-        state["epoch"] += 1
-        value = float(torch.stack(losses).mean())
-        return time.perf_counter() - t0, value
-
-    serve(epoch)
+    mask_weights(linears, [subnet(s, max(1, round((1 - a.sparsity) * s.numel()))) for s in scores])
+    serve_score_training(model, scores, a.batch, a.lr)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,9 @@ Serves: prints {"ready": true}, then answers each stdin line N with N timed epoc
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
-import torch.nn.functional as F
-from digits_loop import batches, digits_train, serve
-from liaison_runtime.models import build
+from digits_loop import frozen_mlp, mask_weights, serve_score_training
 
 
 def main() -> None:
@@ -31,46 +28,19 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--keep", type=float, default=0.5)
     a = ap.parse_args()
-    xtr, ytr = digits_train()
-    model = build({"kind": "mlp", "sizes": [64] + [a.hidden] * a.layers + [10], "seed": 0}, torch.device("cpu"))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    model, linears = frozen_mlp(a.hidden, a.layers)
     scores = [torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(1 + i)).requires_grad_()
               for i, m in enumerate(linears)]
-    ks = [max(1, round(a.keep * s.numel())) for s in scores]
 
-    def masked(module, s, k):
-        def pre(mod, _args):
+    def straight_through(s: torch.Tensor, k: int):
+        def mask() -> torch.Tensor:
             hard = s.detach().ge(s.detach().flatten().topk(k).values.amin()).float()
-            mod.__dict__["weight"] = mod._parameters["weight"] * (hard + (s - s.detach()))
+            return hard + (s - s.detach())
 
-        def post(mod, _args, _out):
-            mod.__dict__.pop("weight", None)
+        return mask
 
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
-
-    for m, s, k in zip(linears, scores, ks, strict=True):
-        masked(m, s, k)
-    state = {"epoch": 0}
-
-    def epoch() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        losses = []
-        for xb, yb in batches(xtr, ytr, state["epoch"], a.batch):
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            with torch.no_grad():
-                for s in scores:
-                    s.sub_(s.grad.mul(a.lr))
-                    s.grad = None
-            losses.append(loss.detach())
-        state["epoch"] += 1
-        value = float(torch.stack(losses).mean())
-        return time.perf_counter() - t0, value
-
-    serve(epoch)
+    mask_weights(linears, [straight_through(s, max(1, round(a.keep * s.numel()))) for s in scores])
+    serve_score_training(model, scores, a.batch, a.lr)
 
 
 if __name__ == "__main__":
