@@ -32,9 +32,10 @@ const values = async (t: Tensor) => Array.from((await t.data()).data as ArrayLik
  * A model, an IMP pruner of `cfg` and a Trainer (heavy-ball, 256 rows a batch: 8 steps an
  * epoch on the digits), all freed by `done()`.
  */
-async function setup(cfg: Partial<ImpConfig>, extra: { seed?: number; checkpointDir?: string; checkpointSnapshots?: boolean; resume?: string } = {}) {
+async function setup(cfg: Partial<ImpConfig>, extra: { seed?: number; checkpointDir?: string; checkpointSnapshots?: boolean; resume?: string; follow?: Imp } = {}) {
   const model = await Model.build(rt, SPEC, { seed: extra.seed ?? 1 });
   const pruner = imp(cfg) as Imp;
+  if (extra.follow) pruner.followTicket(extra.follow);
   const opts = { model, optimizer: heavyBall({ lr: 0.05 }), plugins: [pruner], epochs: 1, batchSize: 256, loss: 'cross_entropy' as const, progress: 'none' as const, logEvery: 1000, seed: 0, checkpointSnapshots: extra.checkpointSnapshots };
   const trainer = extra.resume ? await Trainer.resume(extra.resume, opts) : new Trainer({ ...opts, checkpointDir: extra.checkpointDir });
   return { model, pruner, trainer, done: () => { trainer.free(); pruner.free(); model.free(); } };
@@ -145,80 +146,140 @@ describe('imp', () => {
     }
   });
 
-  it("controls: 'random' keeps IMP's per-layer counts with other entries; 'reinit' draws the survivors from each tensor's initial values", async () => {
+  /**
+   * A ticket (control 'none', 2 rounds over 2 epochs: the second round at the end) trained
+   * first, kept; the masks in force at each level's end and after the last round (round r's
+   * masks at index r), the weights at the end (just rewound), those trained at level 1's
+   * end (before round 1) and the per-weight kept counts.
+   */
+  async function masksByRound(cfg: Partial<ImpConfig>, follow?: Imp) {
+    const run = await setup({ rate: 0.3, rounds: 2, atEpoch: 1, every: 1, seed: 3, ...cfg }, { follow });
+    const seen: number[][][] = [];
+    let trained: Record<string, number[]> = {};
+    const grab = async () => { seen.push(await Promise.all(Object.values(run.pruner.currentMasks()).map(values))); };
+    run.pruner.onLevelEnd(async (l) => { if (l.level > 0) [, trained] = await Promise.all([grab(), weightsOf(run.model)]); });
+    await run.trainer.fit(data, { epochs: 2 });
+    await grab();
+    const w = await weightsOf(run.model);
+    return { ...run, seen, w, trained, counts: seen.map((ms) => ms.map((m) => m.reduce((a, b) => a + b, 0))) };
+  }
+
+  it("controls follow the ticket: 'reinit' takes its masks of every round on re-initialized weights; 'random' its per-layer counts with other entries", async () => {
     const init = await Model.build(rt, SPEC, { seed: 1 });
     const w0 = await weightsOf(init);
     init.free();
-    const runs: Record<string, { counts: number[]; masks: number[][]; w: Record<string, number[]> }> = {};
-    for (const control of ['none', 'random', 'reinit'] as const) {
-      const { model, pruner, trainer, done } = await setup({ rate: 0.5, rounds: 1, atEpoch: 1, control, seed: 3 });
-      try {
-        await trainer.fit(data, { epochs: 1 });
-        const masks = pruner.currentMasks();
-        runs[control] = {
-          counts: (await pruner.report()).layers.map((l) => l.pruned),
-          masks: await Promise.all(Object.values(masks).map(values)),
-          w: await weightsOf(model),
-        };
-      } finally {
-        done();
+    const before = await settledObjects(rt);
+    const ticket = await masksByRound({});
+    ticket.trainer.free();
+    ticket.model.free();
+    try {
+      const reinit = await masksByRound({ control: 'reinit' }, ticket.pruner);
+      reinit.done();
+      const random = await masksByRound({ control: 'random' }, ticket.pruner);
+      random.done();
+      expect(ticket.seen).toHaveLength(2);
+      expect(reinit.seen).toEqual(ticket.seen); // exactly, at every round
+      // not what its own training would give: the global top-|w| of its level-1 weights among the round-0 survivors
+      const names = ['layers.0.weight', 'layers.1.weight'];
+      const live = names.flatMap((n, l) => reinit.trained[n].map((v, i) => ({ l, i, a: ticket.seen[0][l][i] ? Math.abs(v) : -1 })));
+      const top = live.sort((x, y) => y.a - x.a).slice(0, ticket.counts[1][0] + ticket.counts[1][1]);
+      const own = names.map((n) => reinit.trained[n].map(() => 0));
+      for (const e of top) own[e.l][e.i] = 1;
+      expect(own).not.toEqual(ticket.seen[1]);
+      expect(random.counts).toEqual(ticket.counts);
+      for (const r of [0, 1]) expect(random.seen[r][0]).not.toEqual(ticket.seen[r][0]);
+      // global scope: the layers are pruned unevenly, and the random masks follow the ticket's split
+      expect(ticket.counts[1][0] / 1536).not.toBeCloseTo(ticket.counts[1][1] / 240, 2);
+      for (const [name, v0] of Object.entries(w0)) {
+        const pool = new Set(v0);
+        const got = reinit.w[name].filter((v) => v !== 0);
+        expect(got.every((v) => pool.has(v)), name).toBe(true); // drawn from the init's values
+        expect(reinit.w[name]).not.toEqual(ticket.w[name]); // not the rewound ones
       }
+      // the random arm is rewound: its survivors hold their initial values
+      const m = random.seen[1];
+      expect(random.w['layers.0.weight']).toEqual(w0['layers.0.weight'].map((v, i) => v * m[0][i]));
+    } finally {
+      ticket.pruner.free();
     }
-    const { none, random, reinit } = runs;
-    expect(random.counts).toEqual(none.counts);
-    // global scope: the layers are pruned unevenly, and the random masks follow IMP's split
-    expect(none.counts[0] / 1536).not.toBeCloseTo(none.counts[1] / 240, 2);
-    expect(random.masks[0]).not.toEqual(none.masks[0]);
-    expect(reinit.masks).toEqual(none.masks); // the first round's masks: the same training before it
-    for (const [name, v0] of Object.entries(w0)) {
-      const pool = new Set(v0);
-      const got = reinit.w[name].filter((v) => v !== 0);
-      expect(got.every((v) => pool.has(v)), name).toBe(true);
-      expect(reinit.w[name]).not.toEqual(none.w[name]);
+    expect(await settledObjects(rt)).toBe(before);
+  });
+
+  it('controls refuse to run without a ticket, past its rounds, or after it was freed; followTicket takes only a ticket', async () => {
+    expect(() => (imp({}) as Imp).followTicket(imp({}) as Imp)).toThrow(/control is 'none'/);
+    expect(() => (imp({ control: 'random' }) as Imp).followTicket(imp({ control: 'reinit' }) as Imp)).toThrow(/needs an imp pruner with control 'none'/);
+    const alone = await setup({ control: 'reinit', atEpoch: 1 });
+    try {
+      await expect(alone.trainer.fit(data, { epochs: 1 })).rejects.toThrow(/control 'reinit' uses a ticket's masks: call followTicket/);
+    } finally {
+      alone.done();
+    }
+    const ticket = await setup({ rate: 0.3, rounds: 1, atEpoch: 1 });
+    await ticket.trainer.fit(data, { epochs: 1 });
+    const ahead = await setup({ rate: 0.3, rounds: 2, atEpoch: 1, control: 'random' }, { follow: ticket.pruner });
+    try {
+      await expect(ahead.trainer.fit(data, { epochs: 2 })).rejects.toThrow(/round 1 needs the followed ticket's round-1 masks, and it has run 1 rounds/);
+    } finally {
+      ahead.done();
+      ticket.done();
+    }
+    const late = await setup({ rate: 0.3, rounds: 1, atEpoch: 1, control: 'reinit' }, { follow: ticket.pruner });
+    try {
+      await expect(late.trainer.fit(data, { epochs: 1 })).rejects.toThrow(/freed or never set up/);
+    } finally {
+      late.done();
     }
   });
 
-  it('resumed from a mid-schedule checkpoint: the same masks and weights as a straight run; without the snapshot, a clear error', async () => {
-    const cfg = { rate: 0.3, rounds: 2, atEpoch: 1, every: 1, control: 'reinit' as const, seed: 2 };
+  it('resumed from a mid-schedule checkpoint: the same masks and weights as a straight run; with another ticket or without the snapshot, a clear error', async () => {
+    const tickets = await Promise.all([1, 9].map(async (seed) => {
+      const t = await setup({ rate: 0.3, rounds: 3, atEpoch: 1 }, { seed });
+      await t.trainer.fit(data, { epochs: 3 });
+      return t;
+    }));
+    const cfg = { rate: 0.3, rounds: 3, atEpoch: 1, every: 1, control: 'reinit' as const, seed: 2 };
     const ckpt = join(dir, 'resume');
-    const straight = await setup(cfg, { checkpointDir: ckpt, checkpointSnapshots: true });
-    await straight.trainer.fit(data, { epochs: 3 });
-    const resumed = await setup(cfg, { resume: join(ckpt, 'epoch-2.safetensors'), checkpointSnapshots: true });
+    const straight = await setup(cfg, { checkpointDir: ckpt, checkpointSnapshots: true, follow: tickets[0].pruner });
+    await straight.trainer.fit(data, { epochs: 4 });
+    const resumed = await setup(cfg, { resume: join(ckpt, 'epoch-2.safetensors'), checkpointSnapshots: true, follow: tickets[0].pruner });
+    const other = await setup(cfg, { resume: join(ckpt, 'epoch-2.safetensors'), checkpointSnapshots: true, follow: tickets[1].pruner });
     try {
-      await resumed.trainer.fit(data, { epochs: 1 });
+      await resumed.trainer.fit(data, { epochs: 2 }); // round 2 after the third epoch
       expect(await weightsOf(resumed.model)).toEqual(await weightsOf(straight.model));
       const [a, b] = [straight.pruner.currentMasks(), resumed.pruner.currentMasks()];
       for (const k of Object.keys(a)) expect(await values(b[k])).toEqual(await values(a[k]));
-      expect(resumed.pruner.levels.map((l) => l.level)).toEqual([2]);
+      expect(resumed.pruner.levels.map((l) => l.level)).toEqual([2, 3]);
+      await expect(other.trainer.fit(data, { epochs: 2 })).rejects.toThrow(/masks up to round 1 are not those this run used.*resume a control with the ticket it followed/);
     } finally {
-      straight.done();
-      resumed.done();
+      for (const r of [straight, resumed, other, ...tickets]) r.done();
     }
     // saved without snapshots, resumed into a model of another init: the rewind would go elsewhere
     const bare = join(dir, 'bare');
-    const more = { ...cfg, rounds: 3 }; // a round still to come after the checkpoint
+    const more = { rate: 0.3, rounds: 3, atEpoch: 1, every: 1 }; // a round still to come after the checkpoint
     const first = await setup(more, { checkpointDir: bare });
     try {
       await first.trainer.fit(data, { epochs: 2 });
     } finally {
       first.done();
     }
-    const other = await setup(more, { seed: 9, resume: join(bare, 'epoch-2.safetensors') });
+    const seeded = await setup(more, { seed: 9, resume: join(bare, 'epoch-2.safetensors') });
     try {
-      await expect(other.trainer.fit(data, { epochs: 1 })).rejects.toThrow(/not the one this run took at step 0.*checkpointSnapshots: true/);
+      await expect(seeded.trainer.fit(data, { epochs: 1 })).rejects.toThrow(/not the one this run took at step 0.*checkpointSnapshots: true/);
     } finally {
-      other.done();
+      seeded.done();
     }
   });
 });
 
 describe('examples/lottery-tickets.ts', () => {
-  it('runs a short schedule: the table of the three arms, the last ticket per layer, the PNG and the masks', async () => {
+  it('runs a short schedule: the tables of the three arms (end of each level, after its first epoch), the last ticket per layer, the PNG and the masks', async () => {
     const out = join(dir, 'example');
-    const { code, out: stdout, err } = await runExample(['examples/lottery-tickets.ts', '--out', out], { LIAISON_LTH_SEEDS: '1', LIAISON_LTH_ROUNDS: '2', LIAISON_LTH_EPOCHS: '1' });
+    const { code, out: stdout, err } = await runExample(['examples/lottery-tickets.ts', '--out', out], { LIAISON_LTH_SEEDS: '1', LIAISON_LTH_ROUNDS: '2', LIAISON_LTH_EPOCHS: '2' });
     expect(code, err).toBe(0);
-    expect(stdout).toMatch(/\| % of weights left \| IMP, rewound \(ticket\) \| same procedure, re-init \| random masks, rewound \|/);
-    for (const left of ['100.00', '80.00', '64.00']) expect(stdout).toMatch(new RegExp(`\\| ${left} \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\|`));
+    expect(stdout).toMatch(/\| % of weights left \| IMP, rewound \(ticket\) \| ticket's masks, re-init \| random masks, rewound \|/);
+    expect(stdout).toMatch(/after the first epoch \(24 steps\) of each level/);
+    // each row twice: at the end of its level and after its first epoch
+    for (const left of ['100.00', '80.00', '64.00']) expect(stdout.match(new RegExp(`\\| ${left} \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\| \\d+\\.\\d ± 0\\.0 \\|`, 'g'))).toHaveLength(2);
     expect(stdout).toMatch(/\| all \| 50200 \| 18072 \| 36\.00% \|/); // 0.64 · 50200 kept after two rounds
     expect(existsSync(join(out, 'lottery-tickets.png'))).toBe(true);
     const masks = await readSafetensors(join(out, 'lottery-ticket-masks.safetensors'));

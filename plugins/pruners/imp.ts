@@ -2,41 +2,39 @@
  * Iterative magnitude pruning with rewinding: the lottery-ticket procedure. Train `every`
  * epochs, prune the `rate` of the weights still kept with the smallest |w| (over all
  * selected weights, `scope: 'global'`, or within each, `'layer'`), rewind every parameter
- * of the model to its value at step `rewindTo` (0: the initialization), masked, reset the
- * optimizer's state, train again; `rounds` times. After round r (from 0) the sparsity is
- * 1 − (1 − rate)^(r+1): 20% a round reaches 1% of the weights left after 20 rounds.
+ * to its value at step `rewindTo` (0: the initialization), masked, reset the optimizer's
+ * state, train again; `rounds` times. After round r (from 0) the sparsity is 1 − (1 − rate)^(r+1).
  *
- * Controls (`control`), each with the same schedule and training:
- * - `'reinit'`: the masks are found the same way, but instead of the rewind every parameter
- *   gets a fresh draw from its own initial values — a seeded random permutation of each
- *   tensor's rewind-point entries, so the same distribution whatever the model's
- *   initializer (at `rewindTo: 0`, exactly the init's). Frankle & Carbin re-initialize the
- *   ticket's own masks; here the masks come from this run's own training (see docs/pruning.md).
- * - `'random'`: at each round, masks drawn at random among the entries still kept, with
- *   the per-weight counts the magnitude masks would have (with the global scope, the
- *   per-layer sparsity IMP would pick), rewound like the ticket.
+ * Controls, as Frankle & Carbin's: an Imp with `control` set follows a ticket trained
+ * before it (`followTicket`; every Imp records its masks of each round, {@link MaskHistory}),
+ * and at its round r, with the same schedule and training, takes
+ * - `'reinit'`: the ticket's round-r masks exactly, on a fresh random re-initialization of
+ *   every parameter: a seeded permutation of each tensor's rewind-point values, a draw
+ *   from the init's empirical distribution (at `rewindTo: 0`) whatever the initializer;
+ * - `'random'`: uniform random masks among its kept entries with the ticket's round-r
+ *   per-weight counts, rewound like the ticket.
+ * A control without a ticket is refused (E_ARG): masks its own training found would not
+ * be the paper's control, and a fallback would pass for it unnoticed.
  *
- * Masks are multiplied into the weights after every optimizer step (PrunerBase's
- * 'inplace' mode), so momentum cannot revive a pruned weight. The rewind point is a
- * Trainer snapshot (`hooks.snapshot`): a run resumed mid-schedule needs checkpoints saved
- * with `checkpointSnapshots: true`, and a rewind to anything else is refused (E_ARG): a
- * checksum of the snapshot travels in the pruner's checkpoint state.
+ * Masks are multiplied into the weights after every optimizer step, so momentum cannot
+ * revive a pruned weight. The rewind point is a Trainer snapshot: resuming mid-schedule
+ * needs checkpoints saved with `checkpointSnapshots: true`. The checkpoint state holds a
+ * checksum of the snapshot (a rewind to other weights: E_ARG), the mask record, and in a
+ * control a checksum of the ticket's masks it used (resumed with another ticket: E_ARG).
  *
  * Method: Frankle & Carbin, "The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural
  * Networks", ICLR 2019, https://arxiv.org/abs/1803.03635; rewinding to step k: Frankle et al.,
- * "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020,
- * https://arxiv.org/abs/1912.05671.
+ * "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020, https://arxiv.org/abs/1912.05671.
  *
  * ```ts
- * const ticket = imp({ rate: 0.2, rounds: 10, atEpoch: 3, every: 3 });  // 3 epochs a level
- * ticket.onLevelEnd(async () => ({ accuracy: (await trainer.evaluate(test)).accuracy! }));
- * const trainer = new Trainer({ model, optimizer: adam({ lr: 1.2e-3 }), plugins: [ticket], epochs: 33, loss: 'cross_entropy' });
+ * const ticket = imp({ rate: 0.2, rounds: 10, atEpoch: 3, every: 3 }) as Imp;  // 3 epochs a level; trained first
+ * const control = (imp({ rate: 0.2, rounds: 10, atEpoch: 3, every: 3, control: 'reinit' }) as Imp).followTicket(ticket);
  * ```
  */
 import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
-import { checksum, PrunerFields } from '../../sdk/families/pruners/base.js';
-import { randomMasksLike, ScorePrunerBase, scopeField } from '../../sdk/families/pruners/score.js';
+import { checksum, matchChecksum, PrunerFields } from '../../sdk/families/pruners/base.js';
+import { MaskHistory, permuteEach, randomMasksLike, ScorePrunerBase, scopeField } from '../../sdk/families/pruners/score.js';
 import type { PrunableWeight, PruneContext } from '../../sdk/families/pruners/types.js';
 import type { LoopInfo, ModelLike, TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin } from '../../sdk/plugin.js';
@@ -49,7 +47,7 @@ export const ImpConfig = Type.Object({
   every: Type.Integer({ minimum: 1, default: 1, description: 'epochs trained at each level, between rounds' }),
   scope: scopeField('global'),
   rewindTo: Type.Integer({ minimum: 0, default: 0, description: 'the step whose weights the survivors are rewound to: 0 the initialization, k the weights after step k' }),
-  control: Type.Union([Type.Literal('none'), Type.Literal('reinit'), Type.Literal('random')], { default: 'none', description: "'none': the ticket; 'reinit': the same procedure, survivors re-initialized instead of rewound; 'random': random masks at IMP's per-layer counts, rewound" }),
+  control: Type.Union([Type.Literal('none'), Type.Literal('reinit'), Type.Literal('random')], { default: 'none', description: "'none': the ticket; 'reinit': the followed ticket's masks, re-initialized; 'random': random masks at the followed ticket's per-layer counts, rewound (followTicket)" }),
   seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: "seed of the controls' draws (with the round and the tensor, it fixes each)" }),
   mode: PrunerFields.mode,
 }, { additionalProperties: false });
@@ -57,51 +55,47 @@ export type ImpConfig = Static<typeof ImpConfig>;
 
 /** What one level (the training between two rounds) ended with. */
 export interface ImpLevel {
-  /** Rounds run before it: 0 the dense network. */
-  level: number;
-  /** Sparsity of the selected weights during it, from the weights (`report()`). */
-  sparsity: number;
-  /** Epochs and steps done when it ended. */
-  epoch: number; step: number;
+  /** Rounds run before it (0: the dense network); the sparsity during it, from the weights (`report()`); epochs and steps done at its end. */
+  level: number; sparsity: number; epoch: number; step: number;
   /** The loop's metrics at its end (train loss), and what {@link Imp.onLevelEnd}'s function returned. */
   metrics: Record<string, number>;
 }
 
-/** Tensors a seeded draw per round may touch at most: seeds of one round never meet the next's. */
-const SEEDS_PER_ROUND = 1 << 16;
-
 /** Iterative magnitude pruning with rewinding (and its controls). */
 export class Imp extends ScorePrunerBase<ImpConfig> {
   private hooks: TrainingHooks | null = null;
-  /** () f64: checksum of the rewind snapshot, NaN until known; in checkpoints. */
+  private ticket: Imp | null = null;
+  /** In checkpoints: () f64 checksums of the rewind snapshot and (a control) of the ticket's masks used, NaN until known; the masks of each round. */
   private check: Tensor | null = null;
+  private ticketCheck: Tensor | null = null;
+  private history: MaskHistory | null = null;
   private listeners: ((level: ImpLevel) => Promise<Record<string, number> | void> | Record<string, number> | void)[] = [];
   /** The levels ended in this process (a resumed run starts a new list). */
   readonly levels: ImpLevel[] = [];
 
   /** |w|: an entry is worth its magnitude. */
-  score({ weight }: PrunableWeight): Tensor {
-    return weight.abs();
-  }
+  score({ weight }: PrunableWeight): Tensor { return weight.abs(); }
 
   /** 1 − (1 − rate)^(r+1): each round prunes `rate` of what remains. */
-  override sparsityAt(r: number): number {
-    return 1 - Math.pow(1 - this.config.rate, r + 1);
-  }
+  override sparsityAt(r: number): number { return 1 - Math.pow(1 - this.config.rate, r + 1); }
 
-  /** Magnitude masks; for the `'random'` control, random ones with their per-weight counts. */
+  /** The ticket's: magnitude masks. A control's: the followed ticket's round-r masks, or random ones with their counts. */
   override masks(weights: PrunableWeight[], ctx: PruneContext): Tensor[] {
-    const mag = super.masks(weights, ctx);
-    if (this.config.control !== 'random') return mag;
-    const seed = (i: number) => this.config.seed * 1_000_003 + ctx.round * SEEDS_PER_ROUND + i;
-    return randomMasksLike(ctx.rt, weights.map((w) => w.shape), ctx.current, mag.map((m) => m.sum()), seed);
+    if (this.config.control === 'none') return super.masks(weights, ctx);
+    const masks = this.followed().history!.masksAt(ctx.round, weights, `${this.id}: the followed ticket`);
+    if (this.config.control === 'reinit') return masks;
+    return randomMasksLike(ctx.rt, weights.map((w) => w.shape), ctx.current, masks.map((m) => m.sum()), (i) => this.seedOf(ctx.round, i));
   }
 
-  /**
-   * Call `fn` at the end of every level, before the round that follows prunes and rewinds
-   * (the model is the level's trained one): what it returns joins the level's metrics,
-   * e.g. `async () => ({ accuracy: (await trainer.evaluate(test)).accuracy! })`.
-   */
+  /** This control takes `ticket`'s masks: an Imp with control 'none' pruning the same weights, trained first, freed after. */
+  followTicket(ticket: Imp): this {
+    if (this.config.control === 'none') throw new LiaisonError('E_ARG', `${this.id}: control is 'none': a ticket follows no other`, { param: 'control' });
+    if (!(ticket instanceof Imp) || ticket.config.control !== 'none') throw new LiaisonError('E_ARG', `${this.id}: followTicket needs an imp pruner with control 'none' (the ticket)`, { param: 'ticket' });
+    this.ticket = ticket;
+    return this;
+  }
+
+  /** Call `fn` at the end of every level, before the round that follows prunes and rewinds (the model is the level's trained one): what it returns joins the level's metrics. */
   onLevelEnd(fn: (level: ImpLevel) => Promise<Record<string, number> | void> | Record<string, number> | void): void {
     if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `${this.id}: onLevelEnd needs a function`, { param: 'fn' });
     this.listeners.push(fn);
@@ -109,70 +103,78 @@ export class Imp extends ScorePrunerBase<ImpConfig> {
 
   override setup(model: ModelLike): void {
     super.setup(model);
-    this.check = model.rt.full([], NaN, 'f64').keep();
-    // attached at step 0 with rewindTo 0: the snapshot is the weights now
-    if (this.hooks && this.config.rewindTo === 0) {
-      const params = this.modelParams(model);
+    this.history = new MaskHistory(model.rt, model.params.filter((p) => this.selects(p)), this.config.rounds);
+    [this.check, this.ticketCheck] = [0, 1].map(() => model.rt.full([], NaN, 'f64').keep());
+    if (this.hooks && this.config.rewindTo === 0) { // attached at step 0 with rewindTo 0: the snapshot is the weights now
+      const params = model.params.map((p) => model.param(p.name));
       const sum = checksum(model.rt, params);
-      this.check.copy_(sum).free();
+      this.check!.copy_(sum).free();
       for (const t of [sum, ...params]) t.free();
     }
   }
 
+  /** Frees what setup made, the mask record too: a control following this ticket cannot run its rounds after. */
   override free(): void {
     super.free();
-    this.check?.free();
-    this.check = null;
+    for (const t of [this.check, this.ticketCheck, this.history]) t?.free();
+    this.check = this.ticketCheck = this.history = null;
   }
 
   override async attach(hooks: TrainingHooks): Promise<void> {
+    if (this.config.control !== 'none') this.followed();
     this.hooks = hooks;
     hooks.snapshot(this.snapName, { at: this.config.rewindTo });
     // registered before the base's epochEnd (which prunes): a level is read before its round
     hooks.on('epochEnd', (info) => this.levelEnd(info));
     await super.attach(hooks);
-    hooks.addState('imp', () => ({ '#check': this.check! }));
+    hooks.addState('imp', () => ({ '#check': this.check!, '#ticket': this.ticketCheck!, ...this.history!.state('#pruned-at.') }));
   }
 
-  /** A round: the base's new masks, then the rewind (or the control's re-init), masked, and fresh optimizer state. */
+  /** A round: the base's new masks (recorded), then the rewind (or the control's re-init), masked, and fresh optimizer state. */
   override async prune(rt: Runtime): Promise<void> {
+    const round = this.rounds;
+    if (this.config.control !== 'none') await this.checkTicket(rt, round);
     await super.prune(rt);
+    await rt.scope(() => this.history?.record(Object.values(this.currentMasks()), round));
     if (!this.hooks) return; // set up by hand, outside a Trainer: nothing to rewind to
     const hooks = this.hooks;
     const names = hooks.model.params.map((p) => p.name);
-    const round = this.rounds - 1;
     try {
       hooks.rewind(this.snapName, names);
     } catch (e) {
       throw new LiaisonError('E_ARG', `${this.id}: round ${round} has no weights of step ${this.config.rewindTo} to rewind to (${(e as Error).message}); prune after that step, and resume only from checkpoints saved with checkpointSnapshots: true`, { param: 'rewindTo', cause: e });
     }
     await rt.scope(async () => {
-      const params = this.modelParams(hooks.model);
-      const sum = checksum(rt, params);
-      const [now, was] = await Promise.all([sum.item(), this.check!.item()]);
-      if (Number.isNaN(was)) this.check!.copy_(sum);
-      else if (Math.abs(now - was) > 1e-9 * Math.max(1, Math.abs(was))) {
-        throw new LiaisonError('E_ARG', `${this.id}: the rewind snapshot is not the one this run took at step ${this.config.rewindTo} (checksum ${now}, expected ${was}): a run resumed from a checkpoint saved without its snapshots rewinds to other weights; save checkpoints with checkpointSnapshots: true`, { param: 'rewindTo' });
-      }
-      if (this.config.control === 'reinit') {
-        params.forEach((p, i) => {
-          const n = hooks.model.params[i].numel;
-          const perm = rt.call('randperm', [n], { seed: this.config.seed * 1_000_003 + round * SEEDS_PER_ROUND + i }) as Tensor;
-          p.copy_(p.reshape([-1]).gather(0, perm).reshape(hooks.model.params[i].shape));
-        });
-      }
+      const params = names.map((n) => hooks.model.param(n));
+      const differ = await matchChecksum(checksum(rt, params), this.check!);
+      if (differ) throw new LiaisonError('E_ARG', `${this.id}: the rewind snapshot is not the one this run took at step ${this.config.rewindTo} (checksum ${differ.now}, expected ${differ.was}): a run resumed from a checkpoint saved without its snapshots rewinds to other weights; save checkpoints with checkpointSnapshots: true`, { param: 'rewindTo' });
+      if (this.config.control === 'reinit') permuteEach(rt, params, hooks.model.params.map((p) => p.shape), (i) => this.seedOf(round, i));
       this.apply();
     });
     hooks.resetOptimizer(names);
   }
 
-  private get snapName(): string {
-    return `imp-rewind-${this.config.rewindTo}`;
+  private followed(): Imp {
+    if (!this.ticket) throw new LiaisonError('E_ARG', `${this.id}: control '${this.config.control}' uses a ticket's masks: call followTicket(ticket) with the ticket's imp pruner first`, { param: 'control' });
+    return this.ticket;
   }
 
-  private modelParams(model: ModelLike): Tensor[] {
-    return model.params.map((p) => model.param(p.name));
+  /** The ticket has run round r, and (resumed) it is the ticket whose masks the rounds before used: then remember it. */
+  private async checkTicket(rt: Runtime, r: number): Promise<void> {
+    const ticket = this.followed();
+    const ran = ticket.history ? await ticket.roundsRun() : 0;
+    if (ran <= r) throw new LiaisonError('E_ARG', `${this.id}: round ${r} needs the followed ticket's round-${r} masks, and it has ${ticket.history ? `run ${ran} rounds` : 'none (freed or never set up)'}: train the ticket first`, { param: 'ticket' });
+    await rt.scope(async () => {
+      const differ = r > 0 ? await matchChecksum(ticket.history!.fingerprint(rt, r - 1), this.ticketCheck!) : null;
+      if (differ) throw new LiaisonError('E_ARG', `${this.id}: the followed ticket's masks up to round ${r - 1} are not those this run used (checksum ${differ.now}, expected ${differ.was}): resume a control with the ticket it followed`, { param: 'ticket' });
+      this.ticketCheck!.copy_(ticket.history!.fingerprint(rt, r));
+    });
   }
+
+  /** The seed of a control's draw for tensor i (< 2^16) at round r: no two meet. */
+  private seedOf(r: number, i: number): number { return this.config.seed * 1_000_003 + r * (1 << 16) + i; }
+
+  private get snapName(): string { return `imp-rewind-${this.config.rewindTo}`; }
 
   /** After `every` epochs of a level (from atEpoch on, up to the last round's level): record it. */
   private async levelEnd(info: LoopInfo): Promise<void> {
@@ -191,7 +193,7 @@ export const imp = definePlugin({
   version: '1.0.0',
   family: 'pruner',
   schema: ImpConfig,
-  description: "iterative magnitude pruning with rewinding (lottery tickets): prune rate of the remaining |w| each level, rewind to step k, reset the optimizer; controls 'reinit' and 'random'",
+  description: "iterative magnitude pruning with rewinding (lottery tickets): prune rate of the remaining |w| each level, rewind to step k, reset the optimizer; controls 'reinit' and 'random' following a ticket's masks",
   paper: 'https://arxiv.org/abs/1803.03635',
   create: (config, meta) => new Imp(config, meta),
 });

@@ -81,6 +81,18 @@ export function checksum(rt: Runtime, ts: readonly Tensor[]): Tensor {
   return sum;
 }
 
+/**
+ * Compare the checksum `sum` with the one `held` (a () f64 kept in a pruner's checkpoint
+ * state, NaN until known): the first time, `held` takes it and null is returned; after,
+ * the two values where they differ (relative 1e-9), else null. One round trip.
+ */
+export async function matchChecksum(sum: Tensor, held: Tensor): Promise<{ now: number; was: number } | null> {
+  const [now, was] = await Promise.all([sum.item(), held.item()]);
+  if (Number.isNaN(was)) held.copy_(sum).free();
+  else if (Math.abs(now - was) > 1e-9 * Math.max(1, Math.abs(was))) return { now, was };
+  return null;
+}
+
 /** Config fields every pruner has; spread them into a plugin's schema. */
 export const PrunerFields = {
   sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.8, description: 'fraction of the selected weights pruned after the last round' }),
@@ -218,6 +230,11 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
     return this.round;
   }
 
+  /** Rounds run so far as the tensor holds them: a resumed run restored the count there, before its first epoch end reads it. One round trip. */
+  async roundsRun(): Promise<number> {
+    return this.roundT ? this.roundT.item() : this.round;
+  }
+
   /**
    * Sparsity per pruned weight and over all of them, from the weights as they are: the
    * zeros of `param ⊙ mask` with the masks of {@link currentMasks} (in `'inplace'` mode the
@@ -263,7 +280,7 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
       for (let i = 0; i < v.length; i++) kept += v[i];
     }
     // the count as the tensor holds it: a resumed run restored it there
-    const round = this.roundT ? await this.roundT.item() : this.round;
+    const round = await this.roundsRun();
     const metadata = { format: 'liaison-masks', plugin: this.id, round: String(round), sparsity: String(total ? 1 - kept / total : 0) };
     await writeSafetensors(path, Object.fromEntries(names.map((n, i) => [n, datas[i]])), metadata);
   }

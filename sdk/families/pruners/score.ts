@@ -91,3 +91,69 @@ export function randomMasksLike(rt: Runtime, shapes: readonly number[][], curren
     return rank.lt(counts[i]).to('f32').reshape([...shape]);
   });
 }
+
+/**
+ * Shuffle each tensor's entries in place by a seeded permutation (`seedOf(i)` for tensor
+ * i): a fresh draw from each tensor's own empirical distribution, whatever made it (imp's
+ * `'reinit'` control re-initializes the model's parameters so). Queued ops.
+ */
+export function permuteEach(rt: Runtime, ts: readonly Tensor[], shapes: readonly (readonly number[])[], seedOf: (i: number) => number): void {
+  ts.forEach((t, i) => {
+    const perm = rt.call('randperm', [numel(shapes[i])], { seed: seedOf(i) }) as Tensor;
+    t.copy_(t.reshape([-1]).gather(0, perm).reshape([...shapes[i]]));
+  });
+}
+
+/**
+ * The masks a pruner had after each of its rounds, in the memory of one set: per weight,
+ * the round that pruned each entry (f32, `never` for an entry still kept), so the mask
+ * after round r is `prunedAt > r`. Only for nested masks (each round keeps entries among
+ * the last's), which is what {@link ScorePrunerBase}'s rounds give. Kept tensors, freed by
+ * `free()`; `record`, `masksAt` and `fingerprint` queue ops whose intermediates the
+ * caller's `rt.scope()` frees.
+ */
+export class MaskHistory {
+  readonly names: string[];
+  readonly shapes: number[][];
+  private at: Tensor[];
+
+  constructor(rt: Runtime, weights: readonly { name: string; shape: readonly number[] }[], never: number) {
+    this.names = weights.map((w) => w.name);
+    this.shapes = weights.map((w) => [...w.shape]);
+    this.at = this.shapes.map((s) => rt.full(s, never).keep());
+  }
+
+  /** Round `r`'s masks (in the order of the weights): the entries they drop now get r. */
+  record(masks: readonly Tensor[], r: number): void {
+    this.at.forEach((t, i) => { t.copy_(t.where(masks[i].gt(0), t.clamp(null, r))); });
+  }
+
+  /** (shape) f32 0/1 masks after round `r`, for `weights`: E_ARG (from `who`) unless they are the recorded ones. */
+  masksAt(r: number, weights: readonly { name: string; shape: readonly number[] }[], who: string): Tensor[] {
+    if (weights.length !== this.names.length || weights.some((w, i) => w.name !== this.names[i] || w.shape.join() !== this.shapes[i].join())) {
+      const list = (ws: readonly { name: string; shape: readonly number[] }[]) => ws.map((w) => `${w.name} (${w.shape.join('×')})`).join(', ');
+      throw new LiaisonError('E_ARG', `${who}: the masks recorded are of ${list(this.names.map((name, i) => ({ name, shape: this.shapes[i] })))}; asked for ${list(weights)}`, { param: 'weights' });
+    }
+    return this.at.map((t) => t.gt(r).to('f32'));
+  }
+
+  /**
+   * () f64: a checksum of the masks after every round up to `r` (the record clamped at
+   * r + 1 holds them all), each entry weighted by a fixed pseudo-random factor, so that
+   * masks of the same counts at other positions differ (a plain sum would not).
+   */
+  fingerprint(rt: Runtime, r: number): Tensor {
+    const parts = this.at.map((t, i) => t.clamp(null, r + 1).to('f64').mul(rt.rand(this.shapes[i], { seed: 7919 + i }).to('f64')).sum().reshape([1]));
+    return (parts.length === 1 ? parts[0] : rt.cat(parts)).sum();
+  }
+
+  /** The record by weight name under `prefix`, for a plugin's checkpoint state. */
+  state(prefix: string): Record<string, Tensor> {
+    return Object.fromEntries(this.names.map((n, i) => [`${prefix}${n}`, this.at[i]]));
+  }
+
+  free(): void {
+    for (const t of this.at) t.free();
+    this.at = [];
+  }
+}
