@@ -36,12 +36,15 @@ def plot(spec: dict) -> str:
         ax.set_xlabel(spec.get("xlabel", ""))
         ax.set_ylabel(spec.get("ylabel", ""))
         if spec.get("logx"):
-            from matplotlib.ticker import FuncFormatter
+            from matplotlib.ticker import FuncFormatter, LogLocator
 
             ax.set_xscale("log")
             plain = FuncFormatter(lambda v, _: f"{v:g}")  # 50, not 5 x 10^1
             ax.xaxis.set_major_formatter(plain)
             ax.xaxis.set_minor_formatter(plain)
+            xs = [x for s in series if s.get("x") for x in s["x"] if isinstance(x, (int, float)) and x > 0]
+            if xs and max(xs) / min(xs) > 10:  # over a decade, 2 and 5 between the powers of ten, not every digit
+                ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
         if spec.get("logy"):
             ax.set_yscale("log")
         if spec.get("invertx"):
