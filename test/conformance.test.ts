@@ -146,6 +146,18 @@ class DeafRouter extends RouterBase<{ auxWeight: number }> {
   route(x: Tensor, _p: Record<string, Tensor>, d: RouterDims): RouteResult { return { weights: x.matmul(rt.ones([d.dim, d.experts])).mul(0).add(1 / d.experts) }; }
 }
 
+describe("pruners in mode 'hook' (masks applied in the forward by weight hooks)", () => {
+  for (const name of ['magnitude', 'random', 'imp']) {
+    it(`${name} passes the pruner suite with mode 'hook'`, async () => {
+      const factory = plugins('pruner').find((f) => f.name === name)!;
+      const report = await runConformance(factory, { rt, config: { mode: 'hook' } });
+      const failed = report.results.filter((r) => r.status === 'failed').map((r) => `${r.name}: ${r.error?.message}`);
+      expect(failed).toEqual([]);
+      expect(report.results.filter((r) => r.status === 'passed').length).toBeGreaterThan(4);
+    }, 60_000);
+  }
+});
+
 describe('the suites catch broken plugins', () => {
   /** Run the cases whose names match, expect the (first) one to fail; its message. */
   const failed = async (subject: PluginInstance, name: RegExp) => {

@@ -7,7 +7,7 @@ import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { heavyBall, magnitude, random } from '../plugins/index.js';
 import { Dataset } from '../sdk/data.js';
 import { ScorePrunerBase, ScorePrunerFields } from '../sdk/families/pruners/score.js';
-import type { PrunableWeight, PruneContext } from '../sdk/families/pruners/types.js';
+import type { PrunableWeight, PruneContext, PruneMode } from '../sdk/families/pruners/types.js';
 import { Model } from '../sdk/model.js';
 import type { PluginMeta } from '../sdk/plugin.js';
 import { Trainer } from '../sdk/trainer.js';
@@ -34,7 +34,7 @@ function oldMagnitude(weights: PrunableWeight[], ctx: PruneContext): Tensor[] {
 }
 
 /** Keeps the smallest |w|: scores −|w| are all ≤ 0, so a fixed floor such as −1 would rank pruned entries above live ones. */
-class Smallest extends ScorePrunerBase<{ sparsity: number; atEpoch: number; rounds: number; scope?: 'global' | 'layer' }> {
+class Smallest extends ScorePrunerBase<{ sparsity: number; atEpoch: number; rounds: number; scope?: 'global' | 'layer'; mode?: PruneMode }> {
   score({ weight }: PrunableWeight): Tensor { return weight.abs().neg().mul(10); }
 }
 const meta: PluginMeta = Object.freeze({ name: 'smallest', version: '1.0.0', family: 'pruner', schema: Type.Object({ ...ScorePrunerFields }), description: 'keeps the smallest |w| (test)' });
@@ -118,13 +118,60 @@ describe('score-based pruner template', () => {
     expect(magnitude({ sparsity: 0.9 }).sparsityAt(0)).toBeCloseTo(0.9, 12);
   });
 
-  it("the masking mode: 'inplace' by default; another mode is refused by the schema and, set by hand, by setup()", async () => {
+  it("the masking mode: 'inplace' by default; an unknown mode is refused by the schema and, set by hand, by setup()", async () => {
     expect(magnitude().mode).toBe('inplace');
-    expect(() => magnitude({ mode: 'hook' } as never)).toThrow(LiaisonError);
+    expect(magnitude({ mode: 'hook' }).mode).toBe('hook');
+    expect(() => magnitude({ mode: 'forward' } as never)).toThrow(LiaisonError);
     const model = await Model.build(rt, { kind: 'mlp', sizes: [4, 3] }, { seed: 0 });
     try {
-      const p = new Smallest({ sparsity: 0.5, atEpoch: 0, rounds: 1, mode: 'hook' } as never, meta);
-      expect(() => p.setup(model)).toThrow(/config field 'mode' is 'hook'; the masking modes are 'inplace'/);
+      const p = new Smallest({ sparsity: 0.5, atEpoch: 0, rounds: 1, mode: 'forward' } as never, meta);
+      expect(() => p.setup(model)).toThrow(/config field 'mode' is 'forward'; the masking modes are 'inplace', 'hook'/);
+    } finally {
+      model.free();
+    }
+  });
+
+  it("mode 'hook': the forward uses W ⊙ mask through weight hooks, the stored weights stay whole, rounds update the masks in place, free() takes the hooks off", async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 24, 10] }, { seed: 2 });
+    const twin = await Model.build(rt, { kind: 'mlp', sizes: [64, 24, 10] }, { seed: 2 });
+    const pruner = magnitude({ mode: 'hook', sparsity: 0.75, rounds: 2, atEpoch: 0 });
+    const trainer = new Trainer({ model, optimizer: heavyBall({ lr: 0.05 }), plugins: [pruner], epochs: 2, batchSize: 256, progress: 'none', logEvery: 1000 });
+    const x = data.x.narrow(0, 0, 16);
+    const maxDiff = async (a: Tensor, b: Tensor) => a.sub(b).abs().amax().item();
+    try {
+      await trainer.fit(data);
+      expect(pruner.rounds).toBe(2);
+      const names = model.params.filter((p) => p.shape.length >= 2).map((p) => p.name);
+      const masks = pruner.currentMasks();
+      // the stored weights are whole (no entry is exactly zero); the masks are at the sparsity
+      for (const n of names) expect(await model.param(n).eq(0).sum().item()).toBe(0);
+      expect((await pruner.report()).sparsity).toBeCloseTo(0.75, 2);
+      // the forward is the twin's with W ⊙ mask stored
+      twin.loadState(model.state());
+      for (const n of names) twin.param(n).mul_(masks[n]).free();
+      expect(await maxDiff(model.forward(x, { train: false }), twin.forward(x, { train: false }))).toBeLessThan(1e-5);
+      // off: the model's forward is its stored weights' again
+      pruner.free();
+      twin.loadState(model.state());
+      expect(await maxDiff(model.forward(x, { train: false }), twin.forward(x, { train: false }))).toBe(0);
+    } finally {
+      trainer.free();
+      pruner.free();
+      twin.free();
+      model.free();
+      data.free();
+    }
+  }, 60_000);
+
+  it("mode 'hook' needs weights of modules with a weight hook point", async () => {
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [4, 3] }, { seed: 0 });
+    try {
+      const biases = new Smallest({ sparsity: 0.5, atEpoch: 0, rounds: 1, mode: 'hook' }, meta);
+      biases.selects = () => true; // weights and biases
+      expect(() => biases.setup(model)).toThrow(/'layers\.0\.bias' is not the weight of a module with one \(layers\.0\)/);
+      const bare = { rt, handle: model.handle, params: model.params, param: (n: string) => model.param(n), grad: (n: string) => model.grad(n), auxLoss: () => model.auxLoss() };
+      expect(() => new Smallest({ sparsity: 0.5, atEpoch: 0, rounds: 1, mode: 'hook' }, meta).setup(bare)).toThrow(/this model has none/);
     } finally {
       model.free();
     }

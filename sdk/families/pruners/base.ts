@@ -10,6 +10,7 @@ import type { ModelLike, ParamInfo, TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
 import { traceEach } from '../../program.js';
 import { writeSafetensors } from '../../safetensors.js';
+import { removeWeightHook, weightHook, type WeightHookable } from '../../weight-hooks.js';
 import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js';
 
 /**
@@ -17,7 +18,7 @@ import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js
  * them: a plugin whose forward masks through its own weight hooks (edge-popup) says so by
  * overriding `mode`, `apply()` and `currentMasks()`.
  */
-export const PRUNE_MODES: readonly PruneMode[] = ['inplace'];
+export const PRUNE_MODES: readonly PruneMode[] = ['inplace', 'hook'];
 
 /** Sparsity of one weight: `pruned` of its `numel` entries are zero. */
 export interface LayerSparsity { name: string; numel: number; pruned: number; sparsity: number }
@@ -103,7 +104,7 @@ export const PrunerFields = {
   every: Type.Optional(Type.Integer({ minimum: 1, default: 1, description: 'epochs between pruning rounds: round r runs after atEpoch + r·every epochs' })),
   mode: Type.Optional(Type.Union(PRUNE_MODES.map((m) => Type.Literal(m)), {
     default: 'inplace',
-    description: "how masks reach the weights: 'inplace' multiplies them into the stored weights after every optimizer step",
+    description: "how masks reach the weights: 'inplace' multiplies them into the stored weights after every optimizer step; 'hook' applies W ⊙ mask in the forward through weight hooks, leaving the stored weights whole (only weights of nn.Linear / nn.Conv modules)",
   })),
 };
 
@@ -129,6 +130,8 @@ export function roundsDue(epochs: number, c: { atEpoch: number; rounds: number; 
 export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C> implements Pruner<C> {
   private held: { info: ParamInfo; param: Tensor; mask: Tensor }[] = [];
   private target: ModelLike | null = null;
+  /** Modules whose weight hook {@link setup} installed (config `mode: 'hook'`). */
+  private hooked: string[] = [];
   private round = 0;
   /** () f32: the rounds run, as a tensor too, so that checkpoints carry it and resume restores it. */
   private roundT: Tensor | null = null;
@@ -177,6 +180,25 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
     this.held = chosen.map((info) => ({ info, param: model.param(info.name).keep(), mask: model.rt.ones(info.shape).keep() }));
     this.round = 0;
     this.roundT = model.rt.zeros([]).keep();
+    if (this.config.mode === 'hook') this.hookMasks(model);
+  }
+
+  /**
+   * Config `mode: 'hook'`: each selected weight's module computes W ⊙ mask in its forward
+   * (sdk/weight-hooks.ts; the program captures the held mask, which rounds update in place),
+   * so the stored weights stay whole and the gradient reaches the kept entries only. A plugin
+   * whose own code installs hooks (edge-popup) declares `mode` itself and leaves the config
+   * field alone.
+   */
+  private hookMasks(model: ModelLike): void {
+    const m = model as Partial<WeightHookable>;
+    const sites = m.hookModules?.weight;
+    if (typeof m.setWeightHook !== 'function' || !sites) throw new LiaisonError('E_ARG', `${this.id}: mode 'hook' masks through weight hooks, and this model has none (build it as a Model, or use mode 'inplace')`, { param: 'mode' });
+    const modules = this.held.map((h) => h.info.name.replace(/\.weight$/, ''));
+    const bad = this.held.filter((h, i) => !h.info.name.endsWith('.weight') || !sites.includes(modules[i]));
+    if (bad.length) throw new LiaisonError('E_ARG', `${this.id}: mode 'hook' masks through weight hooks, and ${bad.map((h) => `'${h.info.name}'`).join(', ')} is not the weight of a module with one (${sites.join(', ') || 'none'}); select only those weights, or use mode 'inplace'`, { param: 'mode' });
+    this.held.forEach((h, i) => weightHook(m as WeightHookable, [modules[i]], (w) => w.mul(h.mask), { name: this.id }));
+    this.hooked = modules;
   }
 
   /**
@@ -201,6 +223,12 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
 
   /** Drop the masks and handles {@link setup} made (a pruner attached to a Trainer is done with them when the Trainer is). */
   free(): void {
+    try {
+      if (this.hooked.length && this.target) removeWeightHook(this.target as unknown as WeightHookable, this.hooked);
+    } catch (e) { // the model was freed first: its hooks went with it
+      if (!(e instanceof LiaisonError && e.code === 'E_HANDLE')) throw e;
+    }
+    this.hooked = [];
     for (const h of this.held) { h.param.free(); h.mask.free(); }
     this.roundT?.free();
     this.held = [];
@@ -211,10 +239,10 @@ export abstract class PrunerBase<C extends PrunerSchedule> extends PluginBase<C>
   /**
    * Bring the masks in force to the weights, in this pruner's {@link mode}. `'inplace'`:
    * zero the pruned entries of the stored weights (queued; the step program does this after
-   * every optimizer step).
+   * every optimizer step). `'hook'`: nothing, the weight hooks apply them in every forward.
    */
   apply(): void {
-    if (!this.target) return;
+    if (!this.target || this.hooked.length) return; // 'hook': the forward applies them
     // one computation per weight: inside the step program, one torch._foreach_mul_ for all
     // of them (sdk/program.ts traceEach); the in-place op's handle is not needed
     traceEach(this.target.rt, this.held, (h) => { h.param.mul_(h.mask).free(); });

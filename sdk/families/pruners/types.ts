@@ -5,8 +5,9 @@
  * is "keep the highest scores", only `score()` on {@link ScorePruner}'s base
  * (sdk/families/pruners/score.ts), which does the top-k per layer or globally. The base
  * class does the rest in a training loop: it holds one mask per pruned weight, applies
- * them in the masking {@link PruneMode} (today after every optimizer step: momentum would
- * revive pruned weights otherwise) and recomputes them at the pruning events its config
+ * them in the masking {@link PruneMode} (multiplied into the weights after every optimizer
+ * step, as momentum would revive pruned weights otherwise; or in the forward through weight
+ * hooks) and recomputes them at the pruning events its config
  * names (one-shot, or iterative rounds that each prune a fixed fraction of what remains).
  */
 import type { Runtime, Tensor } from '../../../bridge/index.js';
@@ -19,9 +20,11 @@ import type { PluginInstance } from '../../plugin.js';
  *   weights when they are made and after every optimizer step, so pruned entries are zero
  *   in the weights themselves (and in checkpoints).
  * - `'hook'`: the forward uses `W ⊙ mask` through a weight hook (sdk/weight-hooks.ts) and
- *   the stored weight is left whole (edge-popup: the mask comes from trained scores over
- *   frozen random weights). A plugin in this mode installs its own hooks and reports its
- *   masks through `currentMasks()`.
+ *   the stored weight is left whole. PrunerBase installs the hooks for any plugin whose
+ *   config says `mode: 'hook'` (weights of nn.Linear / nn.Conv modules); a plugin whose
+ *   masks need their own hook program (edge-popup: masks from trained scores over frozen
+ *   random weights) declares the mode itself, installs its hooks and reports its masks
+ *   through `currentMasks()`.
  */
 export type PruneMode = 'inplace' | 'hook';
 
