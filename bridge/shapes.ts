@@ -51,7 +51,7 @@ const SAME_SHAPE = [
   // casts, copies, random tensors like another
   'to', 'clone', 'contiguous', 'zeros_like', 'ones_like', 'full_like', 'rand_like', 'randn_like', 'bernoulli', 'dropout',
   // along a dim, shape kept
-  'cumsum', 'flip', 'roll', 'tril', 'triu', 'softmax', 'log_softmax', 'argsort', 'layer_norm',
+  'cumsum', 'flip', 'roll', 'tril', 'triu', 'softmax', 'log_softmax', 'argsort', 'topk_mask', 'layer_norm',
   'scatter', 'scatter_add', 'scatter_reduce', 'inv', 'cholesky', 'masked_fill',
   // in place: the result is the input
   'add_', 'sub_', 'mul_', 'div_', 'addcmul_', 'addcdiv_', 'lerp_', 'zero_', 'fill_', 'copy_', 'clamp_', 'masked_fill_', 'index_copy_',

@@ -204,6 +204,11 @@ export class Tensor extends Shaped {
   topk(k: number, dim = -1, largest = true, sorted = true): [T, T] { return this.ops('topk', 2, [k], { dim, largest, sorted }) as [T, T]; }
   sort(dim = -1, descending = false, stable = false): [T, T] { return this.ops('sort', 2, [], { dim, descending, stable }) as [T, T]; }
   argsort(dim = -1, descending = false): T { return this.op('argsort', [], { dim, descending }); }
+  /**
+   * 0/1 shaped as this, exactly `k` ones at its k largest entries over all dims (of |this| when
+   * `abs`; ties keep no extra); the gradient passes straight through (to this: g·sign(this) when `abs`).
+   */
+  topkMask(k: number, abs = true): T { return this.op('topk_mask', [k], { abs }); }
 
   // ---- linear algebra ----
   /** (…, n, k) @ (…, k, m) -> (…, n, m). */

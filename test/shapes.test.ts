@@ -132,6 +132,7 @@ function cases(): Case[] {
   add('min_dim', () => r(2, 3, 4).minDim(-1));
   add('sort', () => r(2, 3).sort(0));
   add('topk', () => r(2, 5).topk(3), () => r(4, 5).topk(2, 0, false));
+  add('topk_mask', () => r(2, 5).topkMask(3), () => r(2, 3, 4).topkMask(24, false));
   add('qr', () => r(5, 3).qr(), () => r(5, 3).qr('complete'), () => r(2, 3, 5).qr());
   add('eigh', () => spd(4).eigh(), () => r(2, 3, 3).eigh());
   add('svd', () => r(5, 3).svd(), () => r(5, 3).svd(true), () => r(2, 4, 6).svd());

@@ -53,6 +53,11 @@ def C(op, args, ref, kw=None, tag=""):
     return pytest.param(op, args, kw or {}, ref, id=op + tag)
 
 
+def _topk_mask_ref(mag, k):
+    """1 where mag reaches its k-th largest value (no ties in the random inputs)."""
+    return (mag >= mag.flatten().sort(descending=True).values[k - 1]).to(mag.dtype)
+
+
 def _slice_ref(t, dim, start, end, step):
     keep = list(range(t.shape[dim]))[slice(start, end, step)]
     return torch.stack([t.select(dim, i) for i in keep], dim) if keep else t.narrow(dim, 0, 0)
@@ -152,6 +157,8 @@ CASES = [
     C("sort", [x, 0, True, True], lambda t, *a: tuple(torch.sort(t, dim=0, descending=True, stable=True)),
       tag="_desc"),
     C("argsort", [x], lambda t, descending: t.argsort(descending=True), kw={"descending": True}),
+    C("topk_mask", [x, 5], lambda t, k: _topk_mask_ref(t.abs(), 5)),
+    C("topk_mask", [cube, 7, False], lambda t, k, a: _topk_mask_ref(t, 7), tag="_signed"),
     # ---- linear algebra ----
     C("matmul", [x, rn(4, 2)], lambda a, b: (a.unsqueeze(-1) * b).sum(1)),
     C("matmul", [cube, rn(4, 5)], torch.matmul, tag="_batched"),
@@ -374,3 +381,18 @@ def test_inplace_op_writes_the_stored_tensor():
     out = OPS["add_"].fn(run.ctx, **OPS["add_"].bind([h, 1.5], {}, run.session))
     assert out is t and run.session.get(h.id) is t
     assert torch.equal(t, torch.full((2, 2), 1.5))
+
+
+def test_topk_mask_keeps_exactly_k_and_passes_the_gradient_straight_through():
+    run = Runner()
+    # ties: every entry equal, still exactly k ones (topk's indices scattered, not a threshold)
+    assert run("topk_mask", torch.ones(3, 4), 5).sum().item() == 5
+    s = rn(4, 3, dtype=torch.float64).requires_grad_()
+    m = run("topk_mask", s, 6)
+    g = rn(4, 3, dtype=torch.float64)
+    m.backward(g)
+    torch.testing.assert_close(s.grad, g * s.detach().sign())  # through |s|: g·sign(s)
+    s.grad = None
+    run("topk_mask", s, 6, abs=False).backward(g)
+    torch.testing.assert_close(s.grad, g)
+    assert m.dtype == torch.float64 and m.shape == s.shape

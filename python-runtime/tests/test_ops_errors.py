@@ -152,6 +152,7 @@ DTYPE_CASES = [
     ("logsumexp", "input", [i64]),
     ("norm", "input", [i64]),
     ("exp", "input", [i64]),
+    ("topk_mask", "scores", [i64, 2]),
     ("matmul", "input", [i64, i64]),
     ("matmul", "other", [f32, f64]),
     ("einsum", "operands", ["ij,jk->ik", [f32, f64.T]]),
@@ -266,6 +267,8 @@ def test_reshape_message_counts_elements():
 
 VALUE_CASES = [
     ("topk", "k", [f32, 5]),
+    ("topk_mask", "k", [f32, 0]),
+    ("topk_mask", "k", [f32, 13]),
     ("split", "split_size_or_sections", [f32, 0]),
     ("chunk", "chunks", [f32, 0]),
     ("slice", "step", [f32, 0, None, None, 0]),

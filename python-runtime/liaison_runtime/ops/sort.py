@@ -1,11 +1,11 @@
-"""Sorting and top-k along one dimension. Indices come back as i64."""
+"""Sorting and top-k along one dimension (indices come back as i64), and the straight-through top-k mask."""
 
 from __future__ import annotations
 
 import torch
 
 from ..errors import RuntimeFault
-from .checks import need_dim
+from .checks import need_dim, need_float
 from .registry import P, op
 
 
@@ -37,3 +37,33 @@ def argsort(ctx, input, dim, descending, stable):
     """argsort(input, dim=-1, descending=False, stable=False): the indices that sort input."""
     need_dim("argsort", input, dim)
     return torch.argsort(input, dim=dim, descending=descending, stable=stable)
+
+
+class _TopKMask(torch.autograd.Function):
+    """Forward: 0/1 at the k largest of `mag` (flattened; topk's indices scattered, so ties
+    never keep more than k); backward: the gradient unchanged, as hidden-networks' GetSubnet."""
+
+    @staticmethod
+    def forward(fctx, mag, k):
+        flat = torch.zeros(mag.numel(), dtype=mag.dtype, device=mag.device)
+        flat.scatter_(0, mag.reshape(-1).topk(k, sorted=False).indices, 1.0)
+        return flat.view_as(mag)
+
+    @staticmethod
+    def backward(fctx, g):
+        return g, None
+
+
+@op("topk_mask", P("scores", "tensor"), P("k", "int"), P("abs", "bool", True))
+def topk_mask(ctx, scores, k, abs):
+    """topk_mask(scores, k, abs=True): 0/1 as scores, 1 at its k largest (|scores| if abs); grad straight through.
+
+    Exactly k ones over all entries (not along a dim). The gradient reaches scores unchanged,
+    or g·sign(scores) when abs: edge-popup's straight-through estimator in one op."""
+    need_float("topk_mask", "scores", scores)
+    n = scores.numel()
+    if not 1 <= k <= n:
+        raise RuntimeFault("E_ARG", f"topk_mask: 'k' must be between 1 and {n} (the entries of 'scores' "
+                           f"{list(scores.shape)}), got {k}", param="k")
+    # abs outside the Function: autograd's own abs backward gives g·sign(s), as the baseline's s.abs()
+    return _TopKMask.apply(scores.abs() if abs else scores, k)
