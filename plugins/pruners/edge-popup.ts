@@ -28,7 +28,6 @@ import { PrunerBase, type PrunerBaseConfig } from '../../sdk/families/pruners/ba
 import type { PrunableWeight, PruneContext, PruneMode } from '../../sdk/families/pruners/types.js';
 import type { ModelLike, ParamInfo, TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin, type PluginMeta } from '../../sdk/plugin.js';
-import { noGrad } from '../../sdk/program.js';
 import { removeWeightHook, weightHook, type WeightHookable } from '../../sdk/weight-hooks.js';
 
 /** Config of {@link EdgePopup}. */
@@ -51,7 +50,11 @@ const keepOf = (n: number, sparsity: number) => Math.max(1, Math.round((1 - spar
 /** A layer's score seed: seeds of different layers never meet (index < 2^16). */
 const seedOf = (seed: number, index: number) => seed * 65_537 + index;
 
-/** (shape) f32 0/1: 1 at the `k` largest of `mag`, scattered (ties cannot keep extra entries); temporaries into `scratch`. */
+/**
+ * (shape) f32 0/1: 1 at the `k` largest of `mag`, scattered (ties cannot keep extra entries), as
+ * `topk_mask` keeps them; temporaries into `scratch`. Outside the forward: no graph to the scores
+ * (eager ops run with autograd on, and a mask copied from one would join it).
+ */
 function keepTop(rt: Runtime, mag: Tensor, shape: readonly number[], k: number, scratch: Tensor[] = []): Tensor {
   const flat = mag.reshape([-1]);
   const [values, idx] = flat.topk(k, 0, true, false);
@@ -60,11 +63,13 @@ function keepTop(rt: Runtime, mag: Tensor, shape: readonly number[], k: number, 
   return hot.reshape([...shape]);
 }
 
-/** Traced, in a weight hook: forward the top-k of |s|, backward straight through to |s| (s gets sign(s)·g), as `GetSubnet`. */
-export function edgePopupMask(rt: Runtime, scores: Tensor, shape: readonly number[], k: number): Tensor {
-  const mag = scores.abs();
-  const [hard, frozen] = noGrad(rt, () => [keepTop(rt, mag, shape, k), mag.clone()]);
-  return hard.add(mag.sub(frozen));
+/**
+ * Traced, in a weight hook: forward the top-k of |s|, backward straight through to |s| (s gets
+ * sign(s)·g), as `GetSubnet`. One runtime op (`topk_mask`): written as ops it was nine a layer
+ * (topk, scatter, a detached copy to subtract…), each replayed with its autograd bookkeeping.
+ */
+export function edgePopupMask(scores: Tensor, k: number): Tensor {
+  return scores.topkMask(k);
 }
 
 /** One scored layer: its module, its weight (kept handle), its scores; with ε, its init and radius. */
@@ -146,7 +151,7 @@ export class EdgePopup extends PrunerBase<EdgePopupConfig & PrunerBaseConfig> {
       }
     }
     const bySite = new Map(this.sites.map((s) => [s.module, s]));
-    weightHook(this.model!, [...bySite.keys()], (w, { module, shape }) => w.mul(edgePopupMask(hooks.rt, bySite.get(module)!.scores, shape, keepOf(numel(shape), sparsity))), { name: 'edge-popup' });
+    weightHook(this.model!, [...bySite.keys()], (w, { module, shape }) => w.mul(edgePopupMask(bySite.get(module)!.scores, keepOf(numel(shape), sparsity))), { name: 'edge-popup' });
     if (epsilon > 0) {
       hooks.unfreeze(this.sites.map((s) => s.name));
       hooks.on('afterOptimizerStep', () => { for (const s of this.sites) project(s.param, s.w0!, s.radius!, norm); });
