@@ -1,7 +1,8 @@
 // The edge-popup pruner (plugins/pruners/edge-popup.ts) in a Trainer on the digits: the
 // scores train while the stored weights stay; the forward is W ⊙ the masks it reports, each
 // at the configured sparsity; with ε the weights move but stay in their ε-ball (ℓ∞ per
-// entry, ℓ2 per layer); a resumed run ends where a straight one does; bad config is E_ARG
+// entry, ℓ2 per layer); the forward's one-op mask trains the scores as the straight-through
+// formula written out does; a resumed run ends where a straight one does; bad config is E_ARG
 // naming the field; nothing is left behind. Plus the example's fast variant.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,8 +12,11 @@ import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { heavyBall } from '../plugins/momentum/heavy-ball.js';
 import { EdgePopup, edgePopup } from '../plugins/pruners/edge-popup.js';
 import { Dataset } from '../sdk/data.js';
+import type { TrainerPlugin, TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
+import { noGrad } from '../sdk/program.js';
 import { Trainer } from '../sdk/trainer.js';
+import { weightHook } from '../sdk/weight-hooks.js';
 import { runExample, settledObjects, startRuntime } from './helpers.js';
 
 let rt: Runtime;
@@ -92,6 +96,46 @@ describe('edge-popup', () => {
       expect(await values(plugin.currentMasks()['layers.0.weight'])).toEqual(await values(bare));
     } finally {
       free();
+    }
+  }, 60_000);
+
+  it("the forward's topk_mask trains the scores as GetSubnet written out: exact top-k, hard + (|s| − stop_grad |s|), bit for bit", async () => {
+    // the straight-through estimator in plain ops, scores drawn as the plugin draws them (seed 0, layer i)
+    class Written implements TrainerPlugin {
+      scores: Record<string, Tensor> = {};
+      constructor(readonly model: Model) {}
+      attach(h: TrainingHooks): void {
+        h.freeze(this.model.params.map((p) => p.name));
+        this.model.hookModules.weight.forEach((m, i) => {
+          const shape = this.model.params.find((p) => p.name === `${m}.weight`)!.shape;
+          this.scores[m] = h.addParam(`scores.${m}`, { shape, init: 'uniform', scale: 1 / Math.sqrt(shape[1]), seed: i, module: m });
+        });
+        weightHook(this.model, this.model.hookModules.weight, (w, { module, shape }) => {
+          const n = shape.reduce((a, b) => a * b, 1), mag = this.scores[module].abs();
+          const [hard, frozen] = noGrad(h.rt, () => {
+            const [, idx] = mag.reshape([-1]).topk(Math.round(0.4 * n), 0, true, false);
+            return [rt.zeros([n]).scatter(0, idx, 1).reshape([...shape]), mag.clone()];
+          });
+          return w.mul(hard.add(mag.sub(frozen)));
+        }, { name: 'written' });
+      }
+    }
+    const plugin = edgePopup({ sparsity: 0.6 });
+    const ours = await setup(plugin, 0.5);
+    const model = await Model.build(rt, { kind: 'mlp', sizes: SIZES }, { seed: 0 });
+    const written = new Written(model);
+    const trainer = new Trainer({ model, optimizer: heavyBall({ lr: 0.5, momentum: 0.9 }), plugins: [written], batchSize: 128, seed: 0, progress: 'none', logEvery: 1000 });
+    try {
+      const [a, b] = [await ours.trainer.fit(train, { epochs: 2 }), await trainer.fit(train, { epochs: 2 })];
+      expect(a.map((e) => e.loss)).toEqual(b.map((e) => e.loss));
+      const mine = plugin.scores();
+      expect(Object.keys(mine)).toEqual(Object.keys(written.scores));
+      for (const [m, s] of Object.entries(written.scores)) {
+        expect(await values(mine[m])).toEqual(await values(s));
+        expect(await values(mine[m])).not.toEqual(await values(rt.rand(s.shape as number[], { seed: Number(m.slice(-1)) }).mul(2).sub(1).mul(1 / Math.sqrt(s.shape![1] as number)))); // they trained
+      }
+    } finally {
+      ours.free(); trainer.free(); model.free();
     }
   }, 60_000);
 
