@@ -50,11 +50,7 @@ const keepOf = (n: number, sparsity: number) => Math.max(1, Math.round((1 - spar
 /** A layer's score seed: seeds of different layers never meet (index < 2^16). */
 const seedOf = (seed: number, index: number) => seed * 65_537 + index;
 
-/**
- * (shape) f32 0/1: 1 at the `k` largest of `mag`, scattered (ties cannot keep extra entries), as
- * `topk_mask` keeps them; temporaries into `scratch`. Outside the forward: no graph to the scores
- * (eager ops run with autograd on, and a mask copied from one would join it).
- */
+/** (shape) f32 0/1 at the `k` largest of `mag`, as `topk_mask` keeps them, but joining no graph (eager ops run with autograd on); temporaries into `scratch`. */
 function keepTop(rt: Runtime, mag: Tensor, shape: readonly number[], k: number, scratch: Tensor[] = []): Tensor {
   const flat = mag.reshape([-1]);
   const [values, idx] = flat.topk(k, 0, true, false);
@@ -63,11 +59,7 @@ function keepTop(rt: Runtime, mag: Tensor, shape: readonly number[], k: number, 
   return hot.reshape([...shape]);
 }
 
-/**
- * Traced, in a weight hook: forward the top-k of |s|, backward straight through to |s| (s gets
- * sign(s)·g), as `GetSubnet`. One runtime op (`topk_mask`): written as ops it was nine a layer
- * (topk, scatter, a detached copy to subtract…), each replayed with its autograd bookkeeping.
- */
+/** Traced, in a weight hook: forward the top-k of |s|, backward straight through to |s| (s gets sign(s)·g), as `GetSubnet`: one runtime op, not nine replayed ones. */
 export function edgePopupMask(scores: Tensor, k: number): Tensor {
   return scores.topkMask(k);
 }
