@@ -161,6 +161,22 @@ describe('loft: pretraining', () => {
       model.free();
     }
   });
+
+  it('a diverging round stops pretraining with E_NONFINITE naming the round and lr; the model holds the last finite round', async () => {
+    const model = await Model.build(rt, SPEC, { seed: 5 });
+    const names = model.params.map((p) => p.name);
+    const snap = async () => Promise.all(names.map(async (n) => Array.from((await model.param(n).data()).data as ArrayLike<number>, Number)));
+    try {
+      const seen: number[][][] = [await snap()];
+      const pruner = loft({ ...cfg, lr: 1e12, momentum: 0 }) as Loft;
+      const err = await pruner.pretrain(model, digits, { rounds: 6, onRound: async () => { seen.push(await snap()); } }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'E_NONFINITE', param: 'lr', message: expect.stringMatching(/is NaN in round \d+.*'lr' \(1000000000000\).*the weights/) });
+      // the weights of the last round reported (the start, when the first round diverged)
+      expect(await snap()).toEqual(seen[seen.length - 1]);
+    } finally {
+      model.free();
+    }
+  });
 });
 
 describe('examples/loft-cnn.ts', () => {

@@ -109,6 +109,20 @@ describe('masked-neurons: train()', () => {
     await expect(mn.train(m, train, { rounds: 0 })).rejects.toThrow(/rounds/);
     m.free();
   });
+
+  it('a diverging run stops with E_NONFINITE naming the round and lr, and leaves the model as it was', async () => {
+    const m = await mlp(3);
+    try {
+      const before = await params(m);
+      const seen: number[] = [];
+      const err = await (maskedNeurons({ subnets: 2, localSteps: 3, lr: 1e8 }) as MaskedNeurons).train(m, train, { rounds: 5, onRound: (r) => { seen.push(r.round); } }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'E_NONFINITE', param: 'lr', message: expect.stringMatching(/after round \d.*'lr' \(100000000\)/) });
+      expect(seen.length).toBeLessThan(5); // no report of a non-finite round
+      expect(maxDiff(await params(m), before)).toBe(0);
+    } finally {
+      m.free();
+    }
+  });
 });
 
 describe('masked-neurons: the family contract', () => {

@@ -35,7 +35,7 @@ import type { Dataset } from '../../sdk/data.js';
 import { PrunerBase, PrunerFields } from '../../sdk/families/pruners/base.js';
 import type { PrunableWeight, PruneContext } from '../../sdk/families/pruners/types.js';
 import type { ModelLike, ParamInfo } from '../../sdk/hooks.js';
-import { localDescent, maskedForward, mergeByHolders, mlpLayout, neuronMasks } from '../../sdk/families/pruners/subnets.js';
+import { localDescent, type MaskedTrainOptions, maskedForward, mergeByHolders, mlpLayout, neuronMasks, subnetLoss } from '../../sdk/families/pruners/subnets.js';
 import type { Model } from '../../sdk/model.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { runWorkers, type WorkerSpec } from '../../sdk/workers/index.js';
@@ -60,17 +60,6 @@ export const MaskedNeuronsConfig = Type.Object({
 }, { additionalProperties: false });
 export type MaskedNeuronsConfig = Static<typeof MaskedNeuronsConfig>;
 type Resolved = MaskedNeuronsConfig & { sparsity: number };
-
-/** Per round: the merged dense network's training loss, held-out accuracy when given, the bytes sent. */
-export interface MaskedRound { round: number; loss: number; accuracy?: number; bytes: { up: number; down: number } | null }
-export interface MaskedTrainOptions {
-  rounds: number;
-  /** Held-out rows: the merged network's accuracy on them each round. */
-  eval?: Dataset;
-  onRound?: (r: MaskedRound) => void | Promise<void>;
-  /** Where the subnets run (docs/workers.md): 'batched' (default, one traced program per round) or 'sequential'. */
-  placement?: string;
-}
 
 /** Masked neurons / independent subnetworks: `train()` runs the rounds; in a Trainer, a random neuron pruner. */
 export class MaskedNeurons extends PrunerBase<Resolved> {
@@ -123,10 +112,8 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
     const B = c.batchSize === 0 ? N : c.batchSize;
     if (B > N) throw new LiaisonError('E_ARG', `${this.id}: config field 'batchSize' is ${B}, more than the ${N} rows`, { param: 'batchSize' });
     const [S, T, scale] = [c.subnets, c.localSteps, c.scale ? 1 / this.keepFraction : 1];
-    const classes = lay.sizes[lay.sizes.length - 1];
     const H = lay.hidden;
-    const targets = (y: Tensor) => (rt.call('one_hot', [y], { num_classes: classes }) as Tensor).to('f32');
-    const lossOf = (out: Tensor, y: Tensor, n: number): Tensor => (c.loss === 'mse' ? (rt.call('mse_loss', [out, targets(y)], { reduction: 'sum' }) as Tensor).div(2 * n) : rt.call('cross_entropy', [out, y]) as Tensor);
+    const lossOf = (out: Tensor, y: Tensor, n: number) => subnetLoss(c.loss, out, y, n, lay.sizes[lay.sizes.length - 1]);
     const seedOf = (r: number) => c.seed * 1_000_003 + r * 101;
 
     type State = { w: Tensor[]; mask: Tensor };
@@ -165,6 +152,7 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
     };
     const loss: number[] = [];
     const accuracy: number[] = [];
+    let diverged = 0; // the round whose merged network's loss was not finite
     const result = await runWorkers(rt, spec, {
       rounds: opts.rounds,
       placement: opts.placement,
@@ -175,11 +163,17 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
           const a = ev ? (rt.call('accuracy', [maskedForward(ev.x, view, null, lay), ev.y]) as Tensor).reshape([1]) : null;
           return Array.from(await rt.cat(a ? [l, a] : [l]).toArray() as Float32Array);
         });
+        if (!Number.isFinite(read[0])) { diverged = round; return 'stop'; }
         loss.push(read[0]);
         if (opts.eval) accuracy.push(read[1]);
         await opts.onRound?.({ round, loss: read[0], ...(opts.eval ? { accuracy: read[1] } : {}), bytes });
       },
     });
+    // the model is written only after the last round: a diverged run leaves it as it was
+    if (diverged) {
+      result.free();
+      throw new LiaisonError('E_NONFINITE', `${this.id}.train: the merged network's loss is not finite after round ${diverged}: the subnets' steps diverged; lower config field 'lr' (${c.lr}) or 'localSteps' (${T}). The model keeps the weights it had`, { param: 'lr' });
+    }
     lay.names.forEach((n, i) => { model.param(n).copy_(result.view[i]).free(); });
     await rt.flush();
     result.free();

@@ -184,6 +184,12 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
     const down = subs.reduce((a, s) => a + bytesOf(s), 0);
     let prev = groups.map((g) => unitRows(model, g).keep());
     held.push(...prev);
+    // the model's parameters after the last round whose loss was finite: a diverging round
+    // (its merge already wrote NaN into the model) is undone from here, so nothing is lost
+    const names = model.params.map((p) => p.name);
+    const good = names.map((n) => model.param(n).clone().keep());
+    held.push(...good);
+    let diverged: { round: number; loss: number } | null = null;
     const report: LoftRound[] = [];
     let settled = 0;
     let ticketRound: number | null = null;
@@ -198,6 +204,12 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
         dist.free();
         for (const t of prev) t.free();
         prev = now;
+        if (!Number.isFinite(loss)) {
+          names.forEach((n, i) => { model.param(n).copy_(good[i]).free(); });
+          diverged = { round: r.round, loss };
+          return 'stop';
+        }
+        names.forEach((n, i) => { good[i].copy_(model.param(n)).free(); });
         const distance = Object.fromEntries(groups.map((g, i) => [g.name, Number(d[i])]));
         settled = r.round > cfg.warmupRounds && Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
         const round: LoftRound = { round: r.round, distance, loss, settled, bytes: { up: r.bytes?.up ?? NaN, down } };
@@ -208,6 +220,11 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
       },
     });
     run.free();
+    if (diverged) {
+      const { round, loss } = diverged as { round: number; loss: number };
+      await rt.flush();
+      throw new LiaisonError('E_NONFINITE', `loft.pretrain: the workers' loss is ${loss} in round ${round}: their local SGD diverged; lower config field 'lr' (${lr}) or 'localSteps' (${T}). The model holds ${round === 1 ? 'the weights it had before pretraining' : `the weights of round ${round - 1}`}`, { param: 'lr' });
+    }
 
     const fullMacs = (await flopsOf(model)) ?? NaN;
     const subMacs = await Promise.all(subs.map(async (s) => (await flopsOf(s)) ?? NaN));

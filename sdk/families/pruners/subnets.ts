@@ -8,9 +8,21 @@
  * functions of tensors: queued ops, traceable (a batched worker placement traces them).
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
+import type { Dataset } from '../../data.js';
 import type { ModelLike } from '../../hooks.js';
 import type { MLPSpec } from '../../model-spec.js';
 import type { Model } from '../../model.js';
+
+/** Per round: the merged dense network's training loss, held-out accuracy when given, the bytes sent. */
+export interface MaskedRound { round: number; loss: number; accuracy?: number; bytes: { up: number; down: number } | null }
+export interface MaskedTrainOptions {
+  rounds: number;
+  /** Held-out rows: the merged network's accuracy on them each round. */
+  eval?: Dataset;
+  onRound?: (r: MaskedRound) => void | Promise<void>;
+  /** Where the subnets run (docs/workers.md): 'batched' (default, one traced program per round) or 'sequential'. */
+  placement?: string;
+}
 
 /** An MLP's layers: weight (out, in) and bias (out,) per layer; each hidden layer's neurons at an offset of the (1, H) mask. */
 export interface MLPLayout {
@@ -67,6 +79,17 @@ export function maskedForward(x: Tensor, w: readonly Tensor[], mask: Tensor | nu
     if (mask) h = h.mul(mask.narrow(1, lay.offsets[l], lay.sizes[l + 1])).mul(scale);
   }
   return h;
+}
+
+/**
+ * () f32, the loss of logits `out` (N, C) against class indices `y` (N,): `'mse'`
+ * ½‖out − onehot(y)‖² per row (the paper's), or `'cross_entropy'`.
+ */
+export function subnetLoss(kind: 'mse' | 'cross_entropy', out: Tensor, y: Tensor, n: number, classes: number): Tensor {
+  const rt = out.rt;
+  if (kind === 'cross_entropy') return rt.call('cross_entropy', [out, y]) as Tensor;
+  const target = (rt.call('one_hot', [y], { num_classes: classes }) as Tensor).to('f32');
+  return (rt.call('mse_loss', [out, target], { reduction: 'sum' }) as Tensor).div(2 * n);
 }
 
 /**
