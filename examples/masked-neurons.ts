@@ -25,9 +25,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Runtime } from '../bridge/index.js';
+import { LiaisonError, Runtime } from '../bridge/index.js';
 import { maskedNeurons, type MaskedNeurons } from '../plugins/pruners/masked-neurons.js';
-import { Dataset, Model, plotLines, type Series } from '../sdk/index.js';
+import { Dataset, type MaskedRound, Model, plotLines, type Series } from '../sdk/index.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable } from './tables.js';
 
@@ -45,6 +45,7 @@ interface Run { label: string; split: 'full' | 'bernoulli' | 'partition'; S: num
 /** Mean of the last quarter of the per-round losses: where the run has settled. */
 const plateau = (r: Run) => { const k = Math.max(1, Math.ceil(r.loss.length / 4)); return r.loss.slice(-k).reduce((a, b) => a + b, 0) / k; };
 const ratio = (r: Run, full: Run) => { const q = plateau(r) / plateau(full); return Number.isFinite(q) ? `${q.toFixed(2)}×` : 'diverged'; };
+const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)}%` : 'diverged');
 const fmt = (x: number) => (!Number.isFinite(x) ? 'diverged' : x >= 0.01 ? x.toFixed(4) : x.toExponential(2));
 
 async function main(): Promise<void> {
@@ -65,12 +66,22 @@ async function main(): Promise<void> {
         ? { subnets: 1, keep: 1, localSteps: T, lr: LR }
         : { subnets: S, split, keep: KEEP, localSteps: T, lr: LR, seed: SEED }) as MaskedNeurons;
       const rounds = Math.max(1, Math.round(STEPS / T));
-      let bytes = 0;
+      let bytes = NaN;
       const t1 = performance.now();
-      const { loss, accuracy } = await mn.train(model, train, { rounds, eval: test, onRound: (r) => { bytes = r.bytes ? r.bytes.up + r.bytes.down : NaN; } });
+      const loss: number[] = [], accuracy: number[] = [];
+      const onRound = (r: MaskedRound) => { bytes = r.bytes ? r.bytes.up + r.bytes.down : NaN; loss.push(r.loss); accuracy.push(r.accuracy ?? NaN); };
       const label = split === 'full' ? 'full training' : `${split} S=${S} T=${T}`;
+      try {
+        await mn.train(model, train, { rounds, eval: test, onRound });
+      } catch (e) {
+        // a setting whose steps diverge (lr too large for it) is a result too: the rows say 'diverged'
+        if (!(e instanceof LiaisonError && e.code === 'E_NONFINITE')) throw e;
+        console.log(`${label.padEnd(24)} diverged after ${loss.length} of ${rounds} rounds`);
+        loss.push(NaN);
+        accuracy.push(NaN);
+      }
       runs.push({ label, split, S, T, rounds, loss, accuracy, bytes, seconds: (performance.now() - t1) / 1000 });
-      console.log(`${label.padEnd(24)} ${rounds} rounds: loss ${fmt(loss[loss.length - 1])}, held-out accuracy ${(100 * accuracy[accuracy.length - 1]).toFixed(1)}% (${secs(t1)})`);
+      console.log(`${label.padEnd(24)} ${rounds} rounds: loss ${fmt(loss[loss.length - 1])}, held-out accuracy ${pct(accuracy[accuracy.length - 1])} (${secs(t1)})`);
       model.free();
     };
     await one('full', 1, 1);
@@ -82,7 +93,7 @@ async function main(): Promise<void> {
     const full = runs[0];
     const header = ['setting', 'split', 'S', 'T', 'rounds', 'final loss', 'plateau', 'plateau / full', 'held-out acc.', 'MB / round', 'time'];
     const rows = runs.map((r) => [r.label, r.split, String(r.S), String(r.T), String(r.rounds), fmt(r.loss[r.loss.length - 1]), fmt(plateau(r)),
-      ratio(r, full), `${(100 * r.accuracy[r.accuracy.length - 1]).toFixed(1)}%`, (r.bytes / 1e6).toFixed(2), `${r.seconds.toFixed(1)} s`]);
+      ratio(r, full), pct(r.accuracy[r.accuracy.length - 1]), (Number.isFinite(r.bytes) ? (r.bytes / 1e6).toFixed(2) : '—'), `${r.seconds.toFixed(1)} s`]);
     console.log(`\n${markdownTable(header, rows)}\n`);
     // the paper's two trends at a glance: the plateau over full training's, T down the rows, S across
     for (const split of ['bernoulli', 'partition'] as const) {
@@ -95,7 +106,8 @@ async function main(): Promise<void> {
     const panels = ['Bernoulli masks', 'partition (IST)'];
     const series = (pick: (r: Run) => number[]): Series[] => runs.flatMap((r) => (r.split === 'full' ? [0, 1] : [r.split === 'bernoulli' ? 0 : 1]).map((panel) => ({
       // colour by S, dashes by T: the two trends read off as colour and line style
-      label: r.label, panel, x: pick(r).map((_, i) => (i + 1) * r.T), y: pick(r),
+      // a diverged run's last point is NaN: plotted up to the round before
+      label: r.label, panel, x: pick(r).map((_, i) => (i + 1) * r.T).filter((_, i) => Number.isFinite(pick(r)[i])), y: pick(r).filter(Number.isFinite),
       style: r.split === 'full' ? 'k-' : `C${SUBNETS.indexOf(r.S)}${['-', '--', ':', '-.'][LOCAL.indexOf(r.T) % 4]}`,
     })));
     const drawn = await Promise.all([
