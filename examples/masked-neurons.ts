@@ -76,12 +76,12 @@ async function main(): Promise<void> {
       } catch (e) {
         // a setting whose steps diverge (lr too large for it) is a result too: the rows say 'diverged'
         if (!(e instanceof LiaisonError && e.code === 'E_NONFINITE')) throw e;
-        console.log(`${label.padEnd(24)} diverged after ${loss.length} of ${rounds} rounds`);
+        console.log(`${label.padEnd(24)} diverged in round ${loss.length + 1} of ${rounds} (${secs(t1)})`);
         loss.push(NaN);
         accuracy.push(NaN);
       }
       runs.push({ label, split, S, T, rounds, loss, accuracy, bytes, seconds: (performance.now() - t1) / 1000 });
-      console.log(`${label.padEnd(24)} ${rounds} rounds: loss ${fmt(loss[loss.length - 1])}, held-out accuracy ${pct(accuracy[accuracy.length - 1])} (${secs(t1)})`);
+      if (Number.isFinite(loss[loss.length - 1])) console.log(`${label.padEnd(24)} ${rounds} rounds: loss ${fmt(loss[loss.length - 1])}, held-out accuracy ${pct(accuracy[accuracy.length - 1])} (${secs(t1)})`);
       model.free();
     };
     await one('full', 1, 1);
