@@ -14,9 +14,10 @@ import { removeWeightHook, weightHook, type WeightHookable } from '../../weight-
 import type { PruneContext, PrunableWeight, PruneMode, Pruner } from './types.js';
 
 /**
- * The masking modes a config may name (types.ts {@link PruneMode}). `'hook'` is not among
- * them: a plugin whose forward masks through its own weight hooks (edge-popup) says so by
- * overriding `mode`, `apply()` and `currentMasks()`.
+ * The masking modes a config may name (types.ts {@link PruneMode}), both implemented here:
+ * `'inplace'` by {@link PrunerBase.apply} after every step, `'hook'` by weight hooks over
+ * the held masks. A plugin whose forward needs its own hook program (edge-popup: masks from
+ * trained scores) says so by overriding `mode`, `apply()` and `currentMasks()` instead.
  */
 export const PRUNE_MODES: readonly PruneMode[] = ['inplace', 'hook'];
 
