@@ -75,6 +75,12 @@ export class ParamSet {
   /** Changes whenever the trainable set (or what the step program captures of it) changes. */
   version = 0;
   private readonly entries = new Map<string, ParamEntry>();
+  /**
+   * Step-count offsets by start step, shared: the step program groups parameters by their
+   * offset, so those whose state (re)started at one step — a `resetOptimizer()` of them all —
+   * still update side by side in one multi-tensor group.
+   */
+  private readonly offsets = new Map<number, Tensor>();
   private made = false;
 
   constructor(private readonly rt: Runtime, private readonly model: Model, private readonly optimizer: MomentumOptimizer, private readonly steps: () => number) {}
@@ -184,13 +190,20 @@ export class ParamSet {
     for (const t of scratch) t.free();
   }
 
-  /** Give `e` its own step count from `step` on (a first one changes what the program captures). */
+  /** `e` counts its steps from `step` on: the offset shared by every parameter started then (a change is retraced). */
   startAt(e: ParamEntry, step: number): void {
     e.started = step;
-    if (e.offset) { e.offset.fill_(step); return; }
-    if (step === 0) return;
-    e.offset = this.rt.full([], step).keep();
+    let next: Tensor | null = null;
+    if (step !== 0) {
+      next = this.offsets.get(step) ?? this.rt.full([], step).keep();
+      this.offsets.set(step, next);
+    }
+    if (next === e.offset) return;
+    e.offset = next;
     this.version++;
+    // an offset no parameter counts from any more: the program that captured it holds its own reference
+    const used = new Set([e.offset, ...[...this.entries.values()].map((x) => x.offset)]);
+    for (const [at, t] of this.offsets) if (!used.has(t)) { t.free(); this.offsets.delete(at); }
   }
 
   /** Fresh state from the optimizer's init(), kept, counting steps from now. */
@@ -245,9 +258,10 @@ export class ParamSet {
   free(): void {
     for (const e of this.entries.values()) {
       e.param.free();
-      e.offset?.free();
       for (const t of Object.values(e.state ?? {})) t.free();
     }
+    for (const t of this.offsets.values()) t.free();
+    this.offsets.clear();
     this.entries.clear();
   }
 

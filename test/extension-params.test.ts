@@ -158,6 +158,8 @@ describe('snapshots and rewinding', () => {
     expect(await weights(model)).toEqual(init);
     t.resetOptimizer();
     for (const v of Object.values(t['control'].optimizerState('layers.1.weight'))) expect((await values(v)).every((x) => x === 0)).toBe(true);
+    // reset together, they count from one shared offset: the step updates them as one multi-tensor group
+    expect(new Set(t['params'].trainable().map((e) => e.offset)).size).toBe(1);
     await t.fit(data, { epochs: 1 });
     const got = await weights(model);
     const want = await weights(fresh);
