@@ -135,8 +135,13 @@ register(HookPoint(
 
 # ---- router: how an MoE layer weighs its experts per token ----
 
+def _moes(m: nn.Module) -> list[MoE]:
+    """The MoE layers of a model, in module order: the router point's sites."""
+    return [x for x in m.modules() if isinstance(x, MoE)]
+
+
 def _router_install(m: nn.Module, hook, opts: dict) -> None:
-    moes = [x for x in m.modules() if isinstance(x, MoE)]
+    moes = _moes(m)
     if not moes:
         raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
                            "(a gpt spec with 'moe' has them)", param="point")
@@ -151,7 +156,7 @@ register(HookPoint(
     outputs=("weights (N, E)", "aux ()"),
     fires="every forward of an MoE layer, on its N = B*T tokens; experts run only on tokens whose weight is nonzero",
     sites="layers", options=("layers",),
-    find=lambda m: [x for x in m.modules() if isinstance(x, MoE)],
+    find=_moes,
     install=_router_install,
 ))
 

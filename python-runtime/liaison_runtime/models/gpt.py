@@ -108,9 +108,6 @@ class GPT(Described, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, 0.02)
 
-    def moe_layers(self) -> list[MoE]:
-        return [b.moe for b in self.blocks if "moe" in b._modules]
-
     def check_tokens(self, op: str, param: str, tokens: torch.Tensor) -> None:
         if tokens.dtype not in (torch.int64, torch.int32):
             raise RuntimeFault("E_DTYPE", f"{op}: '{param}' must hold token ids (i64 or i32), got {tokens.dtype}",

@@ -49,20 +49,13 @@ def _mlp_units(m: MLP) -> list[dict]:
             for i, layer in enumerate(m.layers[:-1])]
 
 
-def _cnn_pooled(m: CNN) -> tuple[int, int]:
-    """(H', W') of the last conv stage's output after its pool: what `fc` reads per channel."""
-    h, w = m.image
-    for _ in m.convs:
-        h, w = h // 2, w // 2
-    return h, w
-
-
 def _cnn_units(m: CNN) -> list[dict]:
-    h, w = _cnn_pooled(m)
+    # fc reads the last stage's (C, H', W') flattened: H'W' columns per channel
+    hw = m.fc.in_features // m.convs[-1].out_channels
     last = len(m.convs) - 1
     groups = []
     for i, conv in enumerate(m.convs):
-        reader = _member(f"convs.{i + 1}.weight", 1) if i < last else _member("fc.weight", 1, h * w)
+        reader = _member(f"convs.{i + 1}.weight", 1) if i < last else _member("fc.weight", 1, hw)
         groups.append(_group(f"convs.{i}", "filter", conv.out_channels, f"channels.{i}",
                              [*_own(conv, f"convs.{i}"), reader]))
     groups.append(_group("fc", "neuron", m.fc.out_features, "hidden", [*_own(m.fc, "fc"), _member("head.weight", 1)]))

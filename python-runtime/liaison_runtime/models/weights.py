@@ -63,8 +63,3 @@ def remove_weight_hook(module: nn.Module) -> None:
         old[2].remove()
     module.__dict__.pop("weight", None)
 
-
-def weight_hook_of(module: nn.Module):
-    """The hook installed on the module, or None."""
-    got = module.__dict__.get(_KEY)
-    return got[0] if got else None
