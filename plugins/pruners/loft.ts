@@ -44,9 +44,12 @@ import { definePlugin } from '../../sdk/plugin.js';
 import { shrink, type UnitGroup, unitsOf } from '../../sdk/units.js';
 import { type PretrainOptions, type PretrainReport, pretrainLoft } from '../../sdk/families/pruners/loft-rounds.js';
 
+// no 'mode': LoFT masks biases with their rows, which the weight-hook mode cannot (it masks module weights only)
+const { mode: _inplaceOnly, ...scheduleFields } = PrunerFields;
+
 /** Config of {@link Loft}. */
 export const LoftConfig = Type.Object({
-  ...PrunerFields,
+  ...scheduleFields,
   sparsity: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.5, description: 'fraction of the units (filters, hidden neurons) of every partitioned layer pruned, rounded per layer (at least one unit stays)' }),
   partition: Type.Union([Type.Literal('every'), Type.Literal('alternate')], { default: 'alternate', description: "which layers' units are dealt to the workers: 'every' unit group (each worker then trains a (units × units) block of a layer reading a partitioned one), or 'alternate' groups 0, 2, … (a layer between keeps all its units on every worker, averaged at the merge, as the released code's conv2)" }),
   workers: Type.Integer({ minimum: 1, default: 4, description: 'K: workers the units of every partitioned layer are dealt to each round (disjoint; counts within one of each other)' }),
