@@ -15,7 +15,7 @@
  * models/weights.py); its calling convention is `[weight] -> [weight']` (docs/protocol.md).
  */
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
-import { define, noGrad, type Program } from './program.js';
+import { define, type Program } from './program.js';
 
 /** One module a weight hook is installed on. */
 export interface WeightSite {
@@ -88,19 +88,15 @@ export function removeWeightHook(model: WeightHookable, modules: string | readon
 
 /**
  * Inside a traced function (a weight hook): a 0/1 mask keeping the `keep` fraction of
- * `scores` with the highest values, whose gradient passes straight through to the scores
- * (edge-popup's estimator: forward `hard`, backward as if the mask were `scores`). Ties at
- * the threshold are all kept.
+ * `scores` with the highest values — exactly round(keep · n) entries — whose gradient
+ * passes straight through to the scores (edge-popup's estimator: forward `hard`, backward
+ * as if the mask were `scores`). It is the runtime's `topk_mask` op ranking the scores
+ * themselves (`scores.topkMask(k, false)`; edge-popup ranks |s|): one op a layer.
  */
-export function straightThroughTopK(rt: Runtime, scores: Tensor, keep: number): Tensor {
+export function straightThroughTopK(_rt: Runtime, scores: Tensor, keep: number): Tensor {
   if (!(keep > 0 && keep <= 1)) throw new LiaisonError('E_ARG', `straightThroughTopK: keep must be a fraction in (0, 1], got ${keep}`, { param: 'keep' });
   const shape = scores.shape;
   if (!shape?.every((d): d is number => typeof d === 'number')) throw new LiaisonError('E_ARG', `straightThroughTopK: the scores need a known, fixed shape (a tensor made by a factory op, or a program input with numeric sizes), got ${shape ? `[${shape}]` : 'an unknown one'}`, { param: 'scores' });
   const n = shape.reduce((a, b) => a * b, 1);
-  const k = Math.max(1, Math.round(keep * n));
-  const [hard, frozen] = noGrad(rt, () => {
-    const [values] = scores.flatten().topk(k);
-    return [scores.ge(values.amin()).to('f32'), scores.clone()];
-  });
-  return hard.add(scores.sub(frozen));
+  return scores.topkMask(Math.max(1, Math.round(keep * n)), false);
 }

@@ -2,7 +2,7 @@
 random weights (edge-popup), written in plain PyTorch. The MLP is the runtime's own
 `{"kind": "mlp"}` build with the same seed, the digits the runtime's loader with the same
 80/20 split, the scores `rand(shape, seed=1+i)`, and each layer's forward uses
-`W * (hard + s - s.detach())` with `hard` the top `keep` fraction of the scores — what the
+`W * (hard + s - s.detach())` with `hard` 1 at exactly the top `keep` fraction of the scores — what the
 SDK side's weight hooks compute. A fresh seeded permutation per epoch, gradient descent on
 the scores only, the epoch's mean loss read at its end.
 
@@ -34,8 +34,9 @@ def main() -> None:
 
     def straight_through(s: torch.Tensor, k: int):
         def mask() -> torch.Tensor:
-            hard = s.detach().ge(s.detach().flatten().topk(k).values.amin()).float()
-            return hard + (s - s.detach())
+            # exactly the k largest, as the runtime's topk_mask keeps them (ties cannot add entries)
+            flat = torch.zeros(s.numel()).scatter_(0, s.detach().flatten().topk(k, sorted=False).indices, 1.0)
+            return flat.view_as(s) + (s - s.detach())
 
         return mask
 
