@@ -74,11 +74,6 @@ export class Snapshots {
     return names;
   }
 
-  /** The tensors of snapshot `name` by parameter name (handles: read them, do not write them). */
-  tensors(name: string): ReadonlyMap<string, Tensor> {
-    return this.get(name, 'snapshot tensors').tensors;
-  }
-
   private get(name: string, what: string): Held {
     const h = this.held.get(name);
     if (!h) throw new LiaisonError('E_ARG', `${what}: no snapshot '${name}'; there are ${[...this.held.keys()].join(', ') || 'none'}${this.pending(name) ? ` ('${name}' is due after a later step)` : ''}`, { param: 'name' });

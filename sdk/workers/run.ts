@@ -11,9 +11,9 @@
  * const { view } = await runWorkers(rt, spec, { rounds: 10, placement: 'batched', onRound: (r) => log(r.bytes) });
  * ```
  */
-import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
+import { LiaisonError, type Runtime } from '../../bridge/index.js';
 import { getPlacement } from './placements.js';
-import { tensorsOf, treeBytes } from './tree.js';
+import { freeReplaced, tensorsOf, treeBytes } from './tree.js';
 import { BOUNDARY_KINDS, type RoundReport, type WorkerSpec } from './types.js';
 
 export interface RunWorkersOptions<View> {
@@ -91,11 +91,8 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
         }
         input?.free();
         const after = run.held();
-        if (after) {
-          // free what this round replaced: the states and the last view it no longer holds
-          const keep = new Set<Tensor>([...tensorsOf(after), ...tensorsOf(next)]);
-          for (const t of old) if (!keep.has(t)) t.free();
-        }
+        // free what this round replaced: the states and the last view it no longer holds
+        if (after) freeReplaced(old, [after, next]);
         return { next, up };
       };
       // before anyone has joined nothing runs and nothing crosses the boundary
