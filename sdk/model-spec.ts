@@ -100,9 +100,11 @@ export const GPTSpec = Type.Object({
   mlpRatio: Type.Optional(posInt('Feed-forward width as a multiple of `dim`.', { default: 4 })),
   dropout: Type.Optional(fraction('Dropout in [0, 1).')),
   moe: Type.Optional(MoESpec),
+  positions: Type.Optional(oneOf(['learned', 'rotary'] as const, 'Position encoding: `learned` adds a `wpe` table of `context` rows at the input; `rotary` (RoPE, half-split as GPT-NeoX/Llama) rotates q and k of every attention layer by their absolute position, has no `wpe`, needs an even head dim, and lets cached decoding run past `context`.', 'learned')),
+  ropeBase: Type.Optional(Type.Number({ minimum: 1, default: 10000, description: 'RoPE\'s base θ: pair i of a head turns by position · θ^(−2i/D) (rotary positions only).' })),
 }, {
   additionalProperties: false,
-  description: 'A GPT-style decoder (pre-LN, learned positions, untied head): (B, T) i64 tokens, T ≤ context → (B, T, vocab) logits. Parameters `wte`, `wpe`, `blocks.i.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.proj}`, `ln_f`, `head`. Each attention layer is a KV-cache hook point, each MoE layer a router hook point.',
+  description: 'A GPT-style decoder (pre-LN, learned or rotary positions, untied head): (B, T) i64 tokens, T ≤ context → (B, T, vocab) logits. Parameters `wte`, `wpe` (learned positions only), `blocks.i.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.proj}`, `ln_f`, `head`. Each attention layer is a KV-cache hook point, each MoE layer a router hook point.',
 });
 /** A GPT-style decoder: (B, T) i64 tokens -> (B, T, vocab) logits; attention layers are KV hook points, MoE layers router hook points. */
 export type GPTSpec = Static<typeof GPTSpec>;

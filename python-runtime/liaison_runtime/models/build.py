@@ -66,7 +66,11 @@ def _gpt(f: dict) -> nn.Module:
             # blocks every, 2*every, … (1-based): every=1 -> all blocks, every=2 -> blocks 1, 3, …
             return MoE(dim, hidden, experts, _router_params(m["params"])) if (i + 1) % every == 0 else None
 
-    return GPT(f["vocab"], f["context"], dim, layers, heads, f["mlp_ratio"], float(f["dropout"]), make_moe)
+    if f["positions"] == "rotary" and (dim // heads) % 2:
+        raise spec_fault("positions", f"'rotary' needs an even head dim (dim / heads), got {dim} / {heads} = "
+                         f"{dim // heads}")
+    return GPT(f["vocab"], f["context"], dim, layers, heads, f["mlp_ratio"], float(f["dropout"]), make_moe,
+               f["positions"], f["rope_base"])
 
 
 def _additive(f: dict) -> nn.Module:

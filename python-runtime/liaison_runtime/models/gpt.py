@@ -1,9 +1,10 @@
 """The small GPT-style decoder of a `{"kind": "gpt"}` spec (nanoGPT's layout, pre-LN).
 
-Token embedding `wte`, learned absolute position embedding `wpe`, `blocks.i` (ln1, attn
-{qkv, proj}, ln2, mlp {fc, proj} or moe), `ln_f`, and an untied `head` (its own weight,
-not `wte`'s: every state_dict entry is then a tensor of its own, which keeps checkpoints
-and `model_state` one tensor per name).
+Token embedding `wte`, learned absolute position embedding `wpe` (positions 'learned'; with
+'rotary' there is no `wpe` and every attention layer rotates q and k by their absolute
+position, rope.py), `blocks.i` (ln1, attn {qkv, proj}, ln2, mlp {fc, proj} or moe), `ln_f`,
+and an untied `head` (its own weight, not `wte`'s: every state_dict entry is then a tensor of
+its own, which keeps checkpoints and `model_state` one tensor per name).
 
 `forward` is the training path: full causal attention. Cached decoding with the KV hook
 is in kvcache.py and uses the same pieces (`Attention.split`/`merge`, `Block.ff`).
@@ -20,12 +21,14 @@ from torch import nn
 from ..errors import RuntimeFault
 from .base import Described
 from .moe import FeedForward, MoE
+from .rope import apply_rope
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, rope_base: float | None = None):
         super().__init__()
         self.heads = heads
+        self.rope_base = rope_base  # None: learned positions (added at the input), nothing to rotate
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
@@ -36,6 +39,10 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).split(c, dim=2)
         return [u.view(b, t, self.heads, c // self.heads).transpose(1, 2) for u in (q, k, v)]
 
+    def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """q or k (B, H, T, D) at positions pos (B|1, H|1, T) i64, rotated when rotary."""
+        return x if self.rope_base is None else apply_rope(x, pos, self.rope_base)
+
     def merge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, H, T, D) attention output -> (B, T, C), projected."""
         b, h, t, d = y.shape
@@ -43,16 +50,20 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.split(x)
+        if self.rope_base is not None:
+            pos = torch.arange(x.shape[1], device=x.device)[None, None]  # (1, 1, T)
+            q, k = self.rotate(q, pos), self.rotate(k, pos)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=True)  # (B, H, T, D)
         return self.merge(y)
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, hidden: int, dropout: float, moe: MoE | None):
+    def __init__(self, dim: int, heads: int, hidden: int, dropout: float, moe: MoE | None,
+                 rope_base: float | None = None):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
+        self.attn = Attention(dim, heads, dropout, rope_base)
         self.ln2 = nn.LayerNorm(dim)
         if moe is None:
             self.mlp = FeedForward(dim, hidden, dropout)
@@ -74,19 +85,23 @@ class GPT(Described, nn.Module):
     spec_kind = "gpt"
 
     def __init__(self, vocab: int, context: int, dim: int, layers: int, heads: int, mlp_ratio: int,
-                 dropout: float, make_moe=None):
-        """make_moe(i) -> an MoE layer for block i, or None for a dense MLP there."""
+                 dropout: float, make_moe=None, positions: str = "learned", rope_base: float = 10000.0):
+        """make_moe(i) -> an MoE layer for block i, or None for a dense MLP there.
+        positions 'learned' (a `wpe` table of `context` rows) or 'rotary' (RoPE with `rope_base`)."""
         super().__init__()
         self.vocab, self.context = vocab, context
+        self.positions, self.rope_base = positions, float(rope_base)
         self.wte = nn.Embedding(vocab, dim)
-        self.wpe = nn.Embedding(context, dim)
+        if positions == "learned":
+            self.wpe = nn.Embedding(context, dim)
         self.dropout = dropout
         blocks = []
         for i in range(layers):
             moe = make_moe(i) if make_moe else None
             if moe is not None:
                 moe.label = f"blocks.{i}.moe"
-            blocks.append(Block(dim, heads, mlp_ratio * dim, dropout, moe))
+            blocks.append(Block(dim, heads, mlp_ratio * dim, dropout, moe,
+                                self.rope_base if positions == "rotary" else None))
         self.blocks = nn.ModuleList(blocks)
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab, bias=False)
@@ -125,10 +140,15 @@ class GPT(Described, nn.Module):
                 raise RuntimeFault("E_SHAPE", f"{op}: '{param}' holds ids from {lo} to {hi}, outside the "
                                    f"vocabulary [0, {self.vocab})", param=param)
 
-    def embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """(B, T) tokens at absolute positions start.. -> (B, T, C)."""
-        pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        return F.dropout(self.wte(tokens) + self.wpe(pos), self.dropout, self.training)
+    def embed(self, tokens: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) tokens at absolute positions pos ((B|1, T) i64; None: 0..T-1) -> (B, T, C).
+        Rotary models add nothing here: their positions are applied in attention."""
+        x = self.wte(tokens)
+        if self.positions == "learned":
+            if pos is None:
+                pos = torch.arange(tokens.shape[1], device=tokens.device)[None]
+            x = x + self.wpe(pos.clamp(min=0))  # a left-padding row's -1 positions are never attended to
+        return F.dropout(x, self.dropout, self.training)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.ln_f(x))

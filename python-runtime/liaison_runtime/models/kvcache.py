@@ -96,6 +96,8 @@ def prefill(model: GPT, tokens: torch.Tensor, op: str):
     caches = []
     for i, block in enumerate(model.blocks):
         q, k, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
+        at = torch.arange(t, device=tokens.device)[None, None]  # (1, 1, T0)
+        q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
         x = block.ff(x + block.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
         spec = model.kv_hooks.get(i)
         inits = list(spec.state) if spec else []
@@ -108,9 +110,11 @@ def prefill(model: GPT, tokens: torch.Tensor, op: str):
 
 def step(model: GPT, caches: list[LayerCache], token: torch.Tensor, position: int, op: str) -> torch.Tensor:
     """Feed one token (B,) at absolute `position` through every layer's cache -> logits (B, V)."""
-    x = model.embed(token[:, None], position)  # (B, 1, C)
+    at = torch.full((1, 1), position, dtype=torch.int64, device=token.device)
+    x = model.embed(token[:, None], at)  # (B, 1, C)
     for i, block in enumerate(model.blocks):
         q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
+        q, k = block.attn.rotate(q, at[None]), block.attn.rotate(k, at[None])
         cache = caches[i]
         cache.append(k, v, position)
         attn = _last_row(q, cache.k)  # (B, H, T)
