@@ -101,14 +101,17 @@ describe('family programs, for any plugin of the contract', () => {
   it('kvPolicyProgram / kvHookOptions: a policy that does not extend the base, with state', async () => {
     const policy: KVPolicy = {
       meta: meta('plain-kv', 'kv-policy'), config: {}, budget: 2,
+      cache: () => ({ evict: 2, history: 3, positions: 'original', bits: 8, group: null }),
       state: () => ({ seen: 0.5 }),
       score: ({ pos, state }) => ({ scores: pos.to('f32').neg(), state: { seen: state.seen.add(1) } }),
     };
-    expect(kvHookOptions(policy)).toEqual({ budget: 2, state: [0.5] });
+    // group null is left out: the runtime's default, min(32, D)
+    expect(kvHookOptions(policy)).toEqual({ budget: 2, evict: 2, history: 3, positions: 'original', bits: 8, state: [0.5] });
+    expect(() => kvHookOptions({ ...policy, cache: () => ({ evict: 3, history: null, positions: 'original', bits: 32, group: null }) })).toThrow(/evict .* \[1, budget = 2\], got 3/);
     const prog = kvPolicyProgram(rt, policy);
     expect(prog.inputNames).toEqual(['keys', 'values', 'attn', 'pos', 'state:seen']);
     const kv = rt.zeros([1, 1, 3, 2]);
-    const [scores, seen] = prog.run([kv, kv, rt.full([1, 1, 3], 1 / 3), rt.tensor(new BigInt64Array([4n, 5n, 6n]), [1, 1, 3]), rt.full([1, 1, 3], 0.5)]) as Tensor[];
+    const [scores, seen] = prog.run([kv, kv, rt.full([1, 1, 1, 3], 1 / 3), rt.tensor(new BigInt64Array([4n, 5n, 6n]), [1, 1, 3]), rt.full([1, 1, 3], 0.5)]) as Tensor[];
     expect(await list(scores)).toEqual([-4, -5, -6]);
     expect(await list(seen)).toEqual([1.5, 1.5, 1.5]);
   });

@@ -1,11 +1,11 @@
 /**
  * Sliding window: keep the most recent `budget` tokens of every layer and head.
  *
- * The score of a cached token is its absolute position, so when the cache grows past the
- * budget the runtime keeps the `budget` newest tokens and drops the oldest. It ignores
- * attention entirely, which makes it the baseline the importance-based policies
- * (Scissorhands, H2O) and StreamingLLM's attention sinks are compared with. Positions are
- * absolute, so a kept token keeps its position embedding.
+ * The score of a cached token is its absolute position, so when the cache is full the
+ * runtime drops the oldest `evict` tokens (and after prefill keeps the `budget` newest). It
+ * ignores attention entirely, which makes it the baseline the importance-based policies
+ * (Scissorhands, H2O) and StreamingLLM's attention sinks are compared with. With
+ * `positions: 'original'` a kept token keeps its position embedding.
  *
  * Method: local (windowed) attention as in Beltagy et al., "Longformer", 2020,
  * https://arxiv.org/abs/2004.05150; compared against in Liu et al., "Scissorhands", NeurIPS
@@ -24,12 +24,13 @@ import { definePlugin } from '../../sdk/plugin.js';
 /** Config of {@link SlidingWindow}. */
 export const SlidingWindowConfig = Type.Object({
   ...KVPolicyFields,
+  evict: Type.Integer({ minimum: 1, default: 1, description: 'oldest tokens dropped at once when the cache is full (at most budget)' }),
 }, { additionalProperties: false });
 export type SlidingWindowConfig = Static<typeof SlidingWindowConfig>;
 
 /** Score = position: newer tokens rank higher. No per-token state. */
 export class SlidingWindow extends KVPolicyBase<SlidingWindowConfig> {
-  /** (B, H, T) i64 positions -> (B, H, T) f32 scores; f32 is exact for positions below 2^24. */
+  /** (B, H, C) i64 positions -> (B, H, C) f32 scores; f32 is exact for positions below 2^24. */
   score({ pos }: KVInputs): Tensor {
     return pos.to('f32');
   }

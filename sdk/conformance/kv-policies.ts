@@ -32,7 +32,7 @@ function ids(rt: Runtime, rows: number, len: number, seed: number): Tensor {
 /** A policy with room for `length` tokens, and that length (clipped to an instance's own budget). */
 function roomy(ctx: CaseContext<K>, length: number): { policy: K; length: number } {
   const policy = ctx.plugin(ctx.canOverride ? { budget: Math.max(length, 64) } : undefined);
-  return { policy, length: Math.min(length, policy.budget) };
+  return { policy, length: Math.min(length, policy.budget ?? length) };
 }
 
 /** The KVPolicy cases. */
@@ -43,7 +43,7 @@ export function kvPolicyCases(): CaseDef<K>[] {
       name: 'score() traces; scores (B, H, T) and every state tensor (B, H, T); budget a positive integer',
       async run({ rt, plugin, seed }) {
         const policy = plugin();
-        check(Number.isInteger(policy.budget) && policy.budget >= 1, `budget is ${policy.budget}, expected a positive integer`);
+        check(policy.budget === null || (Number.isInteger(policy.budget) && policy.budget >= 1), `budget is ${policy.budget}, expected a positive integer or null`);
         const init = policy.state();
         const names = Object.keys(init);
         names.forEach((n) => check(Number.isFinite(init[n]), `state '${n}' starts at ${init[n]}, expected a finite number`));
@@ -60,7 +60,7 @@ export function kvPolicyCases(): CaseDef<K>[] {
         }
         try {
           const keys = rt.randn([B, H, T, D], { seed });
-          const attn = rt.randn([B, H, T], { seed: seed + 1 }).softmax(-1);
+          const attn = rt.randn([B, H, 1, T], { seed: seed + 1 }).softmax(-1);
           const pos = rt.arange(0, T, 1, 'i64').reshape([1, 1, T]).expand([B, H, T]).contiguous();
           const state = names.map((n) => rt.full([B, H, T], init[n]));
           const outs = prog.run([keys, rt.randn([B, H, T, D], { seed: seed + 2 }), attn, pos, ...state]) as Tensor[];
@@ -95,7 +95,7 @@ export function kvPolicyCases(): CaseDef<K>[] {
       async run(ctx) {
         const { rt, seed } = ctx;
         const policy = ctx.plugin(ctx.canOverride ? { budget: SMALL } : undefined);
-        const steps = policy.budget + 6; // the cache would hold PROMPT + steps − 1 tokens uncapped
+        const steps = (policy.budget ?? SMALL) + 6; // the cache would hold PROMPT + steps − 1 tokens uncapped
         const model = await gpt(rt, PROMPT + steps, seed);
         try {
           model.setKVPolicy(policy);
@@ -104,7 +104,7 @@ export function kvPolicyCases(): CaseDef<K>[] {
           check(shape.join() === `2,${PROMPT + steps}`, `generate returned shape [${shape}], expected [2,${PROMPT + steps}]`);
           check(toks.every((t) => Number.isInteger(t) && t >= 0 && t < VOCAB), 'generate returned tokens outside the vocabulary');
           const sizes = await model.kvCacheSize();
-          check(sizes.every((s) => s <= policy.budget), `cache sizes per layer ${sizes} exceed the budget ${policy.budget}`);
+          check(sizes.every((s) => s <= (policy.budget ?? PROMPT + steps)), `cache sizes per layer ${sizes} exceed the budget ${policy.budget}`);
         } finally {
           model.free();
         }
