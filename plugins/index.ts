@@ -22,3 +22,7 @@ export { parallelDeflation, ParallelDeflation, ParallelDeflationConfig } from '.
 export { eigengameMu, EigengameMu, EigengameMuConfig } from './deflators/eigengame-mu.js';
 export { topk, TopK, TopKConfig } from './routers/topk.js';
 export { slidingWindow, SlidingWindow, SlidingWindowConfig } from './kv-policies/sliding-window.js';
+export { full, Full, FullConfig } from './kv-policies/full.js';
+export { streamingLLM, StreamingLLM, StreamingLLMConfig } from './kv-policies/streaming-llm.js';
+export { h2o, H2O, H2OConfig } from './kv-policies/h2o.js';
+export { scissorhands, Scissorhands, ScissorhandsConfig } from './kv-policies/scissorhands.js';

@@ -113,16 +113,21 @@ export function occupied(pos: Tensor): Tensor {
 }
 
 /**
+ * (B, H, R, 1) i64: each query row's age in steps, R − 1 − i for row i (0 for the newest
+ * query). R is symbolic in the one trace, so it is counted from a column of `attn`.
+ */
+export function queryAges(attn: Tensor): Tensor {
+  return attn.narrow(-1, 0, 1).ge(-1).cumsum(2).flip(2).sub(1);
+}
+
+/**
  * (B, H, R, C) bool: the slots each query row could see — a token at a position no later
  * than the row's query, p_max − R + 1 + i for row i. At a decoding step (R = 1) that is
  * every occupied slot; at prefill it excludes the tokens after each query and left padding.
  */
-export function visible(attn: Tensor, pos: Tensor, top: Tensor = latest(pos)): Tensor {
-  // back_i = R − i (R for the oldest row, 1 for the newest), from a column of attn: R is symbolic
-  const back = attn.narrow(-1, 0, 1).ge(-1).cumsum(2).flip(2); // (B, H, R, 1) i64
-  // row i sees pos <= p_max − (back_i − 1)  <=>  p_max + 1 − pos >= back_i
-  const age1 = top.add(1).sub(pos).unsqueeze(2); // (B, H, 1, C)
-  return age1.ge(back).logicalAnd(pos.ge(0).unsqueeze(2));
+export function visible(attn: Tensor, pos: Tensor, top: Tensor = latest(pos), ages: Tensor = queryAges(attn)): Tensor {
+  // row i sees pos <= p_max − age_i  <=>  p_max − pos >= age_i (and the slot is occupied)
+  return top.sub(pos).unsqueeze(2).ge(ages).logicalAnd(pos.ge(0).unsqueeze(2));
 }
 
 /** (B, H, C) bool: the `r` most recent tokens of each (b, h) (positions p_max − r + 1 .. p_max, those held). */
