@@ -75,9 +75,9 @@ export class Scissorhands extends KVPolicyBase<ScissorhandsConfig> {
     const ages = queryAges(attn); // (B, H, R, 1)
     const seen = visible(attn, pos, top, ages); // (B, H, R, C)
     const { threshold } = this.config;
-    // 1/T per row; a padding row sees nothing (1/0 = inf), and `seen` masks it out anyway
-    const bar = threshold === 'uniform' ? seen.sum(-1, true).to('f32').reciprocal() : threshold;
-    const low = attn.lt(bar).logicalAnd(seen).to('f32'); // (B, H, R, C)
+    // below 1/T, T the tokens the row saw: attn·T < 1 (a padding row sees none; `seen` masks it)
+    const below = threshold === 'uniform' ? attn.mul(seen.sum(-1, true)).lt(1) : attn.lt(threshold);
+    const low = below.logicalAnd(seen); // (B, H, R, C) bool
     // decay^age (B, H, R, 1); at w = 1 (decay 0) only the newest row counts
     const weight = this.decay > 0 ? ages.to('f32').mul(Math.log(this.decay)).exp() : ages.eq(0).to('f32');
     const count = state.count.mul(this.decay).add(low.mul(weight).sum(2));
