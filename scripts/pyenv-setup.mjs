@@ -5,8 +5,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { isDependencyInstall } from './pyenv.mjs';
 
-/** Modules every runtime needs (datasets and checkpoints included: the README's first program uses both). */
-export const RUNTIME_MODULES = ['torch', 'zmq', 'msgpack', 'numpy', 'sklearn', 'safetensors'];
+/** Modules every runtime needs (datasets, checkpoints and the BPE tokenizer included: the README's first program uses the first two). */
+export const RUNTIME_MODULES = ['torch', 'zmq', 'msgpack', 'numpy', 'sklearn', 'safetensors', 'tokenizers'];
 /** Extras a consumer opts into with LIAISON_EXTRAS (comma-separated), and the module each brings. */
 export const EXTRA_MODULES = { plot: 'matplotlib' };
 

@@ -101,7 +101,7 @@ describe('what the installer does (planSetup)', () => {
   it("a consumer gets the runtime's dependencies, not the development tools (from python-runtime/pyproject.toml)", () => {
     const text = readFileSync(join(ROOT, 'python-runtime', 'pyproject.toml'), 'utf8');
     const base = runtimeRequirements(text).map((r: string) => r.split(/[<>=!~ ]/)[0]);
-    expect(base).toEqual(expect.arrayContaining(['pyzmq', 'msgpack', 'numpy', 'safetensors']));
+    expect(base).toEqual(expect.arrayContaining(['pyzmq', 'msgpack', 'numpy', 'safetensors', 'tokenizers']));
     for (const dev of ['torch', 'pytest', 'ruff', 'matplotlib']) expect(base).not.toContain(dev);
     expect(runtimeRequirements(text, ['plot']).some((r: string) => r.startsWith('matplotlib'))).toBe(true);
   });

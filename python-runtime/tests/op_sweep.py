@@ -37,6 +37,7 @@ from liaison_runtime.executor import Executor  # noqa: E402
 from liaison_runtime.models.build import build  # noqa: E402
 from liaison_runtime.ops import OPS  # noqa: E402
 from liaison_runtime.ops.registry import _MISSING, TORCH_DTYPES, Ctx  # noqa: E402
+from liaison_runtime.ops.tokenizer import bpe_train  # noqa: E402
 from liaison_runtime.protocol import Handle  # noqa: E402
 from liaison_runtime.session import Session  # noqa: E402
 
@@ -83,6 +84,9 @@ class Pools:
         self.next = 1
         gpt = {"kind": "gpt", "vocab": 32, "context": 16, "dim": 8, "layers": 1, "heads": 2, "seed": 0}
         self.models = [build({"kind": "mlp", "sizes": [4, 3], "seed": 0}, CPU), build(gpt, CPU)]
+        # a BPE tokenizer, so that the tokenizer ops run past their argument checks
+        text = torch.tensor(list(b"def f(x):\n    return x + 1\n" * 20), dtype=torch.uint8)
+        self.models.append(bpe_train(None, text, 260, 2))
 
     def handle(self, obj) -> Handle:
         h, self.next = self.next, self.next + 1

@@ -67,3 +67,30 @@ def test_fortunes_where_installed(monkeypatch, tmp_path):
         data._corpus.cache_clear()
     with pytest.raises(RuntimeFault):
         Runner()("text_corpus", "shakespeare")
+
+
+def test_code_corpus_is_the_stdlib_split_by_file():
+    r = Runner()
+    train, tc = r("code_corpus", "train")
+    held, hc = r("code_corpus", "heldout")
+    assert train.dtype == held.dtype == torch.uint8 and tc.dtype == torch.int64 and tc.shape == (3,)
+    (nt, bt, _), (nh, bh, _) = tc.tolist(), hc.tolist()
+    assert bt == train.numel() and bh == held.numel()
+    assert nt > 500 and 0.02 < nh / (nt + nh) < 0.1  # ~1 file in 20 held out
+    sep = data.FILE_SEPARATOR.encode()
+    files = held.numpy().tobytes().decode("utf-8").split(data.FILE_SEPARATOR)
+    assert len(files) == nh and sum(1 for f in files if "def " in f) > nh / 2  # empty __init__.py files too
+    train_bytes = train.numpy().tobytes()
+    assert train_bytes.count(sep) == nt - 1
+    # the split is by path: a held-out file's text is nowhere in the training text
+    probe = max(files, key=len)[:400].encode()
+    assert probe not in train_bytes
+
+
+def test_code_corpus_split_is_a_hash_of_the_path():
+    assert data.heldout_file("json/decoder.py") == data.heldout_file("json/decoder.py")
+    picks = [data.heldout_file(f"pkg/mod{i}.py") for i in range(2000)]
+    assert 0.03 < sum(picks) / len(picks) < 0.07
+    with pytest.raises(RuntimeFault) as info:
+        Runner()("code_corpus", "test")
+    assert info.value.code == "E_ARG" and info.value.extra["param"] == "split"

@@ -321,7 +321,7 @@ def test_op(name, args, kw, ref):
 # Ops on models, programs, datasets and files have their own suites (test_models, test_data,
 # test_generate, test_program), which check that they call each of these ops by name.
 _ELSEWHERE = {n for n, d in OPS.items() if d.fn.__module__.rsplit(".", 1)[-1] in ("model", "train", "data", "program",
-                                                                                  "tensorboard", "params")}
+                                                                                  "tensorboard", "params", "tokenizer")}
 
 
 def test_every_op_has_a_case():

@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registration happens on import)
     shape,
     sort,
     tensorboard,
+    tokenizer,
     train,
 )
 from .registry import OPS, OpDef, op
