@@ -208,7 +208,7 @@ export interface TokenSampler {
   readonly batch: number;
   /** T: tokens per window. */
   readonly context: number;
-  /** Size of the token vocabulary (128: ASCII bytes). */
+  /** Size of the token vocabulary (128: ASCII bytes; a BPE tokenizer's otherwise). */
   readonly vocab: number;
   /**
    * B random windows: x (B, T) i64 and y (B, T) i64, y shifted one token ahead of x.
@@ -218,20 +218,34 @@ export interface TokenSampler {
   draw(): { x: Tensor; y: Tensor };
 }
 
-/** A text as a sequence of byte tokens (i64 (N,), values < 128), in the runtime. */
+/**
+ * A text as a sequence of tokens (i64 (N,), values < `vocab`), in the runtime: byte tokens
+ * (vocab 128, ASCII) from {@link TextCorpus.load}, or the ids of a tokenizer
+ * ({@link TextCorpus.fromTokens}, e.g. sdk/text.ts's BPE `Tokenizer.corpus`).
+ */
 export class TextCorpus {
-  /** The vocabulary: ASCII bytes. */
-  readonly vocab = 128;
-
   constructor(
     readonly rt: Runtime,
     /** (N,) i64 tokens. */
     readonly tokens: Tensor,
     /** N. */
     readonly size: number,
+    /** The vocabulary: every token is below it (128: ASCII bytes). */
+    readonly vocab = 128,
   ) {
+    if (!Number.isInteger(vocab) || vocab < 1) throw new LiaisonError('E_ARG', `TextCorpus: 'vocab' must be an integer >= 1, got ${JSON.stringify(vocab)}`, { param: 'vocab' });
     // held until free(), whatever rt.scope() the corpus was made in
     tokens.keep();
+  }
+
+  /**
+   * Token ids the runtime already holds ((N,) i64, each below `vocab`), e.g. a tokenizer's
+   * output: the corpus keeps the tensor (no copy) until free().
+   */
+  static async fromTokens(rt: Runtime, tokens: Tensor, vocab: number): Promise<TextCorpus> {
+    const { shape, dtype } = await tokens.info();
+    if (shape.length !== 1 || dtype !== 'i64') throw new LiaisonError('E_ARG', `TextCorpus.fromTokens: 'tokens' must be (N,) i64, got ${dtype} (${shape.join(', ')})`, { param: 'tokens' });
+    return new TextCorpus(rt, tokens, shape[0], vocab);
   }
 
   /**
@@ -265,7 +279,7 @@ export class TextCorpus {
   split(heldOutFraction: number): [TextCorpus, TextCorpus] {
     const k = checkFraction('TextCorpus.split', 'heldOutFraction', heldOutFraction, this.size);
     const n = this.size - k;
-    return [new TextCorpus(this.rt, this.tokens.narrow(0, 0, n), n), new TextCorpus(this.rt, this.tokens.narrow(0, n, k), k)];
+    return [new TextCorpus(this.rt, this.tokens.narrow(0, 0, n), n, this.vocab), new TextCorpus(this.rt, this.tokens.narrow(0, n, k), k, this.vocab)];
   }
 
   /** A sampler of `batch` random windows of `context` tokens (see {@link TokenSampler}). */
