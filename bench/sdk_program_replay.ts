@@ -47,7 +47,7 @@ export async function benchProgramReplay(opts: BenchOptions): Promise<BenchResul
     };
     await nextLine(); // {"ready": true}: model built, warmed up
     for (let i = 0; i < (opts.quick ? 1 : 2); i++) await once();
-    const sizes = await model.kvCacheSize();
+    const sizes = (await model.kvCacheSize()).tokens;
     if (sizes.some((n) => n > size.budget)) throw new Error(`program_replay: the cache holds ${sizes} tokens, over the budget ${size.budget}`);
 
     const ours: number[] = [], base: number[] = [];

@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     const small = BUDGETS[BUDGETS.length - 1];
     model.setKVPolicy(slidingWindow({ budget: small }));
     const windowed = await write(model, promptText, steps);
-    console.log(`generated, sliding-window budget ${small} (cache now ${(await model.kvCacheSize()).join(' and ')} tokens per layer; ${int(windowed.tokensPerSecond)} tokens/s):\n${quoted(windowed.text)}`);
+    console.log(`generated, sliding-window budget ${small} (cache now ${(await model.kvCacheSize()).tokens.join(' and ')} tokens per layer; ${int(windowed.tokensPerSecond)} tokens/s):\n${quoted(windowed.text)}`);
 
     // 5. Held-out perplexity through each cache: every token decoded one at a time.
     const { x } = heldOut.windows(CONTEXT, EVAL_WINDOWS); // (16, 128) consecutive held-out windows
@@ -101,9 +101,8 @@ async function main(): Promise<void> {
     for (const budget of [null, ...BUDGETS]) {
       model.setKVPolicy(budget === null ? null : slidingWindow({ budget }));
       const r = await model.perplexity(x);
-      const kept = await model.kvCacheSize(); // tokens in each layer's cache at the end
-      // keys and values, f32, every layer, per sequence: tokens x width x 2 x 4 bytes
-      const bytes = kept.reduce((a, n) => a + n, 0) * DIM * 2 * 4;
+      const { tokens: kept, totalBytes } = await model.kvCacheSize(); // what each layer's cache held at the end
+      const bytes = totalBytes / EVAL_WINDOWS; // every buffer the caches allocated, per sequence
       rows.push([budget === null ? 'full cache' : `sliding-window ${budget}`, `${kept[0]} tokens`, kb(bytes), r.perplexity.toFixed(3), int(r.tokensPerSecond)]);
     }
     model.setKVPolicy(null);

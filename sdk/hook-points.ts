@@ -29,10 +29,10 @@ export interface HookPoint {
 export const HOOK_POINTS = {
   kv: {
     name: 'kv',
-    inputs: ['keys (B, H, T, D)', 'values (B, H, T, D)', 'attn (B, H, T)', 'pos (B, H, T) i64', '*state (B, H, T)'],
-    outputs: ['scores (B, H, T)', '*state (B, H, T)'],
-    fires: 'each cached decoding step (generate, kv_eval), per attention layer, after the new token is appended',
-    sites: 'layers', what: 'attention', options: ['budget', 'state', 'layers'],
+    inputs: ['keys (B, H, C, D)', 'values (B, H, C, D)', 'attn (B, H, R, C)', 'pos (B, H, C) i64', '*state (B, H, C)'],
+    outputs: ['scores (B, H, C)', '*state (B, H, C)'],
+    fires: 'once after the prompt (prefill: C = T0, R = min(T0, history)) and once per fed token of a cached decoding (generate, kv_eval; R = 1, C = the slots in use), per attention layer, after the new token was written and attended to; a row holding `budget` tokens then drops its `evict` lowest-scoring ones before the next is written (each (batch, head) its own)',
+    sites: 'layers', what: 'attention', options: ['budget', 'state', 'layers', 'evict', 'history', 'positions', 'bits', 'group'],
   },
   router: {
     name: 'router',

@@ -437,10 +437,22 @@ export class Model implements ModelLike {
   /**
    * (B, T0) i64 prompt -> (B, T0 + steps) i64, one token at a time through the KV cache
    * and its policy. temperature 0 (default) is greedy; above 0 samples, reproducibly with `seed`.
+   * `lengths` (one per row) makes the prompts ragged: row b is left-padded, its tokens are
+   * the last lengths[b] of its row and the first of them is at position 0; the padding is
+   * returned as given. A model with rotary positions decodes past its context.
    */
-  generate(prompt: Tensor, opts: { steps: number; temperature?: number; seed?: number }): Tensor {
+  generate(prompt: Tensor, opts: { steps: number; temperature?: number; seed?: number; lengths?: number[] }): Tensor {
     if (!Number.isInteger(opts?.steps) || opts.steps < 0) throw new LiaisonError('E_ARG', `Model.generate: steps must be an integer >= 0, got ${opts?.steps}`, { param: 'steps' });
-    return this.rt.call('generate', [this.handle, prompt, opts.steps], { temperature: opts.temperature ?? 0, seed: opts.seed }) as Tensor;
+    const { lengths } = opts;
+    if (lengths !== undefined && (!Array.isArray(lengths) || !lengths.every((n) => Number.isInteger(n) && n >= 1))) {
+      throw new LiaisonError('E_ARG', `Model.generate: lengths must be integers >= 1 (one per prompt row), got ${JSON.stringify(lengths)}`, { param: 'lengths' });
+    }
+    const rows = lengths === undefined ? undefined : this.rt.tensor(BigInt64Array.from(lengths, (n) => BigInt(n)), [lengths.length], 'i64');
+    try {
+      return this.rt.call('generate', [this.handle, prompt, opts.steps], { temperature: opts.temperature ?? 0, seed: opts.seed, lengths: rows }) as Tensor;
+    } finally {
+      rows?.free();
+    }
   }
 
   /**
@@ -466,14 +478,30 @@ export class Model implements ModelLike {
     }
   }
 
-  /** Tokens each attention layer's cache held at the end of the last generate() or perplexity(). */
-  async kvCacheSize(): Promise<number[]> {
-    const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor;
+  /**
+   * What each attention layer's cache held at the end of the last generate() or
+   * perplexity(): its tokens (the most any batch row held) and its bytes (every buffer at
+   * its allocated size: keys and values with their quantization scales and minima,
+   * positions, the policy's state).
+   */
+  async kvCacheSize(): Promise<{ tokens: number[]; bytes: number[]; totalBytes: number }> {
+    const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor; // (L, 2) i64
     try {
-      return Array.from(await t.toArray() as BigInt64Array, Number);
+      const flat = Array.from(await t.toArray() as BigInt64Array, Number);
+      const tokens = flat.filter((_, i) => i % 2 === 0);
+      const bytes = flat.filter((_, i) => i % 2 === 1);
+      return { tokens, bytes, totalBytes: bytes.reduce((a, b) => a + b, 0) };
     } finally {
       t.free();
     }
+  }
+
+  /**
+   * Every attention layer's causal softmax weights in a plain forward of (B, T) i64
+   * tokens (T <= context; eval mode, no grad): (L, B, H, T, T) f32.
+   */
+  attentionWeights(tokens: Tensor): Tensor {
+    return this.rt.call('attention_weights', [this.handle, tokens]) as Tensor;
   }
 
   /** Drop the runtime's handle to the model and the programs installed from here. */

@@ -42,7 +42,7 @@ class Top1Bias extends Top1 {
 }
 
 // ---- KV policies ----
-const WindowConfig = Type.Object({ ...KVPolicyFields }, { additionalProperties: false });
+const WindowConfig = Type.Object({ ...KVPolicyFields, evict: Type.Optional(Type.Integer({ minimum: 1, description: 'tokens dropped at once' })) }, { additionalProperties: false });
 class Window extends KVPolicyBase<Static<typeof WindowConfig>> {
   score({ pos }: KVInputs): Tensor {
     return pos.to('f32'); // the most recent tokens score highest
@@ -56,7 +56,7 @@ class Heavy extends KVPolicyBase<Static<typeof WindowConfig>> {
     return { acc: 0 };
   }
   score({ attn, state }: KVInputs): KVScore {
-    const acc = state.acc.add(attn);
+    const acc = state.acc.add(attn.sum(2)); // (B, H, C): every query row's weights
     return { scores: acc, state: { acc } };
   }
 }
@@ -176,7 +176,7 @@ describe('decoding a small GPT trained on pydoc text', () => {
     const logits = m.forward(heldout, { train: false }).slice(1, 0, T - 1).reshape([4 * (T - 1), V]);
     const ce = await (rt.call('cross_entropy', [logits, heldout.slice(1, 1, T).reshape([4 * (T - 1)])]) as Tensor).item();
     expect(cached.nll).toBeCloseTo(ce, 4);
-    expect(await m.kvCacheSize()).toEqual([T - 1, T - 1]); // every token but the last was fed
+    expect((await m.kvCacheSize()).tokens).toEqual([T - 1, T - 1]); // every token but the last was fed
   });
 
   it('keeps the cache at the policy budget, and equals the full cache when the budget covers it', async () => {
@@ -187,7 +187,7 @@ describe('decoding a small GPT trained on pydoc text', () => {
     expect(roomy.perplexity).toBe(full.perplexity);
     m.setKVPolicy(window({ budget: 16 }));
     const tight = await m.perplexity(heldout, { prefill: 8 });
-    expect(await m.kvCacheSize()).toEqual([16, 16]);
+    expect((await m.kvCacheSize()).tokens).toEqual([16, 16]);
     expect(Number.isFinite(tight.perplexity)).toBe(true);
     expect(tight.perplexity).not.toBe(full.perplexity);
     // per token: the same until the cache first outgrows the budget, then not
@@ -201,15 +201,15 @@ describe('decoding a small GPT trained on pydoc text', () => {
     m.setKVPolicy(null);
     m.setKVPolicy(window({ budget: 16 }), { layers: [0] });
     await m.perplexity(heldout);
-    expect(await m.kvCacheSize()).toEqual([16, T - 1]);
+    expect((await m.kvCacheSize()).tokens).toEqual([16, T - 1]);
     m.setKVPolicy(heavy({ budget: 24 }));
     expect(Number.isFinite((await m.perplexity(heldout)).perplexity)).toBe(true);
-    expect(await m.kvCacheSize()).toEqual([24, 24]);
+    expect((await m.kvCacheSize()).tokens).toEqual([24, 24]);
     // a policy that only meets the contract, without the shared base
-    const plain: KVPolicy = { meta: window, config: { budget: 8 }, budget: 8, state: () => ({}), score: ({ pos }) => pos.to('f32') };
+    const plain: KVPolicy = { meta: window, config: { budget: 8 }, budget: 8, cache: () => ({ evict: 1, history: null, positions: 'original', bits: 32, group: null }), state: () => ({}), score: ({ pos }) => pos.to('f32') };
     m.setKVPolicy(plain);
     await m.perplexity(heldout);
-    expect(await m.kvCacheSize()).toEqual([8, 8]);
+    expect((await m.kvCacheSize()).tokens).toEqual([8, 8]);
     m.setKVPolicy(null);
   });
 
@@ -221,7 +221,7 @@ describe('decoding a small GPT trained on pydoc text', () => {
     const a = m.generate(batch, { steps: 30 });
     const info = await a.info();
     expect(info).toMatchObject({ dtype: 'i64', shape: [2, 34] });
-    expect(await m.kvCacheSize()).toEqual([20, 20]);
+    expect((await m.kvCacheSize()).tokens).toEqual([20, 20]);
     const [rowA, rowB] = await a.tolist() as number[][];
     expect(rowB).toEqual(rowA); // greedy: the same prompt, the same text
     expect(await m.generate(batch, { steps: 30 }).tolist()).toEqual([rowA, rowA]);
@@ -232,8 +232,40 @@ describe('decoding a small GPT trained on pydoc text', () => {
     expect(await m.generate(prompt, { steps: 30, temperature: 1, seed: 7 }).tolist()).toEqual(s1);
     expect(await m.generate(prompt, { steps: 30, temperature: 1, seed: 8 }).tolist()).not.toEqual(s1);
     const tooLong = await m.generate(prompt, { steps: T }).tolist().catch((e: LiaisonError) => e);
-    expect((tooLong as LiaisonError).message).toMatch(/exceeds the model's context of 64/);
+    expect((tooLong as LiaisonError).message).toMatch(/past the model's context of 64.*positions: 'rotary'/);
     expect(() => encodeText('naïve')).toThrow(/"ï" \(byte 195 at byte offset 2\) is outside a vocabulary of 128/);
     m.setKVPolicy(null);
+  });
+
+  it('generates ragged prompts (left-padded) as each row alone', async () => {
+    m.setKVPolicy(window({ budget: 12, evict: 3 }));
+    const texts = ['The quick ', 'It ', 'A list '];
+    const width = Math.max(...texts.map((t) => t.length));
+    const padded = texts.map((t) => [...Array(width - t.length).fill(32), ...Array.from(encodeText(t), Number)]);
+    const prompt = rt.tensor(BigInt64Array.from(padded.flat(), (v) => BigInt(v)), [3, width], 'i64');
+    const out = await m.generate(prompt, { steps: 20, lengths: texts.map((t) => t.length) }).tolist() as number[][];
+    for (const [b, t] of texts.entries()) {
+      const alone = await m.generate(rt.tensor(encodeText(t), [1, t.length]), { steps: 20 }).tolist() as number[][];
+      expect(out[b].slice(width)).toEqual(alone[0].slice(t.length));
+      expect(out[b].slice(0, width)).toEqual(padded[b]); // the padding comes back as given
+    }
+    expect(() => m.generate(prompt, { steps: 2, lengths: [1, 0, 2] })).toThrow(/lengths must be integers >= 1/);
+    m.setKVPolicy(null);
+  });
+
+  it('reports the bytes each cache held, and every layer\'s attention', async () => {
+    m.setKVPolicy(window({ budget: 16, bits: 8 }), { layers: [1] });
+    await m.perplexity(heldout, { prefill: 8 });
+    const size = await m.kvCacheSize();
+    // layer 0: the full cache, T slots of f32 keys and values (4 rows, 2 heads, head dim 16) + i64 positions;
+    // layer 1: 16 slots of 8-bit codes with an f16 scale and minimum per group of 16
+    const full = 4 * 2 * T * (2 * 16 * 4 + 8);
+    const q8 = 4 * 2 * 16 * (2 * (16 + 2 + 2) + 8);
+    expect(size).toEqual({ tokens: [T - 1, 16], bytes: [full, q8], totalBytes: full + q8 });
+    m.setKVPolicy(null);
+    const att = m.attentionWeights(heldout.slice(1, 0, 10));
+    expect((await att.info()).shape).toEqual([2, 4, 2, 10, 10]);
+    const rows = await att.sum(-1).tolist() as number[][][][];
+    for (const v of rows.flat(3)) expect(v).toBeCloseTo(1, 5);
   });
 });

@@ -101,6 +101,15 @@ def fits(hook, point: str, n_in: int, n_out: int) -> None:
 
 # ---- kv: which cached tokens an attention layer keeps ----
 
+def _int_opt(opts: dict, name: str, default, lo: int, what: str, nullable: bool = False):
+    v = opts.get(name, default)
+    if v is None and nullable:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise opts_fault(f"must be {what}, got {v!r}", name)
+    return v
+
+
 def _kv_install(m: nn.Module, hook, opts: dict) -> None:
     if not isinstance(m, GPT):
         raise RuntimeFault("E_ARG", f"model_hook: a {type(m).__name__} has no 'kv' hook point (a model built from "
@@ -110,24 +119,49 @@ def _kv_install(m: nn.Module, hook, opts: dict) -> None:
         for i in layers:
             m.kv_hooks.pop(i, None)
         return
-    budget = opts.get("budget")
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise opts_fault(f"must be the number of tokens the cache keeps (an integer >= 1), got {budget!r}", "budget")
+    if "budget" not in opts:
+        raise opts_fault("is required: the tokens the cache keeps (an integer >= 1), or null to never evict", "budget")
+    budget = _int_opt(opts, "budget", None, 1, "the number of tokens the cache keeps (an integer >= 1) or null",
+                      nullable=True)
     state = opts.get("state", [])
     if not isinstance(state, list) or not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in state):
         raise opts_fault(f"must be a list of numbers (one init value per state tensor), got {state!r}", "state")
+    evict = _int_opt(opts, "evict", 1, 1, "the tokens a full cache drops at once (an integer >= 1)")
+    if budget is not None and evict > budget:
+        raise opts_fault(f"must be in [1, budget = {budget}], got {evict}", "evict")
+    history = _int_opt(opts, "history", None, 1, "the prefill attention rows passed (an integer >= 1) or null",
+                       nullable=True)
+    positions = opts.get("positions", "original")
+    if positions not in ("original", "cache"):
+        raise opts_fault(f"must be 'original' or 'cache', got {positions!r}", "positions")
+    if positions == "cache" and m.positions != "rotary":
+        raise opts_fault("'cache' renumbers the kept tokens, which needs a model with rotary positions (this one "
+                         "has learned positions)", "positions")
+    bits = opts.get("bits", 32)
+    if bits not in (32, 8, 4) or isinstance(bits, bool):
+        raise opts_fault(f"must be 32, 8 or 4, got {bits!r}", "bits")
+    d = m.wte.embedding_dim // m.blocks[0].attn.heads
+    group = _int_opt(opts, "group", min(32, d), 1, f"an integer >= 1 dividing the head dim {d}", nullable=True)
+    group = min(32, d) if group is None else group
+    if d % group:
+        raise opts_fault(f"must divide the head dim {d}, got {group}", "group")
+    if bits == 4 and d % 2:
+        raise opts_fault(f"4 packs two codes a byte along the head dim, which must then be even (it is {d})", "bits")
     fits(hook, "kv", 4 + len(state), 1 + len(state))
     for i in layers:
-        m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state])
+        m.kv_hooks[i] = KVHook(hook, budget, [float(s) for s in state], evict, history, positions, bits, group)
 
 
 register(HookPoint(
     name="kv",
-    inputs=("keys (B, H, T, D)", "values (B, H, T, D)", "attn (B, H, T)", "pos (B, H, T) i64", "*state (B, H, T)"),
-    outputs=("scores (B, H, T)", "*state (B, H, T)"),
-    fires="each cached decoding step (generate, kv_eval), per attention layer, after the new token is appended; "
-          "when T exceeds the budget each (batch, head) keeps its `budget` highest-scoring tokens",
-    sites="layers", options=("budget", "state", "layers"),
+    inputs=("keys (B, H, C, D)", "values (B, H, C, D)", "attn (B, H, R, C)", "pos (B, H, C) i64",
+            "*state (B, H, C)"),
+    outputs=("scores (B, H, C)", "*state (B, H, C)"),
+    fires="once after the prompt (prefill: C = T0, R = min(T0, history)) and once per fed token of a cached "
+          "decoding (generate, kv_eval; R = 1, C = the slots in use), per attention layer, after the new token "
+          "was written and attended to; a row holding `budget` tokens then drops its `evict` lowest-scoring "
+          "ones before the next is written (each (batch, head) its own)",
+    sites="layers", options=("budget", "state", "layers", "evict", "history", "positions", "bits", "group"),
     find=lambda m: list(m.blocks) if isinstance(m, GPT) else [],
     install=_kv_install,
 ))

@@ -123,14 +123,15 @@ class GPT(Described, nn.Module):
             else:
                 nn.init.normal_(p, 0.0, 0.02)
 
-    def check_tokens(self, op: str, param: str, tokens: torch.Tensor) -> None:
+    def check_tokens(self, op: str, param: str, tokens: torch.Tensor, context: bool = True) -> None:
+        """Token ids (B, T) in the vocabulary; T <= context unless `context` is False (rotary decoding)."""
         if tokens.dtype not in (torch.int64, torch.int32):
             raise RuntimeFault("E_DTYPE", f"{op}: '{param}' must hold token ids (i64 or i32), got {tokens.dtype}",
                                param=param)
         if tokens.dim() != 2 or tokens.shape[1] < 1:
             raise RuntimeFault("E_SHAPE", f"{op}: '{param}' must be (B, T) tokens, got shape {list(tokens.shape)}",
                                param=param)
-        if tokens.shape[1] > self.context:
+        if context and tokens.shape[1] > self.context:
             raise RuntimeFault("E_SHAPE", f"{op}: '{param}' has {tokens.shape[1]} tokens, more than the model's "
                                f"context of {self.context}", param=param)
         if tokens.numel():
@@ -159,3 +160,21 @@ class GPT(Described, nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.logits(x)  # (B, T, vocab)
+
+    def attention_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens -> (L, B, H, T, T) f32: each layer's causal softmax attention in a plain
+        forward (computed explicitly; the forward itself is the same as `forward`'s)."""
+        x = self.embed(tokens)
+        t = tokens.shape[1]
+        future = torch.ones(t, t, dtype=torch.bool, device=tokens.device).triu(1)
+        maps = []
+        for block in self.blocks:
+            q, k, v = block.attn.split(block.ln1(x))  # (B, H, T, D)
+            if block.attn.rope_base is not None:
+                pos = torch.arange(t, device=tokens.device)[None, None]
+                q, k = block.attn.rotate(q, pos), block.attn.rotate(k, pos)
+            s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+            a = torch.softmax(s.masked_fill(future, float("-inf")), -1)  # (B, H, T, T)
+            maps.append(a.float())
+            x = block.ff(x + block.attn.merge(a @ v))
+        return torch.stack(maps)

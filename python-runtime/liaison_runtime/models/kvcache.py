@@ -1,15 +1,24 @@
 """Cached decoding for the GPT model, with the KV hook that decides which tokens stay.
 
-Per layer the cache holds keys and values (B, H, T, D), the absolute position of every
-cached token (B, H, T) and the policy's per-token state tensors (B, H, T). After a step
-appends its token, the layer's hook (if any) is called as
+Per attention layer the cache is a fixed buffer of `cap` slots per (batch row b, head h),
+allocated once: keys and values (B, H, cap, D) (kvstore.py: as they are, or quantized),
+`pos` (B, H, cap) i64 the absolute position of the token in each slot (-1: empty), and
+the policy's per-token state (B, H, cap) f32. A new token is written into one slot per
+(b, h); eviction only frees slots (pos := -1), so nothing is concatenated or re-gathered
+per step. The layer's hook (if any) fires once after the prompt and once per fed token:
 
     scores, *new_state = hook([keys, values, attn, pos, *state])
 
-with attn (B, H, T) the newest query's softmax weights over the cached tokens; when T
-exceeds the budget, each (batch, head) keeps its `budget` highest-scoring tokens in their
-original order. Positions are absolute (the position embedding is added at the input), so
-evicting a token never moves the others. With no hook the cache keeps everything.
+over the slots in use (the buffer's first w slots: w grows while the buffer fills, then is
+`cap`); attn (B, H, R, w) is the softmax attention of the R newest queries. A row holding
+`budget` tokens drops its `evict` lowest-scoring ones before the next token is written
+(done right after the fire that precedes a write: the same scores, the same order).
+
+Rotary models with positions 'cache' (StreamingLLM) number the kept tokens 0..n-1 in order
+of their original position. Keys are stored rotated to that rank and re-rotated when an
+eviction shifts them (rope.rerotate by the shift), rather than rotated on every read: a
+rotation is then paid once per eviction (every `evict` steps with bulk eviction) instead of
+once per step over the whole cache. The rank of each slot is kept beside `pos`.
 """
 
 from __future__ import annotations
@@ -21,51 +30,54 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RuntimeFault
+from . import kvstore as st
 from .gpt import GPT
+from .rope import rerotate
 
 
 @dataclass
 class KVHook:
     hook: object  # callable(list[Tensor]) -> list[Tensor]
-    budget: int
+    budget: int | None  # None: never evict
     state: list[float]  # init value of each per-token state tensor
+    evict: int = 1
+    history: int | None = None  # prefill attention rows passed (None: all)
+    positions: str = "original"  # or 'cache' (rotary models)
+    bits: int = 32
+    group: int = 32
 
 
-@dataclass
 class LayerCache:
-    k: torch.Tensor  # (B, H, T, D)
-    v: torch.Tensor  # (B, H, T, D)
-    pos: torch.Tensor  # (B, H, T) int64 absolute positions
-    state: list[torch.Tensor]  # each (B, H, T) float32
-    inits: list[float]
+    """One attention layer's slot buffer."""
 
-    def append(self, k: torch.Tensor, v: torch.Tensor, position: int) -> None:
-        """One new token: k, v (B, H, 1, D) at absolute `position`; state padded with its init."""
-        self.k = torch.cat([self.k, k], 2)
-        self.v = torch.cat([self.v, v], 2)
-        b, h = k.shape[:2]
-        self.pos = torch.cat([self.pos, self.pos.new_full((b, h, 1), position)], 2)
-        self.state = [torch.cat([s, s.new_full((b, h, 1), init)], 2) for s, init in zip(self.state, self.inits,
-                                                                                         strict=True)]
+    def __init__(self, spec: KVHook | None, b: int, h: int, cap: int, d: int, dtype, device, rope_base: float):
+        self.spec, self.cap = spec, cap
+        self.bits = spec.bits if spec else 32
+        self.group = spec.group if spec else d
+        self.k = st.alloc(b, h, cap, d, self.bits, self.group, dtype, device)
+        self.v = st.alloc(b, h, cap, d, self.bits, self.group, dtype, device)
+        self.pos = torch.full((b, h, cap), -1, dtype=torch.int64, device=device)
+        self.ranked = spec is not None and spec.positions == "cache"
+        self.rank = self.pos.clone() if self.ranked else None  # the position each key is rotated to
+        self.inits = list(spec.state) if spec else []
+        self.state = [torch.zeros(b, h, cap, device=device) for _ in self.inits]
+        self.dtype, self.rope_base = dtype, rope_base
+        self.counts: list[int] = [0] * b  # tokens held per row (the same for every head)
+        self.scores: torch.Tensor | None = None  # the hook's latest scores over the window
 
+    def read(self, parts: list[torch.Tensor], w: int) -> torch.Tensor:
+        return st.decode(st.window(parts, w), self.bits, self.group, self.dtype)
 
-def keep_top(cache: LayerCache, scores: torch.Tensor, budget: int) -> None:
-    """Keep per (batch, head) the `budget` highest-scoring tokens, in their original order."""
-    idx = scores.topk(budget, dim=-1).indices.sort(dim=-1).values  # (B, H, budget)
-    d = cache.k.shape[-1]
-    wide = idx.unsqueeze(-1).expand(-1, -1, -1, d)  # (B, H, budget, D)
-    cache.k = cache.k.gather(2, wide)
-    cache.v = cache.v.gather(2, wide)
-    cache.pos = cache.pos.gather(2, idx)
-    cache.state = [s.gather(2, idx) for s in cache.state]
+    def nbytes(self) -> int:
+        extra = [self.pos, *self.state] + ([self.rank] if self.ranked else [])
+        return st.nbytes(self.k) + st.nbytes(self.v) + st.nbytes(extra)
 
 
-def _apply_policy(model: GPT, layer: int, cache: LayerCache, attn: torch.Tensor, op: str) -> None:
-    spec: KVHook | None = model.kv_hooks.get(layer)
-    if spec is None:
-        return
-    shape = list(cache.pos.shape)  # [B, H, T]
-    got = spec.hook([cache.k, cache.v, attn, cache.pos, *cache.state])
+def fire(cache: LayerCache, layer: int, inputs: list[torch.Tensor], op: str) -> torch.Tensor:
+    """Call the layer's hook; check what it returned (count, shapes); keep its state -> scores."""
+    spec = cache.spec
+    shape = list(inputs[3].shape)  # pos: [B, H, C]
+    got = spec.hook(inputs)
     who = f"{op}: the kv hook of layer {layer}"
     want = 1 + len(spec.state)
     if not isinstance(got, (list, tuple)) or len(got) != want or not all(isinstance(t, torch.Tensor) for t in got):
@@ -76,52 +88,189 @@ def _apply_policy(model: GPT, layer: int, cache: LayerCache, attn: torch.Tensor,
         if list(t.shape) != shape:
             what = "scores" if i == 0 else f"state {i - 1}"
             raise RuntimeFault("E_SHAPE", f"{who} returned {what} of shape {list(t.shape)}, expected {shape} "
-                               "(batch, heads, cached tokens)", param="hook")
-    scores, *state = got
-    cache.state = [s.to(torch.float32) for s in state]
-    if shape[2] > spec.budget:
-        keep_top(cache, scores, spec.budget)
+                               "(batch, heads, cache slots)", param="hook")
+    for old, new in zip(inputs[4:], got[1:], strict=True):
+        old.copy_(new)  # views of the layer's state buffers
+    return got[0]
 
 
-def _last_row(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of the last query over all keys: q (B, H, Tq, D), k (B, H, T, D) -> (B, H, T)."""
-    return torch.softmax((q[:, :, -1:] @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)[:, :, 0]
+def prefill_attn(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention of the last R queries q (B, H, R, D) over the prompt's keys
+    k (B, H, T, D), valid (B, T) (False: left padding) -> (B, H, R, T); 0 where a query
+    could not look, and a whole row of zeros for a padding query."""
+    r, t = q.shape[2], k.shape[2]
+    s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, R, T)
+    causal = torch.arange(t, device=k.device)[None] <= torch.arange(t - r, t, device=k.device)[:, None]  # (R, T)
+    allowed = valid[:, None, None, :] & causal  # (B, 1, R, T)
+    a = torch.softmax(s.masked_fill(~allowed, float("-inf")), -1)
+    return torch.where(allowed.any(-1, keepdim=True), a, 0.0)
 
 
-def prefill(model: GPT, tokens: torch.Tensor, op: str):
-    """Full causal attention over the prompt (B, T0); each layer's cache then goes through
-    its hook once, with the last prompt token's attention row. -> (last logits (B, V), caches)."""
-    b, t = tokens.shape
-    x = model.embed(tokens)  # (B, T0, C)
-    caches = []
-    for i, block in enumerate(model.blocks):
-        q, k, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
-        at = torch.arange(t, device=tokens.device)[None, None]  # (1, 1, T0)
-        q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
-        x = block.ff(x + block.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)))
-        spec = model.kv_hooks.get(i)
-        inits = list(spec.state) if spec else []
-        pos = torch.arange(t, device=tokens.device).expand(b, k.shape[1], t)  # (B, H, T0)
-        cache = LayerCache(k, v, pos.contiguous(), [torch.full(pos.shape, s, device=k.device) for s in inits], inits)
-        _apply_policy(model, i, cache, _last_row(q, k), op)
-        caches.append(cache)
-    return model.logits(x[:, -1]), caches
+def place_prompt(cache: LayerCache, layer: int, q, k, v, pos: torch.Tensor, lengths: list[int], op: str) -> None:
+    """The prompt's keys and values (B, H, T0, D) (zeros at padding), pos (B, H, T0) into the
+    buffer; the hook fires over them and, past the budget, the best-scoring `cap` stay."""
+    spec, t = cache.spec, k.shape[2]
+    kp, vp = st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group)
+    state = [torch.full(pos.shape, s, device=k.device) for s in cache.inits]
+    scores = None
+    if spec is not None:
+        r = t if spec.history is None else min(t, spec.history)
+        valid = pos[:, 0] >= 0  # (B, T0)
+        keys = st.decode(kp, cache.bits, cache.group, k.dtype)
+        values = st.decode(vp, cache.bits, cache.group, v.dtype)
+        scores = fire(cache, layer, [keys, values, prefill_attn(q[:, :, t - r:], k, valid), pos, *state], op)
+    cache.counts = [min(n, spec.budget) if spec and spec.budget else n for n in lengths]
+    if t > cache.cap:  # more than the budget: each (b, h) keeps its best `cap`, in prompt order
+        idx = scores.masked_fill(pos < 0, float("-inf")).topk(cache.cap, -1).indices.sort(-1).values
+        kp, vp, pos = st.gather(kp, idx), st.gather(vp, idx), pos.gather(2, idx)
+        state = [s.gather(2, idx) for s in state]
+        scores = scores.gather(2, idx)
+        if cache.ranked:  # renumber the kept tokens 0..n-1 and turn their keys to match
+            rank = torch.where(pos >= 0, (pos >= 0).cumsum(-1) - 1, -1)
+            keys = rerotate(st.decode(kp, cache.bits, cache.group, k.dtype), rank - pos, cache.rope_base)
+            kp = st.encode(keys * (pos >= 0)[..., None], cache.bits, cache.group)
+            pos_rank = rank
+    n = pos.shape[2]
+    st.write_at(cache.k, kp, 0)
+    st.write_at(cache.v, vp, 0)
+    cache.pos[:, :, :n] = pos
+    for buf, s in zip(cache.state, state, strict=True):
+        buf[:, :, :n] = s
+    if cache.ranked:
+        cache.rank[:, :, :n] = pos_rank if t > cache.cap else pos
+    cache.scores = scores
 
 
-def step(model: GPT, caches: list[LayerCache], token: torch.Tensor, position: int, op: str) -> torch.Tensor:
-    """Feed one token (B,) at absolute `position` through every layer's cache -> logits (B, V)."""
-    at = torch.full((1, 1), position, dtype=torch.int64, device=token.device)
-    x = model.embed(token[:, None], at)  # (B, 1, C)
-    for i, block in enumerate(model.blocks):
-        q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
-        q, k = block.attn.rotate(q, at[None]), block.attn.rotate(k, at[None])
-        cache = caches[i]
-        cache.append(k, v, position)
-        attn = _last_row(q, cache.k)  # (B, H, T)
-        y = (attn[:, :, None] @ cache.v)  # (B, H, 1, D)
-        x = block.ff(x + block.attn.merge(y))
-        _apply_policy(model, i, cache, attn, op)
-    return model.logits(x[:, 0])
+def evict(cache: LayerCache, scores: torch.Tensor, w: int, every_row: bool) -> None:
+    """Free the `evict` lowest-scoring occupied slots of every (b, h) whose row is full."""
+    spec, pos = cache.spec, cache.pos[:, :, :w]
+    occupied = pos >= 0
+    idx = scores.masked_fill(~occupied, float("inf")).topk(spec.evict, -1, largest=False).indices  # (B, H, m)
+    full = None if every_row else occupied.sum(-1, keepdim=True) >= spec.budget  # (B, H, 1)
+    if cache.ranked:
+        rank = cache.rank[:, :, :w]
+        gone = rank.gather(2, idx)
+        if full is not None:
+            gone = torch.where(full, gone, torch.iinfo(torch.int64).max)
+        shift = (gone[:, :, None, :] < rank[..., None]).sum(-1)  # (B, H, w) evicted tokens before each
+        keys = rerotate(cache.read(cache.k, w), -shift, cache.rope_base)
+        st.write_at(cache.k, st.encode(keys, cache.bits, cache.group), 0)
+        rank.sub_(shift)
+    st.clear(st.window(cache.k, w), idx, full)
+    st.clear(st.window(cache.v, w), idx, full)
+    for buf in [pos] + ([cache.rank[:, :, :w]] if cache.ranked else []):
+        gone = buf.new_full(idx.shape, -1) if full is None else torch.where(full, -1, buf.gather(2, idx))
+        buf.scatter_(2, idx, gone)
+
+
+class Decoder:
+    """A model's caches while it decodes: the prompt, then one fed token at a time. `total`
+    is the most tokens a row will ever have (the full cache's preallocated size)."""
+
+    def __init__(self, model: GPT, prompt: torch.Tensor, lengths: list[int] | None, total: int, op: str):
+        b, t0 = prompt.shape
+        self.model, self.op, self.t0, self.fed = model, op, t0, 0
+        dev = prompt.device
+        self.lengths = lengths or [t0] * b
+        pad = torch.tensor([t0 - n for n in self.lengths], device=dev) if lengths else None
+        self.next_pos = t0 - (pad if pad is not None else torch.zeros(b, dtype=torch.int64, device=dev))  # (B,)
+        blk = model.blocks[0].attn
+        h, d = blk.heads, model.wte.embedding_dim // blk.heads
+        dtype = model.wte.weight.dtype
+        self.caches = []
+        for i in range(len(model.blocks)):
+            spec = model.kv_hooks.get(i)
+            cap = total if spec is None or spec.budget is None else min(spec.budget, total)
+            self.caches.append(LayerCache(spec, b, h, cap, d, dtype, dev, model.rope_base))
+        self.prompt, self.pad = prompt, pad
+
+    def prefill(self, more: bool) -> torch.Tensor:
+        """Full causal attention over the prompt; every layer's slots filled -> last logits (B, V).
+        `more`: a token will be fed next (so a full row makes room now)."""
+        model, prompt = self.model, self.prompt
+        b, t = prompt.shape
+        pos = torch.arange(t, device=prompt.device).expand(b, t)  # (B, T0)
+        if self.pad is not None:
+            pos = (pos - self.pad[:, None]).clamp(min=-1)
+        valid = pos >= 0
+        x = model.embed(prompt, pos)  # (B, T0, C)
+        eye = torch.eye(t, dtype=torch.bool, device=prompt.device)
+        causal = torch.ones(t, t, dtype=torch.bool, device=prompt.device).tril()
+        for i, block in enumerate(model.blocks):
+            q, k, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
+            q, k = block.attn.rotate(q, pos.clamp(min=0)[:, None]), block.attn.rotate(k, pos.clamp(min=0)[:, None])
+            if self.pad is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # a padding query looks at itself only (no all-masked row), and its output is dropped
+                mask = (valid[:, None, None, :] & causal) | eye  # (B, 1, T0, T0)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask) * valid[:, None, :, None]
+                k, v = k * valid[:, None, :, None], v * valid[:, None, :, None]  # empty slots hold zeros
+            x = block.ff(x + block.attn.merge(y))
+            cache = self.caches[i]
+            hpos = pos[:, None].expand(-1, k.shape[1], -1)  # (B, H, T0)
+            place_prompt(cache, i, q, k, v, hpos, self.lengths, self.op)
+            if more:
+                self._make_room(cache, min(t, cache.cap))
+        return model.logits(x[:, -1])
+
+    def _make_room(self, cache: LayerCache, w: int) -> None:
+        """Rows holding `budget` tokens drop `evict` of them before the next token comes."""
+        spec = cache.spec
+        if spec is None or spec.budget is None:
+            return
+        full = [n >= spec.budget for n in cache.counts]
+        if any(full):
+            evict(cache, cache.scores, w, all(full))
+            cache.counts = [n - spec.evict if f else n for n, f in zip(cache.counts, full, strict=True)]
+
+    def step(self, token: torch.Tensor, more: bool) -> torch.Tensor:
+        """Feed one token (B,) through every layer's cache -> logits (B, V)."""
+        model = self.model
+        slot = self.t0 + self.fed  # the next slot while the buffer fills
+        pos_new = self.next_pos + self.fed  # (B,) absolute positions
+        x = model.embed(token[:, None], pos_new[:, None])  # (B, 1, C)
+        for i, block in enumerate(model.blocks):
+            cache = self.caches[i]
+            w = min(cache.cap, slot + 1)
+            q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
+            b, h = k.shape[:2]
+            at = pos_new[:, None, None].expand(b, h, 1)
+            if cache.ranked:  # the new token is number n-1 of the n kept
+                at = (cache.pos[:, :, :w] >= 0).sum(-1, keepdim=True)
+            q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
+            kp, vp = st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group)
+            new = [(cache.pos, pos_new[:, None, None].expand(b, h, 1))]
+            new += [(s, torch.full((b, h, 1), init, device=k.device)) for s, init in zip(cache.state, cache.inits,
+                                                                                          strict=True)]
+            if cache.ranked:
+                new.append((cache.rank, at))
+            if slot < cache.cap:
+                st.write_at(cache.k, kp, slot)
+                st.write_at(cache.v, vp, slot)
+                for buf, val in new:
+                    buf[:, :, slot:slot + 1] = val
+            else:  # the first free slot of each (b, h)
+                idx = (cache.pos[:, :, :w] < 0).to(torch.uint8).argmax(-1, keepdim=True)  # (B, H, 1)
+                st.scatter(cache.k, kp, idx)
+                st.scatter(cache.v, vp, idx)
+                for buf, val in new:
+                    buf[:, :, :w].scatter_(2, idx, val.to(buf.dtype))
+            cache.counts = [n + 1 for n in cache.counts]
+            keys, values, pos = cache.read(cache.k, w), cache.read(cache.v, w), cache.pos[:, :, :w]
+            s = (q @ keys.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, 1, w)
+            attn = torch.softmax(s.masked_fill(pos[:, :, None] < 0, float("-inf")), -1)
+            x = block.ff(x + block.attn.merge(attn @ values))
+            if cache.spec is not None:
+                state = [buf[:, :, :w] for buf in cache.state]
+                cache.scores = fire(cache, i, [keys, values, attn, pos, *state], self.op)
+                if more:
+                    self._make_room(cache, w)
+        self.fed += 1
+        return model.logits(x[:, 0])
+
+    def sizes(self) -> list[tuple[int, int]]:
+        """(tokens, bytes) per layer: the most tokens any row holds, and every buffer's bytes."""
+        return [(max(c.counts), c.nbytes()) for c in self.caches]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
@@ -131,30 +280,33 @@ def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def generate(model: GPT, prompt: torch.Tensor, steps: int, temperature: float, generator) -> torch.Tensor:
-    """(B, T0) prompt -> (B, T0 + steps) tokens."""
-    logits, caches = prefill(model, prompt, "generate")
-    out = [prompt]
-    t0 = prompt.shape[1]
+def generate(model: GPT, prompt: torch.Tensor, steps: int, temperature: float, generator,
+             lengths: list[int] | None = None) -> torch.Tensor:
+    """(B, T0) prompt (left-padded to `lengths` when given) -> (B, T0 + steps) tokens."""
+    b, t0 = prompt.shape
+    dec = Decoder(model, prompt, lengths, t0 + steps, "generate")
+    logits = dec.prefill(more=steps > 1)
+    out = torch.empty(b, t0 + steps, dtype=prompt.dtype, device=prompt.device)
+    out[:, :t0] = prompt
     for s in range(steps):
         nxt = _pick(logits, temperature, generator)  # (B,)
-        out.append(nxt[:, None].to(prompt.dtype))
+        out[:, t0 + s] = nxt
         if s + 1 < steps:  # the last token is returned, never fed
-            logits = step(model, caches, nxt, t0 + s, "generate")
-    model.cache_sizes = [c.k.shape[2] for c in caches]
-    return torch.cat(out, 1)
+            logits = dec.step(nxt, more=s + 2 < steps)
+    model.cache_sizes = dec.sizes()
+    return out
 
 
 def teacher_forced_nll(model: GPT, tokens: torch.Tensor, n_prefill: int) -> torch.Tensor:
     """(B, T) held-out tokens -> (B, T - n_prefill) negative log-likelihoods of tokens
     n_prefill.. given everything before, as the cache (and its policy) sees it."""
-    logits, caches = prefill(model, tokens[:, :n_prefill], "kv_eval")
-    nll = []
     t = tokens.shape[1]
+    dec = Decoder(model, tokens[:, :n_prefill], None, t, "kv_eval")
+    logits = dec.prefill(more=n_prefill + 1 < t)
+    nll = []
     for p in range(n_prefill, t):
-        target = tokens[:, p:p + 1]  # (B, 1)
-        nll.append(-torch.log_softmax(logits.float(), -1).gather(1, target)[:, 0])
+        nll.append(-torch.log_softmax(logits.float(), -1).gather(1, tokens[:, p:p + 1])[:, 0])
         if p + 1 < t:
-            logits = step(model, caches, tokens[:, p], p, "kv_eval")
-    model.cache_sizes = [c.k.shape[2] for c in caches]
+            logits = dec.step(tokens[:, p], more=p + 2 < t)
+    model.cache_sizes = dec.sizes()
     return torch.stack(nll, 1)

@@ -103,23 +103,48 @@ def _decoding(m: GPT, fn):
         m.train(was)
 
 
-@op("generate", P("model", "object"), P("prompt", "tensor"), P("steps", "int"), P("temperature", "float", 0.0),
-    P("seed", "int?", None))
-def generate(ctx, model, prompt, steps, temperature, seed):
-    """generate(model, prompt, steps, temperature=0, seed=None): (B, T0) -> (B, T0 + steps) tokens.
+def _past_context(m: GPT, op: str, n: int, what: str, param: str) -> None:
+    """Learned positions end at the context; rotary ones decode on (the cache has no bound)."""
+    if n > m.context and m.positions == "learned":
+        raise RuntimeFault("E_SHAPE", f"{op}: {what} is {n} tokens, past the model's context of {m.context}; a "
+                           "model with learned positions has no position beyond it (build it with positions: "
+                           "'rotary' to decode past the context)", param=param)
 
-    Decoded one at a time through the KV cache and its hook; temperature 0 is greedy."""
+
+def _lengths(lengths, prompt: torch.Tensor) -> list[int] | None:
+    """The ragged prompt lengths (B,) -> a host list (one read, before decoding starts)."""
+    if lengths is None:
+        return None
+    b, t0 = prompt.shape
+    if lengths.dtype not in (torch.int64, torch.int32) or list(lengths.shape) != [b]:
+        raise RuntimeFault("E_SHAPE", f"generate: 'lengths' must be ({b},) integers, one per prompt row, got "
+                           f"{lengths.dtype} of shape {list(lengths.shape)}", param="lengths")
+    out = lengths.tolist()
+    if not all(1 <= n <= t0 for n in out):
+        raise RuntimeFault("E_ARG", f"generate: 'lengths' must be in [1, {t0}] (the prompt is left-padded to "
+                           f"{t0}), got {out}", param="lengths")
+    return out
+
+
+@op("generate", P("model", "object"), P("prompt", "tensor"), P("steps", "int"), P("temperature", "float", 0.0),
+    P("seed", "int?", None), P("lengths", "tensor?", None))
+def generate(ctx, model, prompt, steps, temperature, seed, lengths):
+    """generate(model, prompt, steps, temperature=0, seed=None, lengths=None): (B, T0) -> (B, T0 + steps).
+
+    Decoded one at a time through the KV cache and its hook; temperature 0 is greedy. `lengths` (B,)
+    makes the prompts ragged: row b is left-padded, its tokens are prompt[b, T0 - lengths[b]:] and its
+    first one is at position 0; the padding is returned as given. A rotary model decodes past its context."""
     m = _gpt("generate", model)
     m.check_tokens("generate", "prompt", prompt)
     if steps < 0:
         raise RuntimeFault("E_ARG", f"generate: 'steps' must be >= 0, got {steps}", param="steps")
     if temperature < 0:
         raise RuntimeFault("E_ARG", f"generate: 'temperature' must be >= 0, got {temperature}", param="temperature")
-    if prompt.shape[1] + steps > m.context:
-        raise RuntimeFault("E_SHAPE", f"generate: prompt length {prompt.shape[1]} + steps {steps} exceeds the "
-                           f"model's context of {m.context}", param="steps")
+    _past_context(m, "generate", prompt.shape[1] + steps, f"prompt length {prompt.shape[1]} + steps {steps}",
+                  "steps")
+    rows = _lengths(lengths, prompt)
     g = ctx.generator(seed) if temperature > 0 else None
-    return _decoding(m, lambda: _generate(m, prompt.long(), steps, temperature, g))
+    return _decoding(m, lambda: _generate(m, prompt.long(), steps, temperature, g, rows))
 
 
 @op("kv_eval", P("model", "object"), P("tokens", "tensor"), P("prefill", "int"))
@@ -128,8 +153,9 @@ def kv_eval(ctx, model, tokens, prefill):
 
     Teacher forcing, one token at a time through the cache and its hook; perplexity is exp(mean)."""
     m = _gpt("kv_eval", model)
-    m.check_tokens("kv_eval", "tokens", tokens)
+    m.check_tokens("kv_eval", "tokens", tokens, context=False)
     t = tokens.shape[1]
+    _past_context(m, "kv_eval", t, "'tokens'", "tokens")
     if not 1 <= prefill < t:
         raise RuntimeFault("E_ARG", f"kv_eval: 'prefill' must be in [1, {t - 1}] for {t} tokens, got {prefill}",
                            param="prefill")
@@ -138,8 +164,19 @@ def kv_eval(ctx, model, tokens, prefill):
 
 @op("kv_cache_size", P("model", "object"))
 def kv_cache_size(ctx, model):
-    """kv_cache_size(model): i64 (layers,) tokens each layer's cache held after the last generate/kv_eval."""
+    """kv_cache_size(model): i64 (layers, 2) per attention layer, after the last generate/kv_eval: the tokens
+    its cache held (the most any batch row held) and the bytes it held (every buffer at its allocated size:
+    keys and values incl. quantization scales and minima, positions, ranks, policy state)."""
     m = _gpt("kv_cache_size", model)
     if m.cache_sizes is None:
         raise RuntimeFault("E_ARG", "kv_cache_size: no generate or kv_eval has run on this model yet", param="model")
-    return torch.tensor(m.cache_sizes, dtype=torch.int64, device=ctx.device)
+    return torch.tensor(m.cache_sizes, dtype=torch.int64, device=ctx.device).reshape(-1, 2)
+
+
+@op("attention_weights", P("model", "object"), P("tokens", "tensor"))
+def attention_weights(ctx, model, tokens):
+    """attention_weights(model, tokens): f32 (layers, B, H, T, T) every attention layer's causal softmax
+    weights in a plain forward (eval mode, no grad) of (B, T) tokens, T <= context."""
+    m = _gpt("attention_weights", model)
+    m.check_tokens("attention_weights", "tokens", tokens)
+    return _decoding(m, lambda: m.attention_weights(tokens.long()))

@@ -1,0 +1,294 @@
+"""The slot-buffer KV cache (models/kvcache.py, kvstore.py): what it keeps, what it equals,
+what it holds in memory. Hooks are plain Python functions with the programs' calling convention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from runner import Runner, fault
+
+from liaison_runtime.models import kvstore
+
+GPT = {"kind": "gpt", "vocab": 32, "context": 24, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
+ROT = {**GPT, "positions": "rotary"}
+
+
+@pytest.fixture()
+def r():
+    return Runner()
+
+
+def tokens(b=2, t=20, seed=0, vocab=32):
+    return torch.randint(0, vocab, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+def full_nll(m, toks, prefill):
+    with torch.no_grad():
+        logits = m.eval()(toks)
+    return F.cross_entropy(logits[:, prefill - 1:-1].transpose(1, 2), toks[:, prefill:], reduction="none")
+
+
+def known(pos: torch.Tensor) -> torch.Tensor:
+    """Scores fixed in advance per (head, position): a scrambled order, different per head."""
+    h = torch.arange(pos.shape[1])[None, :, None]
+    return ((pos * 7 + h * 5) % 13).float() + pos.float() * 1e-3
+
+
+def recorder(seen: list, score=known):
+    def hook(inputs):
+        keys, values, attn, pos = inputs[:4]
+        seen.append({"pos": pos.clone(), "attn": attn.clone(), "kptr": keys.data_ptr(), "pptr": pos.data_ptr(),
+                     "keys": keys.clone()})
+        return [score(pos)]
+    return hook
+
+
+def simulate(t0: int, fed: int, budget: int, m: int, h: int) -> list[list[set]]:
+    """The contract's eviction with `known` scores: per call, per head, the positions held."""
+    out = []
+    held = [set(range(t0)) for _ in range(h)]
+    for hh in range(h):
+        if len(held[hh]) > budget:
+            p = torch.tensor(sorted(held[hh]))
+            s = known(p[None, None].expand(1, h, -1))[0, hh]
+            held[hh] = set(p[s.topk(budget).indices].tolist())
+    out.append([set(x) for x in held])
+    for step in range(fed):
+        for hh in range(h):
+            if len(held[hh]) == budget:
+                p = torch.tensor(sorted(held[hh]))
+                s = known(p[None, None].expand(1, h, -1))[0, hh]
+                held[hh] -= set(p[s.topk(m, largest=False).indices].tolist())
+            held[hh].add(t0 + step)
+        out.append([set(x) for x in held])
+    return out
+
+
+@pytest.mark.parametrize("evict", [1, 3])
+def test_eviction_keeps_exactly_the_top_scoring(r, evict):
+    m = r("model_build", GPT)
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen)), {"budget": 6, "evict": evict, "layers": [1]})
+    r("kv_eval", m, tokens(1, 20), 9)
+    want = simulate(9, 10, 6, evict, 2)
+    assert len(seen) == len(want) == 11
+    for k, (call, heads) in enumerate(zip(seen[1:], want[1:], strict=True)):
+        pos = call["pos"][0]
+        for hh in range(2):
+            got = set(pos[hh][pos[hh] >= 0].tolist())
+            assert got == heads[hh], (k, hh, got, heads[hh])
+            assert len(got) <= 6  # never past the budget, attention included
+        # attention only over the tokens held
+        assert (call["attn"][0, :, 0][pos < 0] == 0).all()
+    assert r("kv_cache_size", m)[:, 0].tolist() == [19, len(want[-1][0])]
+
+
+def test_bulk_eviction_frees_m_slots_at_once(r):
+    m = r("model_build", GPT)
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": 8, "evict": 4, "layers": [0]})
+    r("kv_eval", m, tokens(1, 24), 8)
+    held = [int((c["pos"][0, 0] >= 0).sum()) for c in seen]
+    assert held == [8] + [5, 6, 7, 8] * 3 + [5, 6, 7]  # full at 8: drop 4, then refill
+
+
+def test_budget_at_least_the_length_is_the_full_forward(r):
+    for spec in (GPT, ROT):
+        m = r("model_build", spec)
+        toks = tokens(2, 20)
+        want = full_nll(m, toks, 5)
+        torch.testing.assert_close(r("kv_eval", m, toks, 5), want, atol=1e-5, rtol=1e-5)
+        r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), {"budget": 32})
+        torch.testing.assert_close(r("kv_eval", m, toks, 5), want, atol=1e-5, rtol=1e-5)
+        r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), {"budget": None})
+        torch.testing.assert_close(r("kv_eval", m, toks, 5), want, atol=1e-5, rtol=1e-5)
+
+
+def test_storage_is_allocated_once(r):
+    m = r("model_build", GPT)
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": 5, "layers": [0]})
+    r("generate", m, tokens(2, 4), 12)
+    steps = seen[1:]
+    assert len({c["kptr"] for c in steps}) == 1 and len({c["pptr"] for c in steps}) == 1
+    assert max(c["pos"].shape[2] for c in steps) == 5
+    # empty slots hold zeros
+    first = seen[1]
+    assert (first["keys"][first["pos"] < 0] == 0).all()
+
+
+def bytes_of(b, h, cap, d, bits, group, state=0, ranked=False):
+    kv = b * h * cap * d * 4 if bits == 32 else b * h * cap * (d * bits // 8 + 2 * 2 * (d // group))
+    return 2 * kv + b * h * cap * 8 * (2 if ranked else 1) + state * b * h * cap * 4
+
+
+def test_bytes_held(r):
+    m = r("model_build", ROT)  # head dim 8
+    r("generate", m, tokens(3, 5), 7)
+    assert r("kv_cache_size", m).tolist() == [[11, bytes_of(3, 2, 12, 8, 32, 8)]] * 2  # T0 + steps slots
+    for bits, group in ((8, 4), (4, 8), (4, 2)):
+        r("model_hook", m, "kv", r.obj(lambda i: [i[3].float(), i[4]]),
+          {"budget": 6, "bits": bits, "group": group, "state": [0.0], "layers": [1]})
+        r("generate", m, tokens(3, 5), 7)
+        got = r("kv_cache_size", m).tolist()
+        assert got == [[11, bytes_of(3, 2, 12, 8, 32, 8)], [6, bytes_of(3, 2, 6, 8, bits, group, 1)]], (bits, got)
+    r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), {"budget": 6, "positions": "cache", "layers": [1]})
+    r("generate", m, tokens(3, 5), 7)
+    assert r("kv_cache_size", m)[1].tolist() == [6, bytes_of(3, 2, 6, 8, 32, 8, ranked=True)]
+
+
+def test_quantization_round_trip():
+    x = torch.randn(2, 3, 5, 16) * 3
+    for bits in (8, 4):
+        for group in (4, 16):
+            parts = kvstore.encode(x, bits, group)
+            assert parts[0].dtype == torch.uint8 and parts[0].shape[-1] == (16 if bits == 8 else 8)
+            assert parts[1].dtype == parts[2].dtype == torch.float16 and parts[1].shape[-1] == 16 // group
+            back = kvstore.decode(parts, bits, group, torch.float32)
+            g = x.reshape(2, 3, 5, 16 // group, group)
+            step = (g.amax(-1) - g.amin(-1)) / (2 ** bits - 1)  # (…, G)
+            err = (back - x).abs().reshape(g.shape)
+            assert (err <= step[..., None] * 0.51 + 2e-3 * g.abs().amax(-1, keepdim=True)).all(), (bits, group)
+            assert kvstore.nbytes(parts) == 2 * 3 * 5 * (16 * bits // 8 + 4 * (16 // group))
+    assert torch.equal(kvstore.decode(kvstore.encode(x, 32, 16), 32, 16, torch.float32), x)
+
+
+def trained(r, spec, steps=60):
+    """A small model fit to a repeating-phrase corpus, so that its predictions mean something."""
+    m = r("model_build", spec)
+    g = torch.Generator().manual_seed(1)
+    phrases = torch.randint(0, spec["vocab"], (6, 8), generator=g)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        seq = phrases[torch.randint(0, 6, (8, 3), generator=g)].reshape(8, -1)[:, :spec["context"]]
+        loss = F.cross_entropy(m(seq[:, :-1]).reshape(-1, spec["vocab"]), seq[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m, phrases[torch.randint(0, 6, (4, 3), generator=g)].reshape(4, -1)[:, :spec["context"]]
+
+
+def test_quantized_decoding_is_close_to_f32(r):
+    m, held = trained(r, GPT)
+    ppl = {}
+    for bits in (32, 8, 4):
+        r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), {"budget": None, "bits": bits, "group": 4})
+        ppl[bits] = float(r("kv_eval", m, held, 4).mean().exp())
+    assert ppl[32] < 8  # it learned something (uniform would be 32)
+    assert abs(ppl[8] / ppl[32] - 1) < 0.02 and abs(ppl[4] / ppl[32] - 1) < 0.1, ppl
+
+
+def test_ragged_batch_is_each_row_alone(r):
+    for spec, opts in ((GPT, None), (ROT, {"budget": 5, "evict": 2}), (GPT, {"budget": 4, "bits": 8})):
+        m = trained(r, spec, 30)  # a model whose attention matters: a wrong mask changes its tokens
+        if opts:
+            r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), opts)
+        rows = [tokens(1, n, seed=n)[0] for n in (6, 2, 4)]
+        t0 = 6
+        prompt = torch.stack([torch.cat([torch.full((t0 - len(x),), 31), x]) for x in rows])
+        out = r("generate", m, prompt, 7, lengths=torch.tensor([6, 2, 4]))
+        assert out.shape == (3, 13) and torch.equal(out[:, :t0], prompt)
+        for b, x in enumerate(rows):
+            alone = r("generate", m, x[None], 7)
+            assert torch.equal(out[b, t0:], alone[0, len(x):]), (spec, opts, b)
+
+
+def test_rotary_decodes_past_the_context(r):
+    m = r("model_build", {**ROT, "context": 8})
+    big = r("model_build", {**ROT, "context": 64})
+    big.load_state_dict(m.state_dict())  # rotary weights do not depend on the context
+    toks = tokens(2, 30)
+    torch.testing.assert_close(r("kv_eval", m, toks, 4), full_nll(big, toks, 4), atol=1e-5, rtol=1e-5)
+    assert r("generate", m, toks[:, :6], 20).shape == (2, 26)
+    learned = r("model_build", {**GPT, "context": 8})
+    f = fault("E_SHAPE", r, "generate", learned, toks[:, :6], 20)
+    assert "positions: 'rotary'" in f.message and f.extra["param"] == "steps"
+    assert "positions: 'rotary'" in fault("E_SHAPE", r, "kv_eval", learned, toks, 4).message
+
+
+def sinks_window(sinks, window):
+    def hook(inputs):
+        pos = inputs[3]
+        newest = pos.amax(-1, keepdim=True)
+        keep = (pos < sinks) | (pos > newest - window)
+        return [torch.where(keep, float("inf"), pos.float())]
+    return hook
+
+
+@pytest.mark.parametrize("evict", [1, 3])
+def test_cache_positions_renumber_the_kept_tokens(r, evict):
+    """One layer: a key depends only on its token and the position it is rotated to, so decoding with
+    'cache' positions equals a plain forward over the kept tokens, numbered 0..n-1."""
+    m = r("model_build", {**ROT, "layers": 1, "context": 64})
+    r("model_hook", m, "kv", r.obj(sinks_window(2, 3)), {"budget": 9, "evict": evict, "positions": "cache"})
+    toks = tokens(1, 30)
+    nll = r("kv_eval", m, toks, 12)[0]
+
+    def lowest(held, n):  # the hook's scores: sinks and the 3 newest protected, the rest by position
+        newest = max(held)
+        return sorted(held, key=lambda p: (p < 2 or p > newest - 3, p))[:n]
+
+    held = set(range(12))
+    held -= set(lowest(held, 3))  # the prompt: 12 tokens, budget 9
+    for p in range(12, 29):
+        if len(held) == 9:
+            held -= set(lowest(held, evict))
+        held.add(p)
+        with torch.no_grad():
+            want = F.cross_entropy(m.eval()(toks[:, sorted(held)])[:, -1], toks[:, p + 1])
+        torch.testing.assert_close(nll[p + 1 - 12], want, atol=1e-5, rtol=1e-5)
+
+
+def test_cache_positions_continue_far_past_the_context(r):
+    m = r("model_build", {**ROT, "context": 8})
+    r("model_hook", m, "kv", r.obj(sinks_window(2, 4)), {"budget": 6, "positions": "cache", "bits": 4})
+    nll = r("kv_eval", m, tokens(2, 60), 4)
+    assert nll.shape == (2, 56) and torch.isfinite(nll).all()
+    assert r("kv_cache_size", m)[:, 0].tolist() == [6, 6]
+
+
+def test_attention_weights(r):
+    m = r("model_build", ROT)
+    toks = tokens(2, 7)
+    a = r("attention_weights", m, toks)
+    assert a.shape == (2, 2, 2, 7, 7) and a.dtype == torch.float32
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 2, 2, 7))
+    assert (a.triu(1) == 0).all()
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": None, "layers": [1]})
+    r("kv_eval", m, toks, 6)
+    torch.testing.assert_close(seen[0]["attn"], a[1, :, :, :6, :6], atol=1e-6, rtol=1e-5)  # the prefill's rows
+
+
+def test_history_limits_the_prefill_rows(r):
+    m = r("model_build", GPT)
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": 3, "history": 2})
+    r("kv_eval", m, tokens(2, 9), 6)
+    assert seen[0]["attn"].shape == (2, 2, 2, 6)
+    assert (seen[0]["attn"][..., 0, 5] == 0).all() and (seen[0]["attn"][..., 1, 5] > 0).all()
+
+
+def test_ragged_prefill_inputs(r):
+    m = r("model_build", GPT)
+    seen = []
+    r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": 8, "layers": [0]})
+    r("generate", m, tokens(2, 5), 3, lengths=torch.tensor([5, 2]))
+    pos, attn, keys = seen[0]["pos"], seen[0]["attn"], seen[0]["keys"]
+    assert pos[1, 0].tolist() == [-1, -1, -1, 0, 1] and pos[0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert (attn[1, :, :3] == 0).all() and (attn[1, :, 3:, :3] == 0).all()  # pad rows and pad slots
+    assert (keys[1, :, :3] == 0).all()
+    fault("E_ARG", r, "generate", m, tokens(2, 5), 3, lengths=torch.tensor([5, 0]))
+    fault("E_SHAPE", r, "generate", m, tokens(2, 5), 3, lengths=torch.tensor([5]))
+
+
+def test_malformed_options_name_the_field(r):
+    m = r("model_build", GPT)  # head dim 8
+    hook = r.obj(lambda i: [i[3].float()])
+    for bad, field in (({"bits": 16}, "bits"), ({"group": 3}, "group"), ({"group": 0}, "group"),
+                       ({"evict": 0}, "evict"), ({"evict": 5}, "evict"), ({"positions": "rank"}, "positions"),
+                       ({"positions": "cache"}, "positions"), ({"history": 0}, "history"),
+                       ({"budget": "4"}, "budget"), ({"evict": 1.5}, "evict")):
+        f = fault("E_ARG", r, "model_hook", m, "kv", hook, {"budget": 4, **bad})
+        assert f.extra["field"] == field, (bad, f.extra)
