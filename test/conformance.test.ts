@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { type ConformanceOptions, conformanceCases, runConformance } from '../sdk/conformance/index.js';
 import { KVPolicyBase } from '../sdk/families/kv-policies/base.js';
-import type { KVInputs } from '../sdk/families/kv-policies/types.js';
+import type { KVInputs, KVScore } from '../sdk/families/kv-policies/types.js';
 import { MomentumOptimizerBase } from '../sdk/families/momentum/base.js';
 import type { StepHyper } from '../sdk/families/momentum/types.js';
 import { PrunerBase, type PrunerBaseConfig } from '../sdk/families/pruners/base.js';
@@ -134,6 +134,16 @@ class HeadScorer extends KVPolicyBase<{ budget: number }> {
   score({ keys }: KVInputs): Tensor { return keys.sum([2, 3]); }
 }
 
+/** Scissorhands' count with the threshold 1/C, C every slot of the buffer, empty ones included. */
+class SlotCounter extends KVPolicyBase<{ budget: number }> {
+  override state(): Record<string, number> { return { count: 0 }; }
+  score({ attn, pos, state }: KVInputs): KVScore {
+    const slots = pos.ge(-1).sum(-1, true).unsqueeze(2); // (B, H, 1, 1): C, not the tokens the query saw
+    const count = state.count.mul(0.9).add(attn.mul(slots).lt(1).to('f32').sum(2));
+    return { scores: count.neg(), state: { count } };
+  }
+}
+
 /** Negative weights, and more experts per token than its k. */
 class LooseRouter extends RouterBase<{ auxWeight: number; k: number }> {
   params(d: RouterDims): Record<string, RouterParamSpec> { return { gate: { shape: [d.dim, d.experts], init: 'normal' } }; }
@@ -199,8 +209,9 @@ describe('the suites catch broken plugins', () => {
     expect(await failed(p, /^attached to a Trainer/)).toMatch(/weight hooks do not apply the masks/);
   });
 
-  it('kv-policy: scores not shaped (B, H, T)', async () => {
+  it('kv-policy: scores not shaped (B, H, C); a state that counts empty slots', async () => {
     expect(await failed(new HeadScorer({ budget: 8 }, meta('kv-policy', 'head-scorer')), /^score\(\) traces/)).toMatch(/expected \[2,3,7\]/);
+    expect(await failed(new SlotCounter({ budget: 8 }, meta('kv-policy', 'slot-counter')), /ignore empty slots/)).toMatch(/in the padded batch but .* alone: an empty slot changed a score or a state/);
   });
 
   it('router: negative weights; more experts than k', async () => {

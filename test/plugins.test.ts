@@ -214,7 +214,7 @@ describe('sliding-window', () => {
     const prog = slidingWindow({ budget: 2 }).program(rt);
     const pos = rt.tensor(new BigInt64Array([3n, 7n, 5n]), [1, 1, 3]);
     const kv = rt.zeros([1, 1, 3, 2]);
-    const [scores] = prog.run([kv, kv, rt.full([1, 1, 3], 1 / 3), pos]) as Tensor[];
+    const [scores] = prog.run([kv, kv, rt.full([1, 1, 1, 3], 1 / 3), pos]) as Tensor[];
     expect(await list(scores)).toEqual([3, 7, 5]);
   });
 });
