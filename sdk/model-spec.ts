@@ -93,7 +93,7 @@ export type MoESpec = Static<typeof MoESpec>;
 export const GPTSpec = Type.Object({
   kind: kindOf('gpt'),
   vocab: posInt('Vocabulary size (128 for ASCII bytes, see sdk/text.ts).'),
-  context: posInt('Longest sequence T, prompt plus generated tokens.'),
+  context: posInt('Longest sequence T of a forward; with learned positions also of prompt plus generated tokens (rotary models decode past it).'),
   dim: Type.Optional(posInt('Model width; a multiple of `heads`.', { default: GPT_DEFAULT_DIM })),
   layers: Type.Optional(posInt('Transformer blocks.', { default: 2 })),
   heads: Type.Optional(posInt('Attention heads; must divide `dim`.', { default: 4 })),

@@ -18,7 +18,9 @@ Rotary models with positions 'cache' (StreamingLLM) number the kept tokens 0..n-
 of their original position. Keys are stored rotated to that rank and re-rotated when an
 eviction shifts them (rope.rerotate by the shift), rather than rotated on every read: a
 rotation is then paid once per eviction (every `evict` steps with bulk eviction) instead of
-once per step over the whole cache. The rank of each slot is kept beside `pos`.
+once per step over the whole cache. The rank of each slot is kept beside `pos`. Quantized
+keys are decoded, turned and encoded again at such an eviction, so their rounding error
+grows with the evictions a token lives through (bulk eviction keeps those few).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from ..errors import RuntimeFault
 from . import kvstore as st
 from .gpt import GPT
-from .rope import rerotate
+from .rope import cos_sin, rerotate, turn
 
 
 @dataclass
@@ -163,6 +165,29 @@ def evict(cache: LayerCache, scores: torch.Tensor, w: int, every_row: bool) -> N
         buf.scatter_(2, idx, gone)
 
 
+def write(cache: LayerCache, kp: list, vp: list, pos: torch.Tensor, rank: torch.Tensor | None, slot: int,
+          w: int) -> None:
+    """One new token per (b, h): its key and value parts (B, H, 1, E), position (B, H, 1) (and
+    rank), its state at the init values; into `slot` while the buffer fills, else into the
+    first free slot of each (b, h) (there is one: a full row made room after the last fire)."""
+    new = [(cache.pos, pos)] + ([(cache.rank, rank)] if rank is not None else [])
+    if slot < cache.cap:
+        st.write_at(cache.k, kp, slot)
+        st.write_at(cache.v, vp, slot)
+        for buf, val in new:
+            buf[:, :, slot:slot + 1] = val
+        for buf, init in zip(cache.state, cache.inits, strict=True):
+            buf[:, :, slot].fill_(init)
+        return
+    idx = (cache.pos[:, :, :w] < 0).to(torch.uint8).argmax(-1, keepdim=True)  # (B, H, 1)
+    st.scatter(cache.k, kp, idx)
+    st.scatter(cache.v, vp, idx)
+    for buf, val in new:
+        buf[:, :, :w].scatter_(2, idx, val)
+    for buf, init in zip(cache.state, cache.inits, strict=True):
+        buf[:, :, :w].scatter_(2, idx, init)
+
+
 class Decoder:
     """A model's caches while it decodes: the prompt, then one fed token at a time. `total`
     is the most tokens a row will ever have (the full cache's preallocated size)."""
@@ -229,35 +254,25 @@ class Decoder:
         slot = self.t0 + self.fed  # the next slot while the buffer fills
         pos_new = self.next_pos + self.fed  # (B,) absolute positions
         x = model.embed(token[:, None], pos_new[:, None])  # (B, 1, C)
+        rotary = model.positions == "rotary"
+        d = model.wte.embedding_dim // model.blocks[0].attn.heads
+        b, h = token.shape[0], model.blocks[0].attn.heads
+        at = pos_new[:, None, None].expand(b, h, 1)
+        angles = cos_sin(pos_new[:, None, None], d, model.rope_base) if rotary else None  # one for every layer
         for i, block in enumerate(model.blocks):
             cache = self.caches[i]
             w = min(cache.cap, slot + 1)
             q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
-            b, h = k.shape[:2]
-            at = pos_new[:, None, None].expand(b, h, 1)
             if cache.ranked:  # the new token is number n-1 of the n kept
                 at = (cache.pos[:, :, :w] >= 0).sum(-1, keepdim=True)
-            q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
-            kp, vp = st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group)
-            new = [(cache.pos, pos_new[:, None, None].expand(b, h, 1))]
-            new += [(s, torch.full((b, h, 1), init, device=k.device)) for s, init in zip(cache.state, cache.inits,
-                                                                                          strict=True)]
-            if cache.ranked:
-                new.append((cache.rank, at))
-            if slot < cache.cap:
-                st.write_at(cache.k, kp, slot)
-                st.write_at(cache.v, vp, slot)
-                for buf, val in new:
-                    buf[:, :, slot:slot + 1] = val
-            else:  # the first free slot of each (b, h)
-                idx = (cache.pos[:, :, :w] < 0).to(torch.uint8).argmax(-1, keepdim=True)  # (B, H, 1)
-                st.scatter(cache.k, kp, idx)
-                st.scatter(cache.v, vp, idx)
-                for buf, val in new:
-                    buf[:, :, :w].scatter_(2, idx, val.to(buf.dtype))
+                q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
+            elif rotary:
+                q, k = turn(q, *angles), turn(k, *angles)
+            write(cache, st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group),
+                  pos_new[:, None, None].expand(b, h, 1), at if cache.ranked else None, slot, w)
             cache.counts = [n + 1 for n in cache.counts]
             keys, values, pos = cache.read(cache.k, w), cache.read(cache.v, w), cache.pos[:, :, :w]
-            s = (q @ keys.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, 1, w)
+            s = (q * (1 / math.sqrt(q.shape[-1]))) @ keys.transpose(-1, -2)  # (B, H, 1, w)
             attn = torch.softmax(s.masked_fill(pos[:, :, None] < 0, float("-inf")), -1)
             x = block.ff(x + block.attn.merge(attn @ values))
             if cache.spec is not None:

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import torch
 
+_SPEEDS: dict[tuple, torch.Tensor] = {}
+
 
 def inv_freq(d: int, base: float, device) -> torch.Tensor:
-    """(D/2,) float32 angular speeds base^(-2i/D), i = 0 .. D/2-1."""
-    return base ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+    """(D/2,) float32 angular speeds base^(-2i/D), i = 0 .. D/2-1 (made once per d, base, device:
+    a decoding step asks for them in every layer)."""
+    key = (d, float(base), str(device))
+    if key not in _SPEEDS:
+        _SPEEDS[key] = base ** (-torch.arange(0, d, 2, device=device, dtype=torch.float32) / d)
+    return _SPEEDS[key]
 
 
 def cos_sin(pos: torch.Tensor, d: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,11 +37,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], -1)
 
 
+def turn(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D) rotated by the angles of `cos_sin` (broadcast over x) -> x's dtype."""
+    xf = x.to(torch.float32)
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
 def apply_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
     """x (B, H, T, D) rotated by its positions pos (B|1, H|1, T) int64 -> (B, H, T, D), x's dtype."""
     cos, sin = cos_sin(pos, x.shape[-1], base)  # (B|1, H|1, T, D)
-    xf = x.to(torch.float32)
-    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+    return turn(x, cos, sin)
 
 
 def rerotate(x: torch.Tensor, delta: torch.Tensor, base: float) -> torch.Tensor:
