@@ -142,7 +142,9 @@ export function protect(scores: Tensor, mask: Tensor): Tensor {
 
 /**
  * Base class of the family: `budget` and `cache()` from the config's fields (defaults as in
- * {@link KVCacheOptions}), no state, and `evict <= budget` checked at construction.
+ * {@link KVCacheOptions}), no state, and `evict <= budget` checked at construction — so an
+ * override of `cache()` or `budget` may read only `this.config` (the subclass's own fields
+ * are not set yet when the base constructor calls it).
  */
 export abstract class KVPolicyBase<C extends KVConfig> extends PluginBase<C> implements KVPolicy<C> {
   constructor(config: Readonly<C>, meta: KVPolicy['meta']) {
