@@ -338,7 +338,7 @@ export class Model implements ModelLike {
    * it (the cache then keeps everything). Used by generate(), perplexity().
    */
   setKVPolicy(policy: KVPolicy | null, opts: { layers?: number[] } = {}): void {
-    if (policy !== null) requirePlugin(policy, 'kv-policy', 'KVPolicy', ['budget', 'state', 'score'], 'Model.setKVPolicy: policy', 'policy');
+    if (policy !== null) requirePlugin(policy, 'kv-policy', 'KVPolicy', ['budget', 'cache', 'state', 'score'], 'Model.setKVPolicy: policy', 'policy');
     const layers = this.layers('setKVPolicy', 'kv', opts.layers);
     if (policy === null) {
       this.rt.call('model_hook', [this.handle, 'kv', null, { layers }], undefined, 0);

@@ -180,7 +180,8 @@ def test_quantized_decoding_is_close_to_f32(r):
 
 
 def test_ragged_batch_is_each_row_alone(r):
-    for spec, opts in ((GPT, None), (ROT, {"budget": 5, "evict": 2}), (GPT, {"budget": 4, "bits": 8})):
+    for spec, opts in ((GPT, None), (ROT, {"budget": 5, "evict": 2}), (GPT, {"budget": 4, "bits": 8}),
+                       (ROT, {"budget": 4, "evict": 2, "positions": "cache"})):
         m, _ = trained(r, spec, 30)  # a model whose attention matters: a wrong mask changes its tokens
         if opts:
             r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), opts)
