@@ -21,6 +21,8 @@ import { benchWeightHook } from './weight_hook.js';
 import { benchEdgePopupStep } from './pruner_edge_popup.js';
 import { benchPrunerMask } from './pruner_mask.js';
 import { benchLoftComm } from './pruner_loft.js';
+import { benchDecodeLong } from './kv.js';
+import { benchPolicyProgram } from './kv_policy_program.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -38,6 +40,8 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['pruner.edge_popup_step'], run: benchEdgePopupStep },
   { names: ['pruner.mask_overhead'], run: benchPrunerMask },
   { names: ['pruner.loft_comm'], run: benchLoftComm },
+  { names: ['kv.decode_long', 'kv.memory'], run: benchDecodeLong },
+  { names: ['kv.policy_program'], run: benchPolicyProgram },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);
