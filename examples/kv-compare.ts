@@ -24,12 +24,12 @@
  *
  *     npx tsx examples/kv-compare.ts [--out DIR] [--model DIR]
  *
- * Knobs: LIAISON_KV_WINDOWS (held-out windows, 16), LIAISON_KV_SPANS (repeated-span windows,
- * 8), LIAISON_KV_DECODE (tokens decoded per window, context / 4), LIAISON_KV_BATCH (rows
+ * Knobs: LIAISON_KV_WINDOWS (held-out windows, 48), LIAISON_KV_SPANS (repeated-span windows,
+ * 24), LIAISON_KV_DECODE (tokens decoded per window, context / 4), LIAISON_KV_BATCH (rows
  * decoded together, 16), LIAISON_KV_FRACTIONS (budget = context /
  * each, `2,3,5,10`), LIAISON_KV_POLICIES (`sliding-window,streaming-llm,h2o,scissorhands`),
  * LIAISON_KV_QUANT (budgets of the quantized rows as fractions, `5`), LIAISON_KV_PERSIST
- * (windows for the persistence measurement, 4), LIAISON_THREADS (torch threads, 1: at this
+ * (windows for the persistence measurement, 8), LIAISON_THREADS (torch threads, 1: at this
  * model's size a second thread gains little, and on a busy machine it loses much). Results:
  * docs/kv-cache.md.
  */
@@ -44,12 +44,12 @@ import { bootstrap, cachePass, type Interval, label, mean, meanAt, type Measured
 import { persistence } from './kv-persistence.js';
 import { markdownTable } from './tables.js';
 
-const WINDOWS = positiveInt('LIAISON_KV_WINDOWS', 16);
-const SPANS = positiveInt('LIAISON_KV_SPANS', 8);
+const WINDOWS = positiveInt('LIAISON_KV_WINDOWS', 48);
+const SPANS = positiveInt('LIAISON_KV_SPANS', 24);
 const BATCH = positiveInt('LIAISON_KV_BATCH', 16);
 const FRACTIONS = positiveNumbers('LIAISON_KV_FRACTIONS', [2, 3, 5, 10]);
 const QUANT = positiveNumbers('LIAISON_KV_QUANT', [5]);
-const PERSIST = positiveInt('LIAISON_KV_PERSIST', 4);
+const PERSIST = positiveInt('LIAISON_KV_PERSIST', 8);
 const POLICIES = (process.env.LIAISON_KV_POLICIES ?? 'sliding-window,streaming-llm,h2o,scissorhands').split(',').map((s) => s.trim()).filter(Boolean);
 const LAGS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
