@@ -38,47 +38,29 @@ import { flag, outDir, positiveInt, secs } from './env.js';
 import { markdownTable } from './tables.js';
 
 /** What turns text into token ids and back (the code GPT's BPE tokenizer). */
-export interface Codec {
-  encode(text: string): number[] | Promise<number[]>;
-  decode(ids: readonly number[]): string | Promise<string>;
-}
+export interface Codec { encode(text: string): number[] | Promise<number[]>; decode(ids: readonly number[]): string | Promise<string> }
 
 export interface ServiceOptions {
   /** How long the first request of an idle service waits for others to batch with (ms). */
   windowMs: number;
-  /** Rows of one generate() at most. */
-  maxBatch: number;
-  /** Largest `steps` a request may ask for. */
-  maxSteps: number;
-  /** Longest prompt, in tokens. */
-  maxPromptTokens: number;
-  /** The model's context and whether its positions are rotary (decoding past the context needs rotary). */
-  context: number;
-  rotary: boolean;
+  /** Rows of one generate() at most; the largest `steps` and the longest prompt (tokens) a request may have. */
+  maxBatch: number; maxSteps: number; maxPromptTokens: number;
+  /** The model's context, and whether its positions are rotary (only those decode past it). */
+  context: number; rotary: boolean;
 }
 
 /** A request, checked: its policy made by the plugin's own factory (so its schema judged the fields). */
-export interface GenerationRequest {
-  prompt: string;
-  policy: KVPolicy;
-  steps: number;
-  temperature: number;
-}
+export interface GenerationRequest { prompt: string; policy: KVPolicy; steps: number; temperature: number }
 
 export interface Answer {
-  text: string;
-  /** The generated token ids (the prompt's not included). */
-  tokens: number[];
-  policy: string;
-  /** null: the full cache. */
-  budget: number | null;
-  bits: number;
-  /** Bytes the batch's KV cache held at the end (every layer; the whole batch: the rows share it). */
+  /** The generated text and token ids (the prompt's not included). */
+  text: string; tokens: number[];
+  /** The policy's name, budget (null: the full cache) and stored bits. */
+  policy: string; budget: number | null; bits: number;
+  /** Bytes the batch's KV cache held at the end: every layer, all the batch's rows. */
   kvBytes: number;
-  /** New tokens per second of the batch's generate() (all rows). */
-  tokensPerSecond: number;
-  batchSize: number;
-  seconds: number;
+  /** New tokens per second of the batch's generate() (all rows), its size and seconds. */
+  tokensPerSecond: number; batchSize: number; seconds: number;
 }
 
 const FIELDS = ['prompt', 'policy', 'budget', 'bits', 'steps', 'temperature'] as const;
@@ -110,17 +92,9 @@ export function parseRequest(body: unknown, opts: Pick<ServiceOptions, 'maxSteps
 }
 
 /** A checked request, its prompt's tokens, and its batch key (requests with the same key run in one generate()). */
-export interface Job {
-  req: GenerationRequest;
-  ids: number[];
-  key: string;
-}
+export interface Job { req: GenerationRequest; ids: number[]; key: string }
 
-interface Pending {
-  job: Job;
-  resolve: (a: Answer) => void;
-  reject: (e: unknown) => void;
-}
+interface Pending { job: Job; resolve: (a: Answer) => void; reject: (e: unknown) => void }
 
 /** The policy's settings that decide the cache, as one string (two requests batch when theirs agree). */
 function policyKey(p: KVPolicy): string {
@@ -220,14 +194,11 @@ export class KVService {
     const { totalBytes } = await model.kvCacheSize();
     this.stats.batches += 1;
     this.stats.requests += group.length;
-    const cache = policy.cache();
+    const { bits } = policy.cache();
     return Promise.all(jobs.map(async (j, b) => {
-      const row = data.subarray(b * (t0 + steps) + t0, b * (t0 + steps) + t0 + j.req.steps);
-      const tokens = Array.from(row, Number);
-      return {
-        text: await this.codec.decode(tokens), tokens, policy: policy.meta.name, budget: policy.budget, bits: cache.bits,
-        kvBytes: totalBytes, tokensPerSecond: (group.length * steps) / seconds, batchSize: group.length, seconds,
-      };
+      const tokens = Array.from(data.subarray(b * (t0 + steps) + t0, b * (t0 + steps) + t0 + j.req.steps), Number);
+      return { text: await this.codec.decode(tokens), tokens, policy: policy.meta.name, budget: policy.budget, bits,
+        kvBytes: totalBytes, tokensPerSecond: (group.length * steps) / seconds, batchSize: group.length, seconds };
     }));
   }
 
@@ -418,8 +389,8 @@ async function main(argv: string[]): Promise<void> {
     server = s.server;
     console.log(`serving POST ${s.url}/generate (batching window ${WINDOW_MS} ms, at most ${MAX_BATCH} rows a batch)`);
     if (serve) {
-      console.log(`try: curl -s ${s.url}/generate -d '{"prompt": "def main():", "policy": "scissorhands", "budget": 64, "steps": 32}'`);
-      await new Promise<void>((res) => process.once('SIGINT', () => res()));
+      console.log(`Ctrl-C stops it. Try: curl -s ${s.url}/generate -d '{"prompt": "def main():", "policy": "scissorhands", "budget": 64, "steps": 32}'`);
+      await new Promise<void>((res) => { process.once('SIGINT', res); process.once('SIGTERM', res); });
     } else {
       await demo(service, s.url, gpt, out);
     }
