@@ -66,6 +66,10 @@ class LayerCache:
         self.dtype, self.rope_base = dtype, rope_base
         self.counts: list[int] = [0] * b  # tokens held per row (the same for every head)
         self.scores: torch.Tensor | None = None  # the hook's latest scores over the window
+        # the slots the last eviction freed in every row (B, H, m), taken in turn by the next
+        # writes (no search for a free slot); None after an eviction that spared some rows
+        self.freed: torch.Tensor | None = None
+        self.taken = 0
 
     def read(self, parts: list[torch.Tensor], w: int) -> torch.Tensor:
         return st.decode(st.window(parts, w), self.bits, self.group, self.dtype)
@@ -158,6 +162,7 @@ def evict(cache: LayerCache, scores: torch.Tensor, w: int, every_row: bool) -> N
         keys = rerotate(cache.read(cache.k, w), -shift, cache.rope_base)
         st.write_at(cache.k, st.encode(keys, cache.bits, cache.group), 0)
         rank.sub_(shift)
+    cache.freed, cache.taken = (idx if full is None else None), 0
     st.clear(st.window(cache.k, w), idx, full)
     st.clear(st.window(cache.v, w), idx, full)
     for buf in [pos] + ([cache.rank[:, :, :w]] if cache.ranked else []):
@@ -168,8 +173,8 @@ def evict(cache: LayerCache, scores: torch.Tensor, w: int, every_row: bool) -> N
 def write(cache: LayerCache, kp: list, vp: list, pos: torch.Tensor, rank: torch.Tensor | None, slot: int,
           w: int) -> None:
     """One new token per (b, h): its key and value parts (B, H, 1, E), position (B, H, 1) (and
-    rank), its state at the init values; into `slot` while the buffer fills, else into the
-    first free slot of each (b, h) (there is one: a full row made room after the last fire)."""
+    rank), its state at the init values; into `slot` while the buffer fills, else into a free
+    slot of each (b, h) (there is one: a full row made room after the last fire)."""
     new = [(cache.pos, pos)] + ([(cache.rank, rank)] if rank is not None else [])
     if slot < cache.cap:
         st.write_at(cache.k, kp, slot)
@@ -179,7 +184,11 @@ def write(cache: LayerCache, kp: list, vp: list, pos: torch.Tensor, rank: torch.
         for buf, init in zip(cache.state, cache.inits, strict=True):
             buf[:, :, slot].fill_(init)
         return
-    idx = (cache.pos[:, :, :w] < 0).to(torch.uint8).argmax(-1, keepdim=True)  # (B, H, 1)
+    if cache.freed is not None and cache.taken < cache.freed.shape[2]:
+        idx = cache.freed[:, :, cache.taken:cache.taken + 1]  # (B, H, 1)
+        cache.taken += 1
+    else:
+        idx = (cache.pos[:, :, :w] < 0).to(torch.uint8).argmax(-1, keepdim=True)  # (B, H, 1) the first free
     st.scatter(cache.k, kp, idx)
     st.scatter(cache.v, vp, idx)
     for buf, val in new:
