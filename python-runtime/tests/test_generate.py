@@ -15,6 +15,16 @@ MOE = {**GPT, "moe": {"experts": 4, "hidden": 24, "params": {"gate": {"shape": [
                                                                       "std": 0.5}}}}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: torch's intra-op workers only spin against each other (and
+    against other test processes on a shared machine), which made this file ~15x slower."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
+
+
 @pytest.fixture()
 def r():
     return Runner()

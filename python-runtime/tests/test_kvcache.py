@@ -14,6 +14,16 @@ GPT = {"kind": "gpt", "vocab": 32, "context": 24, "dim": 16, "layers": 2, "heads
 ROT = {**GPT, "positions": "rotary"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: torch's intra-op workers only spin against each other (and
+    against other test processes on a shared machine), which made this file ~15x slower."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
+
+
 @pytest.fixture()
 def r():
     return Runner()
