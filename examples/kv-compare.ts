@@ -40,7 +40,7 @@ import '../plugins/index.js';
 import { getPlugin, plotLines, type Series } from '../sdk/index.js';
 import { loadCodeGPT } from './code-gpt.js';
 import { flag, outDir, positiveInt, positiveNumbers, secs } from './env.js';
-import { bootstrap, cachePass, type Interval, label, mean, meanAt, type Measured, measure, repeatSpans, type Setting, type SpanLayout, spreadWindows } from './kv-lib.js';
+import { bootstrap, cachePass, type Interval, label, mean, meanAt, type Measured, measure, policyOf, repeatSpans, type Setting, type SpanLayout, spreadWindows } from './kv-lib.js';
 import { persistence } from './kv-persistence.js';
 import { markdownTable } from './tables.js';
 
@@ -100,6 +100,16 @@ async function main(): Promise<void> {
       settings.push({ policy: 'full', budget: null, bits });
       for (const budget of quantBudgets) settings.push({ policy: 'scissorhands', budget, bits });
     }
+    // the configs as the registry resolves them, so the tables say what ran
+    console.log('\npolicies (defaults filled in):');
+    for (const p of ['full', ...POLICIES]) {
+      // the windows some policies derive from the budget: recent, and evict (tokens dropped at once)
+      const made = p === 'full' ? [] : budgets.map((budget) => policyOf({ policy: p, budget, bits: 32 }));
+      const recent = made.map((m) => (m as { recent?: unknown }).recent);
+      const derived = p === 'full' ? '' : `; at budgets ${budgets.join('/')}: ${recent.every((r) => typeof r === 'number') ? `recent ${recent.join('/')}, ` : ''}evict ${made.map((m) => m.cache().evict).join('/')}`;
+      console.log(`- ${p}: ${JSON.stringify(getPlugin('kv-policy', p).resolve(p === 'full' ? {} : { budget: budgets[0] }))}${derived}`);
+    }
+
     const results: Measured[] = [];
     for (const [i, s] of settings.entries()) {
       const t1 = performance.now();
@@ -112,10 +122,6 @@ async function main(): Promise<void> {
     // full-cache pass over the spans' beginnings alone
     const opening = await cachePass(model, spans.map((r) => r.slice(0, layout.first + span)), { prefill: 1, batch: BATCH });
     const first = bootstrap(opening.nll.map((n) => meanAt(n, 1, layout.first + 1, layout.first + span)));
-
-    // the configs as the registry resolves them, so the tables say what ran
-    console.log('\npolicies (defaults filled in):');
-    for (const p of ['full', ...POLICIES]) console.log(`- ${p}: ${JSON.stringify(getPlugin('kv-policy', p).resolve(p === 'full' ? {} : { budget: budgets[0] }))}`);
 
     const head = ['policy', 'budget', 'kept / layer', 'KV bytes / seq', 'perplexity', 'rel. perplexity [95% CI]', 'span loss, 2nd occ. [95% CI]', 'tokens/s'];
     const row = (m: Measured, i: number) => [m.setting.policy, m.setting.budget === null ? '—' : String(m.setting.budget), String(m.windows.kept), kib(m.windows.bytesPerRow), figs[i].ppl.toFixed(3), ci(figs[i].rel, f3), ci(figs[i].span, f3), int(m.windows.tokensPerSecond)];
@@ -139,6 +145,8 @@ async function main(): Promise<void> {
     console.log(`Important: attention above 1/(t + 1). Important tokens per query, by layer: ${pers.importantPerQuery.map((x) => x.toFixed(1)).join(', ')}.\n`);
     console.log(markdownTable(['lag k', ...Array.from({ length: layers }, (_, l) => `layer ${l}`), 'mean', 'base rate (mean)'],
       lags.map((k, j) => [String(k), ...pers.ratio[j].map((r) => r.toFixed(3)), mean(pers.ratio[j]).toFixed(3), mean(pers.base[j]).toFixed(3)])));
+
+    writeFileSync(join(out, 'kv-compare.json'), JSON.stringify({ spec, layout, budgets, settings: results.map((m, i) => ({ ...m.setting, kept: m.windows.kept, bytesPerRow: m.windows.bytesPerRow, tokensPerSecond: m.windows.tokensPerSecond, ...figs[i] })), firstOccurrence: first, persistence: pers }, null, 1));
 
     // the figures
     const policies = ['full', ...POLICIES];
@@ -167,7 +175,6 @@ async function main(): Promise<void> {
       series: [...Array.from({ length: layers }, (_, l) => ({ label: `layer ${l}`, x: lags, y: pers.ratio.map((r) => r[l]), style: 'o-' })),
         { label: 'base rate (mean over layers)', x: lags, y: pers.base.map((b) => mean(b)), style: 'k--' }],
     });
-    writeFileSync(join(out, 'kv-compare.json'), JSON.stringify({ spec, layout, budgets, settings: results.map((m, i) => ({ ...m.setting, kept: m.windows.kept, bytesPerRow: m.windows.bytesPerRow, tokensPerSecond: m.windows.tokensPerSecond, ...figs[i] })), firstOccurrence: first, persistence: pers }, null, 1));
     console.log(`\nplots: ${join(out, 'kv-compare.png')}, kv-bytes.png, kv-persistence.png; figures: kv-compare.json (${secs(t0)} in all)`);
   } finally {
     await rt.close();
