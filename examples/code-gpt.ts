@@ -15,7 +15,8 @@
  *
  * Writes `model.safetensors`, `tokenizer.json`, `meta.json` (spec and figures), the training
  * curve and the copy check's per-position loss (PNGs) to `<out>/code-gpt/`. A checkpoint
- * already there is loaded and checked, not retrained (`--retrain` trains anew).
+ * already there is loaded and checked, not retrained (`--retrain` trains anew, `--resume`
+ * trains it `LIAISON_CODE_GPT_STEPS` more steps).
  *
  *     npx tsx examples/code-gpt.ts                  # ~15 minutes on 2 CPU cores
  *     LIAISON_CODE_GPT_STEPS=40 LIAISON_CODE_GPT_DIM=64 LIAISON_CODE_GPT_LAYERS=2 \
@@ -120,8 +121,12 @@ async function trainText(rt: Runtime, bytes: number) {
   return { ...train, text: cut, bytes, files: NaN };
 }
 
-/** Train the code GPT into `dir` (its tokenizer reused when there), with progress; returns it loaded. */
-export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console.log): Promise<CodeGPT> {
+/**
+ * Train the code GPT into `dir` (its tokenizer reused when there), with progress; returns it
+ * loaded. `resume`: start from the checkpoint there and train `steps` more (a fresh Adam
+ * with its own warm-up and decay); the figures then count both runs' steps and time.
+ */
+export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console.log, resume = false): Promise<CodeGPT> {
   const paths = codeGPTPaths(dir);
   const cfg = codeGPTSettings();
   await mkdir(paths.dir, { recursive: true });
@@ -136,8 +141,11 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
   held.text.free();
   log(`tokens: ${int(corpus.size)} to train on, ${int(heldOut.size)} held out (${(train.bytes / corpus.size).toFixed(2)} bytes a token; encoded in ${secs(t1)})`);
 
-  const spec: GPTSpec = { ...cfg.spec, vocab: tok.vocab };
-  const model = await Model.build(rt, spec, { seed: 0 });
+  const before = resume ? JSON.parse(await readFile(paths.meta, 'utf8')) as CodeGPTMeta : null;
+  const spec: GPTSpec = before ? before.spec : { ...cfg.spec, vocab: tok.vocab };
+  const model = before ? await resumed(rt, paths.checkpoint) : await Model.build(rt, spec, { seed: 0 });
+  const done = before?.training.steps ?? 0;
+  if (before) log(`resuming: ${relative(process.cwd(), paths.checkpoint)} after ${done} steps (held-out loss ${before.heldOut.loss.toFixed(3)})`);
   const parameters = model.params.reduce((n, p) => n + p.numel, 0);
   log(`model: rotary GPT, ${spec.layers} blocks of width ${spec.dim} in ${spec.heads} head${spec.heads === 1 ? '' : 's'}, context ${spec.context}, ${spec.vocab} tokens: ${int(parameters)} parameters`);
   const warmup = Math.min(100, Math.ceil(cfg.steps / 10));
@@ -147,24 +155,25 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
   const perEpoch = Math.ceil(cfg.steps / epochs);
   const curve: { step: number; loss: number }[] = [];
   const evals: { step: number; loss: number }[] = [];
-  trainer.on('progress', (p) => curve.push({ step: p.step, loss: p.loss }));
+  trainer.on('progress', (p) => curve.push({ step: done + p.step, loss: p.loss }));
   trainer.on('epoch', (e) => {
-    evals.push({ step: (e.epoch + 1) * perEpoch, loss: e.evalLoss ?? NaN });
+    evals.push({ step: done + (e.epoch + 1) * perEpoch, loss: e.evalLoss ?? NaN });
     log(`epoch ${e.epoch + 1}/${epochs}: train loss ${e.loss.toFixed(3)}, held-out loss ${e.evalLoss?.toFixed(3)} (${e.seconds.toFixed(0)} s)`);
   });
   log(`training: ${epochs * perEpoch} steps of ${cfg.batch} windows of ${spec.context} tokens; adam lr ${cfg.lr}, ${warmup} warm-up steps, cosine to ${cfg.lr / 10}`);
   const t2 = performance.now();
   await trainer.fitLM(corpus.sampler(cfg.batch, spec.context), { epochs, stepsPerEpoch: perEpoch, eval: heldOut, evalWindows: Math.min(4, cfg.evalWindows) });
-  const seconds = (performance.now() - t2) / 1000;
-  const steps = epochs * perEpoch;
-  log(`trained: ${steps} steps in ${seconds.toFixed(0)} s (${(steps / seconds).toFixed(2)} steps/s)`);
+  const now = (performance.now() - t2) / 1000;
+  log(`trained: ${epochs * perEpoch} steps in ${now.toFixed(0)} s (${(epochs * perEpoch / now).toFixed(2)} steps/s)`);
+  const steps = done + epochs * perEpoch;
+  const seconds = now + (before?.training.seconds ?? 0);
   trainer.free();
 
   const figures = await measure(model, heldOut, spec, cfg.evalWindows, log);
   const meta: CodeGPTMeta = {
     spec,
     corpus: { trainFiles: train.files, trainBytes: train.bytes, heldOutFiles: held.files, heldOutBytes: held.bytes, trainTokens: corpus.size, heldOutTokens: heldOut.size },
-    tokenizer: { vocab: tok.vocab, seconds: tokSeconds },
+    tokenizer: { vocab: tok.vocab, seconds: tokSeconds ?? before?.tokenizer.seconds ?? null },
     training: { steps, batch: cfg.batch, lr: cfg.lr, seconds, stepsPerSecond: steps / seconds, parameters },
     ...figures,
   };
@@ -177,6 +186,13 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
   }, log);
   await plotCopy(paths.copyPlot, figures.copy, log);
   return { model, tokenizer: tok, heldOut: heldOut.tokens, spec, meta };
+}
+
+/** The model of a checkpoint, its extra tensors dropped. */
+async function resumed(rt: Runtime, path: string): Promise<Model> {
+  const { model, tensors } = await Model.fromCheckpoint(rt, path);
+  for (const t of Object.values(tensors)) t.free();
+  return model;
 }
 
 /** Held-out loss over consecutive windows and the copy check. */
@@ -203,7 +219,10 @@ async function plot(path: string, spec: Omit<Parameters<typeof plotLines>[0], 'p
 
 async function plotCopy(path: string, copy: CopyCheck, log: Log): Promise<void> {
   await plot(path, {
-    series: [{ label: 'mean loss at each position', y: copy.perPosition }],
+    series: [
+      { label: 'mean loss at each position', y: copy.perPosition, style: '-' },
+      { label: 'running mean of 16', x: copy.perPosition.slice(15).map((_, i) => i + 15), y: copy.perPosition.slice(15).map((_, i) => copy.perPosition.slice(i, i + 16).reduce((a, v) => a + v, 0) / 16) },
+    ],
     title: `copy check: [span ${copy.span}, gap ${copy.gap}, span again]`, xlabel: 'position of the predicted token', ylabel: 'loss (nats)',
   }, log);
 }
@@ -239,8 +258,9 @@ async function main(): Promise<void> {
   const rt = await Runtime.start();
   console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'})`);
   try {
-    const fresh = argv.includes('--retrain') || !existsSync(paths.checkpoint);
-    const gpt = fresh ? await trainCodeGPT(rt, paths.dir) : await loadCodeGPT(rt, paths.dir, console.log);
+    const resume = argv.includes('--resume') && existsSync(paths.checkpoint);
+    const fresh = resume || argv.includes('--retrain') || !existsSync(paths.checkpoint);
+    const gpt = fresh ? await trainCodeGPT(rt, paths.dir, console.log, resume) : await loadCodeGPT(rt, paths.dir, console.log);
     if (!fresh) {
       console.log(`checkpoint: ${relative(process.cwd(), paths.checkpoint)} (trained ${gpt.meta.training.steps} steps in ${gpt.meta.training.seconds.toFixed(0)} s); measuring it again`);
       const heldOut = await TextCorpus.fromTokens(rt, gpt.heldOut, gpt.tokenizer.vocab);

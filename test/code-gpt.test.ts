@@ -103,10 +103,11 @@ describe('examples/code-gpt.ts', () => {
     gpt.model.free();
     gpt.tokenizer.free();
 
-    // a second run finds the checkpoint: it is measured again, not retrained
-    const second = await runExample(['examples/code-gpt.ts', '--out', tmp], TINY);
+    // --resume trains the checkpoint further: the figures count both runs' steps
+    const second = await runExample(['examples/code-gpt.ts', '--out', tmp, '--resume'], { ...TINY, LIAISON_CODE_GPT_STEPS: '10' });
     expect(second.code, second.err).toBe(0);
-    expect(second.out).toMatch(/checkpoint: .*model\.safetensors \(trained 30 steps in \d+ s\); measuring it again/);
-    expect(second.out).not.toMatch(/trained: 30 steps/);
+    expect(second.out).toMatch(/tokenizer: .*tokenizer\.json reused \(400 tokens\)/);
+    expect(second.out).toMatch(/resuming: .*model\.safetensors after 30 steps/);
+    expect(JSON.parse(readFileSync(paths.meta, 'utf8')).training.steps).toBe(40);
   }, 240_000);
 });
