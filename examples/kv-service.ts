@@ -15,12 +15,13 @@
  * The model is the code GPT of `examples/code-gpt.ts` (trained first if its checkpoint is
  * missing) and its BPE tokenizer; the demo's prompts are held-out standard-library code.
  *
- *     npx tsx examples/kv-service.ts                     # demo: a burst of requests at itself, then one at a time
- *     npx tsx examples/kv-service.ts --serve --port 8080 # serve until Ctrl-C
+ *     npx tsx examples/kv-service.ts [--out DIR] [--model DIR] # demo: a burst of requests at itself, then one at a time
+ *     npx tsx examples/kv-service.ts --serve --port 8080       # serve until Ctrl-C
  *     curl -s localhost:8080/generate -d '{"prompt": "def ", "policy": "scissorhands", "budget": 64, "steps": 32}'
  *
  * Knobs: LIAISON_SERVICE_REQUESTS (16), LIAISON_SERVICE_STEPS (48 tokens per answer),
- * LIAISON_SERVICE_WINDOW_MS (20), LIAISON_SERVICE_MAX_BATCH (8); `--out DIR` for the PNG.
+ * LIAISON_SERVICE_WINDOW_MS (20), LIAISON_SERVICE_MAX_BATCH (8); `--out DIR` for the PNG, `--model DIR`
+ * for the code GPT's folder (default examples/out/code-gpt, as code-gpt.ts writes it).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -359,11 +360,14 @@ async function demo(service: KVService, url: string, gpt: CodeGPT, out: string):
   console.log(`\na bad request ({policy: 'scissorhands', budget: 0}): HTTP ${bad.status} ${JSON.stringify(bad.json)}`);
 
   const path = join(out, 'kv-service-latency.png');
+  // when each answer was in, counted from the first request: the burst's all left at once, the others back to back
+  let done = 0;
+  const backToBack = alone.map((r) => (done += r.ms / 1000));
   await plotLines({
-    path, title: `request latency, ${REQUESTS} requests of ${STEPS} tokens`, xlabel: 'request (sorted by latency)', ylabel: 'seconds',
+    path, title: `${REQUESTS} requests of ${STEPS} tokens: answered after`, xlabel: 'answers received', ylabel: 'seconds since the first request',
     series: [
-      { label: 'burst, batched', y: burst.map((r) => r.ms / 1000).sort((x, y) => x - y), style: 'o-' },
-      { label: 'one at a time (own latency)', y: alone.map((r) => r.ms / 1000).sort((x, y) => x - y), style: 's-' },
+      { label: 'burst, batched', x: burst.map((_, i) => i + 1), y: burst.map((r) => r.ms / 1000).sort((x, y) => x - y), style: 'o-' },
+      { label: 'one at a time', x: alone.map((_, i) => i + 1), y: backToBack, style: 's-' },
     ],
   }).then(() => console.log(`plot: ${path}`), (e: unknown) => console.log(`plot: not drawn (${(e as Error).message})`));
 }
@@ -379,7 +383,7 @@ async function main(argv: string[]): Promise<void> {
   console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'})`);
   let server: Server | undefined;
   try {
-    const gpt = await loadCodeGPT(rt, join(out, 'code-gpt'));
+    const gpt = await loadCodeGPT(rt, flag(argv, 'model')); // default examples/out/code-gpt
     const { spec } = gpt;
     console.log(`model: the code GPT, ${spec.layers} blocks of width ${spec.dim}, ${spec.heads} heads, context ${spec.context}, ${spec.positions ?? 'learned'} positions; BPE vocabulary ${gpt.tokenizer.vocab}`);
     const service = new KVService(gpt.model, codecOf(gpt.tokenizer), {

@@ -53,7 +53,7 @@ describe('kv-service requests', () => {
 
 describe('examples/kv-service.ts', () => {
   it('batches a burst of requests by setting, answering each as it would be answered alone', async () => {
-    const { code, out, err } = await runExample(['examples/kv-service.ts', '--out', tmp], TINY, 300_000);
+    const { code, out, err } = await runExample(['examples/kv-service.ts', '--out', tmp, '--model', join(tmp, 'code-gpt')], TINY, 300_000);
     expect(code, `${out}\n${err}`).toBe(0);
     const burst = /\| burst, batched \| 8 \| (\d+) \|/.exec(out);
     expect(burst, out).not.toBeNull();
