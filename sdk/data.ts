@@ -282,11 +282,25 @@ export class TextCorpus {
     return [new TextCorpus(this.rt, this.tokens.narrow(0, 0, n), n, this.vocab), new TextCorpus(this.rt, this.tokens.narrow(0, n, k), k, this.vocab)];
   }
 
-  /** A sampler of `batch` random windows of `context` tokens (see {@link TokenSampler}). */
-  sampler(batch: number, context: number): TokenSampler {
+  /**
+   * A sampler of `batch` random windows of `context` tokens (see {@link TokenSampler}).
+   *
+   * `repeat` (optional) teaches copying: in a `fraction` of the windows, a span of `span`
+   * tokens from the window's first half is written again over tokens of its second half, so
+   * the second occurrence is predictable from the first, hundreds of tokens back. Every
+   * token is still the corpus's own text. A small decoder trained for minutes on natural text
+   * alone learns short-range statistics first and forms no copying (induction) heads yet;
+   * repeats make the long-range mechanism pay from the first steps.
+   */
+  sampler(batch: number, context: number, opts: { repeat?: { fraction: number; span: number } } = {}): TokenSampler {
     checkBatch(batch);
     if (!Number.isInteger(context) || context < 1 || context + 1 > this.size) {
       throw new LiaisonError('E_ARG', `TextCorpus.sampler: 'context' must be an integer in [1, ${this.size - 1}], got ${JSON.stringify(context)}`, { param: 'context' });
+    }
+    const rep = opts.repeat;
+    if (rep !== undefined) {
+      if (!(typeof rep.fraction === 'number' && rep.fraction > 0 && rep.fraction <= 1)) throw new LiaisonError('E_ARG', `TextCorpus.sampler: repeat.fraction must be in (0, 1], got ${JSON.stringify(rep.fraction)}`, { param: 'repeat.fraction' });
+      if (!(Number.isInteger(rep.span) && rep.span >= 1 && 2 * rep.span < context / 2)) throw new LiaisonError('E_ARG', `TextCorpus.sampler: repeat.span must be an integer in [1, ${Math.ceil(context / 4) - 1}] (a quarter of the context), got ${JSON.stringify(rep.span)}`, { param: 'repeat.span' });
     }
     const rt = this.rt;
     const tokens = this.tokens;
@@ -301,7 +315,8 @@ export class TextCorpus {
       draw() {
         const s = rt.randint(0, starts, [batch, 1]); // (B, 1)
         const idx = s.add(offsets).flatten(); // (B · (T + 1))
-        const w = tokens.indexSelect(0, idx).reshape([batch, context + 1]); // (B, T + 1)
+        let w = tokens.indexSelect(0, idx).reshape([batch, context + 1]); // (B, T + 1)
+        if (rep) w = repeatSpans(rt, w, offsets, batch, context + 1, rep.fraction, rep.span);
         return { x: w.narrow(1, 0, context), y: w.narrow(1, 1, context) };
       },
     };
@@ -321,4 +336,19 @@ export class TextCorpus {
     for (const t of [used, xs, ys]) t.free(); // views: x and y keep the memory
     return { x, y, count: m };
   }
+}
+
+/**
+ * In a `fraction` of the rows of w (B, T + 1), the `span` tokens at a random p1 in the first
+ * half written again at a random p2 in the second half (p2 - p1 > span: the copies never
+ * overlap). Queued ops only (a traced step calls it). j (1, T + 1) are the column indices.
+ */
+function repeatSpans(rt: Runtime, w: Tensor, j: Tensor, b: number, t1: number, fraction: number, span: number): Tensor {
+  const half = Math.floor(t1 / 2);
+  const p1 = rt.randint(0, half - span, [b, 1]); // (B, 1)
+  const p2 = rt.randint(half, t1 - span + 1, [b, 1]); // (B, 1)
+  const on = rt.rand([b, 1]).lt(fraction); // (B, 1) rows that repeat
+  const inside = j.ge(p2).logicalAnd(j.lt(p2.add(span))).logicalAnd(on); // (B, T + 1)
+  const src = j.sub(p2.sub(p1)).clamp(0, t1 - 1); // (B, T + 1): where each copied token comes from
+  return w.gather(1, src).where(inside, w);
 }

@@ -143,6 +143,35 @@ describe('TextCorpus', () => {
     expect(() => c.sampler(2, 26)).toThrow(LiaisonError);
   });
 
+  it('repeat: a span of the first half written again in the second half, the rest the corpus\'s own windows', async () => {
+    // 200 distinct tokens, so a repeated run shows as a jump back in the sequence
+    const c = await TextCorpus.fromTokens(rt, rt.arange(0, 200, 1, 'i64'), 200);
+    const [context, span] = [40, 6];
+    const s = c.sampler(8, context, { repeat: { fraction: 1, span } });
+    const prog = await trace(rt, { name: 'draw-repeat' }, () => { const { x, y } = s.draw(); return [x, y]; });
+    for (let run = 0; run < 3; run++) {
+      const [x, y] = prog.run();
+      const xs = (await x.tolist()) as number[][];
+      const ys = (await y.tolist()) as number[][];
+      xs.forEach((row, i) => {
+        const w = [...row, ys[i][context - 1]]; // the window of T + 1 tokens
+        expect(ys[i]).toEqual(w.slice(1)); // y is still x shifted by one
+        // w is s..s+T except a run of `span` tokens copied from earlier in the window
+        const off = w.map((v, j) => v - w[0] - j);
+        const moved = off.map((o, j) => (o !== 0 ? j : -1)).filter((j) => j >= 0);
+        expect(moved).toHaveLength(span);
+        const p2 = moved[0];
+        expect(moved).toEqual(Array.from({ length: span }, (_, k) => p2 + k));
+        expect(p2).toBeGreaterThanOrEqual((context + 1) >> 1);
+        const p1 = w.indexOf(w[p2]);
+        expect(p1).toBeLessThan((context + 1) >> 1);
+        expect(w.slice(p2, p2 + span)).toEqual(w.slice(p1, p1 + span));
+      });
+    }
+    expect(() => c.sampler(2, context, { repeat: { fraction: 0, span } })).toThrow(/repeat.fraction/);
+    expect(() => c.sampler(2, context, { repeat: { fraction: 0.5, span: 10 } })).toThrow(/repeat.span/);
+  });
+
   it('covers a held-out text with consecutive windows', async () => {
     const c = TextCorpus.fromBytes(rt, new TextEncoder().encode('0123456789'));
     const w = c.windows(3);
