@@ -22,6 +22,7 @@
  *     LIAISON_CODE_GPT_STEPS=40 LIAISON_CODE_GPT_DIM=64 LIAISON_CODE_GPT_LAYERS=2 \
  *       LIAISON_CODE_GPT_CONTEXT=128 LIAISON_CODE_GPT_VOCAB=512 LIAISON_CODE_GPT_BYTES=400000 \
  *       npx tsx examples/code-gpt.ts --out /tmp/x   # a tiny run (seconds)
+ *     LIAISON_CODE_GPT_REPEAT=50 npx tsx examples/code-gpt.ts --resume   # train on, half the windows with a repeated span
  *
  * Other examples import {@link loadCodeGPT} (the checkpoint, trained first if missing) and
  * {@link copyCheck}.
@@ -30,7 +31,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Runtime, type Tensor } from '../bridge/index.js';
+import { LiaisonError, Runtime, type Tensor } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import type { GPTSpec } from '../sdk/model-spec.js';
 import { Model } from '../sdk/model.js';
@@ -63,7 +64,16 @@ export function codeGPTSettings() {
     bytes: positiveInt('LIAISON_CODE_GPT_BYTES', Number.MAX_SAFE_INTEGER),
     lr: 2e-3,
     evalWindows: positiveInt('LIAISON_CODE_GPT_EVAL_WINDOWS', 24),
+    /** Percent of the training windows with a span repeated (TextCorpus.sampler's `repeat`); 0: natural text only. */
+    repeatPercent: percent('LIAISON_CODE_GPT_REPEAT'),
   };
+}
+
+/** A percentage in [0, 100] from environment variable `name`; 0 when unset. */
+function percent(name: string): number {
+  const v = Number(process.env[name] ?? 0);
+  if (!(v >= 0 && v <= 100)) throw new LiaisonError('E_ARG', `${name} must be a percentage in [0, 100], got ${JSON.stringify(process.env[name])}`);
+  return v;
 }
 
 /** Where a run keeps its files: `<dir>` defaults to examples/out/code-gpt. */
@@ -162,7 +172,10 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
   });
   log(`training: ${epochs * perEpoch} steps of ${cfg.batch} windows of ${spec.context} tokens; adam lr ${cfg.lr}, ${warmup} warm-up steps, cosine to ${cfg.lr / 10}`);
   const t2 = performance.now();
-  await trainer.fitLM(corpus.sampler(cfg.batch, spec.context), { epochs, stepsPerEpoch: perEpoch, eval: heldOut, evalWindows: Math.min(4, cfg.evalWindows) });
+  const span = Math.min(128, Math.floor(spec.context / 8));
+  const repeat = cfg.repeatPercent > 0 ? { repeat: { fraction: cfg.repeatPercent / 100, span } } : {};
+  if (cfg.repeatPercent > 0) log(`repeats: in ${cfg.repeatPercent}% of the windows a ${span}-token span of the first half is written again in the second`);
+  await trainer.fitLM(corpus.sampler(cfg.batch, spec.context, repeat), { epochs, stepsPerEpoch: perEpoch, eval: heldOut, evalWindows: Math.min(4, cfg.evalWindows) });
   const now = (performance.now() - t2) / 1000;
   log(`trained: ${epochs * perEpoch} steps in ${now.toFixed(0)} s (${(epochs * perEpoch / now).toFixed(2)} steps/s)`);
   const steps = done + epochs * perEpoch;

@@ -103,11 +103,12 @@ describe('examples/code-gpt.ts', () => {
     gpt.model.free();
     gpt.tokenizer.free();
 
-    // --resume trains the checkpoint further: the figures count both runs' steps
-    const second = await runExample(['examples/code-gpt.ts', '--out', tmp, '--resume'], { ...TINY, LIAISON_CODE_GPT_STEPS: '10' });
+    // --resume trains the checkpoint further (here with repeated spans): the figures count both runs' steps
+    const second = await runExample(['examples/code-gpt.ts', '--out', tmp, '--resume'], { ...TINY, LIAISON_CODE_GPT_STEPS: '10', LIAISON_CODE_GPT_REPEAT: '50' });
     expect(second.code, second.err).toBe(0);
     expect(second.out).toMatch(/tokenizer: .*tokenizer\.json reused \(400 tokens\)/);
     expect(second.out).toMatch(/resuming: .*model\.safetensors after 30 steps/);
+    expect(second.out).toMatch(/repeats: in 50% of the windows a 8-token span/);
     expect(JSON.parse(readFileSync(paths.meta, 'utf8')).training.steps).toBe(40);
   }, 240_000);
 });
