@@ -87,13 +87,18 @@ const step: Case[] = [
   { pos: [0, 9, 4, 7, 8], attn: [[0.5, 0.1, 0.04, 0.3, 0.06]] },
   { pos: [6, -1, 1, 3, 5], attn: [[0.2, 0, 0.1, 0.6, 0.1]] },
 ];
+// the same caches when the runtime calls the policy once for two steps: the older row (query at p_max − 1) did not see p_max
+const twoSteps: Case[] = [
+  { pos: step[0].pos, attn: [[0.4, 0, 0.1, 0.3, 0.2], ...step[0].attn] },
+  { pos: step[1].pos, attn: [[0, 0, 0.3, 0.3, 0.4], ...step[1].attn] },
+];
 
 /** Scissorhands written out: decayed counts of attention below the row's threshold, over the rows each saw. */
 function scissorhandsRef(c: Case, count: number[], o: { window: number; recent: number; threshold: 'uniform' | number }): { scores: number[]; count: number[] } {
   const d = 1 - 1 / o.window;
   const R = c.attn.length;
   const vis = visibleRef(c);
-  const next = count.map((n, j) => d * n + c.attn.reduce((sum, row, i) => {
+  const next = count.map((n, j) => d ** R * n + c.attn.reduce((sum, row, i) => {
     const T = vis[i].reduce((a, b) => a + b, 0);
     const bar = o.threshold === 'uniform' ? 1 / T : o.threshold;
     return sum + (vis[i][j] && row[j] < bar ? d ** (R - 1 - i) : 0);
@@ -102,7 +107,7 @@ function scissorhandsRef(c: Case, count: number[], o: { window: number; recent: 
 }
 
 describe('scissorhands', () => {
-  it('counts low-attention events over every prefill row (decayed by age), then one row a step; protects the recent window', async () => {
+  it('counts low-attention events over every prefill row (decayed by age), then one row a step, or several at once (the count decayed by each); protects the recent window', async () => {
     for (const o of [{ window: 4, recent: 1, threshold: 'uniform' as const }, { window: 2, recent: 2, threshold: 0.15 }, { window: 1, recent: 0, threshold: 'uniform' as const }]) {
       const policy = scissorhands({ budget: 8, ...o });
       const a = await runPolicy(policy, prefill);
@@ -119,6 +124,14 @@ describe('scissorhands', () => {
         const ref = scissorhandsRef(c, countsA[b], o);
         near(held(c, s.scores[b]), held(c, ref.scores));
         near(held(c, s.state.count[b]), held(c, ref.count));
+      });
+      // two steps' rows at once = two one-row calls (the count decayed twice)
+      const two = await runPolicy(policy, twoSteps, { count: countsA });
+      twoSteps.forEach((c, b) => {
+        const first = scissorhandsRef({ pos: c.pos.map((p) => (p === top(c) ? -1 : p)), attn: [c.attn[0]] }, countsA[b], o);
+        const ref = scissorhandsRef({ pos: c.pos, attn: [c.attn[1]] }, first.count, o);
+        near(held(c, two.scores[b]), held(c, ref.scores));
+        near(held(c, two.state.count[b]), held(c, ref.count));
       });
     }
   });

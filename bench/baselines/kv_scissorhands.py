@@ -7,7 +7,7 @@ it with `model_hook` where the traced program of plugins/kv-policies/scissorhand
 go; the runtime calls it per layer per decoding step, exactly where it would replay the
 program. The math is the plugin's, op for op, so both generate the same tokens:
 
-    count <- decay * count + sum_i decay^age_i * [attn_i * T_i < 1 and slot visible to row i]
+    count <- decay^R * count + sum_i decay^age_i * [attn_i * T_i < 1 and slot visible to row i]
     score  = -count, +inf for the `recent` newest positions
 
 with decay = 1 - 1/window, age_i = R - 1 - i for the R query rows, T_i the tokens row i saw.
@@ -33,7 +33,7 @@ def scissorhands(window: int, recent: int, threshold="uniform"):
         below = (attn * seen.sum(-1, keepdim=True)) < 1 if threshold == "uniform" else attn < threshold
         low = below & seen  # (B, H, R, C) bool
         weight = (ages.to(torch.float32) * log_decay).exp() if decay > 0 else (ages == 0).to(torch.float32)
-        count = count * decay + (low * weight).sum(2)
+        count = count * (weight.amin(2) * decay) + (low * weight).sum(2)  # decay^R: R steps since the last call
         return [(-count).masked_fill(pos > top - recent, math.inf), count]
 
     return hook

@@ -11,10 +11,11 @@
  * The paper counts over a sliding history window of w steps, which needs w numbers per
  * token. Here the count is exponentially weighted with horizon w instead — count ←
  * (1 − 1/w)·count + [low] — so the state stays one number per token (and a token that was
- * low long ago is forgiven gradually rather than all at once). At prefill all R query rows
- * are consumed at once, each row's threshold from the tokens it saw and older rows weighted
- * by the decay, so the policy starts with real statistics. Per step the program is O(C)
- * elementwise work: no sort.
+ * low long ago is forgiven gradually rather than all at once). Each call consumes all R
+ * query rows it is given at once — the prompt's at prefill, then the steps' since the
+ * runtime's last call while decoding —, each row's threshold from the tokens it saw, older
+ * rows weighted by the decay, and the count carried in decayed R times: exactly what R
+ * one-row calls would compute. The program is O(R·C) elementwise work: no sort.
  *
  * Paper: Liu et al., "Scissorhands: Exploiting the Persistence of Importance Hypothesis for
  * LLM KV Cache Compression at Test Time", NeurIPS 2023, https://arxiv.org/abs/2305.17118.
@@ -66,9 +67,9 @@ export class Scissorhands extends KVPolicyBase<ScissorhandsConfig> {
   }
 
   /**
-   * count (B, H, C) ← decay · count + Σ_i decay^age_i · [attn_i < threshold_i and visible],
-   * over the R query rows (age_i = R − 1 − i). At a decoding step R = 1: decay · count +
-   * [low]; at prefill the count comes in at its init 0, so the one decay factor is exact.
+   * count (B, H, C) ← decay^R · count + Σ_i decay^age_i · [attn_i < threshold_i and visible],
+   * over the R query rows (age_i = R − 1 − i): R one-row updates folded into one (R = 1:
+   * decay · count + [low]).
    */
   score({ attn, pos, state }: KVInputs): KVScore {
     const top = latest(pos); // (B, H, 1)
@@ -80,7 +81,8 @@ export class Scissorhands extends KVPolicyBase<ScissorhandsConfig> {
     const low = below.logicalAnd(seen); // (B, H, R, C) bool
     // decay^age (B, H, R, 1); at w = 1 (decay 0) only the newest row counts
     const weight = this.decay > 0 ? ages.to('f32').mul(Math.log(this.decay)).exp() : ages.eq(0).to('f32');
-    const count = state.count.mul(this.decay).add(low.mul(weight).sum(2));
+    // the count is R steps old: decay^R = decay · the oldest row's weight (the smallest; 0 at w = 1)
+    const count = state.count.mul(weight.amin(2).mul(this.decay)).add(low.mul(weight).sum(2));
     // the recent window: positions p_max − recent + 1 .. p_max (empty slots' scores are ignored)
     return { scores: protect(count.neg(), pos.gt(top.sub(this.recent))), state: { count } };
   }
