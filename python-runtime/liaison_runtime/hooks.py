@@ -157,10 +157,12 @@ register(HookPoint(
     inputs=("keys (B, H, C, D)", "values (B, H, C, D)", "attn (B, H, R, C)", "pos (B, H, C) i64",
             "*state (B, H, C)"),
     outputs=("scores (B, H, C)", "*state (B, H, C)"),
-    fires="once after the prompt (prefill: C = T0, R = min(T0, history)) and once per fed token of a cached "
-          "decoding (generate, kv_eval; R = 1, C = the slots in use), per attention layer, after the new token "
-          "was written and attended to; a row holding `budget` tokens then drops its `evict` lowest-scoring "
-          "ones before the next is written (each (batch, head) its own)",
+    fires="per attention layer: once after the prompt (prefill: C = T0, R = min(T0, history)), then while a "
+          "cached decoding (generate, kv_eval) runs only when its scores are needed, with the attention rows of "
+          "every step since its last fire (R >= 1, oldest first; C = the slots in use): when a row holds "
+          "`budget` tokens and must drop its `evict` lowest-scoring before the next is written (each (batch, "
+          "head) its own), or when min(evict, 64) rows (64 with budget null) wait; a state updated exactly "
+          "over R rows equals firing at every step",
     sites="layers", options=("budget", "state", "layers", "evict", "history", "positions", "bits", "group"),
     find=lambda m: list(m.blocks) if isinstance(m, GPT) else [],
     install=_kv_install,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from runner import Runner, fault
 
-from liaison_runtime.models import kvstore
+from liaison_runtime.models import kvcache, kvstore
 
 GPT = {"kind": "gpt", "vocab": 32, "context": 24, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
 ROT = {**GPT, "positions": "rotary"}
@@ -75,6 +75,33 @@ def simulate(t0: int, fed: int, budget: int, m: int, h: int) -> list[list[set]]:
     return out
 
 
+def fire_steps(t0: int, fed: int, budget: int | None, m: int, rows: int) -> list[int]:
+    """The firing rule, written out: the decoding steps at which the hook fires (not the prefill's)."""
+    held, buffered, out = min(t0, budget or t0), 0, []
+    if budget and held >= budget and fed:
+        held -= m
+    for step in range(fed):
+        held, buffered = held + 1, buffered + 1
+        evicting = budget is not None and step + 1 < fed and held >= budget
+        if evicting or buffered == rows:
+            out.append(step)
+            buffered = 0
+        if evicting:
+            held -= m
+    return out
+
+
+def check_rows(call: dict) -> None:
+    """Each buffered row i is the query at p_max - R + 1 + i: it paid attention to the slots at
+    positions <= its own (all of them > 0: a softmax), 0 to the rest and to empty slots."""
+    attn, pos = call["attn"][0], call["pos"][0]  # (H, R, w), (H, w)
+    r = attn.shape[1]
+    query = pos.amax(-1, keepdim=True)[:, None] - r + 1 + torch.arange(r)[None, :, None]  # (H, R, 1)
+    saw = (pos[:, None] >= 0) & (pos[:, None] <= query)
+    assert (attn[saw] > 0).all() and (attn[~saw] == 0).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:2]))
+
+
 @pytest.mark.parametrize("evict", [1, 3])
 def test_eviction_keeps_exactly_the_top_scoring(r, evict):
     m = r("model_build", GPT)
@@ -82,15 +109,16 @@ def test_eviction_keeps_exactly_the_top_scoring(r, evict):
     r("model_hook", m, "kv", r.obj(recorder(seen)), {"budget": 6, "evict": evict, "layers": [1]})
     r("kv_eval", m, tokens(1, 20), 9)
     want = simulate(9, 10, 6, evict, 2)
-    assert len(seen) == len(want) == 11
-    for k, (call, heads) in enumerate(zip(seen[1:], want[1:], strict=True)):
+    steps = fire_steps(9, 10, 6, evict, evict)
+    assert steps == (list(range(10)) if evict == 1 else [2, 5, 8])  # 3 left after the prefill: full every 3 steps
+    assert [int(c["pos"].max()) - 9 for c in seen[1:]] == steps and len(seen) == 1 + len(steps)
+    for call, step in zip(seen[1:], steps, strict=True):
         pos = call["pos"][0]
         for hh in range(2):
             got = set(pos[hh][pos[hh] >= 0].tolist())
-            assert got == heads[hh], (k, hh, got, heads[hh])
+            assert got == want[step + 1][hh], (step, hh, got, want[step + 1][hh])
             assert len(got) <= 6  # never past the budget, attention included
-        # attention only over the tokens held
-        assert (call["attn"][0, :, 0][pos < 0] == 0).all()
+        check_rows(call)
     assert r("kv_cache_size", m)[:, 0].tolist() == [19, len(want[-1][0])]
 
 
@@ -99,8 +127,70 @@ def test_bulk_eviction_frees_m_slots_at_once(r):
     seen = []
     r("model_hook", m, "kv", r.obj(recorder(seen, lambda p: p.float())), {"budget": 8, "evict": 4, "layers": [0]})
     r("kv_eval", m, tokens(1, 24), 8)
-    held = [int((c["pos"][0, 0] >= 0).sum()) for c in seen]
-    assert held == [8] + [5, 6, 7, 8] * 3 + [5, 6, 7]  # full at 8: drop 4, then refill
+    # full at 8 (prefill, then every 4th step: 4 freed, refilled one a step); each fire sees the rows since the last
+    assert fire_steps(8, 15, 8, 4, 4) == [3, 7, 11] and [int(c["pos"].max()) - 8 for c in seen[1:]] == [3, 7, 11]
+    assert [int((c["pos"][0, 0] >= 0).sum()) for c in seen] == [8] * 4
+    assert [c["attn"].shape[2] for c in seen] == [8, 4, 4, 4]
+    for call in seen[1:]:
+        check_rows(call)
+
+
+def decayed_count(seen: list, decay=0.5, recent=2):
+    """Scissorhands in plain torch: count <- decay^R * count + sum_i decay^age_i [row i paid slot j
+    less than 1/T, T the tokens it saw], exact over any R rows; scores -count, the `recent`
+    newest protected. (decay 0.5: the counts are exact binary fractions either way.)"""
+    def hook(inputs):
+        attn, pos, count = inputs[2], inputs[3], inputs[4]
+        r = attn.shape[2]
+        top = pos.amax(-1, keepdim=True)  # (B, H, 1)
+        ages = torch.arange(r - 1, -1, -1)[:, None]  # (R, 1): row i is the query at top - age_i
+        saw = ((top - pos)[:, :, None] >= ages) & (pos >= 0)[:, :, None]  # (B, H, R, C)
+        low = (attn * saw.sum(-1, keepdim=True) < 1) & saw
+        new = count * decay ** r + (low * decay ** ages).sum(2)
+        seen.append({"pos": pos.clone(), "r": r, "count": new.clone()})
+        return [torch.where(pos > top - recent, float("inf"), -new), new]
+    return hook
+
+
+@pytest.mark.parametrize(("opts", "fires"), [
+    ({"budget": 6, "evict": 3}, list(range(0, 22, 3))),  # full after 1 step, then every 3 (not at the last)
+    ({"budget": 5, "evict": 1}, list(range(24))),  # evict 1: the scores are needed at every step
+    ({"budget": None}, list(range(3, 24, 4))),  # never evicts: every ROWS steps
+])
+def test_lazy_firing_equals_firing_every_step(r, monkeypatch, opts, fires):
+    """The hook given the rows of every step since its last fire keeps what per-step firing keeps:
+    the same tokens at every fire, the same counts, the same losses; it fires as the rule says."""
+    monkeypatch.setattr(kvcache, "ROWS", 4)  # budget null: a fire every 4 steps
+    t0, t = 5, 30
+    runs = {}
+    for every in (True, False):
+        monkeypatch.setattr(kvcache.Decoder, "_fire_every_step", every)
+        m = r("model_build", ROT)  # rotary: decodes past its context of 24
+        seen = [[], []]
+        for layer in (0, 1):
+            r("model_hook", m, "kv", r.obj(decayed_count(seen[layer])), {**opts, "state": [0.0], "layers": [layer]})
+        runs[every] = (r("kv_eval", m, tokens(2, t, seed=3), t0), seen)
+    (nll_every, every), (nll_lazy, lazy) = runs[True], runs[False]
+    assert torch.equal(nll_lazy, nll_every)
+    steps = fire_steps(t0, t - t0 - 1, opts["budget"], opts.get("evict", 1), min(opts.get("evict", 4), 4))
+    assert steps == fires
+    for layer in (0, 1):
+        assert len(every[layer]) == 1 + t - t0 - 1
+        assert [int(c["pos"].max()) - t0 for c in lazy[layer][1:]] == steps
+        for call in lazy[layer]:
+            ref = every[layer][int(call["pos"].max()) - t0 + 1]  # the per-step fire of the same step
+            assert torch.equal(call["pos"], ref["pos"])
+            held = call["pos"] >= 0
+            torch.testing.assert_close(call["count"][held], ref["count"][held], atol=0, rtol=0)
+        assert sum(c["r"] for c in lazy[layer][1:]) == 1 + steps[-1]  # every row once, none twice
+
+
+def test_a_hook_returning_the_wrong_shape_is_refused_naming_its_layer(r):
+    m = r("model_build", GPT)
+    # sums over the slots (-1) instead of the rows (2): (B, H, R), the right shape only at the prefill, where R = C
+    r("model_hook", m, "kv", r.obj(lambda i: [i[2].sum(-1)]), {"budget": 6, "evict": 2, "layers": [1]})
+    f = fault("E_SHAPE", r, "kv_eval", m, tokens(1, 16), 6)
+    assert "the kv hook of layer 1 returned scores of shape [1, 2, 2], expected [1, 2, 6]" in f.message, f.message
 
 
 def test_budget_at_least_the_length_is_the_full_forward(r):

@@ -5,14 +5,36 @@ allocated once: keys and values (B, H, cap, D) (kvstore.py: as they are, or quan
 `pos` (B, H, cap) i64 the absolute position of the token in each slot (-1: empty), and
 the policy's per-token state (B, H, cap) f32. A new token is written into one slot per
 (b, h); eviction only frees slots (pos := -1), so nothing is concatenated or re-gathered
-per step. The layer's hook (if any) fires once after the prompt and once per fed token:
+per step. The layer's hook (if any) is called as
 
     scores, *new_state = hook([keys, values, attn, pos, *state])
 
 over the slots in use (the buffer's first w slots: w grows while the buffer fills, then is
-`cap`); attn (B, H, R, w) is the softmax attention of the R newest queries. A row holding
-`budget` tokens drops its `evict` lowest-scoring ones before the next token is written
-(done right after the fire that precedes a write: the same scores, the same order).
+`cap`); attn (B, H, R, w) is the softmax attention of the R newest queries, oldest first.
+
+When it fires: once after the prompt (R = min(T0, history) rows), then only when its
+scores are needed, with the attention row of every step since its last fire. Each decoding
+step writes its query's row (B, H, 1, w) into a per-layer row buffer (B, H, rows, cap)
+(in place; columns past the w of that step stay zero, as w never shrinks), and the hook
+fires when (a) a row holds `budget` tokens and a next token is coming, so it must drop
+`evict` of them first (done right after the fire, from its scores), or (b) the buffer holds
+`rows` rows, so that a policy that never evicts still sees every row and its state stays
+current. After a fire the buffer is empty. rows = min(evict, ROWS) for a budgeted cache:
+once it is full a fire comes every `evict` steps anyway (more rows would be memory never
+used); ROWS for budget null. The row buffer is the hook's working memory ((B, H, rows, cap)
+in the model's dtype), not the cache: kv_cache_size does not count it.
+
+Why this equals firing at every step, for a policy whose update over R rows is exact (as
+the prefill already demands: an accumulated sum, a count decayed by age): between two
+fires no slot is freed (evictions happen only right after a fire), so every buffered row's
+column j is the attention its query paid the token in slot j now, or 0 where slot j was
+empty or not yet in use when the row was made; and a token written after row i's query has
+a larger position, so the rule "row i is the query at p_max - R + 1 + i and sees the slots
+at positions <= its own" (base.ts `visible()`) excludes it there. The R rows are the same
+rows, over the same tokens, that R fires would have seen one by one; the scores of the
+last are the ones an eviction uses. (Decoder._fire_every_step restores per-step firing:
+the tests' reference.) The program's dispatch (some 20-30 ops of 15-20 us each, per layer)
+is then paid once per `evict` steps instead of every step.
 
 Rotary models with positions 'cache' (StreamingLLM) number the kept tokens 0..n-1 in order
 of their original position. Keys are stored rotated to that rank and re-rotated when an
@@ -36,6 +58,8 @@ from . import kvstore as st
 from .gpt import GPT
 from .rope import cos_sin, rerotate, turn
 
+ROWS = 64  # the most decoding steps' attention rows a hook is given at once
+
 
 @dataclass
 class KVHook:
@@ -52,7 +76,8 @@ class KVHook:
 class LayerCache:
     """One attention layer's slot buffer."""
 
-    def __init__(self, spec: KVHook | None, b: int, h: int, cap: int, d: int, dtype, device, rope_base: float):
+    def __init__(self, spec: KVHook | None, b: int, h: int, cap: int, d: int, dtype, device, rope_base: float,
+                 rows: int):
         self.spec, self.cap = spec, cap
         self.bits = spec.bits if spec else 32
         self.group = spec.group if spec else d
@@ -70,6 +95,9 @@ class LayerCache:
         # writes (no search for a free slot); None after an eviction that spared some rows
         self.freed: torch.Tensor | None = None
         self.taken = 0
+        # the attention rows of the steps since the hook last fired, oldest first (B, H, rows, cap)
+        self.rows = torch.zeros(b, h, rows, cap, dtype=dtype, device=device) if spec else None
+        self.nrows = 0
 
     def read(self, parts: list[torch.Tensor], w: int) -> torch.Tensor:
         return st.decode(st.window(parts, w), self.bits, self.group, self.dtype)
@@ -201,6 +229,8 @@ class Decoder:
     """A model's caches while it decodes: the prompt, then one fed token at a time. `total`
     is the most tokens a row will ever have (the full cache's preallocated size)."""
 
+    _fire_every_step = False  # the tests' reference: a one-row buffer, so the hook fires at every step
+
     def __init__(self, model: GPT, prompt: torch.Tensor, lengths: list[int] | None, total: int, op: str):
         b, t0 = prompt.shape
         self.model, self.op, self.t0, self.fed = model, op, t0, 0
@@ -215,7 +245,9 @@ class Decoder:
         for i in range(len(model.blocks)):
             spec = model.kv_hooks.get(i)
             cap = total if spec is None or spec.budget is None else min(spec.budget, total)
-            self.caches.append(LayerCache(spec, b, h, cap, d, dtype, dev, model.rope_base))
+            rows = ROWS if spec is None or spec.budget is None else min(spec.evict, ROWS)
+            rows = 1 if self._fire_every_step else rows
+            self.caches.append(LayerCache(spec, b, h, cap, d, dtype, dev, model.rope_base, rows))
         self.prompt, self.pad = prompt, pad
 
     def prefill(self, more: bool) -> torch.Tensor:
@@ -285,12 +317,24 @@ class Decoder:
             attn = torch.softmax(s.masked_fill(pos[:, :, None] < 0, float("-inf")), -1)
             x = block.ff(x + block.attn.merge(attn @ values))
             if cache.spec is not None:
-                state = [buf[:, :, :w] for buf in cache.state]
-                cache.scores = fire(cache, i, [keys, values, attn, pos, *state], self.op)
-                if more:
-                    self._make_room(cache, w)
+                self._buffer(cache, i, attn, keys, values, pos, w, more)
         self.fed += 1
         return model.logits(x[:, 0])
+
+    def _buffer(self, cache: LayerCache, layer: int, attn, keys, values, pos, w: int, more: bool) -> None:
+        """Keep this step's attention row (B, H, 1, w); fire the hook when its scores are needed
+        (a full row must make room for the next token) or its row buffer is full."""
+        cache.rows[:, :, cache.nrows, :w] = attn[:, :, 0]
+        cache.nrows += 1
+        budget = cache.spec.budget
+        evicting = more and budget is not None and max(cache.counts) >= budget
+        if evicting or cache.nrows == cache.rows.shape[2]:
+            state = [buf[:, :, :w] for buf in cache.state]
+            rows = cache.rows[:, :, :cache.nrows, :w]  # (B, H, R, w), R >= 1
+            cache.scores = fire(cache, layer, [keys, values, rows, pos, *state], self.op)
+            cache.nrows = 0
+        if evicting:
+            self._make_room(cache, w)
 
     def sizes(self) -> list[tuple[int, int]]:
         """(tokens, bytes) per layer: the most tokens any row holds, and every buffer's bytes."""

@@ -63,7 +63,8 @@ export function checkKVOptions(who: string, budget: unknown, cache: KVCacheOptio
  * it extends {@link KVPolicyBase}). Inputs, in wire order: keys, values (B, H, C, D), attn
  * (B, H, R, C), pos (B, H, C) i64, then the per-token state (B, H, C) f32 in `state()`
  * order; outputs scores (B, H, C), then the new state. C and R are symbolic: the one trace
- * serves the prefill (C = T0, R = min(T0, history)) and every decoding step (R = 1).
+ * serves the prefill (C = T0, R = min(T0, history)) and the decoding fires (R >= 1: the
+ * steps since the last fire; types.ts says when).
  * Defined, not awaited: a trace error throws here, a definition error surfaces at the next
  * flush. A policy that declares state must return all of it, under its names and no other
  * (E_TRACE with param 'state', naming the keys): a misspelled or missing key would
@@ -122,8 +123,9 @@ export function queryAges(attn: Tensor): Tensor {
 
 /**
  * (B, H, R, C) bool: the slots each query row could see — a token at a position no later
- * than the row's query, p_max − R + 1 + i for row i. At a decoding step (R = 1) that is
- * every occupied slot; at prefill it excludes the tokens after each query and left padding.
+ * than the row's query, p_max − R + 1 + i for row i. For the newest row that is every
+ * occupied slot; older rows (prefill, or decoding steps since the last fire) exclude the
+ * tokens after their query, and left padding.
  */
 export function visible(attn: Tensor, pos: Tensor, top: Tensor = latest(pos), ages: Tensor = queryAges(attn)): Tensor {
   // row i sees pos <= p_max − age_i  <=>  p_max − pos >= age_i (and the slot is occupied)

@@ -13,8 +13,15 @@
  * When `score()` runs (per attention layer):
  * - once at the end of prefill, after the prompt's attention: C = T0 (the prompt's tokens,
  *   empty slots for left padding), R = min(T0, history) query rows;
- * - once per decoding step, after the new token was written into a slot and attended to:
- *   R = 1, C = the buffer's slots.
+ * - while decoding, only when its scores are needed, given the attention rows of every step
+ *   since it last ran (R >= 1, oldest first; C = the slots in use): when a row holds `budget`
+ *   tokens and must evict before the next token, or when min(evict, 64) rows wait (64 for
+ *   budget null, so a policy that never evicts still sees every row). Between two runs no
+ *   slot is freed, so the R rows are over the tokens held now (0 where a slot was empty), and
+ *   `visible()` excludes from each row the tokens written after its query. A policy whose
+ *   state update is exact over R rows — the prefill demands it anyway: a sum of the rows, a
+ *   count decayed by each row's age and the old state decayed R times — computes exactly what
+ *   running at every step would.
  *
  * Eviction (the runtime's, from the latest scores, per (b, h): each head keeps its own tokens):
  * - after prefill, a row holding more than `budget` tokens keeps its `budget` highest-scoring;
@@ -41,9 +48,10 @@ export interface KVInputs {
   /**
    * (B, H, R, C): softmax attention weights of the R newest queries over the C slots. Row i
    * is the query at position p_max − R + 1 + i, p_max = max(pos) of that (b, h). 0 at an
-   * empty slot and, at prefill, at a token after the query; a left-padding query's row is
-   * all zeros. R = 1 at every decoding step; at prefill R = min(T0, history), so
-   * `attn.sum(2)` is the column sums over the prefill (H2O's starting statistics).
+   * empty slot and at a token after the query (at prefill, and while decoding at the tokens
+   * written after an older row's step); a left-padding query's row is all zeros. At prefill
+   * R = min(T0, history), so `attn.sum(2)` is the column sums over the prefill (H2O's
+   * starting statistics); while decoding R is the steps since the policy last ran (>= 1).
    */
   attn: Tensor;
   /** (B, H, C) i64: absolute position of the token in each slot, −1 for an empty slot. */
