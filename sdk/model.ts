@@ -482,15 +482,18 @@ export class Model implements ModelLike {
    * What each attention layer's cache held at the end of the last generate() or
    * perplexity(): its tokens (the most any batch row held) and its bytes (every buffer at
    * its allocated size: keys and values with their quantization scales and minima,
-   * positions, the policy's state).
+   * positions, the policy's state). `rowBytes`: apart from the cache, the attention rows it
+   * keeps for its policy's next run (working memory: min(evict, 64) rows of its slots; 0
+   * with no policy).
    */
-  async kvCacheSize(): Promise<{ tokens: number[]; bytes: number[]; totalBytes: number }> {
-    const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor; // (L, 2) i64
+  async kvCacheSize(): Promise<{ tokens: number[]; bytes: number[]; totalBytes: number; rowBytes: number[]; totalRowBytes: number }> {
+    const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor; // (L, 3) i64
     try {
       const flat = Array.from(await t.toArray() as BigInt64Array, Number);
-      const tokens = flat.filter((_, i) => i % 2 === 0);
-      const bytes = flat.filter((_, i) => i % 2 === 1);
-      return { tokens, bytes, totalBytes: bytes.reduce((a, b) => a + b, 0) };
+      const col = (c: number) => flat.filter((_, i) => i % 3 === c);
+      const [tokens, bytes, rowBytes] = [col(0), col(1), col(2)];
+      const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+      return { tokens, bytes, totalBytes: sum(bytes), rowBytes, totalRowBytes: sum(rowBytes) };
     } finally {
       t.free();
     }

@@ -22,7 +22,7 @@ fires when (a) a row holds `budget` tokens and a next token is coming, so it mus
 current. After a fire the buffer is empty. rows = min(evict, ROWS) for a budgeted cache:
 once it is full a fire comes every `evict` steps anyway (more rows would be memory never
 used); ROWS for budget null. The row buffer is the hook's working memory ((B, H, rows, cap)
-in the model's dtype), not the cache: kv_cache_size does not count it.
+in the model's dtype) beside the cache: kv_cache_size reports it apart from the cache's bytes.
 
 Why this equals firing at every step, for a policy whose update over R rows is exact (as
 the prefill already demands: an accumulated sum, a count decayed by age): between two
@@ -105,6 +105,9 @@ class LayerCache:
     def nbytes(self) -> int:
         extra = [self.pos, *self.state] + ([self.rank] if self.ranked else [])
         return st.nbytes(self.k) + st.nbytes(self.v) + st.nbytes(extra)
+
+    def row_nbytes(self) -> int:
+        return 0 if self.rows is None else self.rows.numel() * self.rows.element_size()
 
 
 def fire(cache: LayerCache, layer: int, inputs: list[torch.Tensor], op: str) -> torch.Tensor:
@@ -336,9 +339,10 @@ class Decoder:
         if evicting:
             self._make_room(cache, w)
 
-    def sizes(self) -> list[tuple[int, int]]:
-        """(tokens, bytes) per layer: the most tokens any row holds, and every buffer's bytes."""
-        return [(max(c.counts), c.nbytes()) for c in self.caches]
+    def sizes(self) -> list[tuple[int, int, int]]:
+        """(tokens, bytes, row bytes) per layer: the most tokens any row holds, every cache buffer's
+        bytes, and the bytes of the attention rows kept for the hook's next fire."""
+        return [(max(c.counts), c.nbytes(), c.row_nbytes()) for c in self.caches]
 
 
 def _pick(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:

@@ -164,13 +164,14 @@ def kv_eval(ctx, model, tokens, prefill):
 
 @op("kv_cache_size", P("model", "object"))
 def kv_cache_size(ctx, model):
-    """kv_cache_size(model): i64 (layers, 2) per attention layer, after the last generate/kv_eval: the tokens
-    its cache held (the most any batch row held) and the bytes it held (every buffer at its allocated size:
-    keys and values incl. quantization scales and minima, positions, ranks, policy state)."""
+    """kv_cache_size(model): i64 (layers, 3) per attention layer, after the last generate/kv_eval: the tokens
+    its cache held (the most any batch row held), the bytes it held (every buffer at its allocated size:
+    keys and values incl. quantization scales and minima, positions, ranks, policy state), and the bytes of
+    the attention rows it kept for its policy's next run (working memory beside the cache; 0 with no policy)."""
     m = _gpt("kv_cache_size", model)
     if m.cache_sizes is None:
         raise RuntimeFault("E_ARG", "kv_cache_size: no generate or kv_eval has run on this model yet", param="model")
-    return torch.tensor(m.cache_sizes, dtype=torch.int64, device=ctx.device).reshape(-1, 2)
+    return torch.tensor(m.cache_sizes, dtype=torch.int64, device=ctx.device).reshape(-1, 3)
 
 
 @op("attention_weights", P("model", "object"), P("tokens", "tensor"))
