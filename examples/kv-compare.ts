@@ -61,12 +61,15 @@ const f3 = (v: number) => v.toFixed(3);
 
 /** The figures of one setting against the full cache (`ref`), over the same windows. */
 function figures(m: Measured, ref: Measured, prefill: number, layout: SpanLayout) {
+  const spanLoss = (p: Measured) => p.spans.nll.map((n) => meanAt(n, prefill, layout.second + 1, layout.second + layout.span));
   const perWindow = (p: Measured) => p.windows.nll.map((n) => mean(Array.from(n)));
   const [mine, full] = [perWindow(m), perWindow(ref)];
   return {
     ppl: Math.exp(mean(mine)),
     rel: ratio(bootstrap(mine.map((x, i) => x - full[i]))),
-    span: bootstrap(m.spans.nll.map((n) => meanAt(n, prefill, layout.second + 1, layout.second + layout.span))),
+    span: bootstrap(spanLoss(m)),
+    // paired: the same sequences through this cache and the full one
+    spanDiff: bootstrap(spanLoss(m).map((x, i) => x - spanLoss(ref)[i])),
   };
 }
 
@@ -123,17 +126,17 @@ async function main(): Promise<void> {
     const opening = await cachePass(model, spans.map((r) => r.slice(0, layout.first + span)), { prefill: 1, batch: BATCH });
     const first = bootstrap(opening.nll.map((n) => meanAt(n, 1, layout.first + 1, layout.first + span)));
 
-    const head = ['policy', 'budget', 'kept / layer', 'KV bytes / seq', 'perplexity', 'rel. perplexity [95% CI]', 'span loss, 2nd occ. [95% CI]', 'tokens/s'];
-    const row = (m: Measured, i: number) => [m.setting.policy, m.setting.budget === null ? '—' : String(m.setting.budget), String(m.windows.kept), kib(m.windows.bytesPerRow), figs[i].ppl.toFixed(3), ci(figs[i].rel, f3), ci(figs[i].span, f3), int(m.windows.tokensPerSecond)];
+    const head = ['policy', 'budget', 'kept / layer', 'KV bytes / seq', 'perplexity', 'rel. perplexity [95% CI]', 'span loss, 2nd occ.', 'Δ span loss vs full [95% CI]', 'tokens/s'];
+    const row = (m: Measured, i: number) => [m.setting.policy, m.setting.budget === null ? '—' : String(m.setting.budget), String(m.windows.kept), kib(m.windows.bytesPerRow), figs[i].ppl.toFixed(3), ci(figs[i].rel, f3), f3(figs[i].span.mean), ci(figs[i].spanDiff, f3), int(m.windows.tokensPerSecond)];
     const main32 = results.map((m, i) => [m, i] as const).filter(([m]) => m.setting.bits === 32);
     console.log(`\n### Policies at budgets 1/${FRACTIONS.join(', 1/')} of the context\n`);
     console.log(`Copy check (full cache): the span's first occurrence ${ci(first, f3)} nats/token, its second ${ci(figs[0].span, f3)}.\n`);
     console.log(markdownTable(head, main32.map(([m, i]) => row(m, i))));
 
     const quant = results.map((m, i) => [m, i] as const).filter(([m]) => m.setting.bits !== 32 || m.setting.policy === 'full' || (m.setting.policy === 'scissorhands' && quantBudgets.includes(m.setting.budget!)));
-    const qhead = ['policy', 'budget', 'bits', 'KV bytes / seq', 'vs full f32', 'rel. perplexity [95% CI]', 'span loss, 2nd occ. [95% CI]', 'tokens/s'];
+    const qhead = ['policy', 'budget', 'bits', 'KV bytes / seq', 'vs full f32', 'rel. perplexity [95% CI]', 'Δ span loss vs full [95% CI]', 'tokens/s'];
     console.log('\n### Quantized storage\n');
-    console.log(markdownTable(qhead, quant.map(([m, i]) => [m.setting.policy, m.setting.budget === null ? '—' : String(m.setting.budget), String(m.setting.bits), kib(m.windows.bytesPerRow), `1/${(ref.windows.bytesPerRow / m.windows.bytesPerRow).toFixed(1)}`, ci(figs[i].rel, f3), ci(figs[i].span, f3), int(m.windows.tokensPerSecond)])));
+    console.log(markdownTable(qhead, quant.map(([m, i]) => [m.setting.policy, m.setting.budget === null ? '—' : String(m.setting.budget), String(m.setting.bits), kib(m.windows.bytesPerRow), `1/${(ref.windows.bytesPerRow / m.windows.bytesPerRow).toFixed(1)}`, ci(figs[i].rel, f3), ci(figs[i].spanDiff, f3), int(m.windows.tokensPerSecond)])));
 
     // persistence of importance, on the model's own attention over held-out windows
     const t2 = performance.now();
@@ -143,8 +146,9 @@ async function main(): Promise<void> {
     const layers = pers.ratio[0].length;
     console.log(`\n### Persistence of importance (${PERSIST} windows, queries from ${from}; ${secs(t2)})\n`);
     console.log(`Important: attention above 1/(t + 1). Important tokens per query, by layer: ${pers.importantPerQuery.map((x) => x.toFixed(1)).join(', ')}.\n`);
-    console.log(markdownTable(['lag k', ...Array.from({ length: layers }, (_, l) => `layer ${l}`), 'mean', 'base rate (mean)'],
-      lags.map((k, j) => [String(k), ...pers.ratio[j].map((r) => r.toFixed(3)), mean(pers.ratio[j]).toFixed(3), mean(pers.base[j]).toFixed(3)])));
+    const perLayer = (what: string) => Array.from({ length: layers }, (_, l) => `${what}layer ${l}`);
+    console.log(markdownTable(['lag k', ...perLayer(''), 'mean', ...perLayer('base rate, ')],
+      lags.map((k, j) => [String(k), ...pers.ratio[j].map((r) => r.toFixed(3)), mean(pers.ratio[j]).toFixed(3), ...pers.base[j].map((b) => b.toFixed(3))])));
 
     writeFileSync(join(out, 'kv-compare.json'), JSON.stringify({ spec, layout, budgets, settings: results.map((m, i) => ({ ...m.setting, kept: m.windows.kept, bytesPerRow: m.windows.bytesPerRow, tokensPerSecond: m.windows.tokensPerSecond, ...figs[i] })), firstOccurrence: first, persistence: pers }, null, 1));
 
@@ -159,8 +163,8 @@ async function main(): Promise<void> {
     });
     const flat = (y: number, name: string, style: string, panel: number): Series => ({ label: name, x: [Math.min(...budgets), Math.max(...budgets)], y: [y, y], style, panel });
     await plotLines({
-      path: join(out, 'kv-compare.png'), panels: ['held-out perplexity / full cache', 'loss of a repeated span, 2nd occurrence'], xlabel: 'budget (tokens per layer and head)', logx: true,
-      series: [...series((i) => figs[i].rel, 0), flat(1, 'full cache', 'k--', 0), ...series((i) => figs[i].span, 1), flat(figs[0].span.mean, 'full cache', 'k--', 1), flat(first.mean, '1st occurrence', 'k:', 1)],
+      path: join(out, 'kv-compare.png'), panels: ['held-out perplexity / full cache', 'repeated span, 2nd occurrence: loss − full cache\'s (nats)'], xlabel: 'budget (tokens per layer and head)', logx: true,
+      series: [...series((i) => figs[i].rel, 0), flat(1, 'full cache', 'k--', 0), ...series((i) => figs[i].spanDiff, 1), flat(0, 'full cache', 'k--', 1), flat(first.mean - figs[0].span.mean, '1st occurrence', 'k:', 1)],
     });
     const groups = [...policies.map((p) => ({ p, bits: 32 })), { p: 'full', bits: 8 }, { p: 'full', bits: 4 }, { p: 'scissorhands', bits: 8 }, { p: 'scissorhands', bits: 4 }];
     await plotLines({

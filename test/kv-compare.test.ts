@@ -26,16 +26,17 @@ describe('examples/kv-compare.ts', () => {
       ...TINY_GPT, LIAISON_KV_WINDOWS: '4', LIAISON_KV_SPANS: '4', LIAISON_KV_BATCH: '4', LIAISON_KV_PERSIST: '1',
     }, 300_000);
     expect(code, `${out}\n${err}`).toBe(0);
-    // the markdown rows: policy | budget | kept | bytes | perplexity | rel. [lo, hi] | span loss [lo, hi] | tokens/s
+    // the markdown rows: policy | budget | kept | bytes | perplexity | rel. [lo, hi] | span loss | Δ span loss [lo, hi] | tokens/s
     const rows = new Map<string, string[]>();
     for (const line of out.split('\n')) {
       const cells = line.split('|').slice(1, -1).map((c) => c.trim());
-      if (cells.length === 8 && /^\d|—/.test(cells[1]) && !rows.has(`${cells[0]} ${cells[1]}`)) rows.set(`${cells[0]} ${cells[1]}`, cells);
+      if (cells.length === 9 && /^\d|—/.test(cells[1]) && !rows.has(`${cells[0]} ${cells[1]}`)) rows.set(`${cells[0]} ${cells[1]}`, cells);
     }
     const full = rows.get('full —')!;
     expect(full, out).toBeDefined();
     expect(full[2]).toBe('127'); // a 128-token window: every token but the last fed
     expect(full[5]).toBe('1.000 [1.000, 1.000]');
+    expect(full[7]).toBe('0.000 [0.000, 0.000]');
     for (const policy of ['sliding-window', 'streaming-llm', 'h2o', 'scissorhands']) {
       for (const budget of [64, 42, 25, 12]) {
         const r = rows.get(`${policy} ${budget}`);
@@ -54,7 +55,7 @@ describe('examples/kv-compare.ts', () => {
     }
     expect(out).toMatch(/Copy check \(full cache\): the span's first occurrence [\d.]+ \[[\d.]+, [\d.]+\] nats\/token, its second [\d.]+/);
 
-    // quantized rows: policy | budget | bits | bytes | vs full | rel. | span | tokens/s
+    // quantized rows: policy | budget | bits | bytes | vs full | rel. | Δ span | tokens/s
     const quant = out.slice(out.indexOf('### Quantized storage')).split('\n').map((l) => l.split('|').slice(1, -1).map((c) => c.trim())).filter((c) => c.length === 8 && /^\d+$/.test(c[2]));
     const q = (policy: string, bits: number) => bytes(quant.find((c) => c[0] === policy && c[2] === String(bits))![3]);
     for (const policy of ['full', 'scissorhands']) {
@@ -62,7 +63,7 @@ describe('examples/kv-compare.ts', () => {
       expect(q(policy, 4)).toBeLessThan(q(policy, 8) * 0.75);
     }
 
-    // persistence: | lag | layer 0 | layer 1 | mean | base rate |, fractions
+    // persistence: | lag | layer 0 | layer 1 | mean | base rate, layer 0 | base rate, layer 1 |, fractions
     const pers = out.slice(out.indexOf('### Persistence')).split('\n').filter((l) => /^\| \d+ \|/.test(l)).map((l) => l.split('|').slice(1, -1).map((c) => Number(c.trim())));
     expect(pers.map((r) => r[0])).toEqual([1, 2, 4, 8, 16, 32, 64]);
     for (const r of pers) for (const x of r.slice(1)) expect(x).toBeGreaterThanOrEqual(0), expect(x).toBeLessThanOrEqual(1);
