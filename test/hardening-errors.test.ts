@@ -69,7 +69,7 @@ describe('family setters and attach points, called from plain JavaScript', () =>
     e = await caught(() => model.setKVPolicy(untyped(slidingWindow)));
     expect(e.message).toMatch(/got the kv-policy factory 'sliding-window' itself \(call it for an instance: sliding-window\(\{ … \}\)\)/);
     e = await caught(() => model.setKVPolicy(untyped({ budget: 4 })));
-    expect(e.message).toMatch(/policy must be a KVPolicy .*got a plain object \(it lacks state, score\)/);
+    expect(e.message).toMatch(/policy must be a KVPolicy .*got a plain object \(it lacks cache, state, score\)/);
     e = await caught(() => model.setRouter(untyped(slidingWindow())));
     expect(e.message).toBe("Model.setRouter: router must be a Router (a 'router' plugin instance), got a kv-policy plugin 'sliding-window'");
     e = await caught(() => model.setRouter(untyped(7)));
