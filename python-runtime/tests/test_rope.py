@@ -130,3 +130,29 @@ def test_rotary_spec_checks(r):
     assert fault("E_ARG", r, "model_build", {**GPT, "positions": "sinusoid"}).extra["field"] == "positions"
     assert fault("E_ARG", r, "model_build", {**ROT, "rope_base": 0.5}).extra["field"] == "rope_base"
     fault("E_SHAPE", r, "model_forward", r("model_build", ROT), [tokens(1, 17)])  # forward keeps the context
+
+
+def test_a_rotary_gpt_learns_to_copy():
+    """Induction is within the model's reach: two blocks learn to predict the second half of
+    [a, a] (a random tokens) from the first, which no statistics of the tokens can. The code
+    GPT of the KV examples not copying after minutes of CPU training (docs/kv-cache.md) is
+    then a matter of training time, not of positions or attention."""
+    from liaison_runtime.models.gpt import GPT as Decoder
+
+    torch.manual_seed(0)
+    m = Decoder(vocab=32, context=48, dim=32, layers=2, heads=2, mlp_ratio=2, dropout=0.0, positions="rotary")
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+
+    def halves(a):  # (B, 24) -> losses of the first and the second half's predictions
+        x = torch.cat([a, a], 1)
+        nll = F.cross_entropy(m(x[:, :-1]).transpose(1, 2), x[:, 1:], reduction="none")  # (B, 47)
+        return nll[:, :23].mean(), nll[:, 24:].mean()  # 23 predicts 24 (the copy's first token): left out
+
+    for _ in range(150):
+        _, second = halves(torch.randint(0, 32, (32, 24)))
+        opt.zero_grad()
+        second.backward()
+        opt.step()
+    with torch.no_grad():
+        first, second = halves(torch.randint(0, 32, (64, 24)))
+    assert second < 0.1 < math.log(32) - 0.5 < first  # copied, while fresh random tokens stay unpredictable
