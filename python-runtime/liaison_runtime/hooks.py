@@ -138,7 +138,7 @@ def _kv_install(m: nn.Module, hook, opts: dict) -> None:
         raise opts_fault("'cache' renumbers the kept tokens, which needs a model with rotary positions (this one "
                          "has learned positions)", "positions")
     bits = opts.get("bits", 32)
-    if bits not in (32, 8, 4) or isinstance(bits, bool):
+    if type(bits) is not int or bits not in (32, 8, 4):
         raise opts_fault(f"must be 32, 8 or 4, got {bits!r}", "bits")
     d = m.wte.embedding_dim // m.blocks[0].attn.heads
     group = _int_opt(opts, "group", min(32, d), 1, f"an integer >= 1 dividing the head dim {d}", nullable=True)

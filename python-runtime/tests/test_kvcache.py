@@ -384,6 +384,19 @@ def test_ragged_prefill_inputs(r):
     assert (keys[1, :, :3] == 0).all()
     fault("E_ARG", r, "generate", m, tokens(2, 5), 3, lengths=torch.tensor([5, 0]))
     fault("E_SHAPE", r, "generate", m, tokens(2, 5), 3, lengths=torch.tensor([5]))
+    fault("E_DTYPE", r, "generate", m, tokens(2, 5), 3, lengths=torch.tensor([5.0, 2.0]))
+
+
+def test_a_rotary_decoding_is_bounded(r):
+    """Past the context nothing bounds a rotary decode but this limit: the full cache allocates a
+    slot per token, so a client's `steps` must not size the runtime's memory. A prefill is one
+    forward, at most the context."""
+    from liaison_runtime.ops.train import MAX_DECODE_TOKENS
+
+    m = r("model_build", ROT)
+    f = fault("E_LIMIT", r, "generate", m, tokens(1, 4), MAX_DECODE_TOKENS)
+    assert f.extra["param"] == "steps" and str(MAX_DECODE_TOKENS) in f.message
+    fault("E_ARG", r, "kv_eval", m, tokens(1, ROT["context"] + 4), ROT["context"] + 1)
 
 
 def test_malformed_options_name_the_field(r):
@@ -392,6 +405,6 @@ def test_malformed_options_name_the_field(r):
     for bad, field in (({"bits": 16}, "bits"), ({"group": 3}, "group"), ({"group": 0}, "group"),
                        ({"evict": 0}, "evict"), ({"evict": 5}, "evict"), ({"positions": "rank"}, "positions"),
                        ({"positions": "cache"}, "positions"), ({"history": 0}, "history"),
-                       ({"budget": "4"}, "budget"), ({"evict": 1.5}, "evict")):
+                       ({"budget": "4"}, "budget"), ({"evict": 1.5}, "evict"), ({"bits": 8.0}, "bits")):
         f = fault("E_ARG", r, "model_hook", m, "kv", hook, {"budget": 4, **bad})
         assert f.extra["field"] == field, (bad, f.extra)

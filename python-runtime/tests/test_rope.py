@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from runner import Runner, fault
 
-from liaison_runtime.models.rope import apply_rope, rerotate
+from liaison_runtime.models.rope import apply_rope
 
 GPT = {"kind": "gpt", "vocab": 32, "context": 16, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
 ROT = {**GPT, "positions": "rotary"}
@@ -54,7 +54,7 @@ def test_apply_rope_is_the_pairwise_rotation():
     torch.testing.assert_close(apply_rope(x, pos, 100.0), rope_by_hand(x, 100.0))
     torch.testing.assert_close(apply_rope(x, pos, 100.0).norm(dim=-1), x.norm(dim=-1))  # a rotation
     # rotations compose: rotated to p, then by d, is rotated to p + d
-    torch.testing.assert_close(rerotate(apply_rope(x, pos, 100.0), torch.full((1, 1, 5), 7), 100.0),
+    torch.testing.assert_close(apply_rope(apply_rope(x, pos, 100.0), torch.full((1, 1, 5), 7), 100.0),
                                apply_rope(x, pos + 7, 100.0), atol=1e-5, rtol=1e-5)
     # q·k depends only on the distance
     q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)

@@ -21,8 +21,10 @@ fires when (a) a row holds `budget` tokens and a next token is coming, so it mus
 `rows` rows, so that a policy that never evicts still sees every row and its state stays
 current. After a fire the buffer is empty. rows = min(evict, ROWS) for a budgeted cache:
 once it is full a fire comes every `evict` steps anyway (more rows would be memory never
-used); ROWS for budget null. The row buffer is the hook's working memory ((B, H, rows, cap)
-in the model's dtype) beside the cache: kv_cache_size reports it apart from the cache's bytes.
+used); ROWS for budget null, and none at all for a hook with neither a budget nor state (it
+fires at the prefill only: nothing could use its later scores). The row buffer is the
+hook's working memory ((B, H, rows, cap) in the model's dtype) beside the cache:
+kv_cache_size reports it apart from the cache's bytes.
 
 Why this equals firing at every step, for a policy whose update over R rows is exact (as
 the prefill already demands: an accumulated sum, a count decayed by age): between two
@@ -37,12 +39,12 @@ the tests' reference.) The program's dispatch (some 20-30 ops of 15-20 us each, 
 is then paid once per `evict` steps instead of every step.
 
 Rotary models with positions 'cache' (StreamingLLM) number the kept tokens 0..n-1 in order
-of their original position. Keys are stored rotated to that rank and re-rotated when an
-eviction shifts them (rope.rerotate by the shift), rather than rotated on every read: a
-rotation is then paid once per eviction (every `evict` steps with bulk eviction) instead of
-once per step over the whole cache. The rank of each slot is kept beside `pos`. Quantized
-keys are decoded, turned and encoded again at such an eviction, so their rounding error
-grows with the evictions a token lives through (bulk eviction keeps those few).
+of their original position. Their keys are stored unrotated and turned to their rank when
+read (one rotation of the slots in use per step, what the attention reads anyway); an
+eviction only lowers the ranks behind the tokens it drops. Turning stored keys at each
+eviction instead would re-encode quantized keys every time, and their rounding error would
+grow with every eviction a token lives through (at 4 bits, past the keys' own size within a
+hundred evictions). The rank of each slot is kept beside `pos`.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import torch.nn.functional as F
 from ..errors import RuntimeFault
 from . import kvstore as st
 from .gpt import GPT
-from .rope import cos_sin, rerotate, turn
+from .rope import apply_rope, cos_sin, turn
 
 ROWS = 64  # the most decoding steps' attention rows a hook is given at once
 
@@ -96,7 +98,7 @@ class LayerCache:
         self.freed: torch.Tensor | None = None
         self.taken = 0
         # the attention rows of the steps since the hook last fired, oldest first (B, H, rows, cap)
-        self.rows = torch.zeros(b, h, rows, cap, dtype=dtype, device=device) if spec else None
+        self.rows = torch.zeros(b, h, rows, cap, dtype=dtype, device=device) if spec and rows else None
         self.nrows = 0
 
     def read(self, parts: list[torch.Tensor], w: int) -> torch.Tensor:
@@ -143,17 +145,22 @@ def prefill_attn(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor) -> torch
     return torch.where(allowed.any(-1, keepdim=True), a, 0.0)
 
 
-def place_prompt(cache: LayerCache, layer: int, q, k, v, pos: torch.Tensor, lengths: list[int], op: str) -> None:
+def place_prompt(cache: LayerCache, layer: int, q, k, v, pos: torch.Tensor, lengths: list[int], op: str,
+                 k_raw: torch.Tensor | None = None) -> None:
     """The prompt's keys and values (B, H, T0, D) (zeros at padding), pos (B, H, T0) into the
-    buffer; the hook fires over them and, past the budget, the best-scoring `cap` stay."""
+    buffer; the hook fires over them and, past the budget, the best-scoring `cap` stay.
+    k_raw: the keys before rotation, which a ranked cache stores (it turns them when read)."""
     spec, t = cache.spec, k.shape[2]
-    kp, vp = st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group)
+    kp = st.encode(k_raw if cache.ranked else k, cache.bits, cache.group)
+    vp = st.encode(v, cache.bits, cache.group)
     state = [torch.full(pos.shape, s, device=k.device) for s in cache.inits]
     scores = None
     if spec is not None:
         r = t if spec.history is None else min(t, spec.history)
         valid = pos[:, 0] >= 0  # (B, T0)
         keys = st.decode(kp, cache.bits, cache.group, k.dtype)
+        if cache.ranked:  # the prompt's ranks are its positions
+            keys = apply_rope(keys, pos.clamp(min=0), cache.rope_base)
         values = st.decode(vp, cache.bits, cache.group, v.dtype)
         scores = fire(cache, layer, [keys, values, prefill_attn(q[:, :, t - r:], k, valid), pos, *state], op)
     cache.counts = [min(n, spec.budget) if spec and spec.budget else n for n in lengths]
@@ -162,11 +169,8 @@ def place_prompt(cache: LayerCache, layer: int, q, k, v, pos: torch.Tensor, leng
         kp, vp, pos = st.gather(kp, idx), st.gather(vp, idx), pos.gather(2, idx)
         state = [s.gather(2, idx) for s in state]
         scores = scores.gather(2, idx)
-        if cache.ranked:  # renumber the kept tokens 0..n-1 and turn their keys to match
-            rank = torch.where(pos >= 0, (pos >= 0).cumsum(-1) - 1, -1)
-            keys = rerotate(st.decode(kp, cache.bits, cache.group, k.dtype), rank - pos, cache.rope_base)
-            kp = st.encode(keys * (pos >= 0)[..., None], cache.bits, cache.group)
-            pos_rank = rank
+        if cache.ranked:  # renumber the kept tokens 0..n-1 (their keys are turned when read)
+            pos_rank = torch.where(pos >= 0, (pos >= 0).cumsum(-1) - 1, -1)
     n = pos.shape[2]
     st.write_at(cache.k, kp, 0)
     st.write_at(cache.v, vp, 0)
@@ -190,8 +194,6 @@ def evict(cache: LayerCache, scores: torch.Tensor, w: int, every_row: bool) -> N
         if full is not None:
             gone = torch.where(full, gone, torch.iinfo(torch.int64).max)
         shift = (gone[:, :, None, :] < rank[..., None]).sum(-1)  # (B, H, w) evicted tokens before each
-        keys = rerotate(cache.read(cache.k, w), -shift, cache.rope_base)
-        st.write_at(cache.k, st.encode(keys, cache.bits, cache.group), 0)
         rank.sub_(shift)
     cache.freed, cache.taken = (idx if full is None else None), 0
     st.clear(st.window(cache.k, w), idx, full)
@@ -250,6 +252,8 @@ class Decoder:
             cap = total if spec is None or spec.budget is None else min(spec.budget, total)
             rows = ROWS if spec is None or spec.budget is None else min(spec.evict, ROWS)
             rows = 1 if self._fire_every_step else rows
+            if spec is not None and spec.budget is None and not spec.state:
+                rows = 0  # nothing to evict and no state to keep current: the hook never needs to run again
             self.caches.append(LayerCache(spec, b, h, cap, d, dtype, dev, model.rope_base, rows))
         self.prompt, self.pad = prompt, pad
 
@@ -266,18 +270,19 @@ class Decoder:
         eye = torch.eye(t, dtype=torch.bool, device=prompt.device)
         causal = torch.ones(t, t, dtype=torch.bool, device=prompt.device).tril()
         for i, block in enumerate(model.blocks):
-            q, k, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
-            q, k = block.attn.rotate(q, pos.clamp(min=0)[:, None]), block.attn.rotate(k, pos.clamp(min=0)[:, None])
+            q, k_raw, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
+            q, k = block.attn.rotate(q, pos.clamp(min=0)[:, None]), block.attn.rotate(k_raw, pos.clamp(min=0)[:, None])
             if self.pad is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # a padding query looks at itself only (no all-masked row), and its output is dropped
                 mask = (valid[:, None, None, :] & causal) | eye  # (B, 1, T0, T0)
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask) * valid[:, None, :, None]
                 k, v = k * valid[:, None, :, None], v * valid[:, None, :, None]  # empty slots hold zeros
+                k_raw = k_raw * valid[:, None, :, None]
             x = block.ff(x + block.attn.merge(y))
             cache = self.caches[i]
             hpos = pos[:, None].expand(-1, k.shape[1], -1)  # (B, H, T0)
-            place_prompt(cache, i, q, k, v, hpos, self.lengths, self.op)
+            place_prompt(cache, i, q, k, v, hpos, self.lengths, self.op, k_raw)
             if more:
                 self._make_room(cache, min(t, cache.cap))
         return model.logits(x[:, -1])
@@ -307,19 +312,21 @@ class Decoder:
             cache = self.caches[i]
             w = min(cache.cap, slot + 1)
             q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
-            if cache.ranked:  # the new token is number n-1 of the n kept
+            if cache.ranked:  # the new token is number n-1 of the n kept; its key is stored unrotated
                 at = (cache.pos[:, :, :w] >= 0).sum(-1, keepdim=True)
-                q, k = block.attn.rotate(q, at), block.attn.rotate(k, at)
+                q = block.attn.rotate(q, at)
             elif rotary:
                 q, k = turn(q, *angles), turn(k, *angles)
             write(cache, st.encode(k, cache.bits, cache.group), st.encode(v, cache.bits, cache.group),
                   pos_new[:, None, None].expand(b, h, 1), at if cache.ranked else None, slot, w)
             cache.counts = [n + 1 for n in cache.counts]
             keys, values, pos = cache.read(cache.k, w), cache.read(cache.v, w), cache.pos[:, :, :w]
+            if cache.ranked:  # turned to their ranks (an empty slot's -1 turns zeros)
+                keys = apply_rope(keys, cache.rank[:, :, :w], cache.rope_base)
             s = (q * (1 / math.sqrt(q.shape[-1]))) @ keys.transpose(-1, -2)  # (B, H, 1, w)
             attn = torch.softmax(s.masked_fill(pos[:, :, None] < 0, float("-inf")), -1)
             x = block.ff(x + block.attn.merge(attn @ values))
-            if cache.spec is not None:
+            if cache.rows is not None:
                 self._buffer(cache, i, attn, keys, values, pos, w, more)
         self.fed += 1
         return model.logits(x[:, 0])

@@ -3,9 +3,9 @@ half-split "rotate_half" form of GPT-NeoX and Llama: the head dim D is two halve
 (x1, x2) and pair i = (x1[i], x2[i]) is rotated by the angle pos * base^(-2i/D).
 
 Pure functions on (B, H, T, D) tensors. A rotation by p then by d is a rotation by p + d,
-so `rerotate` (moving an already rotated key to another position) is `apply_rope` with the
-shift. Angles are computed in float32 from int64 positions on every call (no table bound to
-a length), which is what lets cached decoding run past the trained context.
+and q·k of rotated vectors depends only on their distance. Angles are computed in float32
+from int64 positions on every call (no table bound to a length), which is what lets cached
+decoding run past the trained context.
 """
 
 from __future__ import annotations
@@ -47,8 +47,3 @@ def apply_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
     """x (B, H, T, D) rotated by its positions pos (B|1, H|1, T) int64 -> (B, H, T, D), x's dtype."""
     cos, sin = cos_sin(pos, x.shape[-1], base)  # (B|1, H|1, T, D)
     return turn(x, cos, sin)
-
-
-def rerotate(x: torch.Tensor, delta: torch.Tensor, base: float) -> torch.Tensor:
-    """Keys already rotated to position p, moved to p + delta: delta (B|1, H|1, T) int64."""
-    return apply_rope(x, delta, base)

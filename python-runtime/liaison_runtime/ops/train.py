@@ -103,12 +103,20 @@ def _decoding(m: GPT, fn):
         m.train(was)
 
 
+# The most tokens a row may reach while decoding past the context (rotary models): the full
+# cache preallocates every one of them, so a client's `steps` must not size memory unbounded.
+MAX_DECODE_TOKENS = 1 << 20
+
+
 def _past_context(m: GPT, op: str, n: int, what: str, param: str) -> None:
-    """Learned positions end at the context; rotary ones decode on (the cache has no bound)."""
+    """Learned positions end at the context; rotary ones decode on, up to MAX_DECODE_TOKENS."""
     if n > m.context and m.positions == "learned":
         raise RuntimeFault("E_SHAPE", f"{op}: {what} is {n} tokens, past the model's context of {m.context}; a "
                            "model with learned positions has no position beyond it (build it with positions: "
                            "'rotary' to decode past the context)", param=param)
+    if n > MAX_DECODE_TOKENS:
+        raise RuntimeFault("E_LIMIT", f"{op}: {what} is {n} tokens, more than the {MAX_DECODE_TOKENS} a decoding "
+                           "may reach (the full cache allocates a slot for each)", param=param)
 
 
 def _lengths(lengths, prompt: torch.Tensor) -> list[int] | None:
@@ -117,7 +125,8 @@ def _lengths(lengths, prompt: torch.Tensor) -> list[int] | None:
         return None
     b, t0 = prompt.shape
     if lengths.dtype not in (torch.int64, torch.int32) or list(lengths.shape) != [b]:
-        raise RuntimeFault("E_SHAPE", f"generate: 'lengths' must be ({b},) integers, one per prompt row, got "
+        raise RuntimeFault("E_DTYPE" if list(lengths.shape) == [b] else "E_SHAPE",
+                           f"generate: 'lengths' must be ({b},) integers, one per prompt row, got "
                            f"{lengths.dtype} of shape {list(lengths.shape)}", param="lengths")
     out = lengths.tolist()
     if not all(1 <= n <= t0 for n in out):
@@ -156,8 +165,9 @@ def kv_eval(ctx, model, tokens, prefill):
     m.check_tokens("kv_eval", "tokens", tokens, context=False)
     t = tokens.shape[1]
     _past_context(m, "kv_eval", t, "'tokens'", "tokens")
-    if not 1 <= prefill < t:
-        raise RuntimeFault("E_ARG", f"kv_eval: 'prefill' must be in [1, {t - 1}] for {t} tokens, got {prefill}",
+    if not 1 <= prefill < t or prefill > m.context:
+        raise RuntimeFault("E_ARG", f"kv_eval: 'prefill' must be in [1, {min(t - 1, m.context)}] for {t} tokens (a "
+                           f"prefill is one forward: at most the context of {m.context}), got {prefill}",
                            param="prefill")
     return _decoding(m, lambda: teacher_forced_nll(m, tokens.long(), prefill))
 
