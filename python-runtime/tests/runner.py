@@ -49,3 +49,14 @@ def fault(code, fn, *args, **kw) -> RuntimeFault:
         fn(*args, **kw)
     assert info.value.code == code, info.value.message
     return info.value
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny models, which imports this fixture: two
+    intra-op workers only spin against each other (and against other test processes on a
+    shared machine), which made such modules ~15x slower."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)

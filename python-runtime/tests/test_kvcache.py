@@ -6,22 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from runner import Runner, fault
+from runner import Runner, fault, one_thread  # noqa: F401 (autouse: this module runs torch on one thread)
 
 from liaison_runtime.models import kvcache, kvstore
 
 GPT = {"kind": "gpt", "vocab": 32, "context": 24, "dim": 16, "layers": 2, "heads": 2, "seed": 0}
 ROT = {**GPT, "positions": "rotary"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: torch's intra-op workers only spin against each other (and
-    against other test processes on a shared machine), which made this file ~15x slower."""
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
 
 
 @pytest.fixture()
