@@ -122,7 +122,9 @@ export class KVService {
     const req = parseRequest(body, this.opts);
     const ids = await this.codec.encode(req.prompt);
     if (!ids.length) throw bad('the prompt encodes to no tokens', 'prompt');
-    if (ids.length > this.opts.maxPromptTokens) throw bad(`the prompt is ${ids.length} tokens; at most ${this.opts.maxPromptTokens}`, 'prompt');
+    // a prompt is one forward, so it must also fit the context, rotary or not
+    const most = Math.min(this.opts.maxPromptTokens, this.opts.context);
+    if (ids.length > most) throw bad(`the prompt is ${ids.length} tokens; at most ${most}`, 'prompt');
     if (!this.opts.rotary && ids.length + req.steps > this.opts.context) {
       throw bad(`prompt (${ids.length} tokens) + steps (${req.steps}) pass the model's context ${this.opts.context}, and its positions are learned (a 'rotary' model decodes past it)`, 'steps');
     }
@@ -152,7 +154,16 @@ export class KVService {
       while (this.queue.length) {
         const key = this.queue[0].job.key;
         const group: Pending[] = [];
-        this.queue = this.queue.filter((p) => (p.job.key === key && group.length < this.opts.maxBatch ? (group.push(p), false) : true));
+        // with learned positions the batch's longest prompt plus its most steps must fit the
+        // context, which each request alone was checked against: one that would break that waits
+        let [t0, steps] = [0, 0];
+        const fits = (j: Job) => this.opts.rotary || Math.max(t0, j.ids.length) + Math.max(steps, j.req.steps) <= this.opts.context;
+        this.queue = this.queue.filter((p) => {
+          if (p.job.key !== key || group.length >= this.opts.maxBatch || !fits(p.job)) return true;
+          [t0, steps] = [Math.max(t0, p.job.ids.length), Math.max(steps, p.job.req.steps)];
+          group.push(p);
+          return false;
+        });
         try {
           const answers = await this.run(group);
           group.forEach((p, i) => p.resolve(answers[i]));

@@ -182,11 +182,15 @@ export function kvPolicyCases(): CaseDef<K>[] {
         try {
           model.setKVPolicy(policy);
           // each step count leaves the cache at another point of its evict-then-refill cycle
+          const seen = new Set<number>();
           for (const steps of [budget + 1, budget + 2, budget + 3, budget + 4]) {
             model.generate(ids(rt, 2, PROMPT, seed), { steps }).free();
             const { tokens } = await model.kvCacheSize();
             check(tokens.every((s) => s <= budget && s > budget - evict), `after ${steps} steps with evict ${evict}: cache sizes per layer ${tokens}, expected in (${budget - evict}, ${budget}]`);
+            tokens.forEach((s) => seen.add(s));
           }
+          // dropping one token a step would hold the cache at the budget every time
+          check([...seen].some((s) => s < budget), `with evict ${evict} the cache held ${[...seen].join(', ')} tokens after ${budget + 1}..${budget + 4} steps: always the budget, so it dropped fewer than ${evict} at a time`);
         } finally {
           model.free();
         }
