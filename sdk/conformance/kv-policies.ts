@@ -134,6 +134,50 @@ export function kvPolicyCases(): CaseDef<K>[] {
       },
     },
     {
+      name: 'two decoding steps\' attention rows given at once score and update state as the two steps one by one (the runtime runs a policy only when it needs scores)',
+      skipFor: (p) => (Object.keys(p.state()).length ? undefined : 'state() declares no per-token state: its scores depend on the latest inputs only'),
+      async run({ rt, plugin, seed }) {
+        const policy = plugin();
+        const init = policy.state();
+        const names = Object.keys(init);
+        const prog = kvPolicyProgram(rt, policy);
+        try {
+          await rt.scope(async () => {
+            const [B, H, C] = [2, 2, 6];
+            // slots hold positions 0..5 scrambled; the newest (5) was written between the two steps
+            const order = [3, 0, 5, 1, 4, 2];
+            const pos2 = rt.tensor(BigInt64Array.from(order.map(BigInt)), [1, 1, C]).expand([B, H, C]).contiguous();
+            const newest = pos2.eq(5); // (B, H, C)
+            const pos1 = pos2.where(newest.logicalNot(), -1); // before it was written: an empty slot
+            const row = (k: number, mask: Tensor) => {
+              const a = rt.randn([B, H, 1, C], { seed: seed + k }).mul(3).exp().mul(mask.to('f32').unsqueeze(2));
+              return a.div(a.sum(-1, true));
+            };
+            const a1 = row(1, pos1.ge(0));
+            const a2 = row(2, pos2.ge(0));
+            const kv = rt.randn([B, H, C, 4], { seed: seed + 3 });
+            // a state built up by earlier steps; the newest token's starts at its init value
+            const built = names.map((n, i) => rt.rand([B, H, C], { seed: seed + 10 + i }).mul(3).where(newest.logicalNot(), init[n]));
+            const one = prog.run([kv, kv, a1, pos1, ...built]) as Tensor[];
+            const reset = one.slice(1).map((t, i) => t.where(newest.logicalNot(), init[names[i]]));
+            const [scoresA, ...stateA] = prog.run([kv, kv, a2, pos2, ...reset]) as Tensor[];
+            const [scoresB, ...stateB] = prog.run([kv, kv, rt.cat([a1, a2], 2), pos2, ...built]) as Tensor[];
+            // compared on the tokens held at both steps (the newest one's state starts between them)
+            const older = await values(newest.logicalNot().to('f32'));
+            const close = (x: number[], y: number[]) => x.every((v, j) => !older[j] || v === y[j] || Math.abs(v - y[j]) <= 1e-4 * (1 + Math.abs(v)));
+            const [sa, sb] = [await values(scoresA), await values(scoresB)];
+            check(close(sa, sb), `scores after two one-row calls [${sa.slice(0, 6).map((v) => v.toFixed(4))}…] differ from one two-row call [${sb.slice(0, 6).map((v) => v.toFixed(4))}…]: the state update must be exact over R rows (the prefill passes R rows too)`);
+            for (const [i, n] of names.entries()) {
+              const [x, y] = [await values(stateA[i]), await values(stateB[i])];
+              check(close(x, y), `state '${n}' after two one-row calls [${x.slice(0, 6).map((v) => v.toFixed(4))}…] differs from one two-row call [${y.slice(0, 6).map((v) => v.toFixed(4))}…]`);
+            }
+          });
+        } finally {
+          prog.free();
+        }
+      },
+    },
+    {
       name: 'score() returns its state under exactly the names state() declares (none missing, none unknown)',
       skipFor: (p) => (Object.keys(p.state()).length ? undefined : 'state() declares no per-token state'),
       async run({ rt, plugin }) {
