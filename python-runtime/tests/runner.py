@@ -60,3 +60,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(was)
+
+
+def greedy(m, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+    """The reference for cached decoding: `steps` greedy tokens after (B, T0) `prompt`, each
+    from a full forward over everything so far (no cache) -> (B, T0 + steps)."""
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            seq = torch.cat([seq, m(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    return seq
