@@ -222,9 +222,16 @@ def test_bytes_held(r):
           {"budget": 6, "bits": bits, "group": group, "state": [0.0], "layers": [1]})
         r("generate", m, tokens(3, 5), 7)
         got = r("kv_cache_size", m).tolist()
-        # layer 1's hook also keeps min(evict, 64) = 1 attention row of its 6 slots, f32, for its next fire
-        want = [[11, bytes_of(3, 2, 12, 8, 32, 8), 0], [6, bytes_of(3, 2, 6, 8, bits, group, 1), 3 * 2 * 1 * 6 * 4]]
+        # layer 1's hook also keeps min(evict, 64) = 1 attention row of its 6 slots, f16 beside
+        # quantized entries, for its next fire
+        want = [[11, bytes_of(3, 2, 12, 8, 32, 8), 0], [6, bytes_of(3, 2, 6, 8, bits, group, 1), 3 * 2 * 1 * 6 * 2]]
         assert got == want, (bits, got)
+    # evict 32 would buffer 32 rows; at 4 bits a slot costs 28 bytes (entries 2 * 8, position 8,
+    # state 4), so 1/8 of it is under one f16 row: the floor of 4 rows holds
+    r("model_hook", m, "kv", r.obj(lambda i: [i[3].float(), i[4]]),
+      {"budget": 64, "evict": 32, "bits": 4, "group": 8, "state": [0.0], "layers": [1]})
+    r("generate", m, tokens(3, 5), 7)
+    assert r("kv_cache_size", m)[1, 2].item() == 3 * 2 * 4 * 12 * 2  # 4 rows of 12 slots (5 + 7: the most it will hold)
     r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), {"budget": 6, "positions": "cache", "layers": [1]})
     r("generate", m, tokens(3, 5), 7)
     assert r("kv_cache_size", m)[1, :2].tolist() == [6, bytes_of(3, 2, 6, 8, 32, 8, ranked=True)]

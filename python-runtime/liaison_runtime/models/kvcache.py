@@ -23,8 +23,11 @@ current. After a fire the buffer is empty. rows = min(evict, ROWS) for a budgete
 once it is full a fire comes every `evict` steps anyway (more rows would be memory never
 used); ROWS for budget null, and none at all for a hook with neither a budget nor state (it
 fires at the prefill only: nothing could use its later scores). The row buffer is the
-hook's working memory ((B, H, rows, cap) in the model's dtype) beside the cache:
-kv_cache_size reports it apart from the cache's bytes.
+hook's working memory ((B, H, rows, cap): the model's dtype, f16 beside quantized entries)
+beside the cache, so rows are also capped at what keeps it within 1/ROW_SHARE of the cache's
+bytes (at least MIN_ROWS): at 4 bits a token's entries are ~1/7 of their f32 size, and 32
+f32 rows would outweigh the cache they serve. kv_cache_size reports it apart from the
+cache's bytes.
 
 Why this equals firing at every step, for a policy whose update over R rows is exact (as
 the prefill already demands: an accumulated sum, a count decayed by age): between two
@@ -61,6 +64,8 @@ from .gpt import GPT
 from .rope import apply_rope, cos_sin, turn
 
 ROWS = 64  # the most decoding steps' attention rows a hook is given at once
+ROW_SHARE = 8  # the row buffer holds at most 1/ROW_SHARE of the cache's bytes ...
+MIN_ROWS = 4  # ... or MIN_ROWS rows (below that, dispatch would cost more than memory saves)
 
 
 @dataclass
@@ -97,8 +102,15 @@ class LayerCache:
         # writes (no search for a free slot); None after an eviction that spared some rows
         self.freed: torch.Tensor | None = None
         self.taken = 0
-        # the attention rows of the steps since the hook last fired, oldest first (B, H, rows, cap)
-        self.rows = torch.zeros(b, h, rows, cap, dtype=dtype, device=device) if spec and rows else None
+        # the attention rows of the steps since the hook last fired, oldest first (B, H, rows, cap);
+        # f16 beside quantized entries (attention to 11 significant bits: far finer than 4-8-bit
+        # keys), and few enough rows that the buffer stays a small share of the cache
+        row_dtype = torch.float16 if self.bits < 32 and dtype == torch.float32 else dtype
+        if spec and rows > 1:
+            per_slot = self.nbytes() // (b * h * cap)  # bytes a token costs: entries, position, state
+            share = per_slot // (ROW_SHARE * torch.empty(0, dtype=row_dtype).element_size())
+            rows = min(rows, max(MIN_ROWS, share))
+        self.rows = torch.zeros(b, h, rows, cap, dtype=row_dtype, device=device) if spec and rows else None
         self.nrows = 0
 
     def read(self, parts: list[torch.Tensor], w: int) -> torch.Tensor:
@@ -340,7 +352,7 @@ class Decoder:
         evicting = more and budget is not None and max(cache.counts) >= budget
         if evicting or cache.nrows == cache.rows.shape[2]:
             state = [buf[:, :, :w] for buf in cache.state]
-            rows = cache.rows[:, :, :cache.nrows, :w]  # (B, H, R, w), R >= 1
+            rows = cache.rows[:, :, :cache.nrows, :w].to(cache.dtype)  # (B, H, R, w), R >= 1
             cache.scores = fire(cache, layer, [keys, values, rows, pos, *state], self.op)
             cache.nrows = 0
         if evicting:
