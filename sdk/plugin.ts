@@ -26,7 +26,7 @@ import { Value } from '@sinclair/typebox/value';
 import { LiaisonError } from '../bridge/index.js';
 
 /** The plugin families the SDK knows (docs/architecture.md, "Plugins and families"). */
-export const FAMILIES = ['momentum-optimizer', 'pruner', 'deflator', 'router', 'kv-policy'] as const;
+export const FAMILIES = ['momentum-optimizer', 'pruner', 'deflator', 'router', 'kv-policy', 'adapter'] as const;
 export type Family = (typeof FAMILIES)[number];
 
 /** What every plugin instance carries, whatever its family. */

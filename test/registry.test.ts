@@ -10,7 +10,7 @@ import { type Family, type PluginFactory, plugins } from '../sdk/plugin.js';
 const ROOT = join(import.meta.dirname, '..', 'plugins');
 /** Folder under plugins/ -> the family its plugins belong to. */
 const FOLDERS: Record<string, Family> = {
-  momentum: 'momentum-optimizer', pruners: 'pruner', deflators: 'deflator', routers: 'router', 'kv-policies': 'kv-policy',
+  momentum: 'momentum-optimizer', pruners: 'pruner', deflators: 'deflator', routers: 'router', 'kv-policies': 'kv-policy', adapters: 'adapter',
 };
 
 const files = readdirSync(ROOT, { withFileTypes: true })

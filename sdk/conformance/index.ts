@@ -12,6 +12,7 @@
  * own test with `only: [name]` (docs/writing-a-plugin.md shows it for vitest).
  */
 import { LiaisonError } from '../../bridge/index.js';
+import { adapterCases } from './adapters.js';
 import type { Family, PluginInstance } from '../plugin.js';
 import { deflatorCases } from './deflators.js';
 import { kvPolicyCases } from './kv-policies.js';
@@ -21,7 +22,7 @@ import { routerCases } from './routers.js';
 import { type CaseDef, type ConformanceCase, type ConformanceOptions, type ConformanceReport, resolveCases, runCases, sample, type Subject } from './suite.js';
 
 export { check, values, ConformanceFailure, type CaseContext, type CaseDef, type CaseResult, type ConformanceCase, type ConformanceOptions, type ConformanceReport, type SkipRule, type Subject } from './suite.js';
-export { deflatorCases, kvPolicyCases, momentumCases, prunerCases, routerCases };
+export { adapterCases, deflatorCases, kvPolicyCases, momentumCases, prunerCases, routerCases };
 
 const SUITES: Record<Family, () => CaseDef<never>[]> = {
   'momentum-optimizer': momentumCases as () => CaseDef<never>[],
@@ -29,6 +30,7 @@ const SUITES: Record<Family, () => CaseDef<never>[]> = {
   deflator: deflatorCases as () => CaseDef<never>[],
   router: routerCases as () => CaseDef<never>[],
   'kv-policy': kvPolicyCases as () => CaseDef<never>[],
+  adapter: adapterCases as () => CaseDef<never>[],
 };
 
 function suite(family: Family): CaseDef<PluginInstance>[] {
