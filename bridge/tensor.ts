@@ -255,6 +255,14 @@ export class Tensor extends Shaped {
   // ---- nn ----
   softmax(dim = -1): T { return this.op('softmax', [dim]); }
   logSoftmax(dim = -1): T { return this.op('log_softmax', [dim]); }
+  /**
+   * A 1-, 2- or 3-d convolution of this (N, C_in, …spatial) by `weight` (C_out, C_in / groups,
+   * …kernel), chosen by the weight's rank (3, 4, 5). stride, padding, dilation: a number or one
+   * per spatial dim (padding also 'same' / 'valid').
+   */
+  conv(weight: T, opts: { bias?: T | null; stride?: Dims; padding?: Dims | 'same' | 'valid'; dilation?: Dims; groups?: number } = {}): T {
+    return this.op('conv', [weight, opts.bias ?? null, opts.stride ?? 1, opts.padding ?? 0, opts.dilation ?? 1, opts.groups ?? 1]);
+  }
 
   // ---- dtype ----
   to(dtype: DType): T { return this.op('to', [dtype]); }

@@ -48,6 +48,13 @@ export const HOOK_POINTS = {
     fires: 'every forward of each chosen nn.Linear / nn.Conv1d/2d/3d, before it runs',
     sites: 'modules', what: 'nn.Linear or nn.Conv*d', options: ['modules'],
   },
+  output: {
+    name: 'output',
+    inputs: ["x (the module's input, as its forward got it)", "y (the module's output)"],
+    outputs: ["y' (what the model gets instead of y: y's shape and dtype)"],
+    fires: 'after every forward of each chosen nn.Linear / nn.Conv1d/2d/3d (autograd runs through it); y is computed with the weight a weight hook on the same module gives',
+    sites: 'modules', what: 'nn.Linear or nn.Conv*d', options: ['modules'],
+  },
 } as const satisfies Record<string, HookPoint>;
 
 export type HookPointName = keyof typeof HOOK_POINTS;

@@ -49,6 +49,20 @@ interface Description {
   /** Sites of the layer-indexed hook points, counted; of the module-named ones, by name (sdk/hook-points.ts). */
   hooks?: Partial<Record<string, number>>;
   hook_modules?: Partial<Record<string, string[]>>;
+  module_geometry?: Record<string, ModuleGeometry>;
+}
+
+/** A module-named hook site's layer geometry, as the runtime describes it (what an adapter's factors must fit). */
+export interface ModuleGeometry {
+  kind: 'linear' | 'conv1d' | 'conv2d' | 'conv3d';
+  /** In and out features (linear) or channels (conv). */
+  in: number;
+  out: number;
+  /** Per spatial dim; [] for linear. padding 'same' only where it pads one side more (an even kernel). */
+  kernel: number[]; stride: number[]; padding: number[] | 'same'; dilation: number[];
+  groups: number;
+  /** torch's padding_mode: 'zeros', 'reflect', 'replicate' or 'circular'. */
+  padding_mode: string;
 }
 
 /** A safetensors file as `readSafetensors` returns it. */
@@ -94,8 +108,10 @@ export class Model implements ModelLike {
   readonly stateInfo: readonly StateEntry[];
   /** How many sites each layer-indexed hook point has: attention layers (kv) and MoE layers (router). */
   readonly hookPoints: Readonly<Record<LayerPointName, number>>;
-  /** The modules each module-named hook point can be installed on: `weight` (every nn.Linear and nn.Conv*d). */
+  /** The modules each module-named hook point can be installed on: `weight` and `output` (every nn.Linear and nn.Conv*d). */
   readonly hookModules: Readonly<Record<ModulePointName, readonly string[]>>;
+  /** Those modules' geometry by name: kind, in/out, kernel, stride, padding, dilation, groups. */
+  readonly moduleGeometry: Readonly<Record<string, Readonly<ModuleGeometry>>>;
   private readonly paramNames: Set<string>;
   private readonly stateNames: Set<string>;
   private captured: string[] = [];
@@ -111,6 +127,7 @@ export class Model implements ModelLike {
     const sites = hookSites(d.hooks, d.hook_modules);
     this.hookPoints = Object.freeze(sites.counts);
     this.hookModules = Object.freeze(sites.modules);
+    this.moduleGeometry = Object.freeze({ ...d.module_geometry });
     this.paramNames = new Set(d.params.map((p) => p.name));
     this.stateNames = new Set(d.state.map((s) => s.name));
   }
@@ -394,19 +411,33 @@ export class Model implements ModelLike {
    * captured by it. sdk/weight-hooks.ts traces such programs ({@link weightHook}).
    */
   setWeightHook(modules: string | readonly string[], program: Program | null): string[] {
-    const sites = this.hookModules.weight;
+    return this.setModuleHook('setWeightHook', 'weight', modules, program);
+  }
+
+  /**
+   * Install `program` at the output hook point of the modules `modules` names (as
+   * {@link setWeightHook}); null removes it there. The program takes `[x, y]` (the module's
+   * input and output) and returns what the model gets instead of y (y's shape and dtype),
+   * after every forward of the module: an adapter adds its side path to y (sdk/adapters.ts).
+   */
+  setOutputHook(modules: string | readonly string[], program: Program | null): string[] {
+    return this.setModuleHook('setOutputHook', 'output', modules, program);
+  }
+
+  private setModuleHook(method: string, point: ModulePointName, modules: string | readonly string[], program: Program | null): string[] {
+    const sites = this.hookModules[point];
     const pattern = typeof modules === 'string' ? modules : Array.isArray(modules) && modules.every((m) => typeof m === 'string') ? modules.map(escapeRegExp).join('|') : undefined;
-    if (pattern === undefined) throw new LiaisonError('E_ARG', `Model.setWeightHook: modules must be a regular expression (a string) or a list of module names, got ${JSON.stringify(modules)}`, { param: 'modules' });
+    if (pattern === undefined) throw new LiaisonError('E_ARG', `Model.${method}: modules must be a regular expression (a string) or a list of module names, got ${JSON.stringify(modules)}`, { param: 'modules' });
     let rx: RegExp;
     try {
       rx = new RegExp(`^(?:${pattern})$`);
     } catch (e) {
-      throw new LiaisonError('E_ARG', `Model.setWeightHook: modules ${JSON.stringify(pattern)} is not a regular expression`, { param: 'modules', cause: e });
+      throw new LiaisonError('E_ARG', `Model.${method}: modules ${JSON.stringify(pattern)} is not a regular expression`, { param: 'modules', cause: e });
     }
     const chosen = sites.filter((n) => rx.test(n));
-    if (!chosen.length) throw new LiaisonError('E_ARG', `Model.setWeightHook: ${JSON.stringify(modules)} matches no module with a weight hook point; the ${this.kind} model's are ${listed(sites)}`, { param: 'modules' });
-    this.rt.call('model_hook', [this.handle, 'weight', program?.handle ?? null, { modules: pattern }], undefined, 0);
-    this.track('weight', program, chosen);
+    if (!chosen.length) throw new LiaisonError('E_ARG', `Model.${method}: ${JSON.stringify(modules)} matches no module with a ${point} hook point; the ${this.kind} model's are ${listed(sites)}`, { param: 'modules' });
+    this.rt.call('model_hook', [this.handle, point, program?.handle ?? null, { modules: pattern }], undefined, 0);
+    this.track(point, program, chosen);
     return chosen;
   }
 

@@ -65,12 +65,12 @@ function data(): { x: Tensor; y: Tensor } {
 
 describe('hook points, declared once', () => {
   it('splits into layer-indexed points (counted) and module-named ones (listed), as the runtime describes them', async () => {
-    expect(Object.keys(HOOK_POINTS)).toEqual(['kv', 'router', 'weight']);
+    expect(Object.keys(HOOK_POINTS)).toEqual(['kv', 'router', 'weight', 'output']);
     expect(LAYER_POINTS).toEqual(['kv', 'router']);
-    expect(MODULE_POINTS).toEqual(['weight']);
+    expect(MODULE_POINTS).toEqual(['weight', 'output']);
     const m = await Model.build(rt, { kind: 'mlp', sizes: [8, 16, 4] }, { seed: 0 });
     expect(m.hookPoints).toEqual({ kv: 0, router: 0 });
-    expect(m.hookModules).toEqual({ weight: ['layers.0', 'layers.1'] });
+    expect(m.hookModules).toEqual({ weight: ['layers.0', 'layers.1'], output: ['layers.0', 'layers.1'] });
     const gpt = await Model.build(rt, { kind: 'gpt', vocab: 16, context: 8, dim: 16, layers: 1, heads: 2 }, { seed: 0 });
     expect(gpt.hookModules.weight).toEqual(['blocks.0.attn.qkv', 'blocks.0.attn.proj', 'blocks.0.mlp.fc', 'blocks.0.mlp.proj', 'head']);
     expect(() => weightHook(m, 'blocks\\..*', (w) => w.mul(2))).toThrow(/matches no module with a weight hook point; the model's are layers\.0, layers\.1/);

@@ -24,6 +24,7 @@ from torch import nn
 from .errors import RuntimeFault
 from .models import GPT, MoE
 from .models.kvcache import KVHook
+from .models.outputs import install_output_hook, remove_output_hook
 from .models.weights import WEIGHT_MODULES, install_weight_hook, remove_weight_hook
 
 
@@ -197,13 +198,14 @@ register(HookPoint(
 ))
 
 
-# ---- weight: the weight a module uses in its forward ----
+# ---- module-named points: weight and output, on every nn.Linear / nn.Conv*d ----
 
 def _weight_sites(m: nn.Module) -> list:
     return [(n, x) for n, x in m.named_modules() if isinstance(x, WEIGHT_MODULES)]
 
 
-def _weight_install(m: nn.Module, hook, opts: dict) -> None:
+def _chosen_modules(m: nn.Module, point: str, opts: dict) -> list:
+    """The (name, module) sites `opts.modules` (a regular expression, whole names) picks."""
     sites = _weight_sites(m)
     pattern = opts.get("modules")
     if not isinstance(pattern, str):
@@ -215,15 +217,42 @@ def _weight_install(m: nn.Module, hook, opts: dict) -> None:
         raise opts_fault(f"is not a regular expression ({e}): {pattern!r}", "modules") from None
     chosen = [(n, x) for n, x in sites if rx.fullmatch(n)]
     if not chosen:
-        raise opts_fault(f"{pattern!r} matches no module with a weight hook point; the model's are "
+        raise opts_fault(f"{pattern!r} matches no module with a {point} hook point; the model's are "
                          f"{', '.join(n for n, _ in sites[:20]) or 'none (no nn.Linear or nn.Conv*d)'}", "modules")
-    if hook is not None:
-        fits(hook, "weight", 1, 1)
-    for n, x in chosen:
-        if hook is None:
-            remove_weight_hook(x)
+    return chosen
+
+
+def _module_installer(point: str, n_in: int, install, remove):
+    def run(m: nn.Module, hook, opts: dict) -> None:
+        chosen = _chosen_modules(m, point, opts)
+        if hook is not None:
+            fits(hook, point, n_in, 1)
+        for n, x in chosen:
+            if hook is None:
+                remove(x)
+            else:
+                install(x, n, hook)
+
+    return run
+
+
+def geometry(m: nn.Module) -> dict:
+    """Each module site's layer geometry, by name (a description's `module_geometry`): what an
+    adapter's factors must fit. padding is a list of ints; torch's 'valid' is zeros and its
+    'same' the ints it amounts to, or 'same' itself where that pads one side more (even kernels)."""
+    out = {}
+    for n, x in _weight_sites(m):
+        if isinstance(x, nn.Linear):
+            out[n] = {"kind": "linear", "in": x.in_features, "out": x.out_features, "kernel": [], "stride": [],
+                      "padding": [], "dilation": [], "groups": 1, "padding_mode": "zeros"}
         else:
-            install_weight_hook(x, n, hook)
+            span = [d * (k - 1) for d, k in zip(x.dilation, x.kernel_size, strict=True)]  # what 'same' pads
+            pad = list(x.padding) if not isinstance(x.padding, str) else [0] * len(span) if x.padding == "valid" \
+                else [s // 2 for s in span] if all(s % 2 == 0 for s in span) else "same"
+            out[n] = {"kind": f"conv{len(x.kernel_size)}d", "in": x.in_channels, "out": x.out_channels,
+                      "kernel": list(x.kernel_size), "stride": list(x.stride), "padding": pad,
+                      "dilation": list(x.dilation), "groups": x.groups, "padding_mode": x.padding_mode}
+    return out
 
 
 register(HookPoint(
@@ -234,5 +263,17 @@ register(HookPoint(
           "(scores, low-rank factors) are captured by the program, so autograd reaches them",
     sites="modules", options=("modules",),
     find=_weight_sites,
-    install=_weight_install,
+    install=_module_installer("weight", 1, install_weight_hook, remove_weight_hook),
+))
+
+register(HookPoint(
+    name="output",
+    inputs=("x (the module's input, as its forward got it)", "y (the module's output)"),
+    outputs=("y' (what the model gets instead of y: y's shape and dtype)",),
+    fires="after every forward of each chosen nn.Linear / nn.Conv1d/2d/3d (a torch forward hook: autograd runs "
+          "through the program, so the tensors it captured get gradients); y is computed with the weight a "
+          "weight hook on the same module gives",
+    sites="modules", options=("modules",),
+    find=_weight_sites,
+    install=_module_installer("output", 2, install_output_hook, remove_output_hook),
 ))

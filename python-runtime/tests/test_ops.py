@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from runner import Runner
+from runner import Runner, fault
 
 from liaison_runtime.ops import OPS
 
@@ -47,6 +47,23 @@ logits = rn(3, 5)
 labels = T(1, 4, 0)
 torch.manual_seed(0)
 layer = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh())
+sig, img, vol = rn(2, 3, 7), rn(2, 3, 6, 5), rn(1, 2, 3, 3, 2)
+
+
+def _conv1d_ref(t, wt, stride, pad):
+    """out[n, o, i] = sum over c, k of w[o, c, k] * padded[n, c, i * stride + k], as a loop."""
+    p = F.pad(t, (pad, pad))
+    k = wt.shape[-1]
+    n_out = (p.shape[-1] - k) // stride + 1
+    return torch.stack([torch.einsum("nck,ock->no", p[..., i * stride:i * stride + k], wt) for i in range(n_out)], -1)
+
+
+def _conv2d_ref(t, wt, pad, dil):
+    """A stride-1 dilated 2-d convolution as unfold (im2col) and a matmul."""
+    cols = F.unfold(F.pad(t, (pad[1], pad[1], pad[0], pad[0])), wt.shape[2:], dilation=dil)  # (N, C*kh*kw, L)
+    h = t.shape[2] + 2 * pad[0] - dil[0] * (wt.shape[2] - 1)
+    w = t.shape[3] + 2 * pad[1] - dil[1] * (wt.shape[3] - 1)
+    return (wt.reshape(wt.shape[0], -1) @ cols).reshape(t.shape[0], wt.shape[0], h, w)
 
 
 def C(op, args, ref, kw=None, tag=""):
@@ -249,6 +266,11 @@ CASES = [
       tag="_affine"),
     C("linear", [x, rn(2, 4)], lambda t, wt: t @ wt.T),
     C("linear", [x, rn(2, 4), rn(2)], lambda t, wt, b: t @ wt.T + b, tag="_bias"),
+    C("conv", [sig, rn(4, 3, 3), None, 2, 1], lambda t, wt, b, s, p: _conv1d_ref(t, wt, s, p), tag="1d"),
+    C("conv", [img, rn(5, 3, 3, 2), rn(5), 1, [1, 0], [2, 1]],
+      lambda t, wt, b, s, p, d: _conv2d_ref(t, wt, p, d) + b[:, None, None], tag="2d"),
+    C("conv", [vol, rn(4, 1, 1, 1, 1), None, [1, 2, 2], 0, 1, 2],  # 1x1x1, 2 groups: channel c feeds 2c, 2c+1
+      lambda t, wt, b, s, p, d, g: t[:, [0, 0, 1, 1], :, ::2, ::2] * wt.reshape(1, 4, 1, 1, 1), tag="3d_groups"),
     C("cross_entropy", [logits, labels], lambda a, t: -a.log_softmax(1)[[0, 1, 2], [1, 4, 0]].mean()),
     C("cross_entropy", [logits, labels.to(torch.int32)], lambda a, t, ignore_index, reduction:
       F.cross_entropy(a, labels, ignore_index=4, reduction="sum"), kw={"ignore_index": 4, "reduction": "sum"},
@@ -396,3 +418,24 @@ def test_topk_mask_keeps_exactly_k_and_passes_the_gradient_straight_through():
     run("topk_mask", s, 6, abs=False).backward(g)
     torch.testing.assert_close(s.grad, g)
     assert m.dtype == torch.float64 and m.shape == s.shape
+
+
+def test_conv_refuses_what_does_not_fit_naming_the_field():
+    run = Runner()
+    cases = [
+        ((img, rn(5, 3, 3)), {}, "E_SHAPE", "input"),  # a 1-d weight on a 2-d image
+        ((img, rn(5, 3, 3, 3, 3, 3)), {}, "E_SHAPE", "weight"),  # rank 6
+        ((img, rn(5, 2, 3, 3)), {}, "E_SHAPE", "weight"),  # 2 input channels, the image has 3
+        ((img, rn(5, 3, 3, 3), rn(4)), {}, "E_SHAPE", "bias"),
+        ((img, rn(5, 3, 3, 3)), {"stride": [1, 2, 3]}, "E_ARG", "stride"),
+        ((img, rn(5, 3, 3, 3)), {"padding": -1}, "E_ARG", "padding"),
+        ((img, rn(5, 3, 3, 3)), {"padding": "same", "stride": 2}, "E_ARG", "padding"),
+        ((img, rn(5, 3, 3, 3)), {"dilation": 0}, "E_ARG", "dilation"),
+        ((img, rn(6, 1, 3, 3)), {"groups": 4}, "E_ARG", "groups"),
+        ((img, rn(5, 3, 9, 9)), {}, "E_SHAPE", "input"),  # the kernel is larger than the image
+    ]
+    for args, kw, code, field in cases:
+        f = fault(code, run, "conv", *args, **kw)
+        assert f.extra.get("param") == field and f"'{field}'" in f.message, (kw, f.message)
+    same = run("conv", img, rn(5, 3, 3, 3), padding="same")
+    assert same.shape == (2, 5, 6, 5)

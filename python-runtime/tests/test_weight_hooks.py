@@ -35,14 +35,14 @@ def st_topk(scores: torch.Tensor, keep: float) -> torch.Tensor:
 
 
 def test_every_point_is_declared_once_and_model_hook_offers_exactly_those(r):
-    assert set(POINTS) == {"kv", "router", "weight"}
+    assert set(POINTS) == {"kv", "router", "weight", "output"}
     (point,) = [p for p in OPS["model_hook"].params if p.name == "point"]
     assert tuple(point.choices) == tuple(POINTS)
     for p in POINTS.values():
         assert p.inputs and p.outputs and p.fires and p.sites in ("layers", "modules")
     d = r("model_build", {**MLP}).describe()
     assert d["hooks"] == {"kv": 0, "router": 0}
-    assert d["hook_modules"] == {"weight": ["layers.0", "layers.1", "layers.2"]}
+    assert d["hook_modules"] == {p: ["layers.0", "layers.1", "layers.2"] for p in ("weight", "output")}
 
 
 def test_a_straight_through_topk_mask_trains_the_scores_of_frozen_random_weights(r):

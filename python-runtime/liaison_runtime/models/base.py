@@ -29,9 +29,10 @@ def _entry(name: str, t: torch.Tensor) -> dict:
 def describe_module(m: torch.nn.Module, kind: str | None = None) -> dict:
     """The summary of any module: its parameters, buffers and state_dict entries by name (in
     state_dict order, which is the order `model_state` returns), and its hook point sites
-    (liaison_runtime/hooks.py): counts of the layer-indexed ones, names of the module-named ones;
+    (liaison_runtime/hooks.py): counts of the layer-indexed ones, names of the module-named ones
+    and those modules' geometry (kind, in/out, kernel, stride, padding, dilation, groups);
     its structured unit groups and per-sample forward multiply–adds (models/units.py)."""
-    from ..hooks import counts, module_sites  # here, not at the top: hooks imports this package
+    from ..hooks import counts, geometry, module_sites  # here, not at the top: hooks imports this package
     from .units import flops_of, units_of  # units imports the model classes, which import this module
 
     return {
@@ -42,6 +43,7 @@ def describe_module(m: torch.nn.Module, kind: str | None = None) -> dict:
         "state": [{"name": n, "shape": list(t.shape), "dtype": _dtype(t.dtype)} for n, t in m.state_dict().items()],
         "hooks": counts(m),
         "hook_modules": module_sites(m),
+        "module_geometry": geometry(m),
         "units": units_of(m),
         "flops": flops_of(m),
     }

@@ -255,11 +255,11 @@ def model_save_file(ctx, model, path, overwrite):
 @op("model_hook", P("model", "object"), P("point", "str", choices=tuple(POINTS)), P("hook", "object?"),
     P("opts", "any", None), outputs=0)
 def model_hook(ctx, model, point, hook, opts):
-    """model_hook(model, point, hook, opts=None): install a program at a hook point ('kv', 'router', 'weight').
+    """model_hook(model, point, hook, opts=None): install a program at a hook point (kv, router, weight, output).
 
     hook: a program or any callable list[Tensor] -> list[Tensor]; None removes it. opts for
-    'kv': budget (required), state (init values), layers; for 'router': layers; for 'weight':
-    modules (required: a regular expression matched against whole module names). Each point's
+    'kv': budget (required), state (init values), layers; for 'router': layers; for 'weight'
+    and 'output': modules (required: a regular expression matched against whole module names). Each point's
     calling convention is in docs/protocol.md and liaison_runtime/hooks.py."""
     m = model_of("model_hook", model)
     if hook is not None and not callable(hook):

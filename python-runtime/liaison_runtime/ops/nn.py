@@ -1,4 +1,4 @@
-"""Neural-network functions: normalisation, linear layers, losses, dropout."""
+"""Neural-network functions: normalisation, linear and convolution layers, losses, dropout."""
 
 from __future__ import annotations
 
@@ -69,6 +69,60 @@ def linear(ctx, input, weight, bias):
             raise _shape_fault("linear", f"'bias' has shape {list(bias.shape)}, expected "
                                f"[{weight.shape[0]}]", "bias")
     return F.linear(input, weight, bias)
+
+
+_CONVS = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
+
+
+def _conv_ints(field: str, v, n: int, lo: int) -> list[int]:
+    """An int or a list of n ints, each >= lo (stride, padding, dilation of an n-d conv)."""
+    vals = [v] * n if isinstance(v, int) and not isinstance(v, bool) else v
+    if not isinstance(vals, list) or len(vals) != n or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= lo for i in vals):
+        raise RuntimeFault("E_ARG", f"conv: '{field}' must be an integer >= {lo} or a list of {n} of them "
+                           f"(one per spatial dim), got {v!r}", param=field)
+    return vals
+
+
+@op("conv", P("input", "tensor"), P("weight", "tensor"), P("bias", "tensor?", None), P("stride", "int|ints", 1),
+    P("padding", "any", 0), P("dilation", "int|ints", 1), P("groups", "int", 1))
+def conv(ctx, input, weight, bias, stride, padding, dilation, groups):
+    """conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1): 1/2/3-d by weight's rank.
+
+    input (N, C_in, *S) or (C_in, *S), weight (C_out, C_in / groups, *K) of rank 3, 4 or 5 (F.conv1d,
+    conv2d, conv3d); stride, padding, dilation an int or one per spatial dim; padding also 'same' or
+    'valid'."""
+    need_float("conv", "input", input)
+    _same_float("conv", weight, "weight", input)
+    if weight.dim() not in _CONVS:
+        raise _shape_fault("conv", f"'weight' {list(weight.shape)} must have rank 3, 4 or 5 (a 1-, 2- or 3-d "
+                           "convolution's (C_out, C_in / groups, *kernel))", "weight")
+    n = weight.dim() - 2
+    if input.dim() not in (n + 1, n + 2):
+        raise _shape_fault("conv", f"'input' {list(input.shape)} must be (N, C, {n} spatial dims) or (C, {n} "
+                           f"spatial dims) for a {n}-d 'weight' {list(weight.shape)}", "input")
+    if groups < 1 or weight.shape[0] % groups:
+        raise RuntimeFault("E_ARG", f"conv: 'groups' must be >= 1 and divide the {weight.shape[0]} output "
+                           f"channels, got {groups}", param="groups")
+    c = input.shape[-n - 1]
+    if c != weight.shape[1] * groups:
+        raise _shape_fault("conv", f"'input' {list(input.shape)} has {c} channels but 'weight' "
+                           f"{list(weight.shape)} with groups {groups} expects {weight.shape[1] * groups}", "weight")
+    if bias is not None:
+        _same_float("conv", bias, "bias", input)
+        if list(bias.shape) != [weight.shape[0]]:
+            raise _shape_fault("conv", f"'bias' has shape {list(bias.shape)}, expected [{weight.shape[0]}]", "bias")
+    stride = _conv_ints("stride", stride, n, 1)
+    dilation = _conv_ints("dilation", dilation, n, 1)
+    if padding not in ("same", "valid"):
+        padding = _conv_ints("padding", padding, n, 0)
+    elif padding == "same" and any(s != 1 for s in stride):
+        raise RuntimeFault("E_ARG", f"conv: 'padding' 'same' needs stride 1, got stride {stride}", param="padding")
+    try:
+        return _CONVS[weight.dim()](input, weight, bias, stride, padding, dilation, groups)
+    except RuntimeError as e:  # an input smaller than the dilated kernel
+        raise _shape_fault("conv", f"'input' {list(input.shape)} does not fit 'weight' {list(weight.shape)} "
+                           f"with stride {stride}, padding {padding}, dilation {dilation}: {e}", "input") from None
 
 
 @op("cross_entropy", P("input", "tensor"), P("target", "tensor"), P("weight", "tensor?", None),

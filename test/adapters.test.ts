@@ -1,0 +1,215 @@
+// The adapters' mechanism (sdk/adapters.ts): a low-rank side path on a Linear and on a Conv2d
+// through the `output` hook point, checked against the same sum computed here by hand; merge
+// and unmerge; the ghost term; rank pattern and parameter count; save and load; the errors.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { AdapterSet, adapterSites } from '../sdk/adapters.js';
+import { Model } from '../sdk/model.js';
+import type { ModelSpec } from '../sdk/model-spec.js';
+import { startRuntime } from './helpers.js';
+
+let rt: Runtime;
+let dir: string;
+beforeAll(async () => {
+  rt = await startRuntime();
+  dir = mkdtempSync(join(tmpdir(), 'liaison-adapters-'));
+});
+afterAll(async () => {
+  await rt?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const MLP: ModelSpec = { kind: 'mlp', sizes: [5, 6, 3] };
+const CNN: ModelSpec = { kind: 'cnn', image: [6, 6], channels: [4], hidden: 8, classes: 3 };
+
+async function arr(t: Tensor): Promise<number[]> {
+  return Array.from(await t.to('f32').toArray() as Float32Array);
+}
+
+function close(got: number[], want: number[], tol = 1e-5): void {
+  expect(got.length).toBe(want.length);
+  const scale = Math.max(1, ...want.map(Math.abs));
+  const worst = Math.max(...got.map((g, i) => Math.abs(g - want[i])));
+  expect(worst).toBeLessThanOrEqual(tol * scale);
+}
+
+/** The named module's output in an eval forward. */
+async function layerOut(model: Model, name: string, x: Tensor): Promise<number[]> {
+  model.capture([name]);
+  model.forward(x, { train: false }).free();
+  const out = await arr(model.activation(name));
+  model.capture([]);
+  return out;
+}
+
+describe('AdapterSet on a Linear', () => {
+  it('adds scale·B·diag(gate)·A x to the output, merges, unmerges and round-trips a checkpoint', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const [site] = adapterSites(model, 'layers\\.0');
+    expect(site).toEqual({ module: 'layers.0', kind: 'linear', in: 5, out: 6, kernel: [], stride: [], padding: [], dilation: [] });
+    const x = rt.randn([4, 5], { seed: 1 });
+    const A = rt.randn([3, 5], { seed: 2 }), B = rt.randn([6, 3], { seed: 3 });
+    const gate = rt.tensor(new Float32Array([1, 0, 0.5]), [3]);
+    const base = await layerOut(model, 'layers.0', x);
+    const set = new AdapterSet(model, { 'layers.0': { A, B, gate, scale: 2 } });
+    set.install();
+    const got = await layerOut(model, 'layers.0', x);
+    const [xs, as, bs, gs] = await Promise.all([arr(x), arr(A), arr(B), arr(gate)]);
+    const want = base.map((v, i) => {
+      const n = Math.floor(i / 6), o = i % 6;
+      let side = 0;
+      for (let k = 0; k < 3; k++) {
+        let h = 0;
+        for (let j = 0; j < 5; j++) h += as[k * 5 + j] * xs[n * 5 + j];
+        side += gs[k] * bs[o * 3 + k] * h;
+      }
+      return v + 2 * side;
+    });
+    close(got, want);
+    expect(await set.rankPattern()).toEqual({ 'layers.0': 2 });
+    expect(await set.parameterCount()).toBe(2 * (5 + 6));
+
+    const logits = await arr(model.forward(x, { train: false }));
+    const w0 = await arr(model.param('layers.0.weight'));
+    await set.merge();
+    await set.merge(); // idempotent
+    expect(set.merged).toBe(true);
+    close(await arr(model.forward(x, { train: false })), logits);
+    expect(() => set.install()).toThrow(/merged into the weights/);
+    expect(() => set.remove()).toThrow(/unmerge\(\) first/);
+    await expect(set.save(join(dir, 'merged.safetensors'))).rejects.toThrow(/merged/);
+    await set.unmerge();
+    const w1 = await arr(model.param('layers.0.weight'));
+    const norm = Math.hypot(...w0);
+    expect(Math.hypot(...w1.map((v, i) => v - w0[i])) / norm).toBeLessThanOrEqual(1e-6);
+    close(await arr(model.forward(x, { train: false })), logits); // the side path is back on
+
+    const path = join(dir, 'mlp.safetensors');
+    await set.save(path);
+    const other = await Model.build(rt, MLP, { seed: 7 }); // other weights: load brings the saved ones
+    const loaded = await AdapterSet.load(other, path);
+    expect(await loaded.rankPattern()).toEqual({ 'layers.0': 2 }); // compacted to the active components
+    close(await arr(other.forward(x, { train: false })), logits);
+    loaded.remove();
+    set.remove();
+    close(await arr(other.forward(x, { train: false })), await arr(model.forward(x, { train: false })));
+    loaded.free();
+    set.free();
+    model.free();
+    other.free();
+  });
+
+  it('a ghost component adds nothing to the output but gets the gradient it would get in the sum', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const x = rt.randn([4, 5], { seed: 1 });
+    const c = rt.randn([4, 3], { seed: 4 }); // a loss linear in the output: its gradient does not depend on it
+    const grads = async (gate: number[], ghost?: number[]): Promise<{ out: number[]; a: number[]; b: number[] }> => {
+      const A = rt.randn([2, 6], { seed: 2 }), B = rt.randn([3, 2], { seed: 3 });
+      for (const t of [A, B]) rt.call('set_requires_grad', [t, true], undefined, 0);
+      const set = new AdapterSet(model, { 'layers.1': { A, B, gate: rt.tensor(new Float32Array(gate), [2]), ghost: ghost && rt.tensor(new Float32Array(ghost), [2]), scale: 0.5 } });
+      set.install();
+      const out = model.forward(x);
+      rt.call('backward', [out.mul(c).sum()], undefined, 0);
+      const r = { out: await arr(out), a: await arr(rt.call('grad_of', [A]) as Tensor), b: await arr(rt.call('grad_of', [B]) as Tensor) };
+      set.free();
+      return r;
+    };
+    const alone = await grads([1, 0]);
+    const ghosted = await grads([1, 0], [0, 1]);
+    const both = await grads([1, 1]);
+    close(ghosted.out, alone.out);
+    close(ghosted.a, both.a);
+    close(ghosted.b, both.b);
+    expect(Math.max(...alone.b.slice(0).filter((_, i) => i % 2 === 1).map(Math.abs))).toBe(0); // without the ghost: none
+    model.free();
+  });
+});
+
+describe('AdapterSet on a Conv2d', () => {
+  it("adds a conv side path of the module's geometry and merges it exactly", async () => {
+    const model = await Model.build(rt, CNN, { seed: 0 });
+    const [site] = adapterSites(model, ['convs.0']);
+    expect(site).toMatchObject({ kind: 'conv2d', in: 1, out: 4, kernel: [3, 3], stride: [1, 1], padding: [1, 1], dilation: [1, 1] });
+    const x = rt.randn([2, 1, 6, 6], { seed: 1 });
+    const A = rt.randn([2, 1, 3, 3], { seed: 2 }), B = rt.randn([4, 2, 1, 1], { seed: 3 });
+    const gate = rt.tensor(new Float32Array([0.5, 1]), [2]);
+    const base = await layerOut(model, 'convs.0', x);
+    const set = new AdapterSet(model, { 'convs.0': { A, B, gate, scale: 1.5 } });
+    set.install();
+    const got = await layerOut(model, 'convs.0', x);
+    const [xs, as, bs, gs] = await Promise.all([arr(x), arr(A), arr(B), arr(gate)]);
+    const px = (n: number, r: number, c: number) => (r < 0 || r >= 6 || c < 0 || c >= 6 ? 0 : xs[n * 36 + r * 6 + c]);
+    const want = base.map((v, i) => {
+      const n = Math.floor(i / 144), o = Math.floor(i / 36) % 4, r = Math.floor(i / 6) % 6, c = i % 6;
+      let side = 0;
+      for (let k = 0; k < 2; k++) {
+        let h = 0;
+        for (let dr = 0; dr < 3; dr++) for (let dc = 0; dc < 3; dc++) h += as[k * 9 + dr * 3 + dc] * px(n, r + dr - 1, c + dc - 1);
+        side += gs[k] * bs[o * 2 + k] * h;
+      }
+      return v + 1.5 * side;
+    });
+    close(got, want);
+    expect(await set.parameterCount()).toBe(2 * (9 + 4));
+    const logits = await arr(model.forward(x, { train: false }));
+    await set.merge();
+    close(await arr(model.forward(x, { train: false })), logits);
+    await set.unmerge();
+    set.free();
+    model.free();
+  });
+});
+
+describe('AdapterSet errors', () => {
+  it('name the module and the field', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const f = () => ({ A: rt.zeros([2, 5]), B: rt.zeros([6, 2]), gate: rt.ones([2]), scale: 1 });
+    expect(() => adapterSites(model, 'blocks\\..*')).toThrow(/matches no module; the mlp model's nn.Linear \/ nn.Conv\*d modules are layers\.0, layers\.1/);
+    expect(() => adapterSites(model, '(')).toThrow(LiaisonError);
+    expect(() => new AdapterSet(model, { head: f() })).toThrow(/'head' is not a module an adapter can sit on/);
+    expect(() => new AdapterSet(model, { 'layers.0': { ...f(), A: rt.zeros([2, 6]) } })).toThrow(/module 'layers\.0': A has shape \[2,6\]; the linear site \(in 5, out 6\) with r = 2 needs \[2,5\]/);
+    expect(() => new AdapterSet(model, { 'layers.0': { ...f(), B: rt.zeros([6, 3]) } })).toThrow(/module 'layers\.0': B has shape/);
+    expect(() => new AdapterSet(model, { 'layers.0': { ...f(), gate: rt.ones([3]) } })).toThrow(/module 'layers\.0': gate has shape/);
+    expect(() => new AdapterSet(model, { 'layers.0': { ...f(), scale: Number.NaN } })).toThrow(/module 'layers\.0': scale must be a finite number/);
+    expect(() => new AdapterSet(model, {})).toThrow(/at least one module/);
+    model.free();
+  });
+});
+
+describe('AdapterSet on an adopted nn.Module', () => {
+  it('puts side paths on its Conv2d and Linear, and merging gives the same function', async () => {
+    const { startWithPython } = await import('../bridge/index.js');
+    const py = await startWithPython({ device: 'cpu' });
+    try {
+      const torch = await py.python.import('torch');
+      await torch.manual_seed(0);
+      const nn = await torch.nn;
+      const net = await nn.Sequential(await nn.Conv2d$(1, 4, 3, { stride: 2, padding: 1 }), await nn.ReLU(), await nn.Flatten(), await nn.Linear(64, 3));
+      const model = await Model.fromHandle(py, await py.adopt(net));
+      expect(model.hookModules.output).toEqual(['0', '3']);
+      const sites = adapterSites(model, '\\d');
+      expect(sites[0]).toMatchObject({ kind: 'conv2d', in: 1, out: 4, kernel: [3, 3], stride: [2, 2], padding: [1, 1] });
+      const set = new AdapterSet(model, {
+        0: { A: py.randn([2, 1, 3, 3], { seed: 1 }), B: py.randn([4, 2, 1, 1], { seed: 2 }), gate: py.ones([2]), scale: 0.5 },
+        3: { A: py.randn([2, 64], { seed: 3 }), B: py.randn([3, 2], { seed: 4 }), gate: py.ones([2]), scale: 0.5 },
+      });
+      const x = py.randn([2, 1, 8, 8], { seed: 5 });
+      const plain = await arr(model.forward(x, { train: false }));
+      set.install();
+      const adapted = await arr(model.forward(x, { train: false }));
+      expect(Math.max(...adapted.map((v, i) => Math.abs(v - plain[i])))).toBeGreaterThan(1e-3);
+      await set.merge();
+      close(await arr(model.forward(x, { train: false })), adapted);
+      await set.unmerge();
+      set.remove();
+      close(await arr(model.forward(x, { train: false })), plain);
+      set.free();
+      model.free();
+    } finally {
+      await py.close();
+    }
+  }, 60_000);
+});
