@@ -27,3 +27,4 @@ export { streamingLLM, StreamingLLM, StreamingLLMConfig } from './kv-policies/st
 export { h2o, H2O, H2OConfig } from './kv-policies/h2o.js';
 export { scissorhands, Scissorhands, ScissorhandsConfig } from './kv-policies/scissorhands.js';
 export { lora, Lora, LoraConfig } from './adapters/lora.js';
+export { adalora, AdaLora, AdaLoraConfig } from './adapters/adalora.js';

@@ -2,9 +2,22 @@
 // conformance suite failing adapters that break the contract, and adalora's allocation
 // driven by the Trainer alone (test/conformance.test.ts runs the suite over every
 // registered adapter plugin).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { adalora } from '../plugins/adapters/adalora.js';
+import { Lora, LoraConfig, lora } from '../plugins/adapters/lora.js';
+import type { AdapterSite } from '../sdk/adapters.js';
+import { type ConformanceReport, runConformance } from '../sdk/conformance/index.js';
+import { Dataset } from '../sdk/data.js';
 import { budgetAt, checkSchedule, maskToBudget, orthogonality, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
+import type { TrainingHooks } from '../sdk/hooks.js';
+import { Model } from '../sdk/model.js';
+import { type PluginFactory, type PluginMeta, validateConfig } from '../sdk/plugin.js';
+import { Trainer } from '../sdk/trainer.js';
+import { gd } from '../plugins/momentum/gd.js';
 import { startRuntime } from './helpers.js';
 
 let rt: Runtime;
@@ -76,5 +89,134 @@ describe('adalora allocation math', () => {
     const A2 = rt.tensor([2, 0, 0, 1, 1, 0], [2, 3]); // AAᵀ = [[4, 2], [2, 2]]: (3² + 2² + 2² + 1²) = 18
     const B2 = rt.tensor([1, 0, 0, 0], [2, 2, 1, 1]); // BᵀB = [[1, 0], [0, 0]]: 1
     expect(await orthogonality(rt, A2, B2, 2).item()).toBeCloseTo(19, 5);
+  });
+});
+
+// ---- the suite fails adapters that break the family's contract ----
+
+/** An unregistered factory of a broken subclass (the suite's resume case needs fresh instances). */
+function factoryOf<C extends object>(name: string, base: PluginFactory, make: (c: C, m: PluginMeta) => unknown): PluginFactory {
+  const m: PluginMeta = Object.freeze({ name, version: '0.0.1', family: 'adapter', schema: base.schema, description: 'a deliberately broken adapter' });
+  const resolve = (c: Partial<C> = {}) => validateConfig(m, c) as C;
+  const f = (c?: Partial<C>) => make(resolve(c), m);
+  Object.defineProperty(f, 'name', { value: name, writable: true });
+  return Object.assign(f, m, { resolve }) as unknown as PluginFactory;
+}
+
+/** Never freezes the model: training moves the base weights too. */
+class Unfrozen extends Lora {
+  override async attach(hooks: TrainingHooks): Promise<void> {
+    await super.attach(new Proxy(hooks, { get: (h, k) => (k === 'freeze' ? () => [] : Reflect.get(h, k)) }));
+  }
+}
+
+/** Counts its gates into the parameters an export holds. */
+class Overcounting extends Lora {
+  override async parameterCount(): Promise<number> {
+    return (await super.parameterCount()) + Object.values(this.set!.factors).reduce((n, f) => n + this.config.r, 0);
+  }
+}
+
+/** Decays its gates every step and leaves them out of checkpoints: a resumed run starts them at one again. */
+class Unsaved extends Lora {
+  protected override gateOf(_site: AdapterSite, r: number, hooks: TrainingHooks): { gate: Tensor } {
+    return { gate: this.hold(hooks.rt.ones([r])) };
+  }
+  protected override join(hooks: TrainingHooks): void {
+    hooks.on('afterOptimizerStep', () => { for (const f of Object.values(this.set!.factors)) f.gate.mul_(0.9); });
+  }
+}
+
+const failed = (r: ConformanceReport, name: RegExp) => r.results.filter((x) => name.test(x.name) && x.status === 'failed').map((x) => x.error!.message);
+
+describe('the adapter suite fails adapters that break the contract', () => {
+  it('one that leaves the base trainable: the frozen check and the bit-for-bit check fail, naming a weight', async () => {
+    const f = factoryOf<LoraConfig>('unfrozen', lora, (c, m) => new Unfrozen(c, m));
+    const report = await runConformance(f, { rt, only: ['attached: a fresh adapter leaves the outputs unchanged, the base frozen, the head left alone unless named', 'training moves only the adapter: every model parameter bit for bit as it was, the factors trained'] });
+    expect(report.failed).toBe(2);
+    expect(failed(report, /^attached/)[0]).toMatch(/must all be frozen; trainable: convs\.0\.weight/);
+    expect(failed(report, /^training moves/)[0]).toMatch(/'convs\.0\.weight' changed in training/);
+  });
+
+  it('one whose parameter count is not what its export holds', async () => {
+    const f = factoryOf<LoraConfig>('overcounting', lora, (c, m) => new Overcounting(c, m));
+    const report = await runConformance(f, { rt, only: ["PEFT tensors: a lora_A / lora_B pair per module with components, shaped by rankPattern(); parameterCount() is their size"] });
+    expect(report.failed).toBe(1);
+    expect(failed(report, /^PEFT/)[0]).toMatch(/parameterCount\(\) is \d+; the exported tensors hold \d+ entries/);
+  });
+
+  it('one whose evolving state is not checkpointed: the resumed run differs from the straight run', async () => {
+    const f = factoryOf<LoraConfig>('unsaved', lora, (c, m) => new Unsaved(c, m));
+    const report = await runConformance(f, { rt, only: ['resumed from a checkpoint mid-run: the same factors and outputs as a straight run'] });
+    expect(report.failed).toBe(1);
+    expect(failed(report, /^resumed/)[0]).toMatch(/(A|B|gate) of the resumed run against the straight run's/);
+  });
+});
+
+describe('adalora allocation, driven by the Trainer alone', () => {
+  it('follows the budget schedule, holds pruned singular values at zero, ends at targetR · modules', async () => {
+    const all = await Dataset.builtin(rt, 'digits');
+    const [rest, data] = all.split(256 / all.size, 0);
+    all.free(); rest.free();
+    const model = await Model.build(rt, { kind: 'cnn', image: [8, 8], channels: [4], hidden: 16, classes: 10 }, { seed: 0 });
+    const cfg = { initR: 6, targetR: 3, totalSteps: 20, tinit: 2, tfinal: 4, deltaT: 3 };
+    const adapter = adalora(cfg);
+    const dir = mkdtempSync(join(tmpdir(), 'liaison-adalora-'));
+    const opts = { optimizer: gd({ lr: 0.05 }), epochs: 1, batchSize: 64, loss: 'cross_entropy' as const, progress: 'none' as const, logEvery: 1000 };
+    const trainer = new Trainer({ model, plugins: [adapter], ...opts, checkpointDir: dir });
+    const schedule = { initBudget: 12, targetBudget: 6, tinit: 2, tfinal: 4, totalSteps: 20, deltaT: 3 }; // two modules: convs.0, fc
+    // the mask after step s holds the budget of the last reallocation up to s
+    const held = (s: number) => { for (let t = s; t >= 1; t--) if (budgetAt(t, schedule).reallocate) return budgetAt(t, schedule).budget; return 12; };
+    try {
+      const seen: number[] = [];
+      for (let epoch = 0; epoch < 5; epoch++) {
+        await trainer.fit(data); // 4 steps; nothing else is called
+        const alloc = await adapter.allocation();
+        expect(Object.keys(alloc)).toEqual(['convs.0', 'fc']);
+        const kept = Object.values(alloc).reduce((a, b) => a + b, 0);
+        seen.push(kept);
+        expect(kept, `after step ${trainer.step}`).toBe(held(trainer.step));
+        // a masked singular value is exactly zero: E ≠ 0 only where the mask keeps it
+        const ranks = await adapter.rankPattern();
+        for (const m of Object.keys(alloc)) expect(ranks[m]).toBeLessThanOrEqual(alloc[m]);
+      }
+      // by hand, b(t) = ⌊6·(1 − (t − 2)/14)³ + 6⌋ reallocated at t = 3, 6, 9, 12 and 16: 10 (t 3), 8 (t 6), 6 (t 12, 16)
+      expect(seen).toEqual([10, 8, 6, 6, 6]); // after steps 4, 8, 12, 16, 20
+      const end = await adapter.allocation(), ranks = await adapter.rankPattern();
+      expect(end['convs.0'] + end.fc).toBe(cfg.targetR * 2);
+      expect(ranks).toEqual(end); // every kept triplet is in the sum
+      expect(await adapter.parameterCount()).toBe(end['convs.0'] * (1 * 9 + 4) + end.fc * (64 + 16));
+      // resumed after step 8: the mask and the importance averages come back, and the run goes on as the straight one
+      const twin = await Model.build(rt, { kind: 'cnn', image: [8, 8], channels: [4], hidden: 16, classes: 10 }, { seed: 1 });
+      const again = adalora(cfg);
+      const resumed = await Trainer.resume(join(dir, 'epoch-2.safetensors'), { model: twin, plugins: [again], ...opts });
+      try {
+        const at = await again.allocation();
+        expect(at['convs.0'] + at.fc).toBe(seen[1]);
+        await resumed.fit(data, { epochs: 3 });
+        expect(await again.allocation()).toEqual(end);
+        for (const m of ['convs.0', 'fc']) {
+          const [a, b] = [adapter.set!.factors[m].gate, again.set!.factors[m].gate];
+          expect(await a.sub(b).abs().amax().item(), m).toBeLessThanOrEqual(1e-6 * await a.abs().amax().item());
+        }
+      } finally { resumed.free(); again.free(); twin.free(); }
+    } finally {
+      trainer.free(); adapter.free(); data.free(); model.free();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a run without totalSteps, and a schedule that cannot fit, naming the field', async () => {
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 8, 10] }, { seed: 0 });
+    const data = await Dataset.builtin(rt, 'digits');
+    try {
+      for (const [cfg, field] of [[{}, 'totalSteps'], [{ totalSteps: 4, tinit: 2, tfinal: 2 }, 'totalSteps'], [{ totalSteps: 40, initR: 4, targetR: 6 }, 'targetR']] as const) {
+        const adapter = adalora(cfg);
+        const trainer = new Trainer({ model, optimizer: gd({ lr: 0.05 }), plugins: [adapter], epochs: 1, batchSize: 512, progress: 'none' });
+        try {
+          await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', param: field });
+        } finally { trainer.free(); adapter.free(); }
+      }
+    } finally { data.free(); model.free(); }
   });
 });
