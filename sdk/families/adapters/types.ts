@@ -21,8 +21,6 @@ import type { AdapterSet } from '../../adapters.js';
 import type { TrainerPlugin } from '../../hooks.js';
 import type { PluginInstance } from '../../plugin.js';
 
-export type { AdapterSet, AdapterSite, LowRankFactors } from '../../adapters.js';
-
 export interface Adapter<C = unknown> extends PluginInstance<C>, TrainerPlugin {
   /**
    * The AdapterSet once attached (null before `attach()`): the sites, the factors of each
