@@ -65,6 +65,8 @@ export async function peftTensors(set: AdapterSetLike, gates: Record<string, Flo
     if (!keep.length) continue; // nothing of this module in the sum: PEFT gets no entry for it
     const f = set.factors[m];
     const site = set.sites[m];
+    // PEFT's conv lora_A takes the base layer's kernel, stride and padding, not its dilation
+    if (site.dilation.some((d) => d !== 1)) throw new LiaisonError('E_ARG', `AdapterSet.peftTensors: module '${m}' is a dilated convolution (dilation [${site.dilation}]); PEFT's LoRA convolution ignores dilation, so it would compute another function — export without it`, { param: 'dilation' });
     const idx = rt.tensor(BigInt64Array.from(keep), [keep.length], 'i64');
     const g = f.gate.indexSelect(0, idx).reshape([1, keep.length, ...site.kernel.map(() => 1)]);
     const a = f.A.indexSelect(0, idx);
@@ -80,9 +82,14 @@ export async function peftTensors(set: AdapterSetLike, gates: Record<string, Flo
   const counts = new Map<number, number>();
   for (const m of modules) counts.set(rank[m], (counts.get(rank[m]) ?? 0) + 1);
   const r = [...counts.entries()].sort((x, y) => y[1] - x[1] || x[0] - y[0])[0][0];
+  // PEFT reads a pattern key k as the regex (.*\.)?(k)$, first match wins: a name that ends another
+  // (nested modules '0' and '3.0') is anchored so that it names only itself
+  const key = (m: string) => (modules.some((o) => o.endsWith(`.${m}`)) ? `^${m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$` : m);
   const config: PeftLoraConfig = {
     peft_type: 'LORA', task_type: null, r, lora_alpha: alpha[modules.find((m) => rank[m] === r)!],
-    target_modules: modules, rank_pattern: rank, alpha_pattern: alpha, lora_dropout: 0, bias: 'none', use_rslora: false,
+    target_modules: modules,
+    rank_pattern: Object.fromEntries(modules.map((m) => [key(m), rank[m]])),
+    alpha_pattern: Object.fromEntries(modules.map((m) => [key(m), alpha[m]])), lora_dropout: 0, bias: 'none', use_rslora: false,
     fan_in_fan_out: false, init_lora_weights: true, modules_to_save: null, base_model_name_or_path: null, revision: null,
     inference_mode: true, use_dora: false,
   };
@@ -101,10 +108,10 @@ export async function writePeftDir(dir: string, tensors: Record<string, Tensor>,
 function patternValue(pattern: Record<string, number> | undefined, module: string): number | undefined {
   if (!pattern) return undefined;
   if (module in pattern) return pattern[module];
-  // PEFT's keys may be patterns, matched against the end of a module's name
+  // PEFT's keys are patterns matched against the end of a module's name, first match wins
   for (const [k, v] of Object.entries(pattern)) {
     try {
-      if (new RegExp(`(?:^|\\.)(?:${k})$`).test(module)) return v;
+      if (new RegExp(`^(?:.*\\.)?(?:${k})$`).test(module)) return v;
     } catch {
       // not a regular expression: only an exact name, tried above
     }

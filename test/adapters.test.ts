@@ -5,8 +5,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
-import { AdapterSet, adapterSites } from '../sdk/adapters.js';
+import { LiaisonError, type PyObject, type PythonRuntime, type Runtime, startWithPython, type Tensor } from '../bridge/index.js';
+import { AdapterSet, adapterSites, type LowRankFactors } from '../sdk/adapters.js';
 import { Model } from '../sdk/model.js';
 import type { ModelSpec } from '../sdk/model-spec.js';
 import { startRuntime } from './helpers.js';
@@ -180,36 +180,66 @@ describe('AdapterSet errors', () => {
 });
 
 describe('AdapterSet on an adopted nn.Module', () => {
+  let py: PythonRuntime;
+  let nn: PyObject;
+  beforeAll(async () => {
+    py = await startWithPython({ device: 'cpu' });
+    const torch = await py.python.import('torch');
+    await torch.manual_seed(0);
+    nn = await torch.nn;
+  });
+  afterAll(async () => {
+    await py?.close();
+  });
+
   it('puts side paths on its Conv2d and Linear, and merging gives the same function', async () => {
-    const { startWithPython } = await import('../bridge/index.js');
-    const py = await startWithPython({ device: 'cpu' });
-    try {
-      const torch = await py.python.import('torch');
-      await torch.manual_seed(0);
-      const nn = await torch.nn;
-      const net = await nn.Sequential(await nn.Conv2d$(1, 4, 3, { stride: 2, padding: 1 }), await nn.ReLU(), await nn.Flatten(), await nn.Linear(64, 3));
-      const model = await Model.fromHandle(py, await py.adopt(net));
-      expect(model.hookModules.output).toEqual(['0', '3']);
-      const sites = adapterSites(model, '\\d');
-      expect(sites[0]).toMatchObject({ kind: 'conv2d', in: 1, out: 4, kernel: [3, 3], stride: [2, 2], padding: [1, 1] });
-      const set = new AdapterSet(model, {
-        0: { A: py.randn([2, 1, 3, 3], { seed: 1 }), B: py.randn([4, 2, 1, 1], { seed: 2 }), gate: py.ones([2]), scale: 0.5 },
-        3: { A: py.randn([2, 64], { seed: 3 }), B: py.randn([3, 2], { seed: 4 }), gate: py.ones([2]), scale: 0.5 },
-      });
-      const x = py.randn([2, 1, 8, 8], { seed: 5 });
-      const plain = await arr(model.forward(x, { train: false }));
-      set.install();
-      const adapted = await arr(model.forward(x, { train: false }));
-      expect(Math.max(...adapted.map((v, i) => Math.abs(v - plain[i])))).toBeGreaterThan(1e-3);
-      await set.merge();
-      close(await arr(model.forward(x, { train: false })), adapted);
-      await set.unmerge();
-      set.remove();
-      close(await arr(model.forward(x, { train: false })), plain);
-      set.free();
-      model.free();
-    } finally {
-      await py.close();
-    }
+    const net = await nn.Sequential(await nn.Conv2d$(1, 4, 3, { stride: 2, padding: 1 }), await nn.ReLU(), await nn.Flatten(), await nn.Linear(64, 3));
+    const model = await Model.fromHandle(py, await py.adopt(net));
+    expect(model.hookModules.output).toEqual(['0', '3']);
+    const sites = adapterSites(model, '\\d');
+    expect(sites[0]).toMatchObject({ kind: 'conv2d', in: 1, out: 4, kernel: [3, 3], stride: [2, 2], padding: [1, 1] });
+    const set = new AdapterSet(model, {
+      0: { A: py.randn([2, 1, 3, 3], { seed: 1 }), B: py.randn([4, 2, 1, 1], { seed: 2 }), gate: py.ones([2]), scale: 0.5 },
+      3: { A: py.randn([2, 64], { seed: 3 }), B: py.randn([3, 2], { seed: 4 }), gate: py.ones([2]), scale: 0.5 },
+    });
+    const x = py.randn([2, 1, 8, 8], { seed: 5 });
+    const plain = await arr(model.forward(x, { train: false }));
+    set.install();
+    const adapted = await arr(model.forward(x, { train: false }));
+    expect(Math.max(...adapted.map((v, i) => Math.abs(v - plain[i])))).toBeGreaterThan(1e-3);
+    await set.merge();
+    close(await arr(model.forward(x, { train: false })), adapted);
+    await set.unmerge();
+    set.remove();
+    close(await arr(model.forward(x, { train: false })), plain);
+    set.free();
+    model.free();
+  }, 60_000);
+
+  it('exports nested names PEFT would confuse anchored, and refuses what PEFT cannot compute', async () => {
+    // '0' ends '1.0': PEFT reads pattern keys as (.*\.)?(key)$, so '0' must be written ^0$
+    const net = await nn.Sequential(await nn.Linear(4, 4), await nn.Sequential(await nn.Linear(4, 4), await nn.Linear(4, 2)));
+    const model = await Model.fromHandle(py, await py.adopt(net));
+    const f = (i: number, o: number, r: number, s: number): LowRankFactors => ({ A: py.randn([r, i], { seed: s }), B: py.randn([o, r], { seed: s + 1 }), gate: py.ones([r]), scale: s });
+    const set = new AdapterSet(model, { 0: f(4, 4, 2, 1), '1.0': f(4, 4, 3, 3) });
+    set.install();
+    const x = py.randn([3, 4], { seed: 9 });
+    const want = await arr(model.forward(x, { train: false }));
+    const { tensors, config } = await set.peftTensors();
+    for (const t of Object.values(tensors)) t.free();
+    expect(config.rank_pattern).toEqual({ '^0$': 2, '1.0': 3 });
+    expect(config.alpha_pattern).toEqual({ '^0$': 2, '1.0': 9 });
+    await set.exportPeft(join(dir, 'nested'));
+    set.free();
+    const back = await AdapterSet.importPeft(model, join(dir, 'nested'));
+    close(await arr(model.forward(x, { train: false })), want);
+    back.free();
+    model.free();
+
+    const dilated = await Model.fromHandle(py, await py.adopt(await nn.Conv2d$(1, 2, 3, { dilation: 2 })));
+    const d = new AdapterSet(dilated, { '': { A: py.randn([1, 1, 3, 3]), B: py.randn([2, 1, 1, 1]), gate: py.ones([1]), scale: 1 } });
+    await expect(d.peftTensors()).rejects.toThrow(/dilated convolution .*PEFT's LoRA convolution ignores dilation/);
+    d.free();
+    dilated.free();
   }, 60_000);
 });
