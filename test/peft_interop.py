@@ -27,11 +27,15 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python-runtime"))
 
 
+def spec_of(case: str) -> dict:
+    with open(os.path.join(case, "spec.json")) as f:
+        return json.load(f)
+
+
 def base_model(case: str) -> torch.nn.Module:
     from liaison_runtime.models.build import build
 
-    spec = json.load(open(os.path.join(case, "spec.json")))
-    m = build(spec["model"], torch.device("cpu"))
+    m = build(spec_of(case)["model"], torch.device("cpu"))
     m.load_state_dict(load_file(os.path.join(case, "base.safetensors")), strict=True)
     return m.eval()
 
@@ -53,7 +57,7 @@ def main() -> None:
             exported = PeftModel.from_pretrained(base_model(case), os.path.join(case, "export")).eval()
             save_file({"y": exported(x).contiguous()}, os.path.join(case, "out_export.safetensors"))
 
-        want = json.load(open(os.path.join(case, "spec.json")))["peft"]
+        want = spec_of(case)["peft"]
         model = get_peft_model(base_model(case), LoraConfig(
             r=want["r"], lora_alpha=want["alpha"], target_modules=want["targets"], rank_pattern=want["rank_pattern"],
             alpha_pattern=want["alpha_pattern"], lora_dropout=0.0))
