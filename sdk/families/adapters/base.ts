@@ -17,7 +17,9 @@
  *   when a `fit()` ends (the Trainer's `fitEnd` point).
  *
  * A resume restores A, B (plugin parameters), the gates and the plugin's own state in place,
- * so the installed side paths read the restored values.
+ * so the installed side paths read the restored values. While merged, the adapter refuses
+ * a Trainer checkpoint (it would hold the update twice) and further training (the side
+ * paths it would train are off): `adapter.set.unmerge()` first.
  */
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../../bridge/index.js';
@@ -155,7 +157,11 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
     }
     this.set = new AdapterSet(model, factors);
     this.set.install();
-    hooks.addState('adapter', () => this.held);
+    hooks.addState('adapter', () => {
+      // a checkpoint holds the factors apart: of merged weights, a resume would add the update twice
+      if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights, so a Trainer checkpoint would hold it twice; call adapter.set.unmerge() before trainer.save() (or save the merged model with model.save)`, { param: 'merge' });
+      return this.held;
+    });
     // a fit after a merge would train side paths the forward no longer runs: refused when the step is traced
     hooks.on('beforeStep', () => {
       if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights (merge: true merges when a fit ends); call adapter.set.unmerge() before training again`);
