@@ -2,16 +2,33 @@
 // growth.ts): the deflation loss's gradient is the deflated objective's, growth follows its
 // rule and stops at the budget, ghosts train without changing the forward, a resumed run
 // equals a straight one, and the self-correction example's fast variant shows errors decaying.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Runtime, Tensor } from '../bridge/index.js';
+import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { adapad, type Adapad } from '../plugins/adapters/adapad.js';
+import { adam } from '../plugins/momentum/adam.js';
+import { Dataset } from '../sdk/data.js';
 import { deflationLoss } from '../sdk/families/adapters/deflation.js';
 import { componentPhases, componentSensitivity, growModule, growthChoice } from '../sdk/families/adapters/growth.js';
+import { Model } from '../sdk/model.js';
 import { noGrad, trace } from '../sdk/program.js';
-import { startRuntime } from './helpers.js';
+import { Trainer, type TrainerOptions } from '../sdk/trainer.js';
+import { runExample, startRuntime } from './helpers.js';
 
 let rt: Runtime;
-beforeAll(async () => { rt = await startRuntime(); });
-afterAll(async () => { await rt?.close(); });
+let digits: Dataset;
+const dirs: string[] = [];
+beforeAll(async () => {
+  rt = await startRuntime();
+  digits = await Dataset.builtin(rt, 'digits');
+});
+afterAll(async () => {
+  await rt?.close();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+const tempDir = () => { const d = mkdtempSync(join(tmpdir(), 'liaison-adapad-')); dirs.push(d); return d; };
 
 /** A seeded (r, c) matrix as rows of numbers. */
 function matrix(r: number, c: number, seed: number): number[][] {
@@ -106,4 +123,101 @@ describe('growth (sdk/families/adapters/growth.ts)', () => {
     expect(got[0]).toBeCloseTo(1.5 + 7 / 3, 5);
     expect(got[1]).toBeCloseTo(3 + 5 / 3, 5);
   });
+});
+
+/** An MLP 64-32-16-10 on the digits: adapad sits on layers.0 and layers.1 (the head is left out). Batches of 600: 3 steps an epoch. */
+async function setup(plugin: Adapad, seed = 0): Promise<TrainerOptions> {
+  const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 32, 16, 10] }, { seed });
+  return { model, optimizer: adam({ lr: 0.01 }), plugins: [plugin], batchSize: 600, shuffle: true, seed: 1, progress: 'none' };
+}
+const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+
+describe('adapad (plugins/adapters/adapad.ts)', () => {
+  it('grows one component every growEvery steps until the budget is spent, never past it, and reports the rank pattern', async () => {
+    // two modules start with one component each; growths at steps 3, 6, 9 spend the budget of 5;
+    // each new component is a ghost for 2 steps, so the sum holds it from the epoch end after
+    const plugin = adapad({ maxRank: 3, budget: 5, growEvery: 3, advance: 2, localSteps: 2 });
+    const trainer = new Trainer(await setup(plugin));
+    await trainer.fit(digits, { epochs: 6 });
+    expect(plugin.rankHistory.map((h) => h.step)).toEqual([3, 6, 9, 12, 15, 18]);
+    expect(plugin.rankHistory.map((h) => sum(h.ranks))).toEqual([2, 3, 4, 5, 5, 5]);
+    const born = await plugin.born();
+    expect(sum(born)).toBe(5);
+    const ranks = await plugin.rankPattern();
+    expect(ranks).toEqual(born); // every born component has joined the sum
+    expect(Object.keys(ranks)).toEqual(['layers.0', 'layers.1']);
+    for (const r of Object.values(ranks)) expect(r).toBeGreaterThanOrEqual(1);
+    for (const r of Object.values(ranks)) expect(r).toBeLessThanOrEqual(3);
+    expect(plugin.rankHistory.at(-1)!.ranks).toEqual(ranks);
+    // the export holds what the pattern says: A (r_m, in) per module
+    const { tensors } = await plugin.set!.peftTensors();
+    expect((await tensors['base_model.model.layers.0.lora_A.weight'].info()).shape).toEqual([ranks['layers.0'], 64]);
+    expect(await plugin.parameterCount()).toBe(ranks['layers.0'] * (64 + 32) + ranks['layers.1'] * (32 + 16));
+    trainer.free();
+    plugin.free();
+  }, 30_000);
+
+  it('a ghost adds nothing to the forward but trains: its B column leaves zero', async () => {
+    const plugin = adapad({ targets: 'layers\\.1', maxRank: 2, budget: 2, growEvery: 1, advance: 1000 });
+    const opts = await setup(plugin);
+    const trainer = new Trainer(opts);
+    await trainer.fit(digits, { epochs: 2 });
+    const f = plugin.set!.factors['layers.1'];
+    expect([...await f.gate.toArray() as Float32Array]).toEqual([1, 0]);
+    expect([...await f.ghost!.toArray() as Float32Array]).toEqual([0, 1]);
+    const B = Array.from(await f.B.toArray() as Float32Array); // (16, 2)
+    expect(Math.max(...B.filter((_, i) => i % 2 === 1).map(Math.abs))).toBeGreaterThan(1e-4); // born at 0, it got gradients
+    const x = digits.x.narrow(0, 0, 50);
+    const forward = async () => Array.from(await opts.model.forward(x, { train: false }).toArray() as Float32Array);
+    const moved = (a: number[], b: number[]) => Math.max(...a.map((v, i) => Math.abs(v - b[i])));
+    const before = await forward();
+    // the ghost's column zeroed: the forward moves by f32 rounding at most (the side path adds
+    // B·diag(gate + ghost)·A x and takes the ghost's share back out, one rounding each)
+    f.B.narrow(1, 1, 1).zero_();
+    expect(moved(await forward(), before)).toBeLessThan(1e-6);
+    f.B.narrow(1, 0, 1).zero_(); // the component in the sum: the forward moves
+    expect(moved(await forward(), before)).toBeGreaterThan(1e-3);
+    trainer.free();
+    plugin.free();
+  }, 30_000);
+
+  it('resumed mid-run (growth, ghosts and broadcasts under way) it trains as a straight run', async () => {
+    const dir = tempDir();
+    const make = () => adapad({ maxRank: 3, budget: 6, growEvery: 2, advance: 3, localSteps: 2 });
+    const straight = new Trainer({ ...(await setup(make())), checkpointDir: dir, checkpointEvery: 2 });
+    const full = await straight.fit(digits, { epochs: 4 });
+    const plugin = make();
+    const resumed = await Trainer.resume(join(dir, 'epoch-2.safetensors'), await setup(plugin, 7));
+    const rest = await resumed.fit(digits, { epochs: 2 });
+    rest.forEach((r, i) => expect(r.loss).toBeCloseTo(full[i + 2].loss, 5));
+    const a = (straight.plugins[0] as Adapad).set!, b = plugin.set!;
+    for (const m of ['layers.0', 'layers.1']) {
+      for (const k of ['A', 'B', 'gate', 'ghost'] as const) {
+        const [x, y] = await Promise.all([a.factors[m][k]!.toArray(), b.factors[m][k]!.toArray()]);
+        Array.from(x as Float32Array).forEach((v, i) => expect((y as Float32Array)[i], `${m} ${k}[${i}]`).toBeCloseTo(v, 5));
+      }
+    }
+    expect(await plugin.born()).toEqual(await (straight.plugins[0] as Adapad).born());
+    straight.free();
+    resumed.free();
+  }, 30_000);
+
+  it('refuses a budget below the number of modules, naming the field', async () => {
+    const trainer = new Trainer(await setup(adapad({ budget: 1 })));
+    const err = await trainer.fit(digits, { epochs: 1 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LiaisonError);
+    expect((err as LiaisonError).param).toBe('budget');
+    trainer.free();
+  });
+});
+
+describe('examples/adapad-self-correction.ts', () => {
+  it('runs its fast variant, and every component\'s error against its exact deflation target decays after warm-up', async () => {
+    const out = tempDir();
+    const { code, out: text, err } = await runExample(['examples/adapad-self-correction.ts', '--out', out], { LIAISON_ADAPAD_ROUNDS: '20', LIAISON_ADAPAD_K: '3' });
+    expect(code, `${text}\n${err}`).toBe(0);
+    expect(text).toMatch(/Self-correction: yes — 3 of 3 components/);
+    expect(text).toMatch(/\| 3 \| 9 \| /); // the third component joined at round 9 (born at step 80, a ghost for 10 steps)
+    expect(text).toMatch(/wrote .*adapad-self-correction\.png/);
+  }, 120_000);
 });

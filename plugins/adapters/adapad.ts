@@ -1,0 +1,168 @@
+/**
+ * AdaPaD: the update of each module as a sum of rank-1 components P_k = scale·b_k a_kᵀ, all
+ * trained at once, component k against the deflation target built from the latest estimates
+ * of components 1..k−1 (the worker shape of Parallel Deflation); a new component first trains
+ * privately on the current residual (advance learning) before it joins the sum; and the rank
+ * of each module is discovered: modules start at one component and the most important grows,
+ * until one budget shared by all modules is spent.
+ *
+ * Method: Su, Liao, Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with
+ * Self-Correcting Rank Discovery" (the abstract: ../shared/seeds/papers.txt; no public code), on
+ * Liao, Su, Kyrillidis, "Provable Model-Parallel Distributed PCA with Parallel Deflation",
+ * https://arxiv.org/abs/2502.17615.
+ *
+ * Our choices where the paper is silent (docs/adapters.md):
+ * - **Deflation targets.** One round = `localSteps` Trainer steps; at a round's end every
+ *   component broadcasts its estimate P̂_k (a copy), and successors deflate with the copies.
+ *   The target of component k enters as a gradient correction: with G = ∂L/∂ΔW at the live
+ *   sum and a local quadratic model of curvature c·I (`curvature`), the gradient at
+ *   ΔW_{≤k} = Σ_{j<k} P̂_j + P_k is G + c·D_k, D_k = Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j —
+ *   one auxiliary loss per module from K×K Gram products (sdk/families/adapters/deflation.ts),
+ *   in the same forward and backward as the task loss. Exact for a quadratic loss with
+ *   Hessian c·I (least squares with whitened inputs: c = 2/out for a mean squared error).
+ *   Its value is taken back out (aux − sg(aux)): the loss reported is the model's.
+ * - **Advance learning.** A component is born as a ghost (AdapterSet's `ghost`: its gradient
+ *   as if in the sum, nothing in the forward) for `advance` steps, then its gate turns 1.
+ * - **Rank discovery.** Importance of a module = EMA (`beta`) of Σ|θ·∇θ| over its active
+ *   components, each factor's entries averaged (AdaLoRA's triplet score without E); every
+ *   `growEvery` steps the module with the highest importance per active component grows by
+ *   one, while fewer than `budget` components are born in all (sdk/families/adapters/growth.ts).
+ *   Components never leave: the budget is spent, not reallocated.
+ *
+ * All of it runs inside the Trainer's step program: nothing to call per step, nothing read back.
+ * Each module holds `maxRank` rows of A and columns of B from the start (unborn ones get no
+ * gradient), so growing never changes the parameter set or retraces the step.
+ *
+ * ```ts
+ * const adapter = adapad({ maxRank: 8, budget: 24, growEvery: 50 });
+ * await new Trainer({ model, optimizer: adam({ lr: 1e-3 }), plugins: [adapter], epochs: 5 }).fit(train);
+ * console.log(await adapter.rankPattern(), adapter.rankHistory.at(-1)); // the ranks it discovered
+ * ```
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import { LiaisonError, type Tensor } from '../../bridge/index.js';
+import type { AdapterSite } from '../../sdk/adapters.js';
+import { AdapterBase, AdapterFields, fanIn } from '../../sdk/families/adapters/base.js';
+import { asMatrices, broadcastAtRoundEnd, deflationLoss, type RankOneFactors } from '../../sdk/families/adapters/deflation.js';
+import { componentPhases, componentSensitivity, ema, growModule, growthChoice, moduleImportance } from '../../sdk/families/adapters/growth.js';
+import type { TrainingHooks } from '../../sdk/hooks.js';
+import { definePlugin } from '../../sdk/plugin.js';
+import { noGrad } from '../../sdk/program.js';
+
+/** Config of {@link Adapad}. */
+export const AdapadConfig = Type.Object({
+  maxRank: Type.Integer({ minimum: 1, default: 8, description: 'components a module may hold at most (A and B are allocated this wide; the scale is alpha/maxRank)' }),
+  budget: Type.Optional(Type.Integer({ minimum: 1, description: 'components born in all modules together at most, the first of each module included (default: 4 per module); at least the number of modules' })),
+  growEvery: Type.Integer({ minimum: 1, default: 50, description: 'steps between growths: after every growEvery-th step the module of highest importance per component grows by one, while the budget lasts' }),
+  advance: Type.Integer({ minimum: 0, default: 10, description: 'steps a new component trains as a ghost (a gradient, no forward contribution) before it joins the sum' }),
+  localSteps: Type.Integer({ minimum: 1, default: 10, description: "T: steps per round; the estimates successors deflate with are refreshed at each round's end" }),
+  curvature: Type.Number({ minimum: 0, default: 1, description: "c: the curvature of the local quadratic model behind the deflation targets (2/out makes them exact for a mean squared error on whitened inputs); 0 turns deflation off (plain joint training)" }),
+  beta: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.85, description: 'smoothing of the importance EMA of Σ|θ·∇θ|' }),
+  ...AdapterFields,
+}, { additionalProperties: false });
+export type AdapadConfig = Static<typeof AdapadConfig>;
+
+/** One module's AdaPaD state: births, the broadcast copies (as matrices, see deflation.ts). */
+interface ModuleState { born: Tensor; birth: Tensor; hat: RankOneFactors }
+
+/** AdaPaD: rank-1 components trained in parallel against deflation targets; ranks grown under a budget. */
+export class Adapad extends AdapterBase<AdapadConfig> {
+  /** The rank pattern (components in the sum per module) at each epoch's end since attach: `{ step, ranks }`. */
+  rankHistory: { step: number; ranks: Record<string, number> }[] = [];
+  private state: Record<string, ModuleState> = {};
+
+  protected rankOf(_site: AdapterSite): number {
+    return this.config.maxRank;
+  }
+
+  /** The first component in the sum from the start, the rest unborn; both checkpointed. */
+  protected override gateOf(site: AdapterSite, r: number, hooks: TrainingHooks): { gate: Tensor; ghost: Tensor } {
+    const first = Array.from({ length: r }, (_, k) => (k === 0 ? 1 : 0));
+    return { gate: this.checkpointed(site, 'gate', hooks.rt.tensor(first, [r])), ghost: this.checkpointed(site, 'ghost', hooks.rt.zeros([r])) };
+  }
+
+  protected override join(hooks: TrainingHooks): void {
+    const { rt } = hooks;
+    const c = this.config;
+    const K = c.maxRank;
+    const M = this.sites.length;
+    const budget = c.budget ?? 4 * M;
+    if (budget < M) throw new LiaisonError('E_ARG', `${this.id}: config field 'budget' (${budget}) is below the ${M} adapted modules, each of which starts with one component`, { param: 'budget' });
+    const set = this.set!;
+    const matrices = (s: AdapterSite) => asMatrices(set.factors[s.module], K);
+    for (const site of this.sites) {
+      const [n, m] = [fanIn(site), site.out];
+      const born = rt.tensor(Array.from({ length: K }, (_, k) => (k === 0 ? 1 : 0)), [K]);
+      const birth = rt.full([K], -c.advance); // the first is past its advance learning at step 1
+      this.state[site.module] = { born: this.hold(born), birth: this.hold(birth), hat: { A: this.hold(rt.zeros([K, n])), B: this.hold(rt.zeros([m, K])) } };
+    }
+    const importance = this.hold(rt.zeros([M])); // (M,) each module's importance EMA, in site order
+    // resume copies these back in place: the step program keeps its captures
+    hooks.addState('adapad', () => ({
+      importance,
+      ...Object.fromEntries(this.sites.flatMap((s) => {
+        const st = this.state[s.module];
+        return [[`${s.module}.born`, st.born], [`${s.module}.birth`, st.birth], [`${s.module}.hat_A`, st.hat.A], [`${s.module}.hat_B`, st.hat.B]];
+      })),
+    }));
+    if (c.curvature > 0) {
+      hooks.addLoss('deflation', () => {
+        const aux = this.sites.map((s) => {
+          const f = set.factors[s.module];
+          return deflationLoss(rt, matrices(s), this.state[s.module].hat, this.state[s.module].born, f.gate, { scale: f.scale, curvature: c.curvature, K });
+        }).reduce((a, b) => a.add(b));
+        return aux.sub(noGrad(rt, () => aux.clone())); // value 0, gradient the deflation's
+      });
+    }
+    hooks.on('afterBackward', () => noGrad(rt, () => {
+      const raw = this.sites.map((s) => {
+        const f = set.factors[s.module];
+        const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K);
+        const { A, B } = matrices(s);
+        return moduleImportance(componentSensitivity(A, g.A, B, g.B), f.gate).reshape([1]);
+      });
+      importance.copy_(ema(importance, M === 1 ? raw[0] : rt.cat(raw), c.beta));
+    }));
+    hooks.on('afterOptimizerStep', ({ step }) => {
+      const stack = (fn: (s: AdapterSite) => Tensor) => (M === 1 ? fn(this.sites[0]).reshape([1]) : rt.stack(this.sites.map(fn)));
+      const active = stack((s) => set.factors[s.module].gate.sum());
+      const bornCount = stack((s) => this.state[s.module].born.sum());
+      const grows = growthChoice(rt, importance, active, bornCount, step, { growEvery: c.growEvery, budget, maxRank: K });
+      this.sites.forEach((s, i) => {
+        const st = this.state[s.module];
+        const f = set.factors[s.module];
+        broadcastAtRoundEnd(step, c.localSteps, matrices(s), st.hat);
+        const next = growModule(rt, st.born, st.birth, grows.narrow(0, i, 1).reshape([]), step, K);
+        st.born.copy_(next.born);
+        st.birth.copy_(next.birth);
+        const phase = componentPhases(st.born, st.birth, step, c.advance);
+        f.gate.copy_(phase.gate);
+        f.ghost!.copy_(phase.ghost);
+      });
+    });
+    this.rankHistory = [];
+    hooks.on('epochEnd', async ({ step }) => {
+      this.rankHistory.push({ step, ranks: await set.rankPattern() });
+    });
+  }
+
+  /** Components born per module (in the sum or ghosts): what the budget counts. One round trip. */
+  async born(): Promise<Record<string, number>> {
+    this.attachedSet('born');
+    const counts = await Promise.all(this.sites.map((s) => this.state[s.module].born.sum().item()));
+    return Object.fromEntries(this.sites.map((s, i) => [s.module, counts[i]]));
+  }
+
+  override free(): void {
+    super.free();
+    this.state = {};
+  }
+}
+
+/** The `adapad` registration: `adapad({ maxRank, budget, growEvery, advance, localSteps, curvature, beta, targets, alpha, rslora, seed, merge })`. */
+export const adapad = definePlugin({
+  name: 'adapad', version: '1.0.0', family: 'adapter', schema: AdapadConfig,
+  description: 'AdaPaD: rank-1 components trained in parallel, each against the deflation target of its predecessors\' broadcast estimates, with advance learning and per-module rank growth by importance under a shared budget',
+  paper: 'Su, Liao, Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with Self-Correcting Rank Discovery"; on Parallel Deflation, https://arxiv.org/abs/2502.17615',
+  create: (config, meta) => new Adapad(config, meta),
+});
