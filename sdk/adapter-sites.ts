@@ -134,9 +134,8 @@ export function sideProgram(model: Model, site: AdapterSite, f: LowRankFactors):
   });
 }
 
-/** ΔW = scale · B · diag(gate) · A in the stored weight's shape (out, in[, k…]); eager. */
+/** ΔW = scale · B · diag(gate) · A in the stored weight's shape (out, in[, k…]). */
 export function deltaOf(site: AdapterSite, f: LowRankFactors): Tensor {
   const b = f.B.reshape([site.out, -1]).mul(f.scale === 1 ? f.gate : f.gate.mul(f.scale)); // (out, r)·(r,)
-  const a = f.A.reshape([b.size(1) as number, -1]); // (r, in·∏k)
-  return b.matmul(a).reshape([site.out, site.in, ...site.kernel]);
+  return b.matmul(f.A.flatten(1)).reshape([site.out, site.in, ...site.kernel]); // (r, in·∏k)
 }

@@ -23,6 +23,7 @@ import { LiaisonError, type Tensor } from '../bridge/index.js';
 import { type AdapterSite, checkFactors, deltaOf, type LowRankFactors, adapterSites, sideProgram } from './adapter-sites.js';
 import { META_ADAPTERS, type PeftLoraConfig, peftTensors, readAdapterCheckpoint, readPeftDir, writePeftDir } from './adapters-peft.js';
 import type { Model } from './model.js';
+import { define, noGrad } from './program.js';
 
 export { type AdapterSite, adapterSites, type LowRankFactors } from './adapter-sites.js';
 export { META_ADAPTERS, type PeftLoraConfig } from './adapters-peft.js';
@@ -86,17 +87,24 @@ export class AdapterSet {
     await this.model.rt.flush();
   }
 
+  /** W ± ΔW for every module, as one program run without autograd: the factors are trainable, and ΔW must not join a graph. */
   private async writeDeltas(sign: 1 | -1): Promise<void> {
     const { rt } = this.model;
-    await rt.scope(async () => {
-      for (const m of this.modules) {
-        const w = this.model.param(`${m}.weight`);
+    const weights = this.modules.map((m) => this.model.param(`${m}.weight`));
+    const program = define(rt, { name: sign > 0 ? 'adapter-merge' : 'adapter-unmerge' }, () => noGrad(rt, () => {
+      this.modules.forEach((m, i) => {
         const d = deltaOf(this.sites[m], this.factors[m]);
-        if (sign > 0) w.add_(d);
-        else w.sub_(d);
-      }
+        if (sign > 0) weights[i].add_(d);
+        else weights[i].sub_(d);
+      });
+    }));
+    try {
+      program.run();
       await rt.flush();
-    });
+    } finally {
+      program.free();
+      for (const w of weights) w.free();
+    }
   }
 
   /** Side paths off: the model computes its base function again. A merged set: E_ARG (unmerge first). */

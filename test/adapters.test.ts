@@ -128,6 +128,25 @@ describe('AdapterSet on a Linear', () => {
   });
 });
 
+describe('AdapterSet merge with trainable factors', () => {
+  it('writes ΔW without autograd: the merged model trains step after step, and no gradient reaches the factors', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    rt.call('set_requires_grad', [model.param('layers.0.weight'), false], undefined, 0); // frozen under the adapter
+    const A = rt.randn([2, 5], { seed: 2 }), B = rt.randn([6, 2], { seed: 3 });
+    for (const t of [A, B]) rt.call('set_requires_grad', [t, true], undefined, 0);
+    const set = new AdapterSet(model, { 'layers.0': { A, B, gate: rt.ones([2]), scale: 1 } });
+    set.install();
+    await set.merge();
+    const x = rt.randn([4, 5], { seed: 1 });
+    for (let i = 0; i < 2; i++) rt.call('backward', [model.forward(x).square().sum()], undefined, 0); // a ΔW in a graph fails the second
+    await rt.flush();
+    expect((await arr(rt.call('grad_of', [A]) as Tensor)).every((v) => v === 0)).toBe(true); // merged: A is in no graph
+    await set.unmerge();
+    set.free();
+    model.free();
+  });
+});
+
 describe('AdapterSet on a Conv2d', () => {
   it("adds a conv side path of the module's geometry and merges it exactly", async () => {
     const model = await Model.build(rt, CNN, { seed: 0 });
