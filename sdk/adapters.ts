@@ -46,7 +46,7 @@ export class AdapterSet {
     this.factors = { ...factors };
   }
 
-  /** The modules, in the model's order. */
+  /** The modules, in the order of the factors given (a file's order for importPeft and load). */
   get modules(): string[] {
     return Object.keys(this.sites);
   }
