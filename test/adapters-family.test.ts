@@ -12,6 +12,7 @@ import { Lora, LoraConfig, lora } from '../plugins/adapters/lora.js';
 import type { AdapterSite } from '../sdk/adapters.js';
 import { type ConformanceReport, runConformance } from '../sdk/conformance/index.js';
 import { Dataset } from '../sdk/data.js';
+import { namesModule } from '../sdk/families/adapters/base.js';
 import { budgetAt, checkSchedule, maskToBudget, orthogonality, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
 import type { TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
@@ -218,5 +219,37 @@ describe('adalora allocation, driven by the Trainer alone', () => {
         } finally { trainer.free(); adapter.free(); }
       }
     } finally { data.free(); model.free(); }
+  });
+});
+
+describe('the adapter base', () => {
+  it('names the head only by an alternative equal to its name', () => {
+    expect(namesModule('head', 'head')).toBe(true);
+    expect(namesModule('layers\\.0|layers\\.2', 'layers.2')).toBe(true);
+    expect(namesModule('^fc$|(head|x)', 'head')).toBe(false); // inside a group: a pattern, not the name
+    expect(namesModule('.*', 'head')).toBe(false);
+    expect(namesModule('layers\\.\\d+', 'layers.2')).toBe(false);
+  });
+
+  it('refuses targets that match only the head, and a fit or a checkpoint after a merge until unmerged', async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 10] }, { seed: 0 });
+    const alone = lora({ r: 2 });
+    const t0 = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [alone], epochs: 1, batchSize: 512, progress: 'none' });
+    try {
+      await expect(t0.fit(data)).rejects.toMatchObject({ code: 'E_ARG', param: 'targets', message: expect.stringMatching(/only the model's output layer 'layers\.0'/) });
+    } finally { t0.free(); alone.free(); model.free(); }
+    const mlp = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 0 });
+    const adapter = lora({ r: 2, merge: true });
+    const trainer = new Trainer({ model: mlp, optimizer: gd({ lr: 0.1 }), plugins: [adapter], epochs: 1, batchSize: 512, progress: 'none' });
+    try {
+      await trainer.fit(data);
+      expect(adapter.set!.merged).toBe(true);
+      await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/merged into the weights .*unmerge\(\) before training again/) });
+      await expect(trainer.save(join(tmpdir(), 'liaison-never-written.safetensors'))).rejects.toMatchObject({ code: 'E_ARG', param: 'merge' });
+      await adapter.set!.unmerge();
+      await trainer.fit(data); // trains the side paths again, and merges at its end
+      expect(adapter.set!.merged).toBe(true);
+    } finally { trainer.free(); adapter.free(); data.free(); mlp.free(); }
   });
 });
