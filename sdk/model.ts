@@ -514,8 +514,8 @@ export class Model implements ModelLike {
    * perplexity(): its tokens (the most any batch row held) and its bytes (every buffer at
    * its allocated size: keys and values with their quantization scales and minima,
    * positions, the policy's state). `rowBytes`: apart from the cache, the attention rows it
-   * keeps for its policy's next run (working memory: min(evict, 64) rows of its slots; 0
-   * with no policy).
+   * keeps for its policy's next run (working memory: min(evict, 64) rows of its slots, fewer
+   * where more would pass 1/8 of the cache's bytes, f16 beside quantized entries; 0 with no policy).
    */
   async kvCacheSize(): Promise<{ tokens: number[]; bytes: number[]; totalBytes: number; rowBytes: number[]; totalRowBytes: number }> {
     const t = this.rt.call('kv_cache_size', [this.handle]) as Tensor; // (L, 3) i64

@@ -15,8 +15,9 @@
  *   empty slots for left padding), R = min(T0, history) query rows;
  * - while decoding, only when its scores are needed, given the attention rows of every step
  *   since it last ran (R >= 1, oldest first; C = the slots in use): when a row holds `budget`
- *   tokens and must evict before the next token, or when min(evict, 64) rows wait (64 for
- *   budget null, so a policy that never evicts still sees every row; a policy with neither a
+ *   tokens and must evict before the next token, or when its row buffer is full: min(evict, 64)
+ *   rows, fewer (at least 4) where more would pass 1/8 of the cache's bytes (64 for budget
+ *   null, so a policy that never evicts still sees every row; a policy with neither a
  *   budget nor state runs at the prefill only, as nothing uses its later scores). Between two runs no
  *   slot is freed, so the R rows are over the tokens held now (0 where a slot was empty), and
  *   `visible()` excludes from each row the tokens written after its query. A policy whose
