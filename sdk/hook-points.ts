@@ -31,7 +31,7 @@ export const HOOK_POINTS = {
     name: 'kv',
     inputs: ['keys (B, H, C, D)', 'values (B, H, C, D)', 'attn (B, H, R, C)', 'pos (B, H, C) i64', '*state (B, H, C)'],
     outputs: ['scores (B, H, C)', '*state (B, H, C)'],
-    fires: 'per attention layer: once after the prompt (prefill: C = T0, R = min(T0, history)), then while a cached decoding (generate, kv_eval) runs only when its scores are needed, with the attention rows of every step since its last fire (R >= 1, oldest first; C = the slots in use): when a row holds `budget` tokens and must drop its `evict` lowest-scoring before the next is written (each (batch, head) its own), or when its row buffer is full: min(evict, 64) rows (64 with budget null), fewer (at least 4) where more would pass 1/8 of the cache's bytes; a state updated exactly over R rows equals firing at every step',
+    fires: 'per attention layer: once after the prompt (prefill: C = T0, R = min(T0, history)), then while a cached decoding (generate, kv_eval) runs only when its scores are needed, with the attention rows of every step since its last fire (R >= 1, oldest first; C = the slots in use): when a row holds `budget` tokens and must drop its `evict` lowest-scoring before the next is written (each (batch, head) its own), or when its row buffer is full: min(evict, 64) rows (64 with budget null), fewer (at least 4) where more would pass 1/8 of the bytes of the cache; a state updated exactly over R rows equals firing at every step',
     sites: 'layers', what: 'attention', options: ['budget', 'state', 'layers', 'evict', 'history', 'positions', 'bits', 'group'],
   },
   router: {

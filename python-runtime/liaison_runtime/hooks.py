@@ -163,7 +163,7 @@ register(HookPoint(
           "every step since its last fire (R >= 1, oldest first; C = the slots in use): when a row holds "
           "`budget` tokens and must drop its `evict` lowest-scoring before the next is written (each (batch, "
           "head) its own), or when its row buffer is full: min(evict, 64) rows (64 with budget null), fewer (at "
-          "least 4) where more would pass 1/8 of the cache's bytes; a state updated exactly "
+          "least 4) where more would pass 1/8 of the bytes of the cache; a state updated exactly "
           "over R rows equals firing at every step",
     sites="layers", options=("budget", "state", "layers", "evict", "history", "positions", "bits", "group"),
     find=lambda m: list(m.blocks) if isinstance(m, GPT) else [],
