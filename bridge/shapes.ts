@@ -117,6 +117,31 @@ export const RULES: ReadonlyMap<string, Rule> = new Map<string, Rule>([
     unify(op, x[x.length - 1], inner, () => `input ${formatShape(x)} has ${x[x.length - 1]} features, weight ${formatShape(w)} takes ${inner}`);
     return w.length === 2 ? [...x.slice(0, -1), w[0]] : x.slice(0, -1);
   }],
+  ['conv', (a, kw) => {
+    // (N, C_in, *S) or (C_in, *S) by weight (C_out, C_in / groups, *K): each spatial size
+    // floor((S + 2p - d(K - 1) - 1) / s) + 1, S itself with 'same'; unknown unless all numbers
+    const x = shapeOf(a[0]), w = shapeOf(arg(a, kw, 1, 'weight'));
+    if (x === undefined || w === undefined || w.length < 3 || w.length > 5) return undefined;
+    const n = w.length - 2;
+    if (x.length !== n + 1 && x.length !== n + 2) return undefined;
+    const per = (v: unknown, dflt: number): number[] | undefined => {
+      const u = v === undefined || v === null ? dflt : v;
+      if (isInt(u)) return Array(n).fill(u);
+      return Array.isArray(u) && u.length === n && u.every(isInt) ? u as number[] : undefined;
+    };
+    const stride = per(arg(a, kw, 3, 'stride'), 1), dilation = per(arg(a, kw, 5, 'dilation'), 1);
+    const pad = arg(a, kw, 4, 'padding');
+    const padding = pad === 'same' || pad === 'valid' ? null : per(pad, 0);
+    const spatial = x.slice(-n);
+    if (!stride || !dilation || (padding === undefined) || !spatial.every(isInt) || !w.slice(2).every(isInt)) return undefined;
+    const out = spatial.map((len, i) => {
+      if (pad === 'same') return len as number;
+      const p = padding ? padding[i] : 0;
+      return Math.floor(((len as number) + 2 * p - dilation[i] * ((w[2 + i] as number) - 1) - 1) / stride[i]) + 1;
+    });
+    if (out.some((v) => v < 1)) return undefined; // the runtime's error says why
+    return [...x.slice(0, x.length - n - 1), w[0], ...out];
+  }],
   ['mse_loss', (a, kw) => (arg(a, kw, 2, 'reduction') === 'none' ? shapeOf(a[0]) : SCALAR)],
   ['cross_entropy', (a, kw) => {
     if (arg(a, kw, 4, 'reduction') !== 'none') return SCALAR;

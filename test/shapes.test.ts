@@ -103,6 +103,7 @@ function cases(): Case[] {
   add('det', () => spd(3).det(), () => r(2, 3, 3).det());
   add('svdvals', () => call('svdvals', [r(4, 3)]), () => call('svdvals', [r(2, 3, 5)]));
   add('solve', () => call('solve', [spd(3).unsqueeze(0).expand([2, 3, 3]), r(2, 3, 2)]));
+  add('conv', () => call('conv', [r(2, 3, 9, 8), r(4, 3, 3, 3), null, [2, 1], [1, 0], 1, 1]), () => call('conv', [r(2, 3, 8), r(4, 3, 3), null, 1, 'same', 2, 1]));
   add('linear', () => call('linear', [r(2, 5, 3), r(4, 3), r(4)]), () => call('linear', [r(3), r(2, 3)]));
   add('mse_loss', () => call('mse_loss', [r(2, 3), r(2, 3)]), () => call('mse_loss', [r(2, 3), r(2, 3)], { reduction: 'none' }));
   add('cross_entropy', () => call('cross_entropy', [r(4, 5), idx(5, 4)]), () => call('cross_entropy', [r(4, 5), idx(5, 4)], { reduction: 'none' }),
