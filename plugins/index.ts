@@ -26,5 +26,6 @@ export { full, Full, FullConfig } from './kv-policies/full.js';
 export { streamingLLM, StreamingLLM, StreamingLLMConfig } from './kv-policies/streaming-llm.js';
 export { h2o, H2O, H2OConfig } from './kv-policies/h2o.js';
 export { scissorhands, Scissorhands, ScissorhandsConfig } from './kv-policies/scissorhands.js';
+export { adapad, Adapad, AdapadConfig } from './adapters/adapad.js';
 export { lora, Lora, LoraConfig } from './adapters/lora.js';
 export { adalora, AdaLora, AdaLoraConfig } from './adapters/adalora.js';
