@@ -1,12 +1,16 @@
-// The adapter family: AdaLoRA's allocation math against plain references, the family's
+// The adapter family: AdaLoRA's allocation math against plain references and against PEFT's
+// RankAllocator (test/adalora_peft.py, skipped only when peft cannot be imported), the family's
 // conformance suite failing adapters that break the contract, and adalora's allocation
 // driven by the Trainer alone (test/conformance.test.ts runs the suite over every
 // registered adapter plugin).
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
 import { adalora } from '../plugins/adapters/adalora.js';
 import { Lora, LoraConfig, lora } from '../plugins/adapters/lora.js';
 import type { AdapterSite } from '../sdk/adapters.js';
@@ -17,6 +21,7 @@ import { budgetAt, checkSchedule, maskToBudget, orthogonality, scheduleTables, s
 import type { TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
 import { type PluginFactory, type PluginMeta, validateConfig } from '../sdk/plugin.js';
+import { writeSafetensors } from '../sdk/safetensors.js';
 import { Trainer } from '../sdk/trainer.js';
 import { gd } from '../plugins/momentum/gd.js';
 import { startRuntime } from './helpers.js';
@@ -81,6 +86,40 @@ describe('adalora allocation math', () => {
     for (const [b, want] of [[1, [0, 1, 0, 0, 0, 0]], [3, [0, 1, 0, 1, 0, 1]], [4, [0, 1, 0, 1, 1, 1]], [6, [1, 1, 1, 1, 1, 1]]] as const) {
       const m = await list(maskToBudget(scores, rt.tensor(BigInt64Array.of(BigInt(b)), [1])));
       expect(m, `budget ${b}`).toEqual(want);
+    }
+  });
+
+  it("importance over steps, triplet scores and the mask keep what PEFT's RankAllocator keeps", async (ctx) => {
+    // two linear modules in PEFT's shapes, four steps of (θ, ∇θ), then the mask at two budgets
+    const [r, steps, dims] = [5, 4, [[7, 3], [4, 9]]];
+    const file: Record<string, Tensor> = {};
+    const scores: Tensor[] = [];
+    for (const [i, [inF, outF]] of dims.entries()) {
+      const by: Record<string, Tensor> = {};
+      for (const [j, [k, shape]] of ([['A', [r, inF]], ['B', [outF, r]], ['E', [r]]] as const).entries()) {
+        const [ipt, unc] = [rt.zeros([...shape]), rt.zeros([...shape])];
+        for (let st = 0; st < steps; st++) {
+          const p = (file[`m${i}.${k}.p${st}`] = rt.randn([...shape], { seed: 1000 * i + 100 * j + st }));
+          const g = (file[`m${i}.${k}.g${st}`] = rt.randn([...shape], { seed: 5000 + 1000 * i + 100 * j + st }).mul(st + 1));
+          smoothImportance(p, g, ipt, unc, 0.85, 0.7, rt.full([], 1));
+        }
+        by[k] = ipt.mul(unc);
+      }
+      scores.push(tripletScores(by.A, by.E, by.B, r));
+    }
+    const budgets = [7, 3];
+    const ours = Object.fromEntries(await Promise.all(budgets.map(async (b) => [String(b), await list(maskToBudget(rt.cat(scores, 0), rt.tensor(BigInt64Array.of(BigInt(b)), [1])))])));
+    const work = mkdtempSync(join(tmpdir(), 'liaison-adalora-peft-'));
+    try {
+      const data = Object.fromEntries(await Promise.all(Object.entries(file).map(async ([k, t]) => [k, await t.data()])));
+      await writeSafetensors(join(work, 'allocation.safetensors'), data, { r: String(r), steps: String(steps), modules: String(dims.length), beta1: '0.85', beta2: '0.7', budgets: JSON.stringify(budgets) });
+      const { stdout } = await promisify(execFile)(resolvePython(), [join(import.meta.dirname, 'adalora_peft.py'), work], { env: runtimeEnv({ OMP_NUM_THREADS: '1' }), encoding: 'utf8', timeout: 120_000 });
+      const reply = JSON.parse(stdout.trim().split('\n').at(-1)!) as { skip?: string; masks?: Record<string, number[]> };
+      if (reply.skip) return ctx.skip(reply.skip);
+      expect(ours).toEqual(reply.masks);
+      expect(ours['7'].reduce((a, v) => a + v, 0)).toBe(7);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
     }
   });
 
