@@ -108,7 +108,7 @@ describe('adalora allocation math', () => {
       scores.push(tripletScores(by.A, by.E, by.B, r));
     }
     const budgets = [7, 3];
-    const ours = Object.fromEntries(await Promise.all(budgets.map(async (b) => [String(b), await list(maskToBudget(rt.cat(scores, 0), rt.tensor(BigInt64Array.of(BigInt(b)), [1])))])));
+    const ours: Record<string, number[]> = Object.fromEntries(await Promise.all(budgets.map(async (b) => [String(b), await list(maskToBudget(rt.cat(scores, 0), rt.tensor(BigInt64Array.of(BigInt(b)), [1])))])));
     const work = mkdtempSync(join(tmpdir(), 'liaison-adalora-peft-'));
     try {
       const data = Object.fromEntries(await Promise.all(Object.entries(file).map(async ([k, t]) => [k, await t.data()])));
