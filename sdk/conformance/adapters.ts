@@ -122,9 +122,17 @@ export function adapterCases(): CaseDef<P>[] {
               check(same === 1, `'${p.name}' changed in training: the base must stay bit for bit (frozen, and never written while the update is apart)`);
             }
           } finally { for (const t of Object.values(before)) t.free(); }
-          let moved = 0;
-          for (const f of Object.values(set(r.adapter).factors)) moved += await f.B.abs().sum().item();
-          check(moved > 0, 'after 2 epochs every B is still zero: the adapter did not train');
+          // the factors as they started: a twin attached with lr 0 (the same config and seed)
+          const twin = await setup(ctx, 2, { lr: 0 });
+          try {
+            await twin.trainer.fit(twin.data, { epochs: 1 });
+            let moved = 0;
+            for (const [m, f] of Object.entries(set(r.adapter).factors)) {
+              const g = set(twin.adapter).factors[m];
+              for (const k of ['A', 'B', 'gate'] as const) moved += await f[k].sub(g[k]).abs().sum().item();
+            }
+            check(moved > 0, 'after 2 epochs every factor (A, B, gate) is as it started: the adapter did not train');
+          } finally { twin.free(); }
         } finally { r.free(); }
       },
     },
