@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { Type } from '@sinclair/typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
@@ -17,6 +18,7 @@ import type { AdapterSite } from '../sdk/adapters.js';
 import { type ConformanceReport, runConformance } from '../sdk/conformance/index.js';
 import { Dataset } from '../sdk/data.js';
 import { namesModule } from '../sdk/families/adapters/base.js';
+import { MomentumOptimizerBase } from '../sdk/families/momentum/base.js';
 import { budgetAt, checkSchedule, maskToBudget, orthogonality, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
 import type { TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
@@ -261,6 +263,12 @@ describe('adalora allocation, driven by the Trainer alone', () => {
   });
 });
 
+/** Attaches its plugins and changes nothing: the factors as they start. */
+class Still extends MomentumOptimizerBase<{ lr: number }> {
+  static readonly meta: PluginMeta = Object.freeze({ name: 'still', version: '0.0.1', family: 'momentum-optimizer', schema: Type.Object({ lr: Type.Number({ default: 1, description: 'unused' }) }), description: 'no step' });
+  update(): void {}
+}
+
 describe('the adapter base', () => {
   it('names the head only by an alternative equal to its name', () => {
     expect(namesModule('head', 'head')).toBe(true);
@@ -268,6 +276,32 @@ describe('the adapter base', () => {
     expect(namesModule('^fc$|(head|x)', 'head')).toBe(false); // inside a group: a pattern, not the name
     expect(namesModule('.*', 'head')).toBe(false);
     expect(namesModule('layers\\.\\d+', 'layers.2')).toBe(false);
+  });
+
+  it("lora's factors: A within PEFT's Kaiming-uniform bound 1/√fan_in, B zeros, gate ones; scale alpha/r, alpha/√r with rslora, alpha defaulting to r", async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'cnn', image: [8, 8], channels: [4], hidden: 16, classes: 10 }, { seed: 0 });
+    try {
+      for (const [cfg, scale] of [[{ r: 4 }, 1], [{ r: 4, alpha: 8 }, 2], [{ r: 4, rslora: true }, 2], [{ r: 4, alpha: 2, rslora: true }, 1]] as const) {
+        const adapter = lora(cfg);
+        const trainer = new Trainer({ model, optimizer: new Still({ lr: 1 }, Still.meta), plugins: [adapter], epochs: 1, batchSize: 2048, progress: 'none' });
+        try {
+          await trainer.fit(data);
+          const f = adapter.set!.factors;
+          expect(Object.keys(f)).toEqual(['convs.0', 'fc']);
+          for (const [m, fanIn] of [['convs.0', 9], ['fc', 64]] as const) {
+            expect(f[m].scale, `${JSON.stringify(cfg)} ${m}`).toBeCloseTo(scale, 12);
+            const a = await list(f[m].A);
+            expect(Math.max(...a.map(Math.abs))).toBeLessThanOrEqual(1 / Math.sqrt(fanIn));
+            expect(Math.max(...a.map(Math.abs))).toBeGreaterThan(0.5 / Math.sqrt(fanIn));
+            expect((await list(f[m].B)).every((v) => v === 0)).toBe(true);
+            expect(await list(f[m].gate)).toEqual([1, 1, 1, 1]);
+          }
+          expect(await adapter.rankPattern()).toEqual({ 'convs.0': 4, fc: 4 });
+          expect(await adapter.parameterCount()).toBe(4 * (9 + 4) + 4 * (64 + 16));
+        } finally { trainer.free(); adapter.free(); }
+      }
+    } finally { data.free(); model.free(); }
   });
 
   it('refuses targets that match only the head, and a fit or a checkpoint after a merge until unmerged', async () => {
