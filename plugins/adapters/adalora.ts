@@ -38,7 +38,7 @@ import { definePlugin } from '../../sdk/plugin.js';
 export const AdaLoraConfig = Type.Object({
   initR: Type.Integer({ minimum: 1, default: 12, description: 'triplets per module at the start: the budget starts at initR · modules' }),
   targetR: Type.Integer({ minimum: 1, default: 8, description: 'average triplets per module at the end: the budget ends at targetR · modules, shared unevenly as importance says' }),
-  totalSteps: Type.Optional(Type.Integer({ minimum: 1, description: "the run's optimizer steps (epochs × batches per epoch): the budget reaches its target at totalSteps − tfinal. Required" })),
+  totalSteps: Type.Optional(Type.Integer({ minimum: 1, description: "required, no default: the run's optimizer steps (epochs × batches per epoch); the budget reaches its target at totalSteps − tfinal" })),
   tinit: Type.Integer({ minimum: 0, default: 0, description: 'warm-up steps at the full budget before any triplet is masked' }),
   tfinal: Type.Integer({ minimum: 0, default: 0, description: 'steps at the end with the final mask fixed' }),
   deltaT: Type.Integer({ minimum: 1, default: 1, description: 'steps between two reallocations while the budget falls' }),
