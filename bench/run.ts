@@ -23,6 +23,7 @@ import { benchPrunerMask } from './pruner_mask.js';
 import { benchLoftComm } from './pruner_loft.js';
 import { benchDecodeLong } from './kv.js';
 import { benchPolicyProgram } from './kv_policy_program.js';
+import { benchAdapters } from './adapters.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -42,6 +43,7 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['pruner.loft_comm'], run: benchLoftComm },
   { names: ['kv.decode_long', 'kv.memory'], run: benchDecodeLong },
   { names: ['kv.policy_program'], run: benchPolicyProgram },
+  { names: ['adapter.forward', 'adapad.step'], run: benchAdapters },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

@@ -1,0 +1,158 @@
+/**
+ * What the adapter fine-tuning examples share (examples/adapters-digits.ts, adapters-gpt.ts):
+ * a pretrained checkpoint cached in the out folder, the three adapter plugins made at one
+ * budget, and the tables over seeds.
+ */
+import { existsSync } from 'node:fs';
+import type { Runtime } from '../bridge/index.js';
+import { adalora } from '../plugins/adapters/adalora.js';
+import { type Adapad, adapad } from '../plugins/adapters/adapad.js';
+import { lora } from '../plugins/adapters/lora.js';
+import type { Adapter } from '../sdk/families/adapters/types.js';
+import { Model, type ModelSpec } from '../sdk/index.js';
+
+/**
+ * The plugins compared; `adapad-c0` is adapad with `curvature: 0`: its growth and advance
+ * learning without the deflation targets (plain joint training of the components), the
+ * ablation that says what the deflation itself does.
+ */
+export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c0'] as const;
+export type Method = (typeof METHODS)[number];
+
+/**
+ * The model of `path` when a run already wrote it (the pretraining is skipped), else one
+ * built from `spec`, trained by `train` and saved there. `log` says which.
+ */
+export async function pretrained(rt: Runtime, path: string, spec: ModelSpec, train: (m: Model) => Promise<string>, log: (l: string) => void): Promise<Model> {
+  if (existsSync(path)) {
+    const { model, tensors } = await Model.fromCheckpoint(rt, path);
+    for (const t of Object.values(tensors)) t.free();
+    log(`pretrained model: ${path} reused (delete it to pretrain again)`);
+    return model;
+  }
+  const model = await Model.build(rt, spec, { seed: 0 });
+  const t0 = performance.now();
+  const what = await train(model);
+  await model.save(path);
+  log(`pretrained model: ${what} in ${((performance.now() - t0) / 1000).toFixed(1)} s, saved to ${path}`);
+  return model;
+}
+
+/** A fresh copy of the pretrained model (each fine-tuning run starts from the same weights). */
+export async function fresh(rt: Runtime, path: string): Promise<Model> {
+  const { model, tensors } = await Model.fromCheckpoint(rt, path);
+  for (const t of Object.values(tensors)) t.free();
+  return model;
+}
+
+/**
+ * The three plugins at one budget: `rank` components per module on average, so every method
+ * ends with `rank · modules` components in all. LoRA holds `rank` in each module; AdaLoRA
+ * starts at 1.5 × rank (PEFT's init_r 12 for target_r 8) and prunes to its target on its
+ * cubic schedule by `steps − tfinal`; AdaPaD starts each module at 1 and grows the most
+ * important module until the shared budget is spent.
+ */
+/** AdaPaD's rank pattern per epoch, copied (undefined for the other plugins). */
+export function historyOf(adapter: Adapter): Run['history'] {
+  const h = (adapter as Partial<Adapad>).rankHistory;
+  return h?.map(({ step, ranks }) => ({ step, ranks: { ...ranks } }));
+}
+
+export function makeAdapter(method: Method, o: { rank: number; modules: number; steps: number; seed: number; targets: string }): Adapter {
+  const { rank, modules, steps, seed, targets } = o;
+  if (method === 'lora') return lora({ r: rank, targets, seed });
+  if (method === 'adalora') {
+    const tinit = Math.floor(steps / 10), tfinal = Math.floor(steps / 5);
+    return adalora({ initR: Math.max(rank + 1, Math.ceil(1.5 * rank)), targetR: rank, totalSteps: steps, tinit, tfinal, deltaT: Math.max(1, Math.floor(steps / 40)), targets, seed });
+  }
+  // growth every `growEvery` steps spends the budget within the first half of the run; a
+  // module may take up to 4× the average (A and B are allocated that wide from the start)
+  const budget = rank * modules;
+  const growEvery = Math.max(1, Math.floor(steps / 2 / Math.max(1, budget - modules)));
+  return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed, ...(method === 'adapad-c0' ? { curvature: 0 } : {}) });
+}
+
+/** Entries of every factor the adapter allocated (A, B; AdaLoRA's E is its gate): what training holds in memory. */
+export async function allocatedParams(adapter: Adapter): Promise<number> {
+  const f = Object.values(adapter.set!.factors);
+  const shapes = (await Promise.all(f.flatMap((x) => [x.A.info(), x.B.info()]))).map((i) => i.shape);
+  const numel = shapes.reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
+  // AdaLoRA trains E (r,) per module besides A (r, …) and B
+  return numel + (adapter.meta.name === 'adalora' ? shapes.filter((_, i) => i % 2 === 0).reduce((n, s) => n + s[0], 0) : 0);
+}
+
+/** One fine-tuning run's figures. */
+export interface Run {
+  method: Method;
+  rank: number;
+  seed: number;
+  /** Accuracy (digits) or held-out loss in nats per token (GPT). */
+  quality: number;
+  /** Parameters of the active components (what the adapter file holds). */
+  params: number;
+  /** Parameters trained (every allocated component's A and B, AdaLoRA's E): what training holds. */
+  allocated: number;
+  /** Components per module at the end. */
+  pattern: Record<string, number>;
+  /** AdaPaD: the rank pattern at each epoch's end (its `rankHistory`). */
+  history?: { step: number; ranks: Record<string, number> }[];
+  seconds: number;
+}
+
+export const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** `mean (min–max)` of `xs` with `f`; just the value for one seed. */
+export const spread = (xs: readonly number[], f: (x: number) => string): string =>
+  xs.length === 1 ? f(xs[0]) : `${f(mean(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`;
+
+/** Runs grouped by method and rank, in the order given. */
+export function grouped(runs: readonly Run[]): { method: Method; rank: number; runs: Run[] }[] {
+  const out: { method: Method; rank: number; runs: Run[] }[] = [];
+  for (const r of runs) {
+    let g = out.find((x) => x.method === r.method && x.rank === r.rank);
+    if (!g) out.push(g = { method: r.method, rank: r.rank, runs: [] });
+    g.runs.push(r);
+  }
+  return out;
+}
+
+/**
+ * The smallest AdaPaD adapter whose mean quality reaches `reference` (`better(a, b)`: a is at
+ * least as good as b), or null when none of the sizes tried does.
+ */
+export function smallestReaching(groups: ReturnType<typeof grouped>, method: Method, reference: number, better: (a: number, b: number) => boolean): { rank: number; params: number; quality: number } | null {
+  const hits = groups.filter((g) => g.method === method && better(mean(g.runs.map((r) => r.quality)), reference))
+    .map((g) => ({ rank: g.rank, params: mean(g.runs.map((r) => r.params)), quality: mean(g.runs.map((r) => r.quality)) }))
+    .sort((a, b) => a.params - b.params);
+  return hits[0] ?? null;
+}
+
+/**
+ * For each AdaPaD variant: the smallest adapter that reaches LoRA's quality at rank `top`
+ * (`better(a, b)`: a at least as good as b; `f` formats a quality), as a sentence.
+ */
+export function verdicts(groups: ReturnType<typeof grouped>, top: number, better: (a: number, b: number) => boolean, f: (x: number) => string, what: string): string[] {
+  const ref = groups.find((g) => g.method === 'lora' && g.rank === top);
+  if (!ref) return [];
+  const q = mean(ref.runs.map((r) => r.quality)), p = mean(ref.runs.map((r) => r.params));
+  return (['adapad', 'adapad-c0'] as const).filter((m) => groups.some((g) => g.method === m)).map((m) => {
+    const hit = smallestReaching(groups, m, q, better);
+    return hit
+      ? `${m} reaches lora r ${top}'s mean ${what} (${f(q)}) with ${Math.round(hit.params).toLocaleString('en-US')} parameters (its budget ${hit.rank} per module on average, ${f(hit.quality)}): ${(100 * hit.params / p).toFixed(1)}% of lora's ${Math.round(p).toLocaleString('en-US')}`
+      : `no ${m} budget tried reaches lora r ${top}'s mean ${what} (${f(q)})`;
+  });
+}
+
+/** AdaPaD's rank pattern over training (seed 0, the largest budget): one panel per variant, one line per module. */
+export function rankSeries(runs: readonly Run[], top: number): { panels: string[]; series: { label: string; x: number[]; y: number[]; style: string; panel: number }[] } {
+  const variants = (['adapad', 'adapad-c0'] as const).map((m) => runs.find((r) => r.method === m && r.rank === top && r.seed === 0)).filter((r): r is Run => !!r?.history?.length);
+  return {
+    panels: variants.map((r) => (r.method === 'adapad' ? 'adapad' : 'adapad, curvature 0 (no deflation)')),
+    series: variants.flatMap((r, panel) => Object.keys(r.pattern).map((m) => ({
+      label: m, x: [0, ...r.history!.map((h) => h.step)], y: [1, ...r.history!.map((h) => h.ranks[m] ?? 0)], style: 'o-', panel,
+    }))),
+  };
+}
+
+/** The rank pattern as "module r, …" (modules in the model's order). */
+export const patternText = (p: Record<string, number>): string => Object.entries(p).map(([m, r]) => `${m} ${r}`).join(', ');
