@@ -10,8 +10,8 @@ import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { adapad, type Adapad } from '../plugins/adapters/adapad.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset } from '../sdk/data.js';
-import { deflationLoss } from '../sdk/families/adapters/deflation.js';
-import { componentPhases, componentSensitivity, growModule, growthChoice } from '../sdk/families/adapters/growth.js';
+import { deflationCoefficients, deflationLoss, deflationMasks } from '../sdk/families/adapters/deflation.js';
+import { advanceGrowth, componentSensitivity, type GrowthState, growthChoice, UNBORN, updateImportance } from '../sdk/families/adapters/growth.js';
 import { Model } from '../sdk/model.js';
 import { noGrad, trace } from '../sdk/program.js';
 import { Trainer, type TrainerOptions } from '../sdk/trainer.js';
@@ -40,59 +40,72 @@ const flat = (m: number[][]) => m.flat();
 const upload = (m: number[][]) => rt.tensor(flat(m), [m.length, m[0].length], 'f64');
 /** scale · b_k a_kᵀ as an (m, n) matrix: b_k = B[:, k], a_k = A[k]. */
 const rankOne = (A: number[][], B: number[][], k: number, scale: number) => B.map((row) => A[k].map((a) => scale * row[k] * a));
+const mapValues = <T extends Record<string, Tensor>>(o: T, f: (t: Tensor) => Tensor) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)])) as T;
 const addTo = (acc: number[][], x: number[][], w = 1) => acc.forEach((row, i) => row.forEach((_, j) => { row[j] += w * x[i][j]; }));
 
 describe('the deflation loss (sdk/families/adapters/deflation.ts)', () => {
-  it('gives component k the gradient of the deflated objective: G + c·D_k = c·(Σ_{j<k} P̂_j + P_k − T)', async () => {
-    // K = 4 components on a (3, 5) module: 0 and 1 in the sum, 2 a ghost, 3 not born yet.
-    // The loss is (c/2)‖ΔW − T‖² with ΔW the live sum (its Hessian is c·I), the ghost in the
-    // forward as ghost·(P − sg(P)) (value 0, its gradient), plus the deflation loss.
-    const [K, m, n, scale, c] = [4, 3, 5, 0.7, 1.3];
-    const A = matrix(K, n, 1), B = matrix(m, K, 2), Ah = matrix(K, n, 3), Bh = matrix(m, K, 4), T = matrix(m, n, 5);
-    const exists = [1, 1, 1, 0], inSum = [1, 1, 0, 0];
-    const tA = upload(A).keep(), tB = upload(B).keep();
-    rt.call('set_requires_grad', [tA, true], undefined, 0);
-    rt.call('set_requires_grad', [tB, true], undefined, 0);
-    const hat = { A: upload(Ah), B: upload(Bh) };
-    const [e, s, target] = [rt.tensor(exists, [K], 'f64'), rt.tensor(inSum, [K], 'f64'), upload(T)];
-    const g = s.neg().add(e); // the ghost
-    const prog = await trace(rt, { name: 'deflation-grad' }, () => {
-      const sumOf = (w: Tensor) => tB.mul(w.reshape([1, K])).matmul(tA).mul(scale);
-      const ghost = sumOf(g);
-      const dW = sumOf(s).add(ghost.sub(noGrad(rt, () => ghost.clone())));
-      const loss = dW.sub(target).square().sum().mul(c / 2).add(deflationLoss(rt, { A: tA, B: tB }, hat, e, s, { scale, curvature: c, K }));
-      rt.call('backward', [loss], undefined, 0);
-      return [rt.call('grad_of', [tA]) as Tensor, rt.call('grad_of', [tB]) as Tensor];
+  it('gives component k the gradient of the deflated objective: G + c·D_k = c·(Σ_{j<k} P̂_j + P_k − T), two modules batched', async () => {
+    // Per module, the loss is (c/2)‖ΔW − T‖² with ΔW the live sum (its Hessian is c·I), a ghost
+    // in the forward as ghost·(P − sg(P)) (value 0, its gradient), plus the deflation loss.
+    // Module 0: K = 4 on (3, 5), components 0 and 1 in the sum, 2 a ghost, 3 not born yet;
+    // module 1: (4, 2), component 0 in the sum, 1 a ghost. Scales differ, so the weights are (M,).
+    const K = 4, c = 1.3;
+    const mods = [
+      { m: 3, n: 5, scale: 0.7, exists: [1, 1, 1, 0], inSum: [1, 1, 0, 0], seed: 1 },
+      { m: 4, n: 2, scale: 1.1, exists: [1, 1, 0, 0], inSum: [1, 0, 0, 0], seed: 9 },
+    ].map((d) => ({ ...d, A: matrix(K, d.n, d.seed), B: matrix(d.m, K, d.seed + 1), Ah: matrix(K, d.n, d.seed + 2), Bh: matrix(d.m, K, d.seed + 3), T: matrix(d.m, d.n, d.seed + 4) }));
+    const rows = (key: 'exists' | 'inSum') => rt.tensor(mods.flatMap((d) => d[key]), [2, K], 'f64');
+    const [e, s] = [rows('exists'), rows('inSum')];
+    const g = e.sub(s); // the ghosts
+    const coef = deflationCoefficients(mapValues(deflationMasks(rt, K), (t) => t.to('f64')), e, s, g);
+    const live = mods.map((d) => {
+      const t = { A: upload(d.A).keep(), B: upload(d.B).keep() };
+      for (const x of [t.A, t.B]) rt.call('set_requires_grad', [x, true], undefined, 0);
+      return t;
     });
-    const [gA, gB] = prog.run({}) as Tensor[];
-    const [gotA, gotB] = [Array.from(await gA.toArray() as Float64Array), Array.from(await gB.toArray() as Float64Array)];
-    for (let k = 0; k < K; k++) {
-      // the deflated objective's gradient with respect to P_k, then through P_k = scale·b_k a_kᵀ
-      const Gk = T.map((row) => row.map((t) => -t));
-      addTo(Gk, rankOne(A, B, k, scale));
-      for (let j = 0; j < k; j++) addTo(Gk, rankOne(Ah, Bh, j, scale), exists[j]);
-      for (let i = 0; i < m; i++) {
-        const want = exists[k] ? c * scale * Gk[i].reduce((acc, v, q) => acc + v * A[k][q], 0) : 0;
-        expect(gotB[i * K + k]).toBeCloseTo(want, 10);
+    const weights = rt.tensor(mods.map((d) => c * d.scale ** 2), [2], 'f64');
+    const prog = await trace(rt, { name: 'deflation-grad' }, () => {
+      let loss = deflationLoss(rt, mods.map((d, i) => ({ live: live[i], hat: { A: upload(d.Ah), B: upload(d.Bh) } })), coef, weights);
+      mods.forEach((d, i) => {
+        const sumOf = (w: Tensor) => live[i].B.mul(w.narrow(0, i, 1)).matmul(live[i].A).mul(d.scale);
+        const ghost = sumOf(g);
+        const dW = sumOf(s).add(ghost.sub(noGrad(rt, () => ghost.clone())));
+        loss = loss.add(dW.sub(upload(d.T)).square().sum().mul(c / 2));
+      });
+      rt.call('backward', [loss], undefined, 0);
+      return live.flatMap((t) => [rt.call('grad_of', [t.A]) as Tensor, rt.call('grad_of', [t.B]) as Tensor]);
+    });
+    const grads = await Promise.all((prog.run({}) as Tensor[]).map(async (t) => Array.from(await t.toArray() as Float64Array)));
+    mods.forEach(({ m, n, scale, exists, A, B, Ah, Bh, T }, mi) => {
+      const [gotA, gotB] = [grads[2 * mi], grads[2 * mi + 1]];
+      for (let k = 0; k < K; k++) {
+        // the deflated objective's gradient with respect to P_k, then through P_k = scale·b_k a_kᵀ
+        const Gk = T.map((row) => row.map((t) => -t));
+        addTo(Gk, rankOne(A, B, k, scale));
+        for (let j = 0; j < k; j++) addTo(Gk, rankOne(Ah, Bh, j, scale), exists[j]);
+        for (let i = 0; i < m; i++) {
+          const want = exists[k] ? c * scale * Gk[i].reduce((acc, v, q) => acc + v * A[k][q], 0) : 0;
+          expect(gotB[i * K + k], `module ${mi} B[${i}, ${k}]`).toBeCloseTo(want, 10);
+        }
+        for (let q = 0; q < n; q++) {
+          const want = exists[k] ? c * scale * Gk.reduce((acc, row, i) => acc + row[q] * B[i][k], 0) : 0;
+          expect(gotA[k * n + q], `module ${mi} A[${k}, ${q}]`).toBeCloseTo(want, 10);
+        }
       }
-      for (let q = 0; q < n; q++) {
-        const want = exists[k] ? c * scale * Gk.reduce((acc, row, i) => acc + row[q] * B[i][k], 0) : 0;
-        expect(gotA[k * n + q]).toBeCloseTo(want, 10);
-      }
-    }
+    });
     prog.free();
-    tA.free();
-    tB.free();
+    for (const t of live) { t.A.free(); t.B.free(); }
   });
 });
 
 describe('growth (sdk/families/adapters/growth.ts)', () => {
-  const read = async (t: Tensor) => Array.from(await t.toArray() as Float32Array);
+  const read = async (t: Tensor) => Array.from(await t.to('f32').toArray() as Float32Array);
 
   it('grows the module with the highest importance per active component, only on growth steps and within the budget', async () => {
     const imp = rt.tensor([0.9, 1.2, 0.5]);
     const active = rt.tensor([1, 2, 1]);
-    const choice = (born: number[], step: number, budget = 7) => read(growthChoice(rt, imp, active, rt.tensor(born), rt.full([], step), { growEvery: 5, budget, maxRank: 3 }));
+    const modules = rt.arange(0, 3, 1, 'i64');
+    const choice = (born: number[], step: number, budget = 7) => read(growthChoice(imp, active, rt.tensor(born, [3, 1]), rt.full([], step), modules, { growEvery: 5, budget, maxRank: 3 }));
     expect(await choice([1, 2, 1], 10)).toEqual([1, 0, 0]); // 0.9 > 1.2 / 2 > 0.5
     expect(await choice([1, 2, 1], 9)).toEqual([0, 0, 0]); // not a growth step
     expect(await choice([3, 2, 1], 10)).toEqual([0, 1, 0]); // module 0 is full (maxRank 3)
@@ -101,27 +114,36 @@ describe('growth (sdk/families/adapters/growth.ts)', () => {
   });
 
   it('a module that grows gets its next unborn component, a ghost for `advance` steps, then in the sum', async () => {
-    const born = rt.tensor([1, 1, 0, 0]), birth = rt.tensor([-4, 10, 0, 0]);
-    const grown = growModule(rt, born, birth, rt.full([], 1), rt.full([], 20), 4);
-    expect(await read(grown.born)).toEqual([1, 1, 1, 0]);
-    expect(await read(grown.birth)).toEqual([-4, 10, 20, 0]);
-    const still = growModule(rt, born, birth, rt.full([], 0), rt.full([], 20), 4);
-    expect(await read(still.born)).toEqual([1, 1, 0, 0]);
-    const at = async (step: number) => {
-      const p = componentPhases(grown.born, grown.birth, rt.full([], step), 4);
-      return [await read(p.gate), await read(p.ghost)];
+    // two modules, K = 3, advance 2: module 0 holds one component (in the sum), module 1 two
+    const st: GrowthState = {
+      age: rt.tensor([2, UNBORN, UNBORN, 9, 5, UNBORN], [2, 3]), born: rt.tensor([1, 0, 0, 1, 1, 0], [2, 3]),
+      gate: rt.tensor([1, 0, 0, 1, 1, 0], [2, 3]), ghost: rt.zeros([2, 3]), importance: rt.zeros([2]),
     };
-    expect(await at(23)).toEqual([[1, 1, 0, 0], [0, 0, 1, 0]]); // born at 20: a ghost for steps 21-24
-    expect(await at(24)).toEqual([[1, 1, 1, 0], [0, 0, 0, 0]]); // in the sum from step 25
+    const slots = rt.arange(0, 3, 1, 'f32').reshape([1, 3]);
+    const step = (grows: boolean[]) => advanceGrowth(st, rt.tensor(grows.map(Number), [2, 1]).gt(0), st.born.sum(1, true), slots, 2);
+    step([true, false]);
+    expect(await read(st.born)).toEqual([1, 1, 0, 1, 1, 0]);
+    expect(await read(st.gate)).toEqual([1, 0, 0, 1, 1, 0]);
+    expect(await read(st.ghost)).toEqual([0, 1, 0, 0, 0, 0]);
+    step([false, false]);
+    expect(await read(st.ghost)).toEqual([0, 1, 0, 0, 0, 0]); // a ghost for the two steps after its birth
+    step([false, true]);
+    expect(await read(st.gate)).toEqual([1, 1, 0, 1, 1, 0]);
+    expect(await read(st.ghost)).toEqual([0, 0, 0, 0, 0, 1]);
+    expect(await read(st.age)).toEqual([5, 2, UNBORN, 12, 8, 0]);
   });
 
-  it("scores a component by the means of |θ·∇θ| over its A row and its B column", async () => {
+  it("scores a component by the means of |θ·∇θ| over its A row and its B column; the module's importance sums its active ones", async () => {
     const A = rt.tensor([1, -2, 0, 3], [2, 2]), gA = rt.tensor([1, 1, 5, 2], [2, 2]);
     const B = rt.tensor([2, 0, 1, 1, -1, 4], [3, 2]), gB = rt.tensor([1, 9, 3, 1, 2, 1], [3, 2]);
     // row 0: (1 + 2)/2 = 1.5, column 0: (2 + 3 + 2)/3; row 1: 6/2 = 3, column 1: (0 + 1 + 4)/3
-    const got = await read(componentSensitivity(A, gA, B, gB));
+    const sens = componentSensitivity(A, gA, B, gB);
+    const got = await read(sens);
     expect(got[0]).toBeCloseTo(1.5 + 7 / 3, 5);
     expect(got[1]).toBeCloseTo(3 + 5 / 3, 5);
+    const st = { importance: rt.tensor([1]), gate: rt.tensor([1, 0], [1, 2]) } as GrowthState;
+    updateImportance(st, sens.unsqueeze(0), 0.75); // 0.75·1 + 0.25·(the active component's score)
+    expect((await read(st.importance))[0]).toBeCloseTo(0.75 + 0.25 * (1.5 + 7 / 3), 5);
   });
 });
 

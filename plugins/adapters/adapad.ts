@@ -43,11 +43,11 @@ import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import type { AdapterSite } from '../../sdk/adapters.js';
 import { AdapterBase, AdapterFields, fanIn } from '../../sdk/families/adapters/base.js';
-import { asMatrices, broadcastAtRoundEnd, deflationLoss, type RankOneFactors } from '../../sdk/families/adapters/deflation.js';
-import { componentPhases, componentSensitivity, ema, growModule, growthChoice, moduleImportance } from '../../sdk/families/adapters/growth.js';
+import { asMatrices, broadcastAtRoundEnd, deflationCoefficients, deflationLoss, deflationMasks } from '../../sdk/families/adapters/deflation.js';
+import { advanceGrowth, componentSensitivity, growthChoice, type GrowthState, UNBORN, updateImportance } from '../../sdk/families/adapters/growth.js';
 import type { TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin } from '../../sdk/plugin.js';
-import { noGrad } from '../../sdk/program.js';
+import { noGrad, traceEach } from '../../sdk/program.js';
 
 /** Config of {@link Adapad}. */
 export const AdapadConfig = Type.Object({
@@ -62,23 +62,25 @@ export const AdapadConfig = Type.Object({
 }, { additionalProperties: false });
 export type AdapadConfig = Static<typeof AdapadConfig>;
 
-/** One module's AdaPaD state: births, the broadcast copies (as matrices, see deflation.ts). */
-interface ModuleState { born: Tensor; birth: Tensor; hat: RankOneFactors }
-
 /** AdaPaD: rank-1 components trained in parallel against deflation targets; ranks grown under a budget. */
 export class Adapad extends AdapterBase<AdapadConfig> {
   /** The rank pattern (components in the sum per module) at each epoch's end since attach: `{ step, ranks }`. */
   rankHistory: { step: number; ranks: Record<string, number> }[] = [];
-  private state: Record<string, ModuleState> = {};
+  /** (M, K) gates and ghosts of all modules: each module's AdapterSet gate / ghost is a view of its row. */
+  private rows: { gate: Tensor; ghost: Tensor } | null = null;
+  private growth: GrowthState | null = null;
 
   protected rankOf(_site: AdapterSite): number {
     return this.config.maxRank;
   }
 
-  /** The first component in the sum from the start, the rest unborn; both checkpointed. */
-  protected override gateOf(site: AdapterSite, r: number, hooks: TrainingHooks): { gate: Tensor; ghost: Tensor } {
-    const first = Array.from({ length: r }, (_, k) => (k === 0 ? 1 : 0));
-    return { gate: this.checkpointed(site, 'gate', hooks.rt.tensor(first, [r])), ghost: this.checkpointed(site, 'ghost', hooks.rt.zeros([r])) };
+  /** Views of row `index` of the (M, K) gates and ghosts: the first component in the sum from the start, the rest unborn. */
+  protected override gateOf(site: AdapterSite, r: number, hooks: TrainingHooks, index: number): { gate: Tensor; ghost: Tensor } {
+    const { rt } = hooks;
+    const M = this.sites.length;
+    if (index === 0) this.rows = { gate: this.hold(rt.tensor(rowsOf(M, r, 1, 0), [M, r])), ghost: this.hold(rt.zeros([M, r])) };
+    const row = (t: Tensor) => this.checkpointed(site, t === this.rows!.gate ? 'gate' : 'ghost', t.narrow(0, index, 1).reshape([r]));
+    return { gate: row(this.rows!.gate), ghost: row(this.rows!.ghost) };
   }
 
   protected override join(hooks: TrainingHooks): void {
@@ -89,56 +91,48 @@ export class Adapad extends AdapterBase<AdapadConfig> {
     const budget = c.budget ?? 4 * M;
     if (budget < M) throw new LiaisonError('E_ARG', `${this.id}: config field 'budget' (${budget}) is below the ${M} adapted modules, each of which starts with one component`, { param: 'budget' });
     const set = this.set!;
-    const matrices = (s: AdapterSite) => asMatrices(set.factors[s.module], K);
-    for (const site of this.sites) {
-      const [n, m] = [fanIn(site), site.out];
-      const born = rt.tensor(Array.from({ length: K }, (_, k) => (k === 0 ? 1 : 0)), [K]);
-      const birth = rt.full([K], -c.advance); // the first is past its advance learning at step 1
-      this.state[site.module] = { born: this.hold(born), birth: this.hold(birth), hat: { A: this.hold(rt.zeros([K, n])), B: this.hold(rt.zeros([m, K])) } };
-    }
-    const importance = this.hold(rt.zeros([M])); // (M,) each module's importance EMA, in site order
+    const matrices = (s: AdapterSite) => asMatrices(set.factors[s.module], K, s.kind !== 'linear');
+    const hats = this.sites.map((s) => ({ A: this.hold(rt.zeros([K, fanIn(s)])), B: this.hold(rt.zeros([s.out, K])) }));
+    const st: GrowthState = this.growth = {
+      age: this.hold(rt.tensor(rowsOf(M, K, c.advance, UNBORN), [M, K])), // the first is past its advance learning at step 1
+      born: this.hold(rt.tensor(rowsOf(M, K, 1, 0), [M, K])),
+      ...this.rows!,
+      importance: this.hold(rt.zeros([M])),
+    };
+    const masks = deflationMasks(rt, K);
+    for (const t of Object.values(masks)) this.hold(t);
+    const slots = this.hold(rt.arange(0, K, 1, 'f32').reshape([1, K]));
+    const modules = this.hold(rt.arange(0, M, 1, 'i64'));
     // resume copies these back in place: the step program keeps its captures
     hooks.addState('adapad', () => ({
-      importance,
-      ...Object.fromEntries(this.sites.flatMap((s) => {
-        const st = this.state[s.module];
-        return [[`${s.module}.born`, st.born], [`${s.module}.birth`, st.birth], [`${s.module}.hat_A`, st.hat.A], [`${s.module}.hat_B`, st.hat.B]];
-      })),
+      age: st.age, born: st.born, importance: st.importance,
+      ...Object.fromEntries(this.sites.flatMap((s, i) => [[`${s.module}.hat_A`, hats[i].A], [`${s.module}.hat_B`, hats[i].B]])),
     }));
     if (c.curvature > 0) {
+      const weight = c.curvature * this.scaleOf(K) ** 2; // every module has rank maxRank, so one scale
       hooks.addLoss('deflation', () => {
-        const aux = this.sites.map((s) => {
-          const f = set.factors[s.module];
-          return deflationLoss(rt, matrices(s), this.state[s.module].hat, this.state[s.module].born, f.gate, { scale: f.scale, curvature: c.curvature, K });
-        }).reduce((a, b) => a.add(b));
+        const coef = deflationCoefficients(masks, st.born, st.gate, st.ghost);
+        const aux = deflationLoss(rt, this.sites.map((s, i) => ({ live: matrices(s), hat: hats[i] })), coef, weight);
         return aux.sub(noGrad(rt, () => aux.clone())); // value 0, gradient the deflation's
       });
     }
+    // per module the same ops over different tensors: the runtime replays them side by side (traceEach)
     hooks.on('afterBackward', () => noGrad(rt, () => {
-      const raw = this.sites.map((s) => {
+      const sens: Tensor[] = [];
+      traceEach(rt, this.sites, (s) => {
         const f = set.factors[s.module];
-        const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K);
+        const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K, s.kind !== 'linear');
         const { A, B } = matrices(s);
-        return moduleImportance(componentSensitivity(A, g.A, B, g.B), f.gate).reshape([1]);
+        sens.push(componentSensitivity(A, g.A, B, g.B));
       });
-      importance.copy_(ema(importance, M === 1 ? raw[0] : rt.cat(raw), c.beta));
+      updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta);
     }));
     hooks.on('afterOptimizerStep', ({ step }) => {
-      const stack = (fn: (s: AdapterSite) => Tensor) => (M === 1 ? fn(this.sites[0]).reshape([1]) : rt.stack(this.sites.map(fn)));
-      const active = stack((s) => set.factors[s.module].gate.sum());
-      const bornCount = stack((s) => this.state[s.module].born.sum());
-      const grows = growthChoice(rt, importance, active, bornCount, step, { growEvery: c.growEvery, budget, maxRank: K });
-      this.sites.forEach((s, i) => {
-        const st = this.state[s.module];
-        const f = set.factors[s.module];
-        broadcastAtRoundEnd(step, c.localSteps, matrices(s), st.hat);
-        const next = growModule(rt, st.born, st.birth, grows.narrow(0, i, 1).reshape([]), step, K);
-        st.born.copy_(next.born);
-        st.birth.copy_(next.birth);
-        const phase = componentPhases(st.born, st.birth, step, c.advance);
-        f.gate.copy_(phase.gate);
-        f.ghost!.copy_(phase.ghost);
-      });
+      const due = step.remainder(c.localSteps).eq(0).to('f32');
+      traceEach(rt, this.sites, (s, i) => broadcastAtRoundEnd(due, matrices(s), hats[i]));
+      const bornCount = st.born.sum(1, true);
+      const grows = growthChoice(st.importance, st.gate.sum(1), bornCount, step, modules, { growEvery: c.growEvery, budget, maxRank: K });
+      advanceGrowth(st, grows, bornCount, slots, c.advance);
     });
     this.rankHistory = [];
     hooks.on('epochEnd', async ({ step }) => {
@@ -149,15 +143,19 @@ export class Adapad extends AdapterBase<AdapadConfig> {
   /** Components born per module (in the sum or ghosts): what the budget counts. One round trip. */
   async born(): Promise<Record<string, number>> {
     this.attachedSet('born');
-    const counts = await Promise.all(this.sites.map((s) => this.state[s.module].born.sum().item()));
+    const counts = Array.from(await this.growth!.born.sum(1).toArray() as Float32Array);
     return Object.fromEntries(this.sites.map((s, i) => [s.module, counts[i]]));
   }
 
   override free(): void {
     super.free();
-    this.state = {};
+    this.rows = null;
+    this.growth = null;
   }
 }
+
+/** M rows of K: `first` in column 0, `rest` elsewhere. */
+const rowsOf = (M: number, K: number, first: number, rest: number): number[] => Array.from({ length: M * K }, (_, i) => (i % K === 0 ? first : rest));
 
 /** The `adapad` registration: `adapad({ maxRank, budget, growEvery, advance, localSteps, curvature, beta, targets, alpha, rslora, seed, merge })`. */
 export const adapad = definePlugin({

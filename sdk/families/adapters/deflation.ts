@@ -1,7 +1,7 @@
 /**
- * AdaPaD's deflation targets as one auxiliary loss per module (plugins/adapters/adapad.ts;
- * Su, Liao, Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with Self-Correcting
- * Rank Discovery"). Pure tensor functions, traced into the Trainer's step.
+ * AdaPaD's deflation targets as one auxiliary loss (plugins/adapters/adapad.ts; Su, Liao,
+ * Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with Self-Correcting Rank
+ * Discovery"). Pure tensor functions, traced into the Trainer's step.
  *
  * A module's update is a sum of rank-1 components P_k = scale · b_k a_kᵀ (b_k = B[:, k],
  * a_k = A[k] flattened), k in join order. Component k trains against the deflation target
@@ -17,14 +17,17 @@
  * Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j; a ghost (s_k = 0, in advance learning) adds nothing to
  * the forward, so G does not hold its own P_k and D_k adds it back. The loss whose gradient
  * with respect to each P_k is c·e_k·D_k is c · Σ_k e_k ⟨sg(D_k), P_k⟩_F (sg: stop-gradient),
- * and since ⟨u_j v_jᵀ, u_k v_kᵀ⟩_F = (u_j·u_k)(v_j·v_k) it needs only K×K Gram products
- * (B̂ᵀB ⊙ ÂAᵀ): never an out×in matrix. Exact deflation for a quadratic loss with Hessian
- * c·I, the matrix-approximation setting of the paper's analysis.
+ * and since ⟨u_k v_kᵀ, u_j v_jᵀ⟩_F = (u_k·u_j)(v_k·v_j) it needs only K×K Gram products:
+ * never an out×in matrix. Exact deflation for a quadratic loss with Hessian c·I, the
+ * matrix-approximation setting of the paper's analysis.
+ *
+ * Modules are batched: their 0/1 states are (M, K) tensors, their Gram products are stacked
+ * to (M, K, K), so the op count per step grows by a few ops per module, not by the formula's.
  */
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import { noGrad } from '../../program.js';
 
-/** One module's components as the deflation sees them: a_k = A[k], b_k = B[:, k]. */
+/** One module's components as matrices: a_k = A[k], b_k = B[:, k]. */
 export interface RankOneFactors {
   /** (K, n): component k's input direction in row k (a conv's (K, in, …kernel) flattened to (K, in·∏kernel)). */
   A: Tensor;
@@ -32,51 +35,61 @@ export interface RankOneFactors {
   B: Tensor;
 }
 
-/** A conv's factors as matrices: A (K, in, …kernel) → (K, in·∏kernel), B (out, K, 1, …) → (out, K). */
-export function asMatrices(f: RankOneFactors, K: number): RankOneFactors {
-  return { A: f.A.reshape([K, -1]), B: f.B.reshape([-1, K]) };
+/** A conv's factors as matrices (`conv` true): A (K, in, …kernel) → (K, in·∏kernel), B (out, K, 1, …) → (out, K); a linear's as they are. */
+export function asMatrices(f: RankOneFactors, K: number, conv: boolean): RankOneFactors {
+  return conv ? { A: f.A.reshape([K, -1]), B: f.B.reshape([-1, K]) } : { A: f.A, B: f.B };
 }
 
-/**
- * The coefficient matrices of the loss, both (K, K) with rows j and columns k:
- * `hat[j, k] = e_j e_k [j < k]` (predecessors' broadcast estimates) and
- * `live[j, k] = e_k (−s_j [j ≠ k] + (1 − s_k)[j = k])` (the live components, stop-gradient).
- * `exists`, `inSum`: (K,) f32 0/1.
- */
-export function deflationCoefficients(rt: Runtime, exists: Tensor, inSum: Tensor, K: number): { hat: Tensor; live: Tensor } {
-  const upper = rt.ones([K, K]).triu(1); // [j < k]
+/** The constant (K, K) masks the coefficients are made of: `[j < k]` and `−[j ≠ k]`, `[j = k]` (row k, column j). */
+export function deflationMasks(rt: Runtime, K: number): { lower: Tensor; negOff: Tensor; eye: Tensor } {
   const eye = rt.eye(K);
-  const ek = exists.reshape([1, K]);
-  const hat = upper.mul(exists.reshape([K, 1])).mul(ek);
-  const offDiag = eye.neg().add(1).mul(inSum.reshape([K, 1])).neg(); // −s_j [j ≠ k]
-  const self = eye.mul(inSum.neg().add(1).reshape([1, K])); // (1 − s_k)[j = k]
-  return { hat, live: offDiag.add(self).mul(ek) };
+  return { lower: rt.ones([K, K]).tril(-1), negOff: eye.sub(1), eye };
 }
 
 /**
- * c · Σ_k e_k ⟨sg(D_k), P_k⟩_F for one module, () f32: its gradient with respect to a_k and
- * b_k is what c·D_k gives through P_k = scale · b_k a_kᵀ (see the file's comment).
- * `live`: the factors being trained (matrices, see {@link asMatrices}); `hat`: their copies
- * at the last broadcast (no gradient). Must run inside a traced step: the stop-gradient
- * copies of `live` are made with {@link noGrad}, which only a trace records.
+ * The coefficient tensors of the loss, both (M, K, K) with row k (the component trained) and
+ * column j: `hat[k, j] = e_k e_j [j < k]` (predecessors' broadcast estimates) and
+ * `live[k, j] = −e_k s_j [j ≠ k] + ghost_k [j = k]` (the live components, stop-gradient;
+ * ghost_k = e_k (1 − s_k)). `exists`, `inSum`, `ghost`: (M, K) f32 0/1.
  */
-export function deflationLoss(rt: Runtime, live: RankOneFactors, hat: RankOneFactors, exists: Tensor, inSum: Tensor, opts: { scale: number; curvature: number; K: number }): Tensor {
-  const { scale, curvature, K } = opts;
-  const sg = noGrad(rt, () => ({ A: live.A.clone(), B: live.B.clone() }));
-  const c = deflationCoefficients(rt, exists, inSum, K);
-  // gram(x, y)[j, k] = ⟨b^x_j a^xᵀ_j, b^y_k a^yᵀ_k⟩ = (b^x_j · b^y_k)(a^x_j · a^y_k)
-  const gram = (x: RankOneFactors, y: RankOneFactors) => x.B.transpose(0, 1).matmul(y.B).mul(x.A.matmul(y.A.transpose(0, 1)));
-  const terms = gram(hat, live).mul(c.hat).add(gram(sg, live).mul(c.live));
-  return terms.sum().mul(curvature * scale * scale);
+export function deflationCoefficients(masks: { lower: Tensor; negOff: Tensor; eye: Tensor }, exists: Tensor, inSum: Tensor, ghost: Tensor): { hat: Tensor; live: Tensor } {
+  const ek = exists.unsqueeze(2);
+  const hat = masks.lower.mul(ek).mul(exists.unsqueeze(1));
+  const live = masks.negOff.mul(ek).mul(inSum.unsqueeze(1)).add(masks.eye.mul(ghost.unsqueeze(2)));
+  return { hat, live };
 }
 
 /**
- * Round bookkeeping (one round = `localSteps` Trainer steps): after the step that ends a
- * round, every component's broadcast copy becomes its current value. `step` () f32 counts
- * from 1; the copies are written in place (call inside {@link noGrad}, as afterOptimizerStep is).
+ * Σ_m w_m Σ_k e_k ⟨sg(D_k), P_k⟩ / scale_m² over the modules, () f32, with w_m = c·scale_m²
+ * (`weights`: a number when every module has the same scale, else (M,)): its gradient with
+ * respect to each module's a_k and b_k is what c·D_k gives through P_k = scale·b_k a_kᵀ (see
+ * the file's comment). `live`: the factors being trained, as matrices; `hat`: their copies at
+ * the last broadcast, A (K, n) and B (m, K), no gradient. `coef` from
+ * {@link deflationCoefficients}. Must run inside a traced step: the stop-gradient copies of
+ * `live` are made under {@link noGrad}, which only a trace records.
  */
-export function broadcastAtRoundEnd(step: Tensor, localSteps: number, live: RankOneFactors, hat: RankOneFactors): void {
-  const due = step.remainder(localSteps).eq(0);
-  hat.A.copy_(live.A.where(due, hat.A));
-  hat.B.copy_(live.B.where(due, hat.B));
+export function deflationLoss(rt: Runtime, modules: readonly { live: RankOneFactors; hat: RankOneFactors }[], coef: { hat: Tensor; live: Tensor }, weights: number | Tensor): Tensor {
+  const gram = { bHat: [] as Tensor[], aHat: [] as Tensor[], bSg: [] as Tensor[], aSg: [] as Tensor[] };
+  for (const { live, hat } of modules) {
+    const sg = noGrad(rt, () => ({ A: live.A.clone(), B: live.B.clone() }));
+    const bt = live.B.transpose(0, 1); // (K, m)
+    // [k, j] = b_k·x_j and a_k·x_j: the component trained in rows
+    gram.bHat.push(bt.matmul(hat.B));
+    gram.aHat.push(rt.call('linear', [live.A, hat.A]) as Tensor);
+    gram.bSg.push(bt.matmul(sg.B));
+    gram.aSg.push(rt.call('linear', [live.A, sg.A]) as Tensor);
+  }
+  const stack = (ts: Tensor[]) => (ts.length === 1 ? ts[0].unsqueeze(0) : rt.stack(ts)); // (M, K, K)
+  const terms = stack(gram.bHat).mul(stack(gram.aHat)).mul(coef.hat).add(stack(gram.bSg).mul(stack(gram.aSg)).mul(coef.live));
+  return typeof weights === 'number' ? terms.sum().mul(weights) : terms.sum([1, 2]).mul(weights).sum();
+}
+
+/**
+ * Round bookkeeping: after the step that ends a round (`due` () f32 1, else 0), every
+ * component's broadcast copy becomes its current value (lerp_ is exact at 0 and 1). Written
+ * in place; `live` and `hat` as matrices.
+ */
+export function broadcastAtRoundEnd(due: Tensor, live: RankOneFactors, hat: RankOneFactors): void {
+  hat.A.lerp_(live.A, due);
+  hat.B.lerp_(live.B, due);
 }

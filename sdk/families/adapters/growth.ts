@@ -1,10 +1,11 @@
 /**
- * AdaPaD's rank discovery and advance learning (plugins/adapters/adapad.ts): pure tensor
- * functions traced into the Trainer's step, so no decision needs a round trip.
+ * AdaPaD's rank discovery and advance learning (plugins/adapters/adapad.ts): tensor
+ * functions traced into the Trainer's step, so no decision needs a round trip. Modules are
+ * batched: a module's components are a row of (M, K) tensors.
  *
- * - A component is born (`born` 1, `birth` = the step) when its module grows; for `advance`
- *   steps it is a ghost (a gradient, no forward contribution: it fits the current residual),
- *   then its gate turns 1.
+ * - A component is born (`born` 1, `age` 0) when its module grows; `age` counts the steps
+ *   done since. While age < `advance` it is a ghost (a gradient, no forward contribution: it
+ *   fits the current residual), then its gate turns 1. Unborn: age {@link UNBORN}.
  * - A module's importance is an exponential moving average (β) of Σ |θ·∇θ| over its active
  *   components' A and B entries, normalized per component as AdaLoRA's triplet score is
  *   (the mean over a factor's entries, so wide and narrow modules compare).
@@ -12,7 +13,24 @@
  *   spent, the module with the highest importance per active component grows by one; a
  *   module already holding `maxRank` components is passed over.
  */
-import type { Runtime, Tensor } from '../../../bridge/index.js';
+import type { Tensor } from '../../../bridge/index.js';
+
+/** The age of an unborn component: far below 0, and f32 cannot add 1 to it (spacing 64), so counting steps never brings it to life. */
+export const UNBORN = -1e9;
+
+/** One adapter's growth state, (M, K) f32 unless said; written in place. */
+export interface GrowthState {
+  /** Steps done since each component was born; {@link UNBORN} before. */
+  age: Tensor;
+  /** 0/1: born (in the sum or a ghost). */
+  born: Tensor;
+  /** 0/1: in the forward sum (the modules' AdapterSet gates are views of its rows). */
+  gate: Tensor;
+  /** 0/1: in advance learning (the AdapterSet ghosts are views of its rows). */
+  ghost: Tensor;
+  /** (M,): each module's importance EMA. */
+  importance: Tensor;
+}
 
 /**
  * Each component's sensitivity, (K,): mean_i |A[k, i]·∇A[k, i]| + mean_o |B[o, k]·∇B[o, k]|.
@@ -22,48 +40,38 @@ export function componentSensitivity(A: Tensor, gA: Tensor, B: Tensor, gB: Tenso
   return A.mul(gA).abs().mean(1).add(B.mul(gB).abs().mean(0));
 }
 
-/** The module's importance this step, (): the sensitivities of the components in the forward (`gate` (K,) 0/1) summed. */
-export function moduleImportance(sensitivity: Tensor, gate: Tensor): Tensor {
-  return sensitivity.mul(gate).sum();
-}
-
-/** β·prev + (1 − β)·x, the exponential moving average (written as lerp: prev + (1 − β)(x − prev)). */
-export function ema(prev: Tensor, x: Tensor, beta: number): Tensor {
-  return x.sub(prev).mul(1 - beta).add(prev);
+/** The importance EMA after this step: β·prev + (1 − β)·Σ_k gate·sensitivity, in place. `sensitivity` (M, K). */
+export function updateImportance(st: GrowthState, sensitivity: Tensor, beta: number): void {
+  st.importance.lerp_(sensitivity.mul(st.gate).sum(1), 1 - beta);
 }
 
 /**
- * Which module grows after this step, (M,) f32 one-hot, or all zeros: not a growth step
- * (`step` () f32, from 1, not a multiple of `growEvery`), the budget spent (components born
- * in all modules ≥ `budget`), or every module full (`maxRank` born). `importance` (M,): each
- * module's EMA; `active` (M,): its components in the forward; `born` (M,): born so far.
- * Ties go to the first module (argmax).
+ * Which module grows after this step, (M, 1) bool (at most one true): none when `step` ()
+ * (from 1) is not a multiple of `growEvery`, when the budget is spent (components born in
+ * all modules ≥ `budget`), or when every module is full (`maxRank` born). Otherwise the
+ * module of highest importance per active component among those with room (ties: the first).
+ * `bornCount` (M, 1), `active` (M,), `modules`: arange(M) (M,).
  */
-export function growthChoice(rt: Runtime, importance: Tensor, active: Tensor, born: Tensor, step: Tensor, opts: { growEvery: number; budget: number; maxRank: number }): Tensor {
-  const room = born.lt(opts.maxRank);
-  const perComponent = importance.div(active.clamp(1, null));
+export function growthChoice(importance: Tensor, active: Tensor, bornCount: Tensor, step: Tensor, modules: Tensor, opts: { growEvery: number; budget: number; maxRank: number }): Tensor {
+  const room = bornCount.lt(opts.maxRank); // (M, 1)
   // a full module ranks below every other: −1 is below any |θ·∇θ| score
-  const ranked = perComponent.where(room, -1);
-  const pick = (rt.call('zeros_like', [importance]) as Tensor).scatter(0, ranked.argmax(0, true), 1);
-  const due = step.remainder(opts.growEvery).eq(0).logicalAnd(born.sum().lt(opts.budget)).logicalAnd(room.any());
-  return pick.mul(due.to('f32'));
+  const ranked = importance.div(active.clamp(1, null)).where(room.reshape([-1]), -1);
+  const pick = modules.eq(ranked.argmax(0)).reshape([-1, 1]).logicalAnd(room);
+  const due = step.remainder(opts.growEvery).eq(0).logicalAnd(bornCount.sum().lt(opts.budget));
+  return pick.logicalAnd(due);
 }
 
 /**
- * Give a module that grows its next unborn component: `born` (K,) 0/1 and `birth` (K,) the
- * step each was born at; `grows` () 0/1 (the module's entry of {@link growthChoice}).
- * Components are born in index order, so index order is join order.
+ * One step of the state: ages advance, the module `grows` ((M, 1) bool) gets its next unborn
+ * component (components are born in index order, so index order is join order), and the
+ * phases follow the ages: in the sum once `age ≥ advance`, a ghost before. `bornCount`
+ * (M, 1) before this step's birth; `slots`: arange(K) as (1, K). In place.
  */
-export function growModule(rt: Runtime, born: Tensor, birth: Tensor, grows: Tensor, step: Tensor, K: number): { born: Tensor; birth: Tensor } {
-  const next = rt.arange(0, K, 1, 'f32').eq(born.sum()).to('f32').mul(grows); // (K,) 1 at the first unborn, if it grows
-  return { born: born.add(next), birth: step.sub(birth).mul(next).add(birth) };
-}
-
-/**
- * Each component's phase after `step`: `gate` 1 once born for `advance` steps (in the
- * forward from the next step), `ghost` 1 while younger (advance learning). (K,) f32 each.
- */
-export function componentPhases(born: Tensor, birth: Tensor, step: Tensor, advance: number): { gate: Tensor; ghost: Tensor } {
-  const grown = step.sub(birth).ge(advance).to('f32').mul(born);
-  return { gate: grown, ghost: born.sub(grown) };
+export function advanceGrowth(st: GrowthState, grows: Tensor, bornCount: Tensor, slots: Tensor, advance: number): void {
+  const newcomer = slots.eq(bornCount).logicalAnd(grows); // (M, K): the first unborn of a growing module
+  st.age.add_(1);
+  st.age.rt.call('masked_fill_', [st.age, newcomer, 0]);
+  st.born.rt.call('masked_fill_', [st.born, newcomer, 1]);
+  st.gate.copy_(st.age.ge(advance));
+  st.ghost.copy_(st.born.sub(st.gate));
 }
