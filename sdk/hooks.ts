@@ -69,8 +69,12 @@ export interface ParamView {
 /** The traced points, in the order a step reaches them. */
 export const TRACED_POINTS = ['beforeStep', 'afterBackward', 'afterOptimizerStep'] as const;
 export type TracedPoint = (typeof TRACED_POINTS)[number];
-/** The points run from TypeScript. */
-export const LOOP_POINTS = ['epochEnd', 'evaluation'] as const;
+/**
+ * The points run from TypeScript: each epoch's end, after each evaluation, and once when a
+ * `fit()` has run all its epochs (`fitEnd`: after the last epoch's end, evaluation and
+ * checkpoint; an adapter merges itself into the weights there).
+ */
+export const LOOP_POINTS = ['epochEnd', 'evaluation', 'fitEnd'] as const;
 export type LoopPoint = (typeof LOOP_POINTS)[number];
 
 /** What code at a traced point sees: placeholders of this step's values. */

@@ -354,6 +354,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         this.tb?.flush();
         finish(r);
       }
+      // the last epoch's end always drains the window: every step's results are in
+      const end = history.at(-1);
+      if (end) {
+        const { epoch, step, seconds: _, ...metrics } = end;
+        await this.hooks.runLoop('fitEnd', { epoch, step, metrics: metrics as Record<string, number> });
+      }
     } finally {
       // after a failure, the groups sent before it land first: their records reach the
       // log before it closes, and no event fires after fit() has settled

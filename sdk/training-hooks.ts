@@ -22,7 +22,7 @@ type LoopFn = (info: LoopInfo) => Promise<void> | void;
 /** Hooks collected from plugins' `attach()`. */
 export class HookRegistry implements TrainingHooks {
   readonly traced: Record<TracedPoint, TracedFn[]> = { beforeStep: [], afterBackward: [], afterOptimizerStep: [] };
-  readonly loop: Record<LoopPoint, LoopFn[]> = { epochEnd: [], evaluation: [] };
+  readonly loop: Record<LoopPoint, LoopFn[]> = { epochEnd: [], evaluation: [], fitEnd: [] };
   /** Extra loss terms, added to the training loss in this order; `owner` is the plugin's position (-1: added directly). */
   readonly losses: { name: string; owner: number; fn: (t: StepTrace) => Tensor }[] = [];
   /** Checkpointed tensors, saved as `prefix.key` (the prefix as made unique here). */
