@@ -7,7 +7,7 @@
  * until one budget shared by all modules is spent.
  *
  * Method: Su, Liao, Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with
- * Self-Correcting Rank Discovery" (the abstract: ../shared/seeds/papers.txt; no public code), on
+ * Self-Correcting Rank Discovery" (no public code; we worked from its abstract), built on
  * Liao, Su, Kyrillidis, "Provable Model-Parallel Distributed PCA with Parallel Deflation",
  * https://arxiv.org/abs/2502.17615.
  *
@@ -16,8 +16,9 @@
  *   component broadcasts its estimate P̂_k (a copy), and successors deflate with the copies.
  *   The target of component k enters as a gradient correction: with G = ∂L/∂ΔW at the live
  *   sum and a local quadratic model of curvature c·I (`curvature`), the gradient at
- *   ΔW_{≤k} = Σ_{j<k} P̂_j + P_k is G + c·D_k, D_k = Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j —
- *   one auxiliary loss per module from K×K Gram products (sdk/families/adapters/deflation.ts),
+ *   ΔW_{≤k} = Σ_{j<k} P̂_j + P_k is G + c·D_k, D_k = Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j (a
+ *   ghost, outside the forward, adds its own P_k back) — one auxiliary loss, a term per
+ *   module from K×K Gram products, the modules' stacked (sdk/families/adapters/deflation.ts),
  *   in the same forward and backward as the task loss. Exact for a quadratic loss with
  *   Hessian c·I (least squares with whitened inputs: c = 2/out for a mean squared error).
  *   Its value is taken back out (aux − sg(aux)): the loss reported is the model's.
