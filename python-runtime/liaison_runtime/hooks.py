@@ -202,7 +202,10 @@ register(HookPoint(
 # ---- module-named points: weight and output, on every nn.Linear / nn.Conv*d ----
 
 def _weight_sites(m: nn.Module) -> list:
-    return [(n, x) for n, x in m.named_modules() if isinstance(x, WEIGHT_MODULES)]
+    # nn.MultiheadAttention reads its out_proj's weight directly and never runs out_proj's
+    # forward: a hook there would never fire (and a merged adapter would change what it left alone)
+    inside_mha = {id(x.out_proj) for x in m.modules() if isinstance(x, nn.MultiheadAttention)}
+    return [(n, x) for n, x in m.named_modules() if isinstance(x, WEIGHT_MODULES) and id(x) not in inside_mha]
 
 
 def _chosen_modules(m: nn.Module, point: str, opts: dict) -> list:

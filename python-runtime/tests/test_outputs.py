@@ -98,3 +98,59 @@ def test_output_hook_errors_name_the_module():
     assert "layers.0" in f.message and "[2, 3]" in f.message and "[2, 16]" in f.message
     r("model_hook", m, "output", r.obj(lambda ins: [ins[1], ins[1]]), {"modules": "layers.0"})
     assert "must return [output]" in fault("E_ARG", r, "model_forward", m, [x]).message
+
+
+def test_the_input_by_keyword_is_x_and_a_call_without_it_is_refused_naming_the_module():
+    class Scaled(torch.nn.Linear):
+        def forward(self, inp=None, by=1.0):  # its input under another name
+            return super().forward(inp) * by
+
+    class Net(torch.nn.Module):
+        def __init__(self, kw):
+            super().__init__()
+            self.kw, self.lin, self.odd = kw, torch.nn.Linear(3, 2), Scaled(3, 2)
+
+        def forward(self, x):
+            return self.lin(input=x) if self.kw == "input" else self.odd(by=2.0, inp=x)
+
+    r = Runner()
+    x = torch.randn(4, 3)
+    seen = []
+    net = Net("input")
+    r("model_hook", net, "output", r.obj(lambda ins: seen.append(ins[0]) or [ins[1]]), {"modules": "lin"})
+    r("model_forward", net, [x])
+    assert seen and seen[0] is x
+    net = Net("odd")  # before: x was the first keyword's value, 2.0
+    r("model_hook", net, "output", r.obj(lambda ins: [ins[1]]), {"modules": "odd"})
+    f = fault("E_ARG", r, "model_forward", net, [x])
+    assert "odd" in f.message and "no input tensor" in f.message
+
+
+def test_multihead_attention_out_proj_is_no_site():
+    # MHA uses out_proj.weight inside F.multi_head_attention_forward, never out_proj's forward
+    from liaison_runtime.models.base import describe_module
+
+    net = torch.nn.ModuleDict({"attn": torch.nn.MultiheadAttention(4, 2), "head": torch.nn.Linear(4, 2)})
+    d = describe_module(net)
+    assert d["hook_modules"]["output"] == ["head"] and d["hook_modules"]["weight"] == ["head"]
+    assert list(d["module_geometry"]) == ["head"]
+
+
+def test_conv_lets_torch_errors_through_and_names_the_short_dim(monkeypatch):
+    from liaison_runtime.ops import nn as nn_ops
+
+    r = Runner()
+    x, w = torch.randn(1, 2, 5, 4), torch.randn(3, 2, 3, 3)
+    f = fault("E_SHAPE", r, "conv", x, w, None, 1, 0, [1, 2])  # dim 1: 4 < 2·(3 − 1) + 1
+    assert "spatial dim 1" in f.message and f.extra.get("param") == "input"
+
+    def oom(*a):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(nn_ops._CONVS, 4, oom)
+    try:
+        r("conv", x, w)
+    except Exception as e:  # noqa: BLE001 - whatever the binding makes of it, not a shape fault
+        assert "out of memory" in str(e) and getattr(e, "code", None) != "E_SHAPE", e
+    else:
+        raise AssertionError("the OOM was swallowed")

@@ -25,7 +25,12 @@ def install_output_hook(module: nn.Module, name: str, hook) -> None:
     remove_output_hook(module)
 
     def post(mod, args, kwargs, y):
-        x = args[0] if args else next(iter(kwargs.values()), None)
+        # x is the input nn.Linear / nn.Conv*d's forward takes: positional, or by its name 'input'
+        x = args[0] if args else kwargs.get("input")
+        if not isinstance(x, torch.Tensor):
+            raise RuntimeFault("E_ARG", f"model_forward: {name} was called with no input tensor as its first "
+                               f"argument or as 'input' (keywords {sorted(kwargs)}), so its output hook has no x",
+                               param="hook")
         got = hook([x, y])
         if not isinstance(got, (list, tuple)) or len(got) != 1 or not isinstance(got[0], torch.Tensor):
             raise RuntimeFault("E_ARG", f"model_forward: the output hook of {name} must return [output], got "

@@ -118,11 +118,16 @@ def conv(ctx, input, weight, bias, stride, padding, dilation, groups):
         padding = _conv_ints("padding", padding, n, 0)
     elif padding == "same" and any(s != 1 for s in stride):
         raise RuntimeFault("E_ARG", f"conv: 'padding' 'same' needs stride 1, got stride {stride}", param="padding")
-    try:
-        return _CONVS[weight.dim()](input, weight, bias, stride, padding, dilation, groups)
-    except RuntimeError as e:  # an input smaller than the dilated kernel
-        raise _shape_fault("conv", f"'input' {list(input.shape)} does not fit 'weight' {list(weight.shape)} "
-                           f"with stride {stride}, padding {padding}, dilation {dilation}: {e}", "input") from None
+    # each output size from the geometry, so that torch's own errors (CUDA out of memory, cuDNN)
+    # pass through as they are instead of reading as a shape mismatch
+    pads = [0] * n if padding == "valid" else None if padding == "same" else padding
+    for i, size in enumerate(input.shape[-n:]):
+        span = dilation[i] * (weight.shape[2 + i] - 1) + 1
+        if pads is not None and (size + 2 * pads[i] - span) // stride[i] + 1 < 1:
+            raise _shape_fault("conv", f"'input' {list(input.shape)} is {size} long in spatial dim {i}, shorter than "
+                               f"the dilated kernel ({span}) with padding {pads[i]} on each side ('weight' "
+                               f"{list(weight.shape)}, dilation {dilation}, padding {padding})", "input")
+    return _CONVS[weight.dim()](input, weight, bias, stride, padding, dilation, groups)
 
 
 @op("cross_entropy", P("input", "tensor"), P("target", "tensor"), P("weight", "tensor?", None),
