@@ -128,19 +128,21 @@ export function smallestReaching(groups: ReturnType<typeof grouped>, method: Met
 }
 
 /**
- * For each AdaPaD variant: the smallest adapter that reaches LoRA's quality at rank `top`
- * (`better(a, b)`: a at least as good as b; `f` formats a quality), as a sentence.
+ * The adapter size each AdaPaD variant needs to reach LoRA's quality: for every LoRA rank, its
+ * mean quality and parameters, and the smallest adapad (adapad-c0) budget whose mean quality
+ * is at least as good (`better(a, b)`: a at least as good as b; `f` formats a quality).
  */
-export function verdicts(groups: ReturnType<typeof grouped>, top: number, better: (a: number, b: number) => boolean, f: (x: number) => string, what: string): string[] {
-  const ref = groups.find((g) => g.method === 'lora' && g.rank === top);
-  if (!ref) return [];
-  const q = mean(ref.runs.map((r) => r.quality)), p = mean(ref.runs.map((r) => r.params));
-  return (['adapad', 'adapad-c0'] as const).filter((m) => groups.some((g) => g.method === m)).map((m) => {
-    const hit = smallestReaching(groups, m, q, better);
-    return hit
-      ? `${m} reaches lora r ${top}'s mean ${what} (${f(q)}) with ${Math.round(hit.params).toLocaleString('en-US')} parameters (its budget ${hit.rank} per module on average, ${f(hit.quality)}): ${(100 * hit.params / p).toFixed(1)}% of lora's ${Math.round(p).toLocaleString('en-US')}`
-      : `no ${m} budget tried reaches lora r ${top}'s mean ${what} (${f(q)})`;
+export function reachTable(groups: ReturnType<typeof grouped>, better: (a: number, b: number) => boolean, f: (x: number) => string): { header: string[]; rows: string[][] } {
+  const int = (x: number) => Math.round(x).toLocaleString('en-US');
+  const variants = (['adapad', 'adapad-c0'] as const).filter((m) => groups.some((g) => g.method === m));
+  const rows = groups.filter((g) => g.method === 'lora').map((g) => {
+    const q = mean(g.runs.map((r) => r.quality)), p = mean(g.runs.map((r) => r.params));
+    return [`lora r ${g.rank}`, f(q), int(p), ...variants.map((m) => {
+      const hit = smallestReaching(groups, m, q, better);
+      return hit ? `${int(hit.params)} (${(100 * hit.params / p).toFixed(0)}%; budget ${hit.rank}/module, ${f(hit.quality)})` : 'not reached';
+    })];
   });
+  return { header: ['reference', 'its quality', 'its parameters', ...variants.map((m) => `smallest ${m} as good`)], rows };
 }
 
 /** AdaPaD's rank pattern over training (seed 0, the largest budget): one panel per variant, one line per module. */
