@@ -8,26 +8,29 @@
  *
  * The setting is the paper's analysis: a least-squares fine-tune whose Hessian is ∝ I.
  * Inputs are the digits' 64 pixels, centered and whitened over the whole set (XᵀX/n = I
- * exactly, zero-variance pixels dropped), so d' ≈ 61 features; a frozen base Linear
+ * exactly, zero-variance directions dropped), so d' = 61 features; a frozen base Linear
  * d' → OUT (the model's own init) plus a known low-rank update ΔW* = U·diag(σ)·Vᵀ with a
  * spread spectrum σ_k = σ₁·ρ^(k−1) makes the targets y = base(x) + ΔW*x. With the mean squared
  * error over n·OUT entries the loss is ‖ΔW − ΔW*‖²_F / OUT, so its curvature is c = 2/OUT:
  * `adapad` is given exactly that, and the deflation is then exact.
  *
  * `adapad` runs on that one Linear, full-batch gradient descent, one round = T steps; it
- * starts with one component and grows one every G rounds (a ghost for `advance` steps
- * first) until its budget of K components is spent. After every round the factors are read
- * and each component k (in join order, P_k = scale·b_k a_kᵀ) is scored, in float64, by
+ * starts with one component and grows one every G rounds (a ghost for one round first)
+ * until its budget of K components is spent. The control is the same run at curvature 0:
+ * the same components, growth and advance learning, trained jointly on the task loss with
+ * no deflation targets. After every round the factors are read and each component k (in
+ * join order, P_k = scale·b_k a_kᵀ) is scored, in float64, by
  *
  * - the relative error ‖P_k − T_k‖_F / ‖T_k‖_F against its exact deflation target T_k, the
  *   top singular pair of ΔW* − Σ_{j<k} P_j at that round (the predecessors as broadcast);
  * - the same against ΔW*'s k-th singular pair σ_k u_k v_kᵀ (what deflation converges to).
  *
- * It prints a table (per component: the round it joined, its error a warm-up after joining,
- * the decay per round from there until 1e-5, the rounds it took to get there, the final
- * errors), says whether the errors decay after warm-up at this scale, and writes
- * adapad-self-correction.png (errors over rounds, log scale) and .json to the out dir. A
- * component's curve starts at its birth: its first `advance` steps are advance learning.
+ * It prints a table per run (per component: the round it joined, its error a warm-up after
+ * joining, the decay per round from there until 1e-5, the rounds it took to get there, the
+ * final errors), says for each whether the errors decay after warm-up at this scale, and
+ * writes adapad-self-correction.png (errors against the exact targets over rounds, log
+ * scale, one panel per run), -pairs.png (against ΔW*'s pairs) and .json to the out dir. A
+ * component's curve starts at its birth: its first round is advance learning.
  *
  *     npx tsx examples/adapad-self-correction.ts              # examples/out/adapad-self-correction.png
  *     LIAISON_ADAPAD_ROUNDS=20 LIAISON_ADAPAD_K=3 npx tsx examples/adapad-self-correction.ts   # the fast variant
@@ -43,6 +46,7 @@ import { gd } from '../plugins/momentum/gd.js';
 import { Dataset } from '../sdk/data.js';
 import { Model } from '../sdk/model.js';
 import { plotLines, type Series } from '../sdk/plot.js';
+import { progressView } from '../sdk/progress.js';
 import { Trainer } from '../sdk/trainer.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
@@ -59,70 +63,97 @@ const DIR = outDir(process.argv.slice(2));
 /** Rounds after a component joins before its decay is judged (its predecessors' errors must shrink first). */
 const WARMUP = 2 * GROW;
 
+/** One run's record: errors[k][r] is component k's relative error after round r + 1 (NaN before it is born). */
+interface Run { name: string; label: string; vsTarget: number[][]; vsTrue: number[][]; joined: number[]; losses: number[]; ranks: Record<string, number> }
+
 const rt = await Runtime.start();
 try {
   const t0 = performance.now();
   const { data, dIn, dW } = await problem();
-  const model = await Model.build(rt, { kind: 'mlp', sizes: [dIn, OUT] }, { seed: SEED });
-  const y = model.forward(data.x, { train: false }).add(data.x.matmul(dW.transpose(0, 1))).keep();
-  const train = new Dataset(rt, data.x, y, [data.n, dIn], [data.n, OUT], 'f32');
   const target = await readMatrix(dW, OUT, dIn);
-  const plugin = adapad({ targets: 'layers.0', maxRank: K, budget: K, growEvery: GROW * T, advance: ADVANCE, localSteps: T, curvature: 2 / OUT, seed: SEED });
-  const trainer = new Trainer({ model, optimizer: gd({ lr: LR }), plugins: [plugin], loss: 'mse', batchSize: data.n, shuffle: false, progress: 'none' });
+  const truePairs = Array.from({ length: K }, (_, k) => topSingularPair(target, k));
   console.log(`whitened digits: n = ${data.n}, d' = ${dIn}; ΔW* (${OUT}, ${dIn}) of rank ${K}, σ_k = ${SIGMA1}·${RHO}^(k−1); ${ROUNDS} rounds of T = ${T} gd steps (lr ${LR}), a component every ${GROW} rounds`);
-
-  // errors[k][r]: component k's relative error after round r + 1 (NaN before it joins)
-  const vsTarget: number[][] = Array.from({ length: K }, () => []);
-  const vsTrue: number[][] = Array.from({ length: K }, () => []);
-  const joined: number[] = Array(K).fill(0);
-  const truePairs = Array.from({ length: K }, (_, k) => topSingularPair(deflate(target, []), k));
-  const losses: number[] = [];
-  for (let r = 1; r <= ROUNDS; r++) {
-    const [e] = await trainer.fit(train, { epochs: T });
-    losses.push(e.loss);
-    const comps = await components(plugin, K);
-    for (let k = 0; k < K; k++) {
-      const c = comps[k];
-      if (!c.inSum && !c.ghost) { vsTarget[k].push(NaN); vsTrue[k].push(NaN); continue; }
-      if (!joined[k] && c.inSum) joined[k] = r;
-      const exact = topSingularPair(deflate(target, comps.slice(0, k).filter((p) => p.inSum || p.ghost).map((p) => p.P)), 0);
-      vsTarget[k].push(relativeError(c.P, exact));
-      vsTrue[k].push(relativeError(c.P, truePairs[k]));
-    }
-  }
-
-  const rows = Array.from({ length: K }, (_, k) => summary(k));
+  const runs = [
+    await run('adapad', `adapad, curvature 2/${OUT}: exact deflation`, 2 / OUT),
+    await run('control (curvature 0)', 'the control, curvature 0: the same components, growth and advance learning trained jointly, no deflation targets', 0),
+  ];
   const header = ['component', 'joined (round)', `error ${WARMUP} rounds after`, 'decay per round (then, to 1e-5)', 'rounds to 1e-5', 'final error', 'final vs ΔW* pair', 'decays'];
-  const cells = rows.map((s) => [String(s.k + 1), s.joined ? String(s.joined) : 'never', fmt(s.atWarmup), s.rate === null ? '—' : s.rate.toFixed(3), s.rounds === null ? '—' : String(s.rounds), fmt(s.final), fmt(s.finalTrue), s.decays ? 'yes' : 'no']);
-  console.log(`\n${textTable(header, cells)}\n`);
-  const judged = rows.filter((s) => s.atWarmup !== null);
-  const decaying = judged.filter((s) => s.decays);
-  console.log(judged.length === 0
-    ? `Self-correction: not judged (no component had ${WARMUP} rounds after joining; raise LIAISON_ADAPAD_ROUNDS).`
-    : `Self-correction: ${decaying.length === judged.length ? 'yes' : 'no'} — ${decaying.length} of ${judged.length} components' errors against their exact deflation targets decayed after warm-up ` +
-      `(final ≤ 1/10 of the error ${WARMUP} rounds after joining, or at f32 rounding ≤ 1e-4)${decaying.length === judged.length ? '' : `; not: ${judged.filter((s) => !s.decays).map((s) => s.k + 1).join(', ')}`}.`);
-  console.log(`final training loss ${losses.at(-1)!.toExponential(3)}; rank pattern ${JSON.stringify(await plugin.rankPattern())}; ${secs(t0)}`);
+  const markdown: string[] = [];
+  for (const r of runs) {
+    const rows = Array.from({ length: K }, (_, k) => summary(r, k));
+    const cells = rows.map((s) => [String(s.k + 1), s.joined ? String(s.joined) : 'never', fmt(s.atWarmup), s.rate === null ? '—' : s.rate.toFixed(3), s.rounds === null ? '—' : String(s.rounds), fmt(s.final), fmt(s.finalTrue), s.decays ? 'yes' : 'no']);
+    const judged = rows.filter((s) => s.atWarmup !== null);
+    const decaying = judged.filter((s) => s.decays);
+    const verdict = judged.length === 0
+      ? `not judged (no component had ${WARMUP} rounds after joining; raise LIAISON_ADAPAD_ROUNDS)`
+      : `${decaying.length === judged.length ? 'yes' : 'no'} — ${decaying.length} of ${judged.length} components' errors against their exact deflation targets decayed after warm-up ` +
+        `(final ≤ 1/10 of the error ${WARMUP} rounds after joining, or ≤ 1e-4)${decaying.length === judged.length ? '' : `; not: ${judged.filter((s) => !s.decays).map((s) => s.k + 1).join(', ')}`}`;
+    console.log(`\n${r.label}\n\n${textTable(header, cells)}\n\nSelf-correction, ${r.name}: ${verdict}.`);
+    console.log(`final training loss ${r.losses.at(-1)!.toExponential(3)}; rank pattern ${JSON.stringify(r.ranks)}`);
+    markdown.push(`${r.label}\n\n${markdownTable(header, cells)}`);
+  }
+  console.log(secs(t0));
 
   mkdirSync(DIR, { recursive: true });
   const x = Array.from({ length: ROUNDS }, (_, r) => r + 1);
   const floor = (v: number) => (Number.isNaN(v) ? NaN : Math.max(v, 1e-9));
-  const series: Series[] = [];
-  for (let k = 0; k < K; k++) {
-    series.push({ label: `component ${k + 1}`, x, y: vsTarget[k].map(floor), style: '-', panel: 0 });
-    series.push({ label: `component ${k + 1}`, x, y: vsTrue[k].map(floor), style: '--', panel: 1 });
-  }
-  const png = join(DIR, 'adapad-self-correction.png');
-  await plotLines({ path: png, series, logy: true, xlabel: `round (${T} steps each)`, ylabel: 'relative error ‖P_k − T_k‖ / ‖T_k‖', panels: ['vs the exact deflation target (ΔW* − Σ_{j<k} P_j)', "vs ΔW*'s k-th singular pair"] });
-  writeFileSync(join(DIR, 'adapad-self-correction.json'), JSON.stringify({ K, ROUNDS, T, GROW, OUT, LR, vsTarget, vsTrue, joined, losses }, null, 1));
-  console.log(`\n${markdownTable(header, cells)}\n\nwrote ${relative(process.cwd(), png)}`);
-  trainer.free();
-  plugin.free();
-  model.free();
-  train.free();
+  const panels = runs.map((r) => r.name);
+  const plot = async (file: string, of: (r: Run) => number[][], ylabel: string) => {
+    const series: Series[] = runs.flatMap((r, i) => of(r).map((e, k) => ({ label: `component ${k + 1}`, x, y: e.map(floor), style: '-', panel: i })));
+    const path = join(DIR, file);
+    await plotLines({ path, series, logy: true, xlabel: `round (${T} steps each)`, ylabel, panels });
+    return relative(process.cwd(), path);
+  };
+  const pngs = [
+    await plot('adapad-self-correction.png', (r) => r.vsTarget, 'error vs the exact deflation target, ‖P_k − T_k‖ / ‖T_k‖'),
+    await plot('adapad-self-correction-pairs.png', (r) => r.vsTrue, "error vs ΔW*'s k-th singular pair"),
+  ];
+  writeFileSync(join(DIR, 'adapad-self-correction.json'), JSON.stringify({ K, ROUNDS, T, GROW, OUT, LR, runs }, null, 1));
+  console.log(`\n${markdown.join('\n\n')}\n\nwrote ${pngs.join(', ')}`);
+  data.x.free();
+  dW.free();
 
-  function summary(k: number) {
-    const errs = vsTarget[k];
-    const j = joined[k];
+  /** Train adapad with this curvature on a fresh copy of the base, scoring every component after every round. */
+  async function run(name: string, label: string, curvature: number): Promise<Run> {
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [dIn, OUT] }, { seed: SEED });
+    const ds = train(model);
+    const plugin = adapad({ targets: 'layers.0', maxRank: K, budget: K, growEvery: GROW * T, advance: ADVANCE, localSteps: T, curvature, seed: SEED });
+    const trainer = new Trainer({ model, optimizer: gd({ lr: LR }), plugins: [plugin], loss: 'mse', batchSize: data.n, shuffle: false, progress: 'none' });
+    const r: Run = { name, label, vsTarget: Array.from({ length: K }, () => []), vsTrue: Array.from({ length: K }, () => []), joined: Array(K).fill(0), losses: [], ranks: {} };
+    const bar = progressView('auto'); // on a terminal: rounds as epochs, T steps each
+    bar.start(ROUNDS * T, { epoch: 0, epochs: ROUNDS, loss: NaN });
+    for (let round = 1; round <= ROUNDS; round++) {
+      const [e] = await trainer.fit(ds, { epochs: T });
+      r.losses.push(e.loss);
+      bar.update(round * T, { epoch: round, loss: e.loss });
+      const comps = await components(plugin, K);
+      for (let k = 0; k < K; k++) {
+        const c = comps[k];
+        if (!c.inSum && !c.ghost) { r.vsTarget[k].push(NaN); r.vsTrue[k].push(NaN); continue; }
+        if (!r.joined[k] && c.inSum) r.joined[k] = round;
+        const exact = topSingularPair(deflate(target, comps.slice(0, k).filter((p) => p.inSum || p.ghost).map((p) => p.P)), 0);
+        r.vsTarget[k].push(relativeError(c.P, exact));
+        r.vsTrue[k].push(relativeError(c.P, truePairs[k]));
+      }
+    }
+    bar.stop();
+    r.ranks = await plugin.rankPattern();
+    trainer.free();
+    plugin.free();
+    model.free();
+    ds.free();
+    return r;
+  }
+
+  /** The regression's data: x whitened, y = base(x) + ΔW*·x with this model's (seeded, so every run's) base. */
+  function train(model: Model): Dataset {
+    const y = model.forward(data.x, { train: false }).add(data.x.matmul(dW.transpose(0, 1)));
+    return new Dataset(rt, data.x.clone(), y, [data.n, dIn], [data.n, OUT], 'f32');
+  }
+
+  function summary(r: Run, k: number) {
+    const errs = r.vsTarget[k];
+    const j = r.joined[k];
     const w = j ? j + WARMUP - 1 : Infinity; // index of the round WARMUP rounds after joining
     const atWarmup = w < errs.length ? errs[w] : null;
     const final = errs.at(-1)!;
@@ -132,7 +163,7 @@ try {
     const rate = atWarmup !== null && end > w && atWarmup > 0 ? (errs[end] / atWarmup) ** (1 / (end - w)) : null;
     const rounds = hit >= 0 && j ? hit + 1 - j : null;
     const decays = atWarmup !== null && (final <= atWarmup / 10 || final <= 1e-4);
-    return { k, joined: j, atWarmup, final, rate, rounds, finalTrue: vsTrue[k].at(-1)!, decays };
+    return { k, joined: j, atWarmup, final, rate, rounds, finalTrue: r.vsTrue[k].at(-1)!, decays };
   }
 } finally {
   await rt.close();

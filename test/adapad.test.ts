@@ -234,12 +234,14 @@ describe('adapad (plugins/adapters/adapad.ts)', () => {
 });
 
 describe('examples/adapad-self-correction.ts', () => {
-  it('runs its fast variant, and every component\'s error against its exact deflation target decays after warm-up', async () => {
+  it('runs its fast variant: every component\'s error against its exact deflation target decays after warm-up, and not without the deflation', async () => {
     const out = tempDir();
     const { code, out: text, err } = await runExample(['examples/adapad-self-correction.ts', '--out', out], { LIAISON_ADAPAD_ROUNDS: '20', LIAISON_ADAPAD_K: '3' });
     expect(code, `${text}\n${err}`).toBe(0);
-    expect(text).toMatch(/Self-correction: yes — 3 of 3 components/);
+    expect(text).toMatch(/Self-correction, adapad: yes — 3 of 3 components/);
+    // the control (curvature 0, the same components trained jointly): the first two stay mixed
+    expect(text).toMatch(/Self-correction, control \(curvature 0\): no — 1 of 3 components.*; not: 1, 2\./);
     expect(text).toMatch(/\| 3 \| 9 \| /); // the third component joined at round 9 (born at step 80, a ghost for 10 steps)
-    expect(text).toMatch(/wrote .*adapad-self-correction\.png/);
+    expect(text).toMatch(/wrote .*adapad-self-correction\.png, .*adapad-self-correction-pairs\.png/);
   }, 120_000);
 });
