@@ -3,7 +3,7 @@
  * sit on and their geometry, the checks a module's low-rank factors must pass, the side-path
  * program traced for its `output` hook, and the update ΔW it merges into the stored weight.
  */
-import { LiaisonError, Tensor } from '../bridge/index.js';
+import { type DType, DTYPES, LiaisonError, Tensor } from '../bridge/index.js';
 import type { Model, ModuleGeometry } from './model.js';
 import { define, noGrad, type Program } from './program.js';
 
@@ -112,30 +112,50 @@ export function checkFactors(site: AdapterSite, f: LowRankFactors, who: string):
   }
 }
 
-/** The side path of one module, traced: [x, y] -> [y + scale·B·diag(gate)·A x] (+ the ghost term). */
+/** The dtype of a module's stored weight (the side path computes in it, as the module does). */
+export function weightDtype(model: Model, module: string): DType {
+  const name = module ? `${module}.weight` : 'weight';
+  const d = model.stateInfo.find((e) => e.name === name)?.dtype;
+  return (DTYPES as readonly string[]).includes(d ?? '') ? (d as DType) : 'f32';
+}
+
+/**
+ * The side path of one module, traced: [x, y] -> [y + scale·B·diag(gate)·A x] (+ the ghost term).
+ * On a bf16 / f16 module A, B and the coefficients are cast to its dtype in the program (f32
+ * factors and gates then work there; the casts copy r·(in + out) numbers, nothing of x's size).
+ * An f32 module takes f32 factors as they are: no cast, so plain LoRA pays nothing for this.
+ */
 export function sideProgram(model: Model, site: AdapterSite, f: LowRankFactors): Program {
   const { rt } = model;
   const conv = site.kind !== 'linear';
   const geo = { stride: site.stride, padding: site.padding, dilation: site.dilation };
+  const dt = weightDtype(model, site.module);
   // (…, r) channels-last for linear, (N, r, …) channels-first for conv
+  const cast = (t: Tensor) => (dt === 'f32' ? t : t.to(dt));
   const coef = (g: Tensor) => {
-    const s = f.scale === 1 ? g : g.mul(f.scale);
+    const s = cast(f.scale === 1 ? g : g.mul(f.scale));
     return conv ? s.reshape([-1, ...site.kernel.map(() => 1)]) : s;
   };
-  const down = (x: Tensor) => (conv ? x.conv(f.A, geo) : (rt.call('linear', [x, f.A]) as Tensor));
-  const up = (h: Tensor) => (conv ? h.conv(f.B) : (rt.call('linear', [h, f.B]) as Tensor));
+  // a view made without autograd: the same values, cut off from the graph
+  const sg = (t: Tensor) => noGrad(rt, () => t.unsqueeze(0).squeeze(0));
   return define(rt, { name: `adapter:${site.module}`, inputs: { x: {}, y: {} } }, ({ x, y }) => {
-    const h = down(x);
-    if (!f.ghost) return y.add(up(h.mul(coef(f.gate))));
-    // gradients as if gate + ghost were the coefficients; the ghost's share of the value taken back out
-    const ghost = f.ghost;
-    const side = up(h.mul(coef(f.gate.add(ghost))));
-    return y.add(side.sub(noGrad(rt, () => up(h.mul(coef(ghost))))));
+    const A = cast(f.A), B = cast(f.B);
+    const down = (v: Tensor) => (conv ? v.conv(A, geo) : (rt.call('linear', [v, A]) as Tensor));
+    const up = (h: Tensor) => (conv ? h.conv(B) : (rt.call('linear', [h, B]) as Tensor));
+    const out = y.add(up(down(x).mul(coef(f.gate))));
+    if (!f.ghost) return out;
+    // the ghost components' t − sg(t): exactly 0 in the forward, their own gradient to A and B.
+    // From a detached x, so that nothing upstream gets a gradient the forward never had
+    const t = up(down(sg(x)).mul(coef(f.ghost)));
+    return out.add(t.sub(sg(t)));
   });
 }
 
-/** ΔW = scale · B · diag(gate) · A in the stored weight's shape (out, in[, k…]). */
-export function deltaOf(site: AdapterSite, f: LowRankFactors): Tensor {
-  const b = f.B.reshape([site.out, -1]).mul(f.scale === 1 ? f.gate : f.gate.mul(f.scale)); // (out, r)·(r,)
-  return b.matmul(f.A.flatten(1)).reshape([site.out, site.in, ...site.kernel]); // (r, in·∏k)
+/** ΔW = scale · B · diag(gate) · A in the stored weight's shape (out, in[, k…]) and dtype, computed in f32. */
+export function deltaOf(site: AdapterSite, f: LowRankFactors, dt: DType = 'f32'): Tensor {
+  const f32 = (t: Tensor) => (dt === 'f32' ? t : t.to('f32'));
+  const g = f32(f.gate);
+  const b = f32(f.B).reshape([site.out, -1]).mul(f.scale === 1 ? g : g.mul(f.scale)); // (out, r)·(r,)
+  const d = b.matmul(f32(f.A).flatten(1)).reshape([site.out, site.in, ...site.kernel]); // (r, in·∏k)
+  return dt === 'f32' ? d : d.to(dt);
 }

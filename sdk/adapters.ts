@@ -20,10 +20,10 @@
  * read live at every forward (a plugin updates them in place) and reached by autograd.
  */
 import { LiaisonError, type Tensor } from '../bridge/index.js';
-import { type AdapterSite, checkFactors, deltaOf, type LowRankFactors, adapterSites, sideProgram } from './adapter-sites.js';
+import { type AdapterSite, checkFactors, deltaOf, type LowRankFactors, adapterSites, sideProgram, weightDtype } from './adapter-sites.js';
 import { META_ADAPTERS, type PeftLoraConfig, peftTensors, readAdapterCheckpoint, readPeftDir, writePeftDir } from './adapters-peft.js';
 import type { Model } from './model.js';
-import { define, noGrad } from './program.js';
+import { define, noGrad, type Program } from './program.js';
 
 export { type AdapterSite, adapterSites, type LowRankFactors } from './adapter-sites.js';
 export { META_ADAPTERS, type PeftLoraConfig } from './adapters-peft.js';
@@ -31,8 +31,11 @@ export { META_ADAPTERS, type PeftLoraConfig } from './adapters-peft.js';
 export class AdapterSet {
   readonly sites: Record<string, AdapterSite>;
   readonly factors: Record<string, LowRankFactors>;
-  private programs = false;
+  /** The side-path programs this set installed, by module (the model frees them when they come off). */
+  private programs: Record<string, Program> | null = null;
   private isMerged = false;
+  /** Whether the side paths were on when merge() took them off: unmerge() puts back only that. */
+  private wasInstalled = false;
   /** Factors this set made itself (importPeft, load), freed with it. */
   private owned: Tensor[] = [];
 
@@ -58,32 +61,55 @@ export class AdapterSet {
 
   /** Whether the side paths are on the model now. */
   get installed(): boolean {
-    return this.programs;
+    return this.programs !== null;
   }
 
-  /** Put the side paths on the model's modules (one traced program each). A merged set: E_ARG (unmerge it). */
+  /**
+   * Put the side paths on the model's modules (one traced program each). A merged set, or a
+   * module whose output hook someone else installed (another AdapterSet): E_ARG.
+   */
   install(): void {
     if (this.isMerged) throw new LiaisonError('E_ARG', `AdapterSet.install: the set is merged into the weights (${this.modules.join(', ')}); unmerge() puts the side paths back`, { param: 'state' });
     if (this.programs) return;
-    for (const m of this.modules) this.model.setOutputHook([m], sideProgram(this.model, this.sites[m], this.factors[m]));
-    this.programs = true;
+    const taken = this.modules.filter((m) => this.model.hookAt('output', m) !== undefined);
+    if (taken.length) throw new LiaisonError('E_ARG', `AdapterSet.install: module${taken.length > 1 ? 's' : ''} ${taken.map((m) => `'${m}'`).join(', ')} already ha${taken.length > 1 ? 've' : 's'} an output hook (another adapter set?); remove() or free() that one first`, { param: 'state' });
+    const programs: Record<string, Program> = {};
+    for (const m of this.modules) {
+      programs[m] = sideProgram(this.model, this.sites[m], this.factors[m]);
+      this.model.setOutputHook([m], programs[m]);
+    }
+    this.programs = programs;
   }
 
-  /** W += scale·B·diag(gate)·A in each stored weight (no grad), side paths off; idempotent. */
+  /** Take this set's side paths off: only where the program installed is still its own. */
+  private uninstall(): void {
+    if (!this.programs) return;
+    const mine = this.modules.filter((m) => this.model.hookAt('output', m) === this.programs![m]);
+    if (mine.length) this.model.setOutputHook(mine, null);
+    this.programs = null;
+  }
+
+  /**
+   * W += scale·B·diag(gate)·A in each stored weight (no grad), side paths off; idempotent.
+   * A module with a weight hook: E_ARG (the model computes f(W)x + ΔWx unmerged but would compute
+   * f(W + ΔW)x merged, another function).
+   */
   async merge(): Promise<void> {
     if (this.isMerged) return;
+    const hooked = this.modules.filter((m) => this.model.hookAt('weight', m) !== undefined);
+    if (hooked.length) throw new LiaisonError('E_ARG', `AdapterSet.merge: module${hooked.length > 1 ? 's' : ''} ${hooked.map((m) => `'${m}'`).join(', ')} ha${hooked.length > 1 ? 've' : 's'} a weight hook, which would transform ΔW along with W: merged ≠ unmerged; remove the weight hook or keep the adapter unmerged`, { param: 'model' });
     await this.writeDeltas(1);
-    if (this.programs) this.model.setOutputHook(this.modules, null);
-    this.programs = false;
+    this.wasInstalled = this.programs !== null;
+    this.uninstall();
     this.isMerged = true;
   }
 
-  /** W −= the same (exact up to f32 rounding while the factors are unchanged), side paths back on; idempotent. */
+  /** W −= the same (exact up to f32 rounding while the factors are unchanged), side paths back on if they were on; idempotent. */
   async unmerge(): Promise<void> {
     if (!this.isMerged) return;
     await this.writeDeltas(-1);
     this.isMerged = false;
-    this.install();
+    if (this.wasInstalled) this.install();
     await this.model.rt.flush();
   }
 
@@ -93,7 +119,7 @@ export class AdapterSet {
     const weights = this.modules.map((m) => this.model.param(`${m}.weight`));
     const program = define(rt, { name: sign > 0 ? 'adapter-merge' : 'adapter-unmerge' }, () => noGrad(rt, () => {
       this.modules.forEach((m, i) => {
-        const d = deltaOf(this.sites[m], this.factors[m]);
+        const d = deltaOf(this.sites[m], this.factors[m], weightDtype(this.model, m));
         if (sign > 0) weights[i].add_(d);
         else weights[i].sub_(d);
       });
@@ -110,14 +136,23 @@ export class AdapterSet {
   /** Side paths off: the model computes its base function again. A merged set: E_ARG (unmerge first). */
   remove(): void {
     if (this.isMerged) throw new LiaisonError('E_ARG', 'AdapterSet.remove: the set is merged into the weights; unmerge() first, or keep the merged model', { param: 'state' });
-    if (this.programs) this.model.setOutputHook(this.modules, null);
-    this.programs = false;
+    this.uninstall();
   }
 
-  /** The gates' values, per module (one round trip). */
+  /** The gates' values, per module (one round trip); a non-finite gate: E_ARG naming the module and component. */
   private async gates(): Promise<Record<string, Float32Array>> {
-    const vals = await Promise.all(this.modules.map((m) => this.factors[m].gate.to('f32').toArray()));
-    return Object.fromEntries(this.modules.map((m, i) => [m, vals[i] as Float32Array]));
+    const f32 = this.modules.map((m) => this.factors[m].gate.to('f32'));
+    let vals: Float32Array[];
+    try {
+      vals = (await Promise.all(f32.map((t) => t.toArray()))) as Float32Array[];
+    } finally {
+      for (const t of f32) t.free();
+    }
+    this.modules.forEach((m, i) => {
+      const k = vals[i].findIndex((v) => !Number.isFinite(v));
+      if (k >= 0) throw new LiaisonError('E_ARG', `AdapterSet: module '${m}': gate[${k}] is ${vals[i][k]}; a gate must be finite (a diverged training?)`, { param: `factors.${m}.gate` });
+    });
+    return Object.fromEntries(this.modules.map((m, i) => [m, vals[i]]));
   }
 
   /** Active components per module (gate ≠ 0): the rank pattern. */
@@ -178,22 +213,20 @@ export class AdapterSet {
   }
 
   private static made(model: Model, factors: Record<string, LowRankFactors>, owned: Tensor[]): AdapterSet {
-    let set: AdapterSet;
     try {
-      set = new AdapterSet(model, factors);
+      const set = new AdapterSet(model, factors);
+      set.install(); // E_ARG when another set has these modules: nothing of this one is left behind
+      set.owned = owned;
+      return set;
     } catch (e) {
       for (const t of owned) t.free();
       throw e;
     }
-    set.owned = owned;
-    set.install();
-    return set;
   }
 
   /** Side paths off (when on) and the set's own tensors dropped; factors a plugin made stay the plugin's. */
   free(): void {
-    if (this.programs) this.model.setOutputHook(this.modules, null);
-    this.programs = false;
+    this.uninstall();
     for (const t of this.owned) t.free();
     this.owned = [];
   }

@@ -424,6 +424,14 @@ export class Model implements ModelLike {
     return this.setModuleHook('setOutputHook', 'output', modules, program);
   }
 
+  /**
+   * The program installed from here at `point` on `site` (a module name, or a layer index for
+   * kv / router), or undefined: who owns a hook (sdk/adapters.ts refuses to clobber another's).
+   */
+  hookAt(point: HookPointName, site: number | string): Program | undefined {
+    return this.installed[point].get(site);
+  }
+
   private setModuleHook(method: string, point: ModulePointName, modules: string | readonly string[], program: Program | null): string[] {
     const sites = this.hookModules[point];
     const pattern = typeof modules === 'string' ? modules : Array.isArray(modules) && modules.every((m) => typeof m === 'string') ? modules.map(escapeRegExp).join('|') : undefined;

@@ -9,7 +9,8 @@ import { LiaisonError, type PyObject, type PythonRuntime, type Runtime, startWit
 import { AdapterSet, adapterSites, type LowRankFactors } from '../sdk/adapters.js';
 import { Model } from '../sdk/model.js';
 import type { ModelSpec } from '../sdk/model-spec.js';
-import { startRuntime } from './helpers.js';
+import { weightHook } from '../sdk/weight-hooks.js';
+import { settledObjects, startRuntime } from './helpers.js';
 
 let rt: Runtime;
 let dir: string;
@@ -126,6 +127,32 @@ describe('AdapterSet on a Linear', () => {
     expect(Math.max(...alone.b.slice(0).filter((_, i) => i % 2 === 1).map(Math.abs))).toBe(0); // without the ghost: none
     model.free();
   });
+
+  it("a ghost's gradient reaches its own A and B only: an adapter upstream gets the gradient of the forward as computed", async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const x = rt.randn([4, 5], { seed: 1 });
+    const upstream = async (ghost?: number[]): Promise<{ out: number[]; a: number[]; b: number[] }> => {
+      const A0 = rt.randn([2, 5], { seed: 5 }), B0 = rt.randn([6, 2], { seed: 6 });
+      const A1 = rt.randn([2, 6], { seed: 2 }), B1 = rt.randn([3, 2], { seed: 3 });
+      for (const t of [A0, B0, A1, B1]) rt.call('set_requires_grad', [t, true], undefined, 0);
+      const set = new AdapterSet(model, {
+        'layers.0': { A: A0, B: B0, gate: rt.ones([2]), scale: 1 },
+        'layers.1': { A: A1, B: B1, gate: rt.tensor(new Float32Array([1, 0]), [2]), ghost: ghost && rt.tensor(new Float32Array(ghost), [2]), scale: 0.5 },
+      });
+      set.install();
+      const out = model.forward(x);
+      rt.call('backward', [out.square().sum()], undefined, 0);
+      const r = { out: await arr(out), a: await arr(rt.call('grad_of', [A0]) as Tensor), b: await arr(rt.call('grad_of', [B0]) as Tensor) };
+      set.free();
+      return r;
+    };
+    const plain = await upstream();
+    const ghosted = await upstream([0, 1]);
+    expect(ghosted.out).toEqual(plain.out); // t − sg(t) is exactly zero
+    close(ghosted.a, plain.a, 1e-6);
+    close(ghosted.b, plain.b, 1e-6);
+    model.free();
+  });
 });
 
 describe('AdapterSet merge with trainable factors', () => {
@@ -174,9 +201,72 @@ describe('AdapterSet on a Conv2d', () => {
     close(got, want);
     expect(await set.parameterCount()).toBe(2 * (9 + 4));
     const logits = await arr(model.forward(x, { train: false }));
+    const w0 = await arr(model.param('convs.0.weight'));
     await set.merge();
     close(await arr(model.forward(x, { train: false })), logits);
     await set.unmerge();
+    const w1 = await arr(model.param('convs.0.weight'));
+    expect(Math.hypot(...w1.map((v, i) => v - w0[i])) / Math.hypot(...w0)).toBeLessThanOrEqual(1e-6);
+    close(await arr(model.forward(x, { train: false })), logits);
+    set.free();
+    model.free();
+  });
+});
+
+describe('AdapterSet ownership and state', () => {
+  const f = (seed: number): LowRankFactors => ({ A: rt.randn([2, 5], { seed }), B: rt.randn([6, 2], { seed: seed + 1 }), gate: rt.ones([2]), scale: 1 });
+
+  it('a second set on the same module is refused, and a set takes off only its own hooks', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const x = rt.randn([4, 5], { seed: 1 });
+    const base = await arr(model.forward(x, { train: false }));
+    const s1 = new AdapterSet(model, { 'layers.0': f(2) });
+    const s2 = new AdapterSet(model, { 'layers.0': f(4) });
+    s1.install();
+    const one = await arr(model.forward(x, { train: false }));
+    expect(() => s2.install()).toThrow(/'layers\.0' already has an output hook/);
+    const path = join(dir, 'owned.safetensors');
+    await s1.save(path);
+    await expect(AdapterSet.load(model, path)).rejects.toThrow(/already has an output hook/);
+    close(await arr(model.forward(x, { train: false })), one); // s1 still computes
+    s1.remove();
+    s2.install();
+    const two = await arr(model.forward(x, { train: false }));
+    s1.free(); // s1 is off: s2's hook stays
+    close(await arr(model.forward(x, { train: false })), two);
+    expect(s2.installed).toBe(true);
+    s2.free();
+    close(await arr(model.forward(x, { train: false })), base);
+    model.free();
+  });
+
+  it('merge refuses a module with a weight hook; unmerge restores the state merge found (not installed stays so)', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const x = rt.randn([4, 5], { seed: 1 });
+    const set = new AdapterSet(model, { 'layers.0': f(2) });
+    set.install();
+    const hooks = weightHook(model, ['layers.0'], (w) => w.mul(0.5));
+    await expect(set.merge()).rejects.toThrow(/'layers\.0' has a weight hook/);
+    expect(set.merged).toBe(false);
+    model.setWeightHook(['layers.0'], null);
+    for (const p of Object.values(hooks)) p.free();
+    set.remove();
+    const base = await arr(model.forward(x, { train: false }));
+    await set.merge(); // never installed here: the weights change, unmerge puts them back and nothing else
+    await set.unmerge();
+    expect(set.installed).toBe(false);
+    close(await arr(model.forward(x, { train: false })), base);
+    set.free();
+    model.free();
+  });
+
+  it('a non-finite gate is refused at export, naming the module and component; the reads leak nothing', async () => {
+    const model = await Model.build(rt, MLP, { seed: 0 });
+    const set = new AdapterSet(model, { 'layers.0': { ...f(2), gate: rt.tensor(new Float32Array([1, Number.NaN]), [2]) } });
+    const before = await settledObjects(rt);
+    await expect(set.rankPattern()).rejects.toThrow(/module 'layers\.0': gate\[1\] is NaN/);
+    await expect(set.exportPeft(join(dir, 'nan'))).rejects.toThrow(/gate\[1\] is NaN/);
+    expect(await settledObjects(rt)).toBe(before);
     set.free();
     model.free();
   });
