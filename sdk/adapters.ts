@@ -116,7 +116,7 @@ export class AdapterSet {
   /** W ± ΔW for every module, as one program run without autograd: the factors are trainable, and ΔW must not join a graph. */
   private async writeDeltas(sign: 1 | -1): Promise<void> {
     const { rt } = this.model;
-    const weights = this.modules.map((m) => this.model.param(`${m}.weight`));
+    const weights = this.modules.map((m) => this.model.param(m ? `${m}.weight` : 'weight')); // the root module ('') of an adopted nn.Linear
     const program = define(rt, { name: sign > 0 ? 'adapter-merge' : 'adapter-unmerge' }, () => noGrad(rt, () => {
       this.modules.forEach((m, i) => {
         const d = deltaOf(this.sites[m], this.factors[m], weightDtype(this.model, m));

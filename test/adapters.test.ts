@@ -291,9 +291,10 @@ describe('AdapterSet errors', () => {
 describe('AdapterSet on an adopted nn.Module', () => {
   let py: PythonRuntime;
   let nn: PyObject;
+  let torch: PyObject;
   beforeAll(async () => {
     py = await startWithPython({ device: 'cpu' });
-    const torch = await py.python.import('torch');
+    torch = await py.python.import('torch');
     await torch.manual_seed(0);
     nn = await torch.nn;
   });
@@ -321,6 +322,34 @@ describe('AdapterSet on an adopted nn.Module', () => {
     await set.unmerge();
     set.remove();
     close(await arr(model.forward(x, { train: false })), plain);
+    set.free();
+    model.free();
+  }, 60_000);
+
+  it('works on a bf16 module with f32 factors and gate: the side path in bf16, merge and unmerge in place', async () => {
+    const lin = await (await nn.Linear(4, 3)).to(await torch.bfloat16);
+    const model = await Model.fromHandle(py, await py.adopt(lin));
+    const A = py.randn([2, 4], { seed: 1 }), B = py.randn([3, 2], { seed: 2 });
+    const set = new AdapterSet(model, { '': { A, B, gate: py.tensor(new Float32Array([1, 0.5]), [2]), scale: 2 } });
+    const x = py.randn([5, 4], { seed: 3 }).to('bf16');
+    const base = await arr(model.forward(x, { train: false }));
+    set.install();
+    const got = await arr(model.forward(x, { train: false }));
+    const [xs, as, bs] = await Promise.all([arr(x), arr(A), arr(B)]);
+    const want = base.map((v, i) => {
+      const n = Math.floor(i / 3), o = i % 3;
+      let side = 0;
+      for (let k = 0; k < 2; k++) {
+        let h = 0;
+        for (let j = 0; j < 4; j++) h += as[k * 4 + j] * xs[n * 4 + j];
+        side += [1, 0.5][k] * bs[o * 2 + k] * h;
+      }
+      return v + 2 * side;
+    });
+    close(got, want, 3e-2); // bf16: 8 bits of mantissa
+    await set.merge();
+    close(await arr(model.forward(x, { train: false })), got, 3e-2);
+    await set.unmerge();
     set.free();
     model.free();
   }, 60_000);
