@@ -4,12 +4,13 @@ TypeScript side exported, and writes adapters it reads back.
     python peft_interop.py WORK
 
 For each case folder WORK/<case>/ (written by the TypeScript side: spec.json, the model's wire
-spec; base.safetensors, its weights; x.safetensors, an input; export/, AdapterSet.exportPeft's
+spec, or "module": "nested" for the nested Sequential below; base.safetensors, its weights; x.safetensors, an input; export/, AdapterSet.exportPeft's
 folder): rebuild the base nn.Module from the spec with liaison_runtime's model builder, load
 the weights, and
 
 - `PeftModel.from_pretrained(base, export/)`: its output on x goes to out_export.safetensors;
-- on a fresh copy, `get_peft_model` with the targets in spec.json's "peft" entry, a random
+- the names of the modules PEFT wrapped go to wrapped.json (exactly the exported ones);
+- on a fresh copy (unless spec.json's "peft" is null), `get_peft_model` with the targets in spec.json's "peft" entry, a random
   lora_B (PEFT starts it at zero), `save_pretrained(import/)`: its output on x goes to
   out_import.safetensors, for AdapterSet.importPeft to match.
 
@@ -32,10 +33,17 @@ def spec_of(case: str) -> dict:
         return json.load(f)
 
 
+def nested() -> torch.nn.Module:
+    """Names PEFT's suffix matching confuses: '0' ends '1.0' (the TypeScript side adopts the same)."""
+    lin = torch.nn.Linear
+    return torch.nn.Sequential(lin(4, 4), torch.nn.Sequential(lin(4, 4), lin(4, 2)))
+
+
 def base_model(case: str) -> torch.nn.Module:
     from liaison_runtime.models.build import build
 
-    m = build(spec_of(case)["model"], torch.device("cpu"))
+    spec = spec_of(case)
+    m = nested() if spec.get("module") == "nested" else build(spec["model"], torch.device("cpu"))
     m.load_state_dict(load_file(os.path.join(case, "base.safetensors")), strict=True)
     return m.eval()
 
@@ -56,8 +64,12 @@ def main() -> None:
         with torch.no_grad():
             exported = PeftModel.from_pretrained(base_model(case), os.path.join(case, "export")).eval()
             save_file({"y": exported(x).contiguous()}, os.path.join(case, "out_export.safetensors"))
+        with open(os.path.join(case, "wrapped.json"), "w") as f:  # the modules PEFT put an adapter on
+            json.dump([n for n, m in exported.base_model.model.named_modules() if hasattr(m, "lora_A")], f)
 
         want = spec_of(case)["peft"]
+        if want is None:  # an export-only case
+            continue
         model = get_peft_model(base_model(case), LoraConfig(
             r=want["r"], lora_alpha=want["alpha"], target_modules=want["targets"], rank_pattern=want["rank_pattern"],
             alpha_pattern=want["alpha_pattern"], lora_dropout=0.0))
