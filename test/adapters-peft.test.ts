@@ -197,7 +197,8 @@ describe('PEFT files are checked before anything is uploaded or changed', () => 
       [{ ...CONFIG, alpha_pattern: { 'layers.0': '2' } }, good(), /alpha_pattern\['layers\.0'\] must be a finite number/],
       [CONFIG, flat, /lora_A of the linear module 'layers\.0' must be \(r, in\), 2 dims/],
       [CONFIG, nan, /lora_A\.weight holds NaN at flat index 3/],
-      [CONFIG, { [A]: good()[A], 'base_model.model.layers.1.lora_A.weight': { dtype: 'f32', shape: [2, 6], data: ramp(12, 1) }, 'base_model.model.layers.1.lora_B.weight': { dtype: 'f32', shape: [3, 2], data: ramp(6, 1) } }, /lora_A but no lora_B for module 'layers\.0'/],
+      // layers.0 is whole: before, it was uploaded (and leaked) before layers.1's lora_B was missed
+      [CONFIG, { ...good(), 'base_model.model.layers.1.lora_A.weight': { dtype: 'f32', shape: [2, 6], data: ramp(12, 1) } }, /lora_A but no lora_B for module 'layers\.1'/],
     ];
     for (const [config, tensors, message] of cases) await expect(AdapterSet.importPeft(model, await folder(config, tensors))).rejects.toThrow(message);
     expect(await settledObjects(rt)).toBe(before);
