@@ -326,6 +326,31 @@ describe('AdapterSet on an adopted nn.Module', () => {
     model.free();
   }, 60_000);
 
+  it('a strided Conv1d and a Conv3d: side paths of their geometry, merged to the same function, unmerged back to the weights', async () => {
+    const cases: [PyObject, number[], number[], number[]][] = [
+      [await nn.Conv1d$(2, 3, 3, { stride: 2, padding: 1 }), [2, 2, 3], [3, 2, 1], [2, 2, 7]],
+      [await nn.Conv3d$(1, 2, [1, 3, 3], { padding: [0, 1, 1] }), [2, 1, 1, 3, 3], [2, 2, 1, 1, 1], [1, 1, 2, 4, 4]],
+    ];
+    for (const [conv, a, b, xs] of cases) {
+      const model = await Model.fromHandle(py, await py.adopt(conv));
+      const set = new AdapterSet(model, { '': { A: py.randn(a, { seed: 1 }), B: py.randn(b, { seed: 2 }), gate: py.ones([2]), scale: 0.5 } });
+      const x = py.randn(xs, { seed: 3 });
+      const plain = await arr(model.forward(x, { train: false }));
+      const w0 = await arr(model.param('weight'));
+      set.install();
+      const adapted = await arr(model.forward(x, { train: false }));
+      expect(Math.max(...adapted.map((v, i) => Math.abs(v - plain[i])))).toBeGreaterThan(1e-3);
+      await set.merge();
+      close(await arr(model.forward(x, { train: false })), adapted);
+      await set.unmerge();
+      const w1 = await arr(model.param('weight'));
+      expect(Math.hypot(...w1.map((v, i) => v - w0[i])) / Math.hypot(...w0)).toBeLessThanOrEqual(1e-6);
+      set.free();
+      close(await arr(model.forward(x, { train: false })), plain);
+      model.free();
+    }
+  }, 60_000);
+
   it('works on a bf16 module with f32 factors and gate: the side path in bf16, merge and unmerge in place', async () => {
     const lin = await (await nn.Linear(4, 3)).to(await torch.bfloat16);
     const model = await Model.fromHandle(py, await py.adopt(lin));
