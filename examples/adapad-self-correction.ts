@@ -240,11 +240,12 @@ async function readMatrix(t: Tensor, r: number, c: number): Promise<Mat> {
 /** Each component as a dense (OUT, d') matrix P_k = scale·b_k a_kᵀ, with its phase. */
 async function components(p: ReturnType<typeof adapad>, n: number): Promise<{ P: Mat; inSum: boolean; ghost: boolean }[]> {
   const f = p.set!.factors['layers.0'];
-  const [A, B, gate, ghost] = await Promise.all([f.A, f.B, f.gate, f.ghost!].map(async (t) => Array.from(await t.toArray() as Float32Array)));
+  const [A, B] = await Promise.all([f.A, f.B].map(async (t) => Array.from(await t.toArray() as Float32Array)));
+  const phase = (await p.phases())['layers.0'];
   const dIn = A.length / n;
   return Array.from({ length: n }, (_, k) => ({
     P: Array.from({ length: OUT }, (_, i) => Array.from({ length: dIn }, (_, j) => f.scale * B[i * n + k] * A[k * dIn + j])),
-    inSum: gate[k] !== 0,
-    ghost: ghost[k] !== 0,
+    inSum: phase[k] === 'sum',
+    ghost: phase[k] === 'ghost',
   }));
 }

@@ -70,6 +70,8 @@ export class Adapad extends AdapterBase<AdapadConfig> {
   /** (M, K) gates and ghosts of all modules: each module's AdapterSet gate / ghost is a view of its row. */
   private rows: { gate: Tensor; ghost: Tensor } | null = null;
   private growth: GrowthState | null = null;
+  /** Growth is over (budget spent or every module full, no ghost left): the step drops it (see join). */
+  private grown = false;
 
   protected rankOf(_site: AdapterSite): number {
     return this.config.maxRank;
@@ -109,43 +111,63 @@ export class Adapad extends AdapterBase<AdapadConfig> {
       age: st.age, born: st.born, importance: st.importance,
       ...Object.fromEntries(this.sites.flatMap((s, i) => [[`${s.module}.hat_A`, hats[i].A], [`${s.module}.hat_B`, hats[i].B]])),
     }));
+    let fixed: { hat: Tensor; live: Tensor } | null = null; // the coefficients once growth is over
     if (c.curvature > 0) {
       const weight = c.curvature * this.scaleOf(K) ** 2; // every module has rank maxRank, so one scale
       hooks.addLoss('deflation', () => {
-        const coef = deflationCoefficients(masks, st.born, st.gate, st.ghost);
+        const coef = fixed ?? deflationCoefficients(masks, st.born, st.gate, st.ghost);
         const aux = deflationLoss(rt, this.sites.map((s, i) => ({ live: matrices(s), hat: hats[i] })), coef, weight);
         return aux.sub(noGrad(rt, () => aux.clone())); // value 0, gradient the deflation's
       });
     }
     // per module the same ops over different tensors: the runtime replays them side by side (traceEach)
-    hooks.on('afterBackward', () => noGrad(rt, () => {
-      const sens: Tensor[] = [];
-      traceEach(rt, this.sites, (s) => {
-        const f = set.factors[s.module];
-        const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K, s.kind !== 'linear');
-        const { A, B } = matrices(s);
-        sens.push(componentSensitivity(A, g.A, B, g.B));
+    hooks.on('afterBackward', () => {
+      if (this.grown) return;
+      noGrad(rt, () => {
+        const sens: Tensor[] = [];
+        traceEach(rt, this.sites, (s) => {
+          const f = set.factors[s.module];
+          const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K, s.kind !== 'linear');
+          const { A, B } = matrices(s);
+          sens.push(componentSensitivity(A, g.A, B, g.B));
+        });
+        updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta);
       });
-      updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta);
-    }));
+    });
     hooks.on('afterOptimizerStep', ({ step }) => {
       const due = step.remainder(c.localSteps).eq(0).to('f32');
       traceEach(rt, this.sites, (s, i) => broadcastAtRoundEnd(due, matrices(s), hats[i]));
+      if (this.grown) return;
       const bornCount = st.born.sum(1, true);
       const grows = growthChoice(st.importance, st.gate.sum(1), bornCount, step, modules, { growEvery: c.growEvery, budget, maxRank: K });
       advanceGrowth(st, grows, bornCount, slots, c.advance);
     });
     this.rankHistory = [];
+    this.grown = false;
+    const capacity = Math.min(budget, M * K);
     hooks.on('epochEnd', async ({ step }) => {
       this.rankHistory.push({ step, ranks: await set.rankPattern() });
+      if (this.grown || set.merged) return;
+      const [born, ghosts] = await Promise.all([st.born.sum().item(), st.ghost.sum().item()]);
+      if (born < capacity || ghosts > 0) return;
+      // Growth is over for good: the step is traced again without the importance and growth
+      // ops, with the (now constant) coefficients made once, and the side paths without the
+      // ghost term (all ghosts 0: it added nothing and moved nothing). The same arithmetic, cheaper.
+      this.grown = true;
+      fixed = mapValues(deflationCoefficients(masks, st.born, st.gate, st.ghost), (t) => this.hold(t));
+      set.remove();
+      for (const s of this.sites) delete set.factors[s.module].ghost;
+      set.install();
+      hooks.retrace();
     });
   }
 
-  /** Components born per module (in the sum or ghosts): what the budget counts. One round trip. */
-  async born(): Promise<Record<string, number>> {
-    this.attachedSet('born');
-    const counts = Array.from(await this.growth!.born.sum(1).toArray() as Float32Array);
-    return Object.fromEntries(this.sites.map((s, i) => [s.module, counts[i]]));
+  /** Each module's components now, in join order: 'sum' (in the forward), 'ghost' (advance learning) or 'unborn'. One round trip. */
+  async phases(): Promise<Record<string, ('sum' | 'ghost' | 'unborn')[]>> {
+    this.attachedSet('phases');
+    const K = this.config.maxRank;
+    const [gate, ghost] = await Promise.all([this.growth!.gate.toArray(), this.growth!.ghost.toArray()]) as Float32Array[];
+    return Object.fromEntries(this.sites.map((s, i) => [s.module, Array.from({ length: K }, (_, k) => (gate[i * K + k] ? 'sum' : ghost[i * K + k] ? 'ghost' : 'unborn'))]));
   }
 
   override free(): void {
@@ -154,6 +176,8 @@ export class Adapad extends AdapterBase<AdapadConfig> {
     this.growth = null;
   }
 }
+
+const mapValues = <T extends Record<string, Tensor>>(o: T, f: (t: Tensor) => Tensor) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)])) as T;
 
 /** M rows of K: `first` in column 0, `rest` elsewhere. */
 const rowsOf = (M: number, K: number, first: number, rest: number): number[] => Array.from({ length: M * K }, (_, i) => (i % K === 0 ? first : rest));
