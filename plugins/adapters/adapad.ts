@@ -32,7 +32,8 @@
  *
  * All of it runs inside the Trainer's step program: nothing to call per step, nothing read back.
  * Each module holds `maxRank` rows of A and columns of B from the start (unborn ones get no
- * gradient), so growing never changes the parameter set or retraces the step.
+ * gradient), so growing never changes the parameter set or retraces the step. Once growth is
+ * over (checked at epoch ends) the step is traced once more without its bookkeeping.
  *
  * ```ts
  * const adapter = adapad({ maxRank: 8, budget: 24, growEvery: 50 });
