@@ -85,6 +85,16 @@ export interface StepTrace {
   readonly lr: Tensor;
   /** () f32: the step number, counting from 1. */
   readonly step: Tensor;
+  /**
+   * () bool: this step's update is applied — its loss is finite. With the Trainer's
+   * `nonFinite: 'skip'` a step whose loss is not finite leaves the parameters and their
+   * optimizer state as they were, and its gradients are NaN / Inf: state a plugin averages
+   * at `afterBackward` / `afterOptimizerStep` (an importance EMA) must be kept as it was
+   * there too (`rt.where(t.finite, updated, old)`; a lerp weight of 0 still spreads a NaN).
+   * Under `'error'` it is true at every step that runs (a non-finite loss stops the run).
+   * Known once the loss is: reading it at `beforeStep` or in an `addLoss` term is E_ARG.
+   */
+  readonly finite: Tensor;
 }
 
 /** What code at a loop point sees. */

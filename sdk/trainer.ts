@@ -157,7 +157,16 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     const halt = rt.zeros([], 'i64');
     this.program = define(rt, { name: 'train-step', inputs, state }, (ins: Record<string, Tensor>, st) => {
       st.step = st.step.add(1);
-      const t: StepTrace = { rt, model, lr: ins.lr, step: st.step };
+      // `finite` is known once the loss is guarded; under 'error' it is made only when a hook reads it
+      let finite: Tensor | null = null;
+      let guarded: (() => Tensor) | null = null;
+      const t: StepTrace = {
+        rt, model, lr: ins.lr, step: st.step,
+        get finite(): Tensor {
+          if (!guarded) throw new LiaisonError('E_ARG', 'StepTrace.finite: whether the step is applied is known once the loss is; read it at afterBackward or afterOptimizerStep, not at beforeStep or in a loss term', { param: 'finite' });
+          return (finite ??= guarded());
+        },
+      };
       for (const fn of hooks.traced.beforeStep) fn(t);
       const { x, y } = source.draw ? source.draw() : { x: ins.x, y: ins.y };
       rt.call('zero_grad', [model.handle], undefined, 0);
@@ -166,6 +175,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
       const ok = guardLoss(rt, this.config.nonFinite, loss, st.step, halt);
+      guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
       rt.call('backward', [loss], undefined, 0);
       for (const fn of hooks.traced.afterBackward) fn(t);
       noGrad(rt, () => {

@@ -1,11 +1,13 @@
-"""AdaLoRA's allocation against Hugging Face PEFT's RankAllocator (test/adapters-family.test.ts).
+"""AdaLoRA's allocation and regularizer against Hugging Face PEFT (test/adapters-family.test.ts).
 
 Reads DIR/allocation.safetensors, which the test wrote: per module i (linear, PEFT's shapes
 A (r, in), B (out, r), E (r,)) and step s the parameter `m{i}.{k}.p{s}` and its gradient
-`m{i}.{k}.g{s}`, and our masks `mask{b}` after the last step for budgets b (metadata:
-`r`, `steps`, `modules`, `beta1`, `beta2`, `budgets`). Runs PEFT's `update_ipt` once per
-step and `mask_to_budget` for each budget, and prints one JSON line: the masks PEFT keeps,
-or {"skip": why} when peft cannot be imported.
+`m{i}.{k}.g{s}` (metadata: `r`, `steps`, `modules`, `beta1`, `beta2`, `budgets`, and
+`orth_weight`). Runs PEFT's RankAllocator `update_ipt` once per step and `mask_to_budget`
+for each budget; then puts the last step's A and B into an AdaLoraModel over Linear
+modules of the same shapes and reads the orthogonality term its forward adds to the loss.
+Prints one JSON line: {"masks": the masks PEFT keeps, "orth": that term}, or
+{"skip": why} when peft cannot be imported.
 """
 
 import json
@@ -18,6 +20,7 @@ from safetensors import safe_open
 
 def main(work: str) -> None:
     try:
+        from peft import AdaLoraConfig, get_peft_model
         from peft.tuners.adalora.layer import RankAllocator
     except ImportError as e:  # the test skips, saying why
         print(json.dumps({"skip": f"peft cannot be imported: {e}"}))
@@ -53,7 +56,33 @@ def main(work: str) -> None:
     for b in json.loads(meta["budgets"]):
         pattern = ra.mask_to_budget(model, b)  # masks E in place: the scores are from update_ipt, untouched
         masks[str(b)] = [float(v) for i in range(modules) for v in pattern[f"m{i}.lora_E.default"]]
-    print(json.dumps({"masks": masks}))
+    print(json.dumps({"masks": masks, "orth": orthogonality(t, meta, AdaLoraConfig, get_peft_model)}))
+
+
+class _Base(torch.nn.Module):
+    """Linear modules m0, m1, … whose forward returns a zero loss: what AdaLoraModel adds to it is the regularizer."""
+
+    def __init__(self, dims):
+        super().__init__()
+        for i, (n_in, n_out) in enumerate(dims):
+            self.add_module(f"m{i}", torch.nn.Linear(n_in, n_out))
+
+    def forward(self, x):
+        return SimpleNamespace(loss=torch.zeros(()))
+
+
+def orthogonality(t, meta, AdaLoraConfig, get_peft_model) -> float:
+    modules, r, last = int(meta["modules"]), int(meta["r"]), int(meta["steps"]) - 1
+    dims = [(t[f"m{i}.A.p{last}"].shape[1], t[f"m{i}.B.p{last}"].shape[0]) for i in range(modules)]
+    config = AdaLoraConfig(init_r=r, target_r=1, total_step=10, target_modules=[f"m{i}" for i in range(modules)],
+                           orth_reg_weight=float(meta["orth_weight"]))
+    model = get_peft_model(_Base(dims), config)
+    with torch.no_grad():
+        for i in range(modules):
+            layer = getattr(model.base_model.model, f"m{i}")
+            layer.lora_A["default"].copy_(t[f"m{i}.A.p{last}"])
+            layer.lora_B["default"].copy_(t[f"m{i}.B.p{last}"])
+    return float(model.base_model(torch.zeros(1, dims[0][0])).loss)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,12 @@ describe('growth (sdk/families/adapters/growth.ts)', () => {
     expect(got[0]).toBeCloseTo(1.5 + 7 / 3, 5);
     expect(got[1]).toBeCloseTo(3 + 5 / 3, 5);
     const st = { importance: rt.tensor([1]), gate: rt.tensor([1, 0], [1, 2]) } as GrowthState;
-    updateImportance(st, sens.unsqueeze(0), 0.75); // 0.75·1 + 0.25·(the active component's score)
+    updateImportance(st, sens.unsqueeze(0), 0.75, rt.full([], 1).gt(0)); // 0.75·1 + 0.25·(the active component's score)
     expect((await read(st.importance))[0]).toBeCloseTo(0.75 + 0.25 * (1.5 + 7 / 3), 5);
+    // a step the Trainer skipped (nonFinite 'skip'): NaN gradients, the EMA kept exactly
+    const before = (await read(st.importance))[0];
+    updateImportance(st, rt.full([1, 2], NaN), 0.75, rt.full([], 0).gt(0));
+    expect((await read(st.importance))[0]).toBe(before);
   });
 });
 

@@ -19,7 +19,7 @@ import { type ConformanceReport, runConformance } from '../sdk/conformance/index
 import { Dataset } from '../sdk/data.js';
 import { namesModule } from '../sdk/families/adapters/base.js';
 import { MomentumOptimizerBase } from '../sdk/families/momentum/base.js';
-import { budgetAt, checkSchedule, maskToBudget, orthogonality, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
+import { budgetAt, checkSchedule, maskToBudget, orthogonality, orthogonalityLoss, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
 import type { TrainingHooks } from '../sdk/hooks.js';
 import { Model } from '../sdk/model.js';
 import { type PluginFactory, type PluginMeta, validateConfig } from '../sdk/plugin.js';
@@ -57,21 +57,26 @@ describe('adalora allocation math', () => {
     expect(refused({ tinit: 6, tfinal: 6 })).toBe('totalSteps');
     expect(refused({ targetBudget: 30 })).toBe('targetR');
     expect(refused({ deltaT: 0 })).toBe('deltaT');
+    expect(refused({ initBudget: 0 })).toBe('initR'); // a budget is not a config field: the field behind it is named
   });
 
-  it('importance: smoothed |θ·∇θ| and its uncertainty as PEFT computes them; a step with on = 0 changes nothing', async () => {
+  it('importance: smoothed |θ·∇θ| and its uncertainty as PEFT computes them; a step with on = false changes nothing, NaN gradients included', async () => {
     const th = [0.5, -2, 1.5, 0], g = [1, 0.25, -2, 3];
     const theta = rt.tensor(th, [4]), grad = rt.tensor(g, [4]);
     const ipt = rt.tensor([0.1, 0.2, 0.3, 0.4], [4]), unc = rt.tensor([0, 0.1, 0, 0.1], [4]);
-    smoothImportance(theta, grad, ipt, unc, 0.85, 0.9, rt.full([], 1));
+    const yes = rt.full([], 1).gt(0), no = rt.full([], 0).gt(0);
+    smoothImportance(theta, grad, ipt, unc, 0.85, 0.9, yes);
     const I = th.map((v, i) => Math.abs(v * g[i]));
     const ev = [0.1, 0.2, 0.3, 0.4].map((v, i) => 0.85 * v + 0.15 * I[i]);
     const eu = [0, 0.1, 0, 0.1].map((v, i) => 0.9 * v + 0.1 * Math.abs(I[i] - ev[i]));
     (await list(ipt)).forEach((v, i) => expect(v).toBeCloseTo(ev[i], 6));
     (await list(unc)).forEach((v, i) => expect(v).toBeCloseTo(eu[i], 6));
-    smoothImportance(theta, grad, ipt, unc, 0.85, 0.9, rt.full([], 0));
-    (await list(ipt)).forEach((v, i) => expect(v).toBeCloseTo(ev[i], 6));
-    (await list(unc)).forEach((v, i) => expect(v).toBeCloseTo(eu[i], 6));
+    const [ipt1, unc1] = [await list(ipt), await list(unc)];
+    smoothImportance(theta, grad, ipt, unc, 0.85, 0.9, no);
+    // a skipped step's gradient (nonFinite 'skip'): NaN / Inf, and nothing of it gets in
+    smoothImportance(theta, rt.tensor([NaN, Infinity, 1, -Infinity], [4]), ipt, unc, 0.85, 0.9, no);
+    expect(await list(ipt)).toEqual(ipt1);
+    expect(await list(unc)).toEqual(unc1);
   });
 
   it('triplet scores: S(E_k) + mean S(A_k) + mean S(B_·k), linear and conv shapes', async () => {
@@ -103,7 +108,7 @@ describe('adalora allocation math', () => {
         for (let st = 0; st < steps; st++) {
           const p = (file[`m${i}.${k}.p${st}`] = rt.randn([...shape], { seed: 1000 * i + 100 * j + st }));
           const g = (file[`m${i}.${k}.g${st}`] = rt.randn([...shape], { seed: 5000 + 1000 * i + 100 * j + st }).mul(st + 1));
-          smoothImportance(p, g, ipt, unc, 0.85, 0.7, rt.full([], 1));
+          smoothImportance(p, g, ipt, unc, 0.85, 0.7, rt.full([], 1).gt(0));
         }
         by[k] = ipt.mul(unc);
       }
@@ -114,23 +119,29 @@ describe('adalora allocation math', () => {
     const work = mkdtempSync(join(tmpdir(), 'liaison-adalora-peft-'));
     try {
       const data = Object.fromEntries(await Promise.all(Object.entries(file).map(async ([k, t]) => [k, await t.data()])));
-      await writeSafetensors(join(work, 'allocation.safetensors'), data, { r: String(r), steps: String(steps), modules: String(dims.length), beta1: '0.85', beta2: '0.7', budgets: JSON.stringify(budgets) });
+      await writeSafetensors(join(work, 'allocation.safetensors'), data, { r: String(r), steps: String(steps), modules: String(dims.length), beta1: '0.85', beta2: '0.7', budgets: JSON.stringify(budgets), orth_weight: '0.5' });
       const { stdout } = await promisify(execFile)(resolvePython(), [join(import.meta.dirname, 'adalora_peft.py'), work], { env: runtimeEnv({ OMP_NUM_THREADS: '1' }), encoding: 'utf8', timeout: 120_000 });
-      const reply = JSON.parse(stdout.trim().split('\n').at(-1)!) as { skip?: string; masks?: Record<string, number[]> };
+      const reply = JSON.parse(stdout.trim().split('\n').at(-1)!) as { skip?: string; masks?: Record<string, number[]>; orth?: number };
       if (reply.skip) return ctx.skip(reply.skip);
       expect(ours).toEqual(reply.masks);
+      // the orthogonality term AdaLoraModel.forward adds, on the last step's A and B
+      const last = dims.map((_, i) => ({ A: file[`m${i}.A.p${steps - 1}`], B: file[`m${i}.B.p${steps - 1}`] }));
+      const orth = await orthogonalityLoss(rt, last, r, 0.5).item();
+      expect(Math.abs(orth - reply.orth!)).toBeLessThanOrEqual(1e-5 * reply.orth!);
       expect(ours['7'].reduce((a, v) => a + v, 0)).toBe(7);
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
   });
 
-  it('orthogonality: ‖A·Aᵀ − I‖² + ‖Bᵀ·B − I‖², zero for orthonormal factors', async () => {
+  it('orthogonality: ‖A·Aᵀ − I‖_F + ‖Bᵀ·B − I‖_F, unsquared, zero for orthonormal factors; the loss γ · their mean over the 2M factors', async () => {
     const A = rt.tensor([1, 0, 0, 0, 1, 0], [2, 3]), B = rt.tensor([0, 1, 1, 0, 0, 0], [3, 2]);
     expect(await orthogonality(rt, A, B, 2).item()).toBeCloseTo(0, 6);
-    const A2 = rt.tensor([2, 0, 0, 1, 1, 0], [2, 3]); // AAᵀ = [[4, 2], [2, 2]]: (3² + 2² + 2² + 1²) = 18
+    const A2 = rt.tensor([2, 0, 0, 1, 1, 0], [2, 3]); // AAᵀ = [[4, 2], [2, 2]]: √(3² + 2² + 2² + 1²) = √18
     const B2 = rt.tensor([1, 0, 0, 0], [2, 2, 1, 1]); // BᵀB = [[1, 0], [0, 0]]: 1
-    expect(await orthogonality(rt, A2, B2, 2).item()).toBeCloseTo(19, 5);
+    expect(await orthogonality(rt, A2, B2, 2).item()).toBeCloseTo(Math.sqrt(18) + 1, 5);
+    // two modules, four factors: 0.5 · (0 + √18 + 1) / 4
+    expect(await orthogonalityLoss(rt, [{ A, B }, { A: A2, B: B2 }], 2, 0.5).item()).toBeCloseTo(0.5 * (Math.sqrt(18) + 1) / 4, 5);
   });
 });
 
@@ -174,7 +185,7 @@ const failed = (r: ConformanceReport, name: RegExp) => r.results.filter((x) => n
 describe('the adapter suite fails adapters that break the contract', () => {
   it('one that leaves the base trainable: the frozen check and the bit-for-bit check fail, naming a weight', async () => {
     const f = factoryOf<LoraConfig>('unfrozen', lora, (c, m) => new Unfrozen(c, m));
-    const report = await runConformance(f, { rt, only: ['attached: a fresh adapter leaves the outputs unchanged, the base frozen, the head left alone unless named', 'training moves only the adapter: every model parameter bit for bit as it was, the factors trained'] });
+    const report = await runConformance(f, { rt, only: ['attached: a fresh adapter leaves the outputs unchanged, the base frozen, the head left alone', 'training moves only the adapter: every model parameter and buffer bit for bit as it was, A and B trained'] });
     expect(report.failed).toBe(2);
     expect(failed(report, /^attached/)[0]).toMatch(/must all be frozen; trainable: convs\.0\.weight/);
     expect(failed(report, /^training moves/)[0]).toMatch(/'convs\.0\.weight' changed in training/);
@@ -224,6 +235,14 @@ describe('adalora allocation, driven by the Trainer alone', () => {
       }
       // by hand, b(t) = ⌊6·(1 − (t − 2)/14)³ + 6⌋ reallocated at t = 3, 6, 9, 12 and 16: 10 (t 3), 8 (t 6), 6 (t 12, 16)
       expect(seen).toEqual([10, 8, 6, 6, 6]); // after steps 4, 8, 12, 16, 20
+      // the kept counts match the budget by construction; the importance behind them must be real:
+      // Ī and Ū non-zero for every factor, and the kept triplets not simply the first ones
+      const imp = (adapter as unknown as { imp: Record<string, Record<string, { ipt: Tensor; unc: Tensor }>> }).imp;
+      for (const [m, by] of Object.entries(imp)) for (const [k, v] of Object.entries(by)) for (const t of [v.ipt, v.unc]) expect(await t.abs().amax().item(), `${m} ${k}`).toBeGreaterThan(0);
+      const mask = await list((adapter as unknown as { mask: Tensor }).mask);
+      const prefix = (seg: number[]) => seg.every((v, i) => i === 0 || v <= seg[i - 1]);
+      expect(prefix(mask.slice(0, 6)) && prefix(mask.slice(6)), `mask ${mask}`).toBe(false);
+      expect(adapter.pending).toBe(null); // the run reached T − tfinal
       const end = await adapter.allocation(), ranks = await adapter.rankPattern();
       expect(end['convs.0'] + end.fc).toBe(cfg.targetR * 2);
       expect(ranks).toEqual(end); // every kept triplet is in the sum
@@ -246,6 +265,65 @@ describe('adalora allocation, driven by the Trainer alone', () => {
       trainer.free(); adapter.free(); data.free(); model.free();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it("a step the Trainer skips (nonFinite 'skip') leaves the importance finite; a fit that ends before the budget's target says so", async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 0 });
+    const adapter = adalora({ initR: 4, targetR: 2, totalSteps: 40 });
+    // a loss term that is NaN at step 2 only
+    const poison = { attach: (h: TrainingHooks) => h.addLoss('poison', ({ step }) => rt.where(step.eq(2), NaN, 0)) };
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [adapter, poison], epochs: 1, batchSize: 512, progress: 'none', nonFinite: 'skip' });
+    const warned: string[] = [];
+    const onWarning = (w: Error) => { warned.push(w.message); };
+    process.on('warning', onWarning);
+    try {
+      const [r] = await trainer.fit(data); // 4 steps, the second skipped
+      expect(r.skipped).toBe(1);
+      const imp = (adapter as unknown as { imp: Record<string, Record<string, { ipt: Tensor; unc: Tensor }>> }).imp;
+      for (const [m, by] of Object.entries(imp)) for (const [k, v] of Object.entries(by)) for (const t of [v.ipt, v.unc]) expect(await (rt.call('isfinite', [t]) as Tensor).all().item(), `${m} ${k}`).toBe(1);
+      expect(adapter.pending).toMatch(/ended at step 4.*at step 40 = totalSteps − tfinal/);
+      await new Promise((done) => setImmediate(done)); // warnings are emitted on the next tick
+      expect(warned.some((w) => w === adapter.pending)).toBe(true);
+    } finally { process.off('warning', onWarning); trainer.free(); adapter.free(); model.free(); data.free(); }
+  });
+
+  it('a failed attach (no totalSteps) takes nothing onto the model: a corrected adapter goes on it', async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 0 });
+    try {
+      const bad = adalora({});
+      const t1 = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [bad], epochs: 1, batchSize: 512, progress: 'none' });
+      await expect(t1.fit(data)).rejects.toMatchObject({ code: 'E_ARG', param: 'totalSteps' });
+      t1.free();
+      expect(model.hookAt('output', 'layers.0')).toBe(undefined);
+      const good = adalora({ totalSteps: 4 });
+      const t2 = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [good], epochs: 1, batchSize: 512, progress: 'none' });
+      try {
+        await t2.fit(data);
+        expect(Object.keys(await good.allocation())).toEqual(['layers.0']);
+      } finally { t2.free(); good.free(); }
+    } finally { model.free(); data.free(); }
+  });
+
+  it('a merge by hand refuses the next fit as merge: true does, and unmerge restores the weights (1e-6)', async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 0 });
+    const w0 = model.param('layers.0.weight').clone().keep();
+    const adapter = adalora({ initR: 4, targetR: 2, totalSteps: 40 }); // its orthogonality loss would move A and B while merged
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [adapter], epochs: 1, batchSize: 128, progress: 'none' });
+    try {
+      await trainer.fit(data);
+      await adapter.set!.merge();
+      const A = adapter.set!.factors['layers.0'].A.clone().keep();
+      await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/unmerge\(\) before training again/) });
+      expect(await adapter.set!.factors['layers.0'].A.sub(A).abs().amax().item()).toBe(0);
+      A.free();
+      await adapter.set!.unmerge();
+      const w = model.param('layers.0.weight');
+      expect(await w.sub(w0).abs().amax().item()).toBeLessThanOrEqual(1e-6 * await w0.abs().amax().item());
+      await trainer.fit(data); // unmerged: trains again
+    } finally { w0.free(); trainer.free(); adapter.free(); model.free(); data.free(); }
   });
 
   it('refuses a run without totalSteps, and a schedule that cannot fit, naming the field', async () => {
@@ -278,11 +356,12 @@ describe('the adapter base', () => {
     expect(namesModule('layers\\.\\d+', 'layers.2')).toBe(false);
   });
 
-  it("lora's factors: A within PEFT's Kaiming-uniform bound 1/√fan_in, B zeros, gate ones; scale alpha/r, alpha/√r with rslora, alpha defaulting to r", async () => {
+  it("lora's factors: A within PEFT's Kaiming-uniform bound 1/√fan_in, B zeros, gate ones; scale alpha/r, alpha/√r with rslora, alpha defaulting to r (√r with rslora)", async () => {
     const data = await Dataset.builtin(rt, 'digits');
     const model = await Model.build(rt, { kind: 'cnn', image: [8, 8], channels: [4], hidden: 16, classes: 10 }, { seed: 0 });
     try {
-      for (const [cfg, scale] of [[{ r: 4 }, 1], [{ r: 4, alpha: 8 }, 2], [{ r: 4, rslora: true }, 2], [{ r: 4, alpha: 2, rslora: true }, 1]] as const) {
+      // rslora's alpha defaults to √r: scale 1, whatever r
+      for (const [cfg, scale] of [[{ r: 4 }, 1], [{ r: 4, alpha: 8 }, 2], [{ r: 4, rslora: true }, 1], [{ r: 4, alpha: 4, rslora: true }, 2]] as const) {
         const adapter = lora(cfg);
         const trainer = new Trainer({ model, optimizer: new Still({ lr: 1 }, Still.meta), plugins: [adapter], epochs: 1, batchSize: 2048, progress: 'none' });
         try {
@@ -317,6 +396,7 @@ describe('the adapter base', () => {
     const trainer = new Trainer({ model: mlp, optimizer: gd({ lr: 0.1 }), plugins: [adapter], epochs: 1, batchSize: 512, progress: 'none' });
     try {
       await trainer.fit(data);
+      expect(adapter.excluded).toBe('layers.1'); // the head, matched by '.*' and left out
       expect(adapter.set!.merged).toBe(true);
       await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/merged into the weights .*unmerge\(\) before training again/) });
       await expect(trainer.save(join(tmpdir(), 'liaison-never-written.safetensors'))).rejects.toMatchObject({ code: 'E_ARG', param: 'merge' });

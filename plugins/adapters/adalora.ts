@@ -7,15 +7,19 @@
  * times its uncertainty (PEFT's `RankAllocator`, β1 and β2), summed over E_k and the means
  * over A_k and B_·k; every `deltaT` steps while the budget falls the best `budget`
  * triplets are kept and the others' E_k held at zero by a mask applied after every
- * optimizer step. A regularizer `orthRegWeight`·Σ(‖AAᵀ − I‖²_F + ‖BᵀB − I‖²_F) keeps P and
- * Q near orthogonal.
+ * optimizer step. A regularizer `orthRegWeight` · the mean over the 2M factors of
+ * ‖PPᵀ − I‖_F (PEFT's form: unsquared norms, averaged) keeps P and Q near orthogonal.
  *
  * All of it runs inside the Trainer's step program (the schedule is a table indexed by the
  * step; the importance, the mask and its application are traced at `afterOptimizerStep`,
  * the regularizer is a traced loss): nothing to call per step, nothing read back. The mask
  * is held between reallocations (PEFT re-masks only at them, letting pruned E_k drift back
  * in between; the paper's Algorithm 1 applies the pruning every step). Past totalSteps −
- * tfinal the mask is final. Init as PEFT's: A, B ~ N(0, 0.02²) seeded, E zeros.
+ * tfinal the mask is final, and the step is traced once more with only the masking
+ * (checked at each epoch's end). A step the Trainer skips (`nonFinite: 'skip'`) leaves
+ * the averages as they were (StepTrace.finite). A fit that ends before the budget reaches
+ * its target (totalSteps too large) says so: a process warning, and `pending`.
+ * Init as PEFT's: A, B ~ N(0, 0.02²) seeded, E zeros.
  *
  * Method: Zhang et al., "Adaptive Budget Allocation for Parameter-Efficient Fine-Tuning",
  * ICLR 2023, https://arxiv.org/abs/2303.10512.
@@ -29,7 +33,7 @@
 import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import type { AdapterSite } from '../../sdk/adapters.js';
-import { checkSchedule, maskToBudget, orthogonality, scheduleTables, smoothImportance, tripletScores } from '../../sdk/families/adapters/allocation.js';
+import { type BudgetSchedule, checkSchedule, maskToBudget, orthogonalityLoss, scheduleTables, smoothImportance, tripletScores } from '../../sdk/families/adapters/allocation.js';
 import { AdapterBase, AdapterFields, factorShapes, seedOf } from '../../sdk/families/adapters/base.js';
 import type { ParamSpec, TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin } from '../../sdk/plugin.js';
@@ -44,7 +48,7 @@ export const AdaLoraConfig = Type.Object({
   deltaT: Type.Integer({ minimum: 1, default: 1, description: 'steps between two reallocations while the budget falls' }),
   beta1: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, default: 0.85, description: 'smoothing of the sensitivity |θ·∇θ| (an exponential moving average)' }),
   beta2: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 1, default: 0.85, description: 'smoothing of the uncertainty |I − Ī|' }),
-  orthRegWeight: Type.Number({ minimum: 0, default: 0.1, description: "weight of the orthogonality regularizer Σ(‖AAᵀ − I‖²_F + ‖BᵀB − I‖²_F) (the paper's γ; 0.1 on GLUE)" }),
+  orthRegWeight: Type.Number({ minimum: 0, default: 0.5, description: "γ: the orthogonality regularizer is γ · the mean over every module's A and B of ‖AAᵀ − I‖_F / ‖BᵀB − I‖_F, unsquared (PEFT's AdaLoraConfig.orth_reg_weight, same form and default)" }),
   ...AdapterFields,
 }, { additionalProperties: false });
 export type AdaLoraConfig = Static<typeof AdaLoraConfig>;
@@ -57,6 +61,13 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
   /** (N,) f32 0/1 over every module's triplets, modules in order: 1 = kept. */
   private mask: Tensor | null = null;
   private imp: Record<string, Record<'A' | 'B' | 'E', Importance>> = {};
+  /** Past totalSteps − tfinal (seen at an epoch's end): the step only masks E. */
+  private settled = false;
+  /**
+   * Null, or why the budget was not at its target when the last fit ended: the fit stopped
+   * before step totalSteps − tfinal (a process warning says the same).
+   */
+  pending: string | null = null;
 
   protected rankOf(_site: AdapterSite): number {
     return this.config.initR;
@@ -74,13 +85,24 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
     return { gate: hooks.addParam(`${site.module}.lora_E`, { shape: [r], init: 'zeros', module: site.module }) };
   }
 
+  /** The budget schedule over `modules` modules; E_ARG naming the field when it cannot run. */
+  private schedule(modules: number): BudgetSchedule {
+    const c = this.config;
+    if (c.totalSteps === undefined) throw new LiaisonError('E_ARG', `${this.id}: config field 'totalSteps' is required: the run's optimizer steps (epochs × batches per epoch), which the budget schedule spans`, { param: 'totalSteps' });
+    const schedule = { initBudget: c.initR * modules, targetBudget: c.targetR * modules, tinit: c.tinit, tfinal: c.tfinal, totalSteps: c.totalSteps, deltaT: c.deltaT };
+    checkSchedule(schedule, this.id);
+    return schedule;
+  }
+
+  protected override check(sites: readonly AdapterSite[]): void {
+    this.schedule(sites.length);
+  }
+
   protected override join(hooks: TrainingHooks): void {
     const { rt } = hooks;
     const c = this.config;
-    if (c.totalSteps === undefined) throw new LiaisonError('E_ARG', `${this.id}: config field 'totalSteps' is required: the run's optimizer steps (epochs × batches per epoch), which the budget schedule spans`, { param: 'totalSteps' });
-    const n = this.sites.length;
-    const schedule = { initBudget: c.initR * n, targetBudget: c.targetR * n, tinit: c.tinit, tfinal: c.tfinal, totalSteps: c.totalSteps, deltaT: c.deltaT };
-    checkSchedule(schedule, this.id);
+    const schedule = this.schedule(this.sites.length);
+    const end = c.totalSteps! - c.tfinal;
     const tab = scheduleTables(schedule);
     const budget = this.hold(rt.tensor(BigInt64Array.from(tab.budget, BigInt), [tab.budget.length]));
     const reallocate = this.hold(rt.tensor(tab.reallocate, [tab.reallocate.length]));
@@ -98,11 +120,16 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
       ...Object.fromEntries(Object.entries(this.imp).flatMap(([m, by]) => Object.entries(by).flatMap(([k, v]) => [[`${m}.ipt_${k}`, v.ipt], [`${m}.unc_${k}`, v.unc]]))),
     }));
     if (c.orthRegWeight > 0) {
-      hooks.addLoss('orthogonality', () => this.sites.map((s) => orthogonality(rt, set.factors[s.module].A, set.factors[s.module].B, c.initR)).reduce((a, b) => a.add(b)).mul(c.orthRegWeight));
+      hooks.addLoss('orthogonality', () => orthogonalityLoss(rt, this.sites.map((s) => set.factors[s.module]), c.initR, c.orthRegWeight));
     }
-    hooks.on('afterOptimizerStep', ({ step }) => {
+    const masking = () => this.sites.forEach((s, i) => set.factors[s.module].gate.mul_(mask.narrow(0, i * c.initR, c.initR)));
+    this.settled = false;
+    this.pending = null;
+    hooks.on('afterOptimizerStep', ({ step, finite }) => {
+      if (this.settled) return masking();
       const at = step.clamp(0, c.totalSteps! + 1).to('i64').reshape([1]);
-      const on = update.indexSelect(0, at);
+      // a step the Trainer skipped leaves the averages as they were (its gradients may be NaN)
+      const on = update.indexSelect(0, at).gt(0).logicalAnd(finite);
       const scores = this.sites.map((s) => {
         const f = set.factors[s.module];
         const by = this.imp[s.module];
@@ -113,11 +140,23 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
       });
       // a reallocation step takes the fresh mask, any other keeps the held one
       mask.lerp_(maskToBudget(rt.cat(scores, 0), budget.indexSelect(0, at)), reallocate.indexSelect(0, at));
-      this.sites.forEach((s, i) => set.factors[s.module].gate.mul_(mask.narrow(0, i * c.initR, c.initR)));
+      masking();
+    });
+    // past the schedule's end the averages, scores and mask are never used again: trace the step without them
+    hooks.on('epochEnd', ({ step }) => {
+      if (!this.settled && step >= end) { this.settled = true; hooks.retrace(); }
+    });
+    hooks.on('fitEnd', ({ step }) => {
+      this.pending = step >= end ? null : `${this.id}: the fit ended at step ${step}, and the rank budget reaches its target (targetR ${c.targetR} per module) at step ${end} = totalSteps − tfinal: it is still falling (give totalSteps the run's optimizer steps, epochs × batches per epoch)`;
+      if (this.pending) process.emitWarning(this.pending, { code: 'LIAISON_ADALORA_BUDGET' });
     });
   }
 
-  /** Triplets the budget keeps per module now (the mask), whatever E holds; rankPattern() counts E ≠ 0. One round trip. */
+  /**
+   * Triplets the budget keeps per module now (the mask), whatever E holds: the budget's view.
+   * rankPattern() counts E ≠ 0 (what an export holds), so it is 0 before the first step,
+   * where E is still zero. One round trip.
+   */
   async allocation(): Promise<Record<string, number>> {
     if (!this.mask) throw new LiaisonError('E_ARG', `${this.id}: allocation() needs the adapter attached: give it to a Trainer and fit`);
     const m = await this.mask.toArray() as Float32Array;
@@ -129,6 +168,7 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
     super.free();
     this.mask = null;
     this.imp = {};
+    this.settled = false;
   }
 }
 

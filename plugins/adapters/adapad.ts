@@ -122,7 +122,7 @@ export class Adapad extends AdapterBase<AdapadConfig> {
       });
     }
     // per module the same ops over different tensors: the runtime replays them side by side (traceEach)
-    hooks.on('afterBackward', () => {
+    hooks.on('afterBackward', ({ finite }) => {
       if (this.grown) return;
       noGrad(rt, () => {
         const sens: Tensor[] = [];
@@ -132,7 +132,7 @@ export class Adapad extends AdapterBase<AdapadConfig> {
           const { A, B } = matrices(s);
           sens.push(componentSensitivity(A, g.A, B, g.B));
         });
-        updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta);
+        updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta, finite); // a skipped step leaves it
       });
     });
     hooks.on('afterOptimizerStep', ({ step }) => {

@@ -39,8 +39,10 @@ export interface BudgetPoint {
 
 /** E_ARG naming the field when the schedule cannot run (PEFT refuses the same). */
 export function checkSchedule(s: BudgetSchedule, who: string): void {
+  // the budgets are initR / targetR times the modules: the config fields named are those
+  const field = (k: keyof BudgetSchedule) => (k === 'initBudget' ? 'initR' : k === 'targetBudget' ? 'targetR' : k);
   const int = (k: keyof BudgetSchedule, min: number) => {
-    if (!Number.isInteger(s[k]) || s[k] < min) throw new LiaisonError('E_ARG', `${who}: config field '${k}' must be an integer >= ${min}, got ${s[k]}`, { param: k });
+    if (!Number.isInteger(s[k]) || s[k] < min) throw new LiaisonError('E_ARG', `${who}: config field '${field(k)}' gives ${k} ${s[k]}; it must be an integer >= ${min}`, { param: field(k) });
   };
   int('initBudget', 1); int('targetBudget', 1); int('tinit', 0); int('tfinal', 0); int('totalSteps', 1); int('deltaT', 1);
   if (s.targetBudget > s.initBudget) throw new LiaisonError('E_ARG', `${who}: config field 'targetR' must be at most initR: the budget only falls (target ${s.targetBudget} triplets, init ${s.initBudget})`, { param: 'targetR' });
@@ -80,12 +82,17 @@ export function scheduleTables(s: BudgetSchedule): { budget: number[]; reallocat
 /**
  * Traced, in place: one parameter's smoothed sensitivity Ī and uncertainty Ū (shaped as
  * θ), PEFT's `update_ipt`: I = |θ·∇θ|, Ī ← β1·Ī + (1 − β1)·I, Ū ← β2·Ū + (1 − β2)·|I − Ī|
- * (with the new Ī). `on` () f32 0/1: a step with 0 leaves both as they are.
+ * (with the new Ī). `on` () bool: a step with false leaves both exactly as they are, even
+ * when its gradient is NaN / Inf (a step the Trainer skipped: a select, not a lerp weight of
+ * 0, which would still spread the NaN).
  */
 export function smoothImportance(theta: Tensor, grad: Tensor, ipt: Tensor, unc: Tensor, beta1: number, beta2: number, on: Tensor): void {
+  const { rt } = ipt;
   const I = theta.mul(grad).abs();
-  ipt.lerp_(I, on.mul(1 - beta1));
-  unc.lerp_(I.sub(ipt).abs(), on.mul(1 - beta2));
+  const nextIpt = ipt.mul(beta1).add(I.mul(1 - beta1));
+  const nextUnc = unc.mul(beta2).add(I.sub(nextIpt).abs().mul(1 - beta2));
+  ipt.copy_(rt.where(on, nextIpt, ipt));
+  unc.copy_(rt.where(on, nextUnc, unc));
 }
 
 /** Traced: one module's triplet scores (r,) from the element scores Ī·Ū of A (r, in[, k…]), E (r,) and B (out, r[, 1…]): s_k = S(E_k) + mean S(A_k) + mean S(B_·k), PEFT's `_combine_ipt`. */
@@ -105,12 +112,22 @@ export function maskToBudget(scores: Tensor, budget: Tensor): Tensor {
 }
 
 /**
- * Traced: the orthogonality regularizer of one module, ‖A·Aᵀ − I‖²_F + ‖Bᵀ·B − I‖²_F (the
- * paper's R(P, Q), eq. 4), with A (r, in[, k…]) flattened to (r, in·k…) and B (out, r[, 1…]) to (out, r).
+ * Traced: the orthogonality regularizer's terms of one module, ‖A·Aᵀ − I‖_F + ‖Bᵀ·B − I‖_F
+ * (Frobenius norms, not squared), with A (r, in[, k…]) flattened to (r, in·k…) and B
+ * (out, r[, 1…]) to (out, r). The loss is γ times the mean over all 2M factors of M modules
+ * (`orthogonalityLoss`): PEFT's `AdaLoraModel.forward` and the authors' code, the form
+ * their γ values were tuned with. (The paper's eq. 4 writes squared norms, summed: a
+ * gradient some 4M√r times stronger at the same γ.)
  */
 export function orthogonality(rt: Runtime, A: Tensor, B: Tensor, r: number): Tensor {
   const a = A.reshape([r, -1]);
   const b = B.reshape([B.size(0) as number, r]);
   const eye = rt.eye(r);
-  return a.matmul(a.transpose(0, 1)).sub(eye).square().sum().add(b.transpose(0, 1).matmul(b).sub(eye).square().sum());
+  // norm(): torch's vector norm, whose gradient at 0 is 0 (a sqrt of a sum would give NaN there)
+  return a.matmul(a.transpose(0, 1)).sub(eye).norm().add(b.transpose(0, 1).matmul(b).sub(eye).norm());
+}
+
+/** Traced: γ · the mean of ‖PPᵀ − I‖_F over the 2M factors of the modules' `factors` (PEFT's form, {@link orthogonality}). */
+export function orthogonalityLoss(rt: Runtime, factors: readonly { A: Tensor; B: Tensor }[], r: number, weight: number): Tensor {
+  return factors.map((f) => orthogonality(rt, f.A, f.B, r)).reduce((x, y) => x.add(y)).mul(weight / (2 * factors.length));
 }

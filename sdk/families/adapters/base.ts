@@ -12,14 +12,20 @@
  *   parameters `<module>.lora_A` / `.lora_B` (PEFT's LoRA init: A Kaiming-uniform
  *   U(±1/√fan_in), seeded per module; B zeros, so the model's output is unchanged at the
  *   start), and the gate (r,) — ones — as checkpointed state (`adapter.<module>.gate`);
- * - freezes every parameter of the model (biases too: PEFT's `bias: 'none'`);
+ * - freezes every parameter of the model (biases too: PEFT's `bias: 'none'`), and keeps its
+ *   buffers (a norm's running statistics) as they were at attach: a training forward moves
+ *   them, and they are put back after every step, so `remove()` gives back the base model
+ *   (PEFT lets them drift; here the base is the base);
  * - installs the side paths (an AdapterSet) and, with `merge`, merges them into the weights
  *   when a `fit()` ends (the Trainer's `fitEnd` point).
  *
  * A resume restores A, B (plugin parameters), the gates and the plugin's own state in place,
- * so the installed side paths read the restored values. While merged, the adapter refuses
- * a Trainer checkpoint (it would hold the update twice) and further training (the side
- * paths it would train are off): `adapter.set.unmerge()` first.
+ * so the installed side paths read the restored values. While merged — by `merge: true` or
+ * by hand, `adapter.set.merge()` — the adapter refuses a Trainer checkpoint (it would hold
+ * the update twice) and further training (the side paths it would train are off):
+ * `adapter.set.unmerge()` first. A plugin's config is checked before anything is made
+ * ({@link AdapterBase.check}), and an attach that fails takes back what it made, so a
+ * corrected adapter can go on the same model.
  */
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../../bridge/index.js';
@@ -32,7 +38,7 @@ import type { Adapter } from './types.js';
 /** The config fields every adapter plugin's schema spreads (`Type.Object({ ...AdapterFields, r: … })`). */
 export const AdapterFields = {
   targets: Type.String({ minLength: 1, default: '.*', description: "regular expression matched against whole module names: the nn.Linear / nn.Conv*d modules adapted; the model's output layer (its last nn.Linear) only when an alternative names it (e.g. 'head' or 'layers\\\\.0|layers\\\\.2')" }),
-  alpha: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "the update's scale numerator: ΔW = alpha/r · B·A (alpha/√r with rslora); unset: the module's rank r, so LoRA's scale is 1" })),
+  alpha: Type.Optional(Type.Number({ exclusiveMinimum: 0, description: "the update's scale numerator: ΔW = alpha/r · B·A (alpha/√r with rslora); unset: r (√r with rslora), so the scale is 1" })),
   rslora: Type.Boolean({ default: false, description: 'rank-stabilized scale alpha/√r (Kalajdzievski 2023) instead of alpha/r' }),
   seed: Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1, default: 0, description: "seed of the factors' random init (with the module's position, it fixes each module's)" }),
   merge: Type.Boolean({ default: false, description: 'merge the trained update into the weights when a fit() ends (W += scale·B·diag(gate)·A; side paths removed); false: kept apart, as side paths' }),
@@ -83,6 +89,8 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
   set: AdapterSet | null = null;
   /** The adapted modules, in the model's order (empty before attach). */
   sites: AdapterSite[] = [];
+  /** The model's output layer when `targets` matched it without naming it, so it was left out (null: nothing was). */
+  excluded: string | null = null;
   /** Tensors this plugin made (gates, ghosts, its state); A and B are the Trainer's. */
   protected owned: Tensor[] = [];
   /** The gates (and ghosts) checkpointed under `adapter.<module>.gate` / `.ghost`. */
@@ -91,9 +99,9 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
   /** Components module `site` holds (an integer >= 1). */
   protected abstract rankOf(site: AdapterSite): number;
 
-  /** ΔW's fixed scale for a module of rank r: alpha/r, or alpha/√r with rslora; alpha defaults to r. */
+  /** ΔW's fixed scale for a module of rank r: alpha/r, or alpha/√r with rslora; alpha defaults to r (√r with rslora): scale 1. */
   protected scaleOf(r: number): number {
-    const alpha = this.config.alpha ?? r;
+    const alpha = this.config.alpha ?? (this.config.rslora ? Math.sqrt(r) : r);
     return this.config.rslora ? alpha / Math.sqrt(r) : alpha / r;
   }
 
@@ -110,6 +118,9 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
   protected gateOf(site: AdapterSite, r: number, hooks: TrainingHooks, _index: number): { gate: Tensor; ghost?: Tensor } {
     return { gate: this.checkpointed(site, 'gate', hooks.rt.ones([r])) };
   }
+
+  /** Checks the plugin's config against the chosen sites before anything is made (E_ARG naming the field). */
+  protected check(_sites: readonly AdapterSite[]): void {}
 
   /** A plugin joins the loop here, once the side paths are installed (hooks.on, addLoss, addState). */
   protected join(_hooks: TrainingHooks): void | Promise<void> {}
@@ -143,8 +154,20 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
     const model = hooks.model as Model;
     if (!model.hookModules?.output || !model.moduleGeometry) throw new LiaisonError('E_ARG', `${this.id}: the model has no output hook points (a Model from Model.build or Model.fromHandle has them)`, { param: 'model' });
     this.free(); // attached again (another Trainer): what it held before goes
-    this.sites = this.pickSites(model);
+    const sites = this.pickSites(model);
+    this.check(sites);
+    this.sites = sites;
+    try {
+      await this.build(hooks, model);
+    } catch (e) { // the side paths off the model, so a corrected adapter can go on it
+      this.free();
+      throw e;
+    }
+  }
+
+  private async build(hooks: TrainingHooks, model: Model): Promise<void> {
     hooks.freeze(model.params.map((p) => p.name));
+    this.keepBuffers(hooks, model);
     const factors: Record<string, LowRankFactors> = {};
     for (const [i, site] of this.sites.entries()) {
       const r = this.rankOf(site);
@@ -155,24 +178,43 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
       const { gate, ghost } = this.gateOf(site, r, hooks, i);
       factors[site.module] = { A, B, gate, ...(ghost ? { ghost } : {}), scale: this.scaleOf(r) };
     }
-    this.set = new AdapterSet(model, factors);
-    this.set.install();
+    const set = this.set = new AdapterSet(model, factors);
+    // a merge by hand as well as at fitEnd: the next step is traced again and meets the guard below
+    const merge = set.merge.bind(set);
+    set.merge = async () => { await merge(); hooks.retrace(); };
+    set.install();
     hooks.addState('adapter', () => {
       // a checkpoint holds the factors apart: of merged weights, a resume would add the update twice
       if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights, so a Trainer checkpoint would hold it twice; call adapter.set.unmerge() before trainer.save() (or save the merged model with model.save)`, { param: 'merge' });
       return this.held;
     });
-    // a fit after a merge would train side paths the forward no longer runs: refused when the step is traced
+    // a fit after a merge would train side paths the forward no longer runs: refused when the step
+    // is traced, which every merge asks for (above)
     hooks.on('beforeStep', () => {
       if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights (merge: true merges when a fit ends); call adapter.set.unmerge() before training again`);
     });
     if (this.config.merge) {
-      hooks.on('fitEnd', async () => {
-        await this.set!.merge();
-        hooks.retrace(); // the next fit traces its step again, and meets the guard above
-      });
+      hooks.on('fitEnd', () => this.set!.merge());
     }
     await this.join(hooks);
+  }
+
+  /**
+   * The model's buffers put back after every step from copies made at attach (checkpointed,
+   * so a resume restores the copies along with the model). Nothing for a model without any.
+   */
+  private keepBuffers(hooks: TrainingHooks, model: Model): void {
+    const params = new Set(model.params.map((p) => p.name));
+    const buffers = model.stateInfo.filter((e) => !params.has(e.name)).map((e) => e.name);
+    if (!buffers.length) return;
+    const state = model.state();
+    const kept: Record<string, Tensor> = {};
+    const live: Tensor[] = [];
+    for (const [name, t] of Object.entries(state)) {
+      if (!params.has(name)) { live.push(this.hold(t)); kept[name] = this.hold(t.clone()); } else t.free();
+    }
+    hooks.addState('adapter-buffers', () => kept);
+    hooks.on('afterOptimizerStep', () => { buffers.forEach((name, i) => live[i].copy_(kept[name])); });
   }
 
   /** The sites `targets` picks, less the head unless named. */
@@ -181,7 +223,10 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
     const picked = adapterSites(model, targets);
     const head = headOf(model);
     const sites = picked.filter((s) => s.module !== head || namesModule(targets, head));
-    if (!sites.length) throw new LiaisonError('E_ARG', `${this.id}: config field 'targets' (${JSON.stringify(targets)}) matches only the model's output layer '${head}', which is adapted only when named (targets: '${head?.replace(/\./g, '\\.')}')`, { param: 'targets' });
+    // the root module of an adopted nn.Linear is named '' (matched by '^$')
+    const naming = head === '' ? '^$' : head?.replace(/\./g, '\\.');
+    if (!sites.length) throw new LiaisonError('E_ARG', `${this.id}: config field 'targets' (${JSON.stringify(targets)}) matches only the model's output layer '${head}', which is adapted only when named (targets: '${naming}')`, { param: 'targets' });
+    this.excluded = sites.length < picked.length ? head : null;
     return sites;
   }
 
@@ -198,5 +243,6 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
     this.owned = [];
     this.held = {};
     this.sites = [];
+    this.excluded = null;
   }
 }

@@ -40,9 +40,14 @@ export function componentSensitivity(A: Tensor, gA: Tensor, B: Tensor, gB: Tenso
   return A.mul(gA).abs().mean(1).add(B.mul(gB).abs().mean(0));
 }
 
-/** The importance EMA after this step: β·prev + (1 − β)·Σ_k gate·sensitivity, in place. `sensitivity` (M, K). */
-export function updateImportance(st: GrowthState, sensitivity: Tensor, beta: number): void {
-  st.importance.lerp_(sensitivity.mul(st.gate).sum(1), 1 - beta);
+/**
+ * The importance EMA after this step: β·prev + (1 − β)·Σ_k gate·sensitivity, in place.
+ * `sensitivity` (M, K); `finite` () bool (StepTrace.finite): false, a step the Trainer
+ * skipped, keeps prev exactly (a select: its gradients, hence the sensitivity, may be NaN).
+ */
+export function updateImportance(st: GrowthState, sensitivity: Tensor, beta: number, finite: Tensor): void {
+  const next = st.importance.mul(beta).add(sensitivity.mul(st.gate).sum(1).mul(1 - beta));
+  st.importance.copy_(st.importance.rt.where(finite, next, st.importance));
 }
 
 /**
