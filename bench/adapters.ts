@@ -4,7 +4,7 @@
  * - adapter.forward: a forward through a Linear 1024 → 1024 with a rank-16 adapter over 2,048
  *   tokens, the side path installed at the module's `output` hook (sdk/adapters.ts
  *   AdapterSet), against the same written in plain PyTorch (`baselines/adapter_forward.py`:
- *   `x @ W.T + b + scale · (x @ A.T) @ B.T`). Same build, x, A and B on both sides (seeded
+ *   `x @ W.T + b + ((x @ A.T) · scale) @ B.T`). Same build, x, A and B on both sides (seeded
  *   `rand`), so the outputs' means must agree (checked). Each forward ends by reading the
  *   mean back on both sides; no autograd graph. One intra-op thread on both sides.
  * - adapad.step: a Trainer epoch with `adapad` against the same with fixed-rank `lora` of the
@@ -62,7 +62,7 @@ async function benchForward(opts: BenchOptions): Promise<BenchResult> {
     opts.log(`adapter.forward: output hook ${v.toFixed(2)} ms, plain PyTorch ${b.toFixed(2)} ms per forward; output means ${sdkLoss.toPrecision(7)} / ${pyLoss.toPrecision(7)}`);
     return result({
       name: 'adapter.forward', value: v, baseline: b, unit: 'ms', target: `<= ${FORWARD_LIMIT}x`, met: v / b <= FORWARD_LIMIT,
-      note: `Linear ${dim}->${dim} + rank-${rank} adapter (output hook) over ${tokens} tokens vs x@W.T+b+s*(x@A.T)@B.T; median of ${sdkS.length} forwards each, alternating; 1 thread`,
+      note: `Linear ${dim}->${dim} + rank-${rank} adapter (output hook) over ${tokens} tokens vs plain x@W.T+b+((x@A.T)*s)@B.T; median of ${sdkS.length} forwards each, alternating; 1 thread`,
     });
   });
 }

@@ -1,6 +1,6 @@
 """Baseline of adapter.forward: a forward through a Linear with a low-rank adapter, written in
-plain PyTorch as `x @ W.T + b + scale * (x @ A.T) @ B.T`. The Linear is the runtime's own
-`{"kind": "mlp", "sizes": [dim, dim]}` build (seed 0, every parameter frozen), x, A and B the
+plain PyTorch as `x @ W.T + b + ((x @ A.T) · scale) @ B.T` (the scale on the thin side). The
+Linear is the runtime's own `{"kind": "mlp", "sizes": [dim, dim]}` build (seed 0, every parameter frozen), x, A and B the
 runtime's `rand` with the same seeds as the SDK side (x seed 1; A seed 2 and B seed 3, both
 minus 0.5), so the two forwards' means must agree. Each timed forward ends by reading the
 output's mean back (as the SDK side's `item()` does); no autograd graph on either side.
@@ -45,7 +45,8 @@ def main() -> None:
     def forward() -> tuple[float, float]:
         t0 = time.perf_counter()
         with torch.no_grad():
-            y = F.linear(x, lin.weight, lin.bias) + a.scale * ((x @ A.T) @ B.T)
+            # the scale on the thin (tokens, rank) side, as the SDK's side path applies it
+            y = F.linear(x, lin.weight, lin.bias) + ((x @ A.T) * a.scale) @ B.T
             m = y.mean().item()  # the read-back syncs a GPU too
         return time.perf_counter() - t0, m
 
