@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Type } from '@sinclair/typebox';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
+import { LiaisonError, type PyObject, type PythonRuntime, type Runtime, startWithPython, type Tensor } from '../bridge/index.js';
 import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
 import { adalora } from '../plugins/adapters/adalora.js';
 import { Lora, LoraConfig, lora } from '../plugins/adapters/lora.js';
@@ -163,6 +163,13 @@ class Unfrozen extends Lora {
   }
 }
 
+/** Never trains A: only B moves. */
+class FrozenA extends Lora {
+  protected override join(hooks: TrainingHooks): void {
+    expect(hooks.freeze(this.sites.map((s) => `${s.module}.lora_A`))).toHaveLength(this.sites.length);
+  }
+}
+
 /** Counts its gates into the parameters an export holds. */
 class Overcounting extends Lora {
   override async parameterCount(): Promise<number> {
@@ -189,6 +196,13 @@ describe('the adapter suite fails adapters that break the contract', () => {
     expect(report.failed).toBe(2);
     expect(failed(report, /^attached/)[0]).toMatch(/must all be frozen; trainable: convs\.0\.weight/);
     expect(failed(report, /^training moves/)[0]).toMatch(/'convs\.0\.weight' changed in training/);
+  });
+
+  it('one that never trains A (B alone moves): the training case fails, naming A', async () => {
+    const f = factoryOf<LoraConfig>('frozen-a', lora, (c, m) => new FrozenA(c, m));
+    const report = await runConformance(f, { rt, only: ['training moves only the adapter: every model parameter and buffer bit for bit as it was, A and B trained'] });
+    expect(report.failed).toBe(1);
+    expect(failed(report, /^training moves/)[0]).toMatch(/every module's A is as it started/);
   });
 
   it('one whose parameter count is not what its export holds', async () => {
@@ -404,5 +418,47 @@ describe('the adapter base', () => {
       await trainer.fit(data); // trains the side paths again, and merges at its end
       expect(adapter.set!.merged).toBe(true);
     } finally { trainer.free(); adapter.free(); data.free(); mlp.free(); }
+  });
+});
+
+describe('the adapter base on adopted modules', () => {
+  let py: PythonRuntime;
+  let nn: PyObject;
+  beforeAll(async () => {
+    py = await startWithPython({ device: 'cpu' });
+    const torch = await py.python.import('torch');
+    await torch.manual_seed(0);
+    nn = await torch.nn;
+  });
+  afterAll(async () => { await py?.close(); });
+
+  it("keeps a BatchNorm's running statistics as they were: the whole state_dict bit for bit after training", async () => {
+    const net = await nn.Sequential(await nn.Linear(64, 16), await nn.BatchNorm1d(16), await nn.ReLU(), await nn.Linear(16, 10));
+    const model = await Model.fromHandle(py, await py.adopt(net));
+    const data = await Dataset.builtin(py, 'digits');
+    const before = Object.fromEntries(Object.entries(model.state()).map(([k, t]) => [k, t.clone().keep()]));
+    expect(Object.keys(before)).toContain('1.running_mean');
+    const adapter = lora({ r: 2 });
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [adapter], epochs: 1, batchSize: 512, progress: 'none' });
+    try {
+      await trainer.fit(data);
+      expect(Object.keys(adapter.set!.sites)).toEqual(['0']); // the head '3' left out
+      for (const [k, t] of Object.entries(model.state())) expect(await t.eq(before[k]).all().item(), k).toBe(1);
+    } finally { trainer.free(); adapter.free(); data.free(); model.free(); for (const t of Object.values(before)) t.free(); }
+  });
+
+  it("an adopted nn.Linear is its own head: the error suggests targets '^$', which adapts it", async () => {
+    const model = await Model.fromHandle(py, await py.adopt(await nn.Linear(64, 10)));
+    const data = await Dataset.builtin(py, 'digits');
+    try {
+      for (const [cfg, refused] of [[{}, true], [{ targets: '^$' }, false]] as const) {
+        const adapter = lora({ r: 2, ...cfg });
+        const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [adapter], epochs: 1, batchSize: 512, progress: 'none' });
+        try {
+          if (refused) await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', param: 'targets', message: expect.stringContaining("(targets: '^$')") });
+          else { await trainer.fit(data); expect(Object.keys(adapter.set!.sites)).toEqual(['']); }
+        } finally { trainer.free(); adapter.free(); }
+      }
+    } finally { data.free(); model.free(); }
   });
 });

@@ -65,7 +65,7 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
   private settled = false;
   /**
    * Null, or why the budget was not at its target when the last fit ended: the fit stopped
-   * before step totalSteps − tfinal (a process warning says the same).
+   * before step totalSteps − tfinal (a process warning says the same, the first time).
    */
   pending: string | null = null;
 
@@ -146,9 +146,11 @@ export class AdaLora extends AdapterBase<AdaLoraConfig> {
     hooks.on('epochEnd', ({ step }) => {
       if (!this.settled && step >= end) { this.settled = true; hooks.retrace(); }
     });
+    let warned = false;
     hooks.on('fitEnd', ({ step }) => {
-      this.pending = step >= end ? null : `${this.id}: the fit ended at step ${step}, and the rank budget reaches its target (targetR ${c.targetR} per module) at step ${end} = totalSteps − tfinal: it is still falling (give totalSteps the run's optimizer steps, epochs × batches per epoch)`;
-      if (this.pending) process.emitWarning(this.pending, { code: 'LIAISON_ADALORA_BUDGET' });
+      this.pending = step >= end ? null : `${this.id}: the fit ended at step ${step}, and the rank budget reaches its target (targetR ${c.targetR} per module) at step ${end} = totalSteps − tfinal: it is still falling (give totalSteps the run's optimizer steps, epochs × batches per epoch; fine if more fits follow)`;
+      // once per attach: a run fitted in several calls would hear it at each
+      if (this.pending && !warned) { warned = true; process.emitWarning(this.pending, { code: 'LIAISON_ADALORA_BUDGET' }); }
     });
   }
 

@@ -191,7 +191,7 @@ export abstract class AdapterBase<C extends AdapterBaseConfig = AdapterBaseConfi
     // a fit after a merge would train side paths the forward no longer runs: refused when the step
     // is traced, which every merge asks for (above)
     hooks.on('beforeStep', () => {
-      if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights (merge: true merges when a fit ends); call adapter.set.unmerge() before training again`);
+      if (this.set?.merged) throw new LiaisonError('E_ARG', `${this.id}: its update is merged into the weights (by adapter.set.merge(), or merge: true when a fit ends); call adapter.set.unmerge() before training again`);
     });
     if (this.config.merge) {
       hooks.on('fitEnd', () => this.set!.merge());

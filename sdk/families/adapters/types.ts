@@ -13,7 +13,8 @@
  * to them during training (a fixed rank, a budget schedule over singular values, components
  * that join one by one); {@link AdapterBase} (base.ts) does the rest in a Trainer: it picks
  * the sites, declares A and B as the Trainer's parameters, freezes every parameter of the
- * model, installs the side paths, checkpoints the gates, and merges at the end when asked.
+ * model and keeps its buffers (a norm's running statistics) as they were, installs the side
+ * paths, checkpoints the gates, and merges at the end when asked.
  * Everything a plugin does per step runs at the Trainer's hook points: there is no call a
  * user must make per step.
  */
@@ -29,10 +30,11 @@ export interface Adapter<C = unknown> extends PluginInstance<C>, TrainerPlugin {
    */
   readonly set: AdapterSet | null;
   /**
-   * Components in the sum per module, by module name (`layers.0`: 8). LoRA: r everywhere;
-   * AdaLoRA: the triplets its budget keeps now; AdaPaD: the components that have joined. It
-   * changes during training for the adaptive plugins, and is what an export holds (one
-   * round trip).
+   * Components in the sum per module (gate ≠ 0), by module name (`layers.0`: 8). LoRA: r
+   * everywhere; AdaLoRA: its triplets whose singular value E_k is not zero — 0 everywhere
+   * before the first step, since E starts at zero; the budget's view, what the mask keeps,
+   * is `allocation()`; AdaPaD: the components that have joined. It changes during training
+   * for the adaptive plugins, and is what an export holds (one round trip).
    */
   rankPattern(): Promise<Record<string, number>>;
   /**
