@@ -14,10 +14,10 @@ import { LiaisonError, type PyObject, type PythonRuntime, type Runtime, startWit
 import { resolvePython, runtimeEnv } from '../bridge/launcher.js';
 import { adalora } from '../plugins/adapters/adalora.js';
 import { Lora, LoraConfig, lora } from '../plugins/adapters/lora.js';
-import type { AdapterSite } from '../sdk/adapters.js';
+import { type AdapterSite, adapterSites } from '../sdk/adapters.js';
 import { type ConformanceReport, runConformance } from '../sdk/conformance/index.js';
 import { Dataset } from '../sdk/data.js';
-import { namesModule } from '../sdk/families/adapters/base.js';
+import { factorShapes, namesModule } from '../sdk/families/adapters/base.js';
 import { MomentumOptimizerBase } from '../sdk/families/momentum/base.js';
 import { budgetAt, checkSchedule, maskToBudget, orthogonality, orthogonalityLoss, scheduleTables, smoothImportance, tripletScores } from '../sdk/families/adapters/allocation.js';
 import type { TrainingHooks } from '../sdk/hooks.js';
@@ -278,6 +278,69 @@ describe('adalora allocation, driven by the Trainer alone', () => {
     } finally {
       trainer.free(); adapter.free(); data.free(); model.free();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the traced allocation is the pure functions replayed on the θ and ∇θ each step saw (recorded inside the step)', async () => {
+    const all = await Dataset.builtin(rt, 'digits');
+    const [rest, data] = all.split(256 / all.size, 0);
+    all.free(); rest.free();
+    const model = await Model.build(rt, { kind: 'cnn', image: [8, 8], channels: [4], hidden: 16, classes: 10 }, { seed: 0 });
+    const [r, steps] = [4, 8];
+    const cfg = { initR: r, targetR: 2, totalSteps: 10, tinit: 1, tfinal: 2, deltaT: 2 }; // reallocations at steps 2, 4, 6 and 8
+    const sites = adapterSites(model, 'convs\\.0|fc');
+    const adapter = adalora(cfg);
+    // θ and ∇θ of every factor at afterOptimizerStep, before adalora's code there (the recorder is the first plugin)
+    const rec: Record<string, { p: Tensor; g: Tensor; shape: number[] }> = {};
+    for (const s of sites) {
+      const sh = factorShapes(s, r);
+      for (const [k, shape] of [['A', sh.A], ['B', sh.B], ['E', [r]]] as const) rec[`${s.module}.${k}`] = { p: rt.zeros([steps, ...shape]).keep(), g: rt.zeros([steps, ...shape]).keep(), shape: [...shape] };
+    }
+    const recorder = {
+      attach: (h: TrainingHooks) => h.on('afterOptimizerStep', ({ step }) => {
+        const at = step.sub(1).to('i64').reshape([1]);
+        for (const s of sites) {
+          const f = adapter.set!.factors[s.module];
+          for (const [k, t] of [['A', f.A], ['B', f.B], ['E', f.gate]] as const) {
+            const b = rec[`${s.module}.${k}`];
+            rt.call('index_copy_', [b.p, 0, at, t.unsqueeze(0)]);
+            rt.call('index_copy_', [b.g, 0, at, (rt.call('grad_of', [t]) as Tensor).unsqueeze(0)]);
+          }
+        }
+      }),
+    };
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.05 }), plugins: [recorder, adapter], epochs: 1, batchSize: 32, loss: 'cross_entropy', progress: 'none', logEvery: 1000 });
+    try {
+      await trainer.fit(data);
+      expect(trainer.step).toBe(steps);
+      const schedule = { initBudget: 2 * r, targetBudget: 4, tinit: 1, tfinal: 2, totalSteps: 10, deltaT: 2 };
+      const mine: Record<string, { ipt: Tensor; unc: Tensor }> = Object.fromEntries(Object.entries(rec).map(([k, v]) => [k, { ipt: rt.zeros(v.shape), unc: rt.zeros(v.shape) }]));
+      let mask: Tensor = rt.ones([2 * r]);
+      for (let st = 1; st <= steps; st++) {
+        const point = budgetAt(st, schedule);
+        const scores = sites.map((s) => {
+          for (const k of ['A', 'B', 'E']) {
+            const b = rec[`${s.module}.${k}`], m = mine[`${s.module}.${k}`];
+            smoothImportance(b.p.narrow(0, st - 1, 1).reshape(b.shape), b.g.narrow(0, st - 1, 1).reshape(b.shape), m.ipt, m.unc, 0.85, 0.85, rt.full([], +point.update).gt(0));
+          }
+          const score = (k: string) => mine[`${s.module}.${k}`].ipt.mul(mine[`${s.module}.${k}`].unc);
+          return tripletScores(score('A'), score('E'), score('B'), r);
+        });
+        if (point.reallocate) mask = maskToBudget(rt.cat(scores, 0), rt.tensor(BigInt64Array.of(BigInt(point.budget)), [1]));
+      }
+      expect(await list((adapter as unknown as { mask: Tensor }).mask)).toEqual(await list(mask));
+      const imp = (adapter as unknown as { imp: Record<string, Record<string, { ipt: Tensor; unc: Tensor }>> }).imp;
+      for (const [key, m] of Object.entries(mine)) {
+        const [module, k] = [key.slice(0, key.lastIndexOf('.')), key.slice(key.lastIndexOf('.') + 1)];
+        for (const f of ['ipt', 'unc'] as const) {
+          const [a, b] = [imp[module][k][f], m[f]];
+          expect(await b.abs().amax().item(), `${key} ${f}`).toBeGreaterThan(0);
+          expect(await a.sub(b).abs().amax().item(), `${key} ${f}`).toBeLessThanOrEqual(1e-6 * await b.abs().amax().item());
+        }
+      }
+    } finally {
+      trainer.free(); adapter.free(); data.free(); model.free();
+      for (const v of Object.values(rec)) { v.p.free(); v.g.free(); }
     }
   });
 
