@@ -1,7 +1,7 @@
 """Baseline of adapter.forward: a forward through a Linear with a low-rank adapter, written in
 plain PyTorch as `x @ W.T + b + ((x @ A.T) · scale) @ B.T` (the scale on the thin side). The
-Linear is the runtime's own `{"kind": "mlp", "sizes": [dim, dim]}` build (seed 0, every parameter frozen), x, A and B the
-runtime's `rand` with the same seeds as the SDK side (x seed 1; A seed 2 and B seed 3, both
+Linear is the runtime's own `{"kind": "mlp", "sizes": [dim, dim]}` build (seed 0, every
+parameter frozen), x, A and B the runtime's `rand` with the same seeds as the SDK side (x seed 1; A seed 2 and B seed 3, both
 minus 0.5), so the two forwards' means must agree. Each timed forward ends by reading the
 output's mean back (as the SDK side's `item()` does); no autograd graph on either side.
 
