@@ -365,6 +365,16 @@ describe('adalora allocation, driven by the Trainer alone', () => {
     } finally { process.off('warning', onWarning); trainer.free(); adapter.free(); model.free(); data.free(); }
   });
 
+  it('StepTrace.finite is known once the loss is: read at beforeStep it is E_ARG naming it', async () => {
+    const data = await Dataset.builtin(rt, 'digits');
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 10] }, { seed: 0 });
+    const early = { attach: (h: TrainingHooks) => h.on('beforeStep', (t) => { t.finite.logicalNot(); }) };
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.1 }), plugins: [early], epochs: 1, batchSize: 512, progress: 'none' });
+    try {
+      await expect(trainer.fit(data)).rejects.toMatchObject({ code: 'E_ARG', param: 'finite' });
+    } finally { trainer.free(); model.free(); data.free(); }
+  });
+
   it('a failed attach (no totalSteps) takes nothing onto the model: a corrected adapter goes on it', async () => {
     const data = await Dataset.builtin(rt, 'digits');
     const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 0 });
