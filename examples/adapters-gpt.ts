@@ -3,8 +3,10 @@
  * topics, as examples/generate.ts trains it), adapted to Python source (the standard
  * library's `.py` files, `loadCodeText`) with `lora`, `adalora` and `adapad`
  * (plugins/adapters/; adapad also with `curvature: 0`, its deflation off, as `adapad-c0`) at
- * matched budgets, the base frozen; the held-out loss on unseen
- * source files against the adapter's parameters, over seeds.
+ * matched budgets, the base frozen; the held-out loss on unseen source files against the
+ * adapter's parameters, over seeds; the adapter size adapad needs to reach lora's loss; the
+ * rank pattern adapad found, per module. Training runs eight epochs of STEPS / 8 steps, so
+ * that adapad's rank history (one pattern per epoch) has points to plot.
  *
  * Tokens are bytes (vocabulary 128, the pydoc corpus's): the cheapest choice that works — the
  * pretrained model reads code with no new tokenizer, and the few non-ASCII bytes of the
@@ -12,7 +14,7 @@
  * (attention qkv and proj, MLP fc and proj); the head is left out, as the family does by default.
  *
  *     npx tsx examples/adapters-gpt.ts          # examples/out/adapters-gpt{.md,.json,.png,-ranks.png}
- *     LIAISON_ADAPTERS_SEEDS=1 LIAISON_ADAPTERS_GPT_STEPS=20 LIAISON_ADAPTERS_PRETRAIN_STEPS=40 \
+ *     LIAISON_ADAPTERS_SEEDS=1 LIAISON_ADAPTERS_GPT_STEPS=16 LIAISON_ADAPTERS_PRETRAIN_STEPS=40 \
  *       LIAISON_ADAPTERS_RANKS=1 npx tsx examples/adapters-gpt.ts --out /tmp/x
  *
  * Knobs: LIAISON_ADAPTERS_SEEDS (3), LIAISON_ADAPTERS_GPT_STEPS (fine-tuning steps, 240),
@@ -90,7 +92,6 @@ async function main(): Promise<void> {
     // 2. Fine-tuning, each from the same base: the whole GPT (the reference), then the adapters.
     const tune = async (m: Model, seed: number, lr: number, plugins: TrainerPlugin[]): Promise<Trainer> => {
       const t = new Trainer({ model: m, optimizer: adam({ lr }), progress: 'none', seed, plugins });
-      // eight epochs, so that adapad's rank history (one pattern per epoch) has points to plot
       await t.fitLM(code.sampler(BATCH, CONTEXT), { epochs: 8, stepsPerEpoch: STEPS / 8 });
       return t;
     };

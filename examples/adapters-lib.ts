@@ -1,7 +1,7 @@
 /**
  * What the adapter fine-tuning examples share (examples/adapters-digits.ts, adapters-gpt.ts):
- * a pretrained checkpoint cached in the out folder, the three adapter plugins made at one
- * budget, and the tables over seeds.
+ * a pretrained checkpoint cached in the out folder, the adapter plugins made at one budget,
+ * and the tables over seeds.
  */
 import { existsSync } from 'node:fs';
 import type { Runtime } from '../bridge/index.js';
@@ -45,19 +45,19 @@ export async function fresh(rt: Runtime, path: string): Promise<Model> {
   return model;
 }
 
-/**
- * The three plugins at one budget: `rank` components per module on average, so every method
- * ends with `rank · modules` components in all. LoRA holds `rank` in each module; AdaLoRA
- * starts at 1.5 × rank (PEFT's init_r 12 for target_r 8) and prunes to its target on its
- * cubic schedule by `steps − tfinal`; AdaPaD starts each module at 1 and grows the most
- * important module until the shared budget is spent.
- */
 /** AdaPaD's rank pattern per epoch, copied (undefined for the other plugins). */
 export function historyOf(adapter: Adapter): Run['history'] {
   const h = (adapter as Partial<Adapad>).rankHistory;
   return h?.map(({ step, ranks }) => ({ step, ranks: { ...ranks } }));
 }
 
+/**
+ * The plugins at one budget: `rank` components per module on average, so every method
+ * ends with `rank · modules` components in all. LoRA holds `rank` in each module; AdaLoRA
+ * starts at 1.5 × rank (PEFT's init_r 12 for target_r 8) and prunes to its target on its
+ * cubic schedule by `steps − tfinal`; AdaPaD starts each module at 1 and grows the most
+ * important module until the shared budget is spent (`adapad-c0` the same with `curvature: 0`).
+ */
 export function makeAdapter(method: Method, o: { rank: number; modules: number; steps: number; seed: number; targets: string }): Adapter {
   const { rank, modules, steps, seed, targets } = o;
   if (method === 'lora') return lora({ r: rank, targets, seed });
