@@ -261,8 +261,8 @@ describe('decoding a small GPT trained on pydoc text', () => {
     // layer 1: 16 slots of 8-bit codes with an f16 scale and minimum per group of 16
     const full = 4 * 2 * T * (2 * 16 * 4 + 8);
     const q8 = 4 * 2 * 16 * (2 * (16 + 2 + 2) + 8);
-    // and beside layer 1's cache, min(evict 1, 64) = 1 f32 attention row of its 16 slots for the policy's next run
-    const waiting = 4 * 2 * 1 * 16 * 4;
+    // and beside layer 1's cache, min(evict 1, 64) = 1 attention row of its 16 slots for the policy's next run, f16 beside quantized entries
+    const waiting = 4 * 2 * 1 * 16 * 2;
     expect(size).toEqual({ tokens: [T - 1, 16], bytes: [full, q8], totalBytes: full + q8, rowBytes: [0, waiting], totalRowBytes: waiting });
     m.setKVPolicy(null);
     const att = m.attentionWeights(heldout.slice(1, 0, 10));
