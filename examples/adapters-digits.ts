@@ -25,8 +25,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
-import { type CNNSpec, Dataset, evaluate, plotLines, Trainer } from '../sdk/index.js';
-import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, pretrained, rankSeries, reachTable, type Run, spread } from './adapters-lib.js';
+import { type CNNSpec, Dataset, evaluate, Trainer } from '../sdk/index.js';
+import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
@@ -137,23 +137,8 @@ async function main(): Promise<void> {
     ].join('\n');
     writeFileSync(join(dir, 'adapters-digits.md'), md);
     writeFileSync(join(dir, 'adapters-digits.json'), JSON.stringify({ base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps, runs }, null, 1));
-    await plotLines({
-      path: join(dir, 'adapters-digits.png'),
-      title: `digits 0–4 → 5–9: accuracy vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`,
-      xlabel: 'adapter parameters (log scale)', ylabel: 'held-out accuracy on 5–9', logx: true,
-      series: METHODS.map((m) => {
-        const gs = groups.filter((g) => g.method === m);
-        return { label: m, x: gs.map((g) => mean(g.runs.map((r) => r.params))), y: gs.map((g) => mean(g.runs.map((r) => r.quality))), style: 'o-' };
-      }),
-    });
-    const ranks = rankSeries(runs, top);
-    if (ranks.series.length) {
-      await plotLines({
-        path: join(dir, 'adapters-digits-ranks.png'), title: `adapad's rank pattern, budget ${top} per module on average (seed 0)`,
-        xlabel: 'training step', ylabel: 'components in the sum', panels: ranks.panels, series: ranks.series,
-      });
-    }
-    console.log(`\ntable: ${join(dir, 'adapters-digits.md')}\nplots: ${join(dir, 'adapters-digits.png')}${ranks.series.length ? `, ${join(dir, 'adapters-digits-ranks.png')}` : ''}`);
+    const plots = await plotRuns(dir, 'adapters-digits', { title: `digits 0–4 → 5–9: accuracy vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out accuracy on 5–9', runs, top });
+    console.log(`\ntable: ${join(dir, 'adapters-digits.md')}\nplots: ${plots.join(', ')}`);
   } finally {
     for (const m of made.reverse()) m.free();
     await rt.close();

@@ -26,8 +26,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
-import { type GPTSpec, loadCodeText, type Model, plotLines, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
-import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, pretrained, rankSeries, reachTable, type Run, spread } from './adapters-lib.js';
+import { type GPTSpec, loadCodeText, type Model, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
+import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
@@ -148,23 +148,8 @@ async function main(): Promise<void> {
       `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
       '', markdownTable(header, rows), '', `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c0: adapad with \`curvature: 0\` (growth and advance learning, no deflation targets).`, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
     ].join('\n'));
-    await plotLines({
-      path: join(dir, 'adapters-gpt.png'),
-      title: `GPT pydoc → Python sources: held-out loss vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`,
-      xlabel: 'adapter parameters (log scale)', ylabel: 'held-out loss (nats/byte)', logx: true,
-      series: METHODS.map((m) => {
-        const gs = groups.filter((g) => g.method === m);
-        return { label: m, x: gs.map((g) => mean(g.runs.map((r) => r.params))), y: gs.map((g) => mean(g.runs.map((r) => r.quality))), style: 'o-' };
-      }),
-    });
-    const ranks = rankSeries(runs, top);
-    if (ranks.series.length) {
-      await plotLines({
-        path: join(dir, 'adapters-gpt-ranks.png'), title: `adapad's rank pattern, budget ${top} per module on average (seed 0)`,
-        xlabel: 'training step', ylabel: 'components in the sum', panels: ranks.panels, series: ranks.series,
-      });
-    }
-    console.log(`\ntable: ${join(dir, 'adapters-gpt.md')}\nplots: ${join(dir, 'adapters-gpt.png')}${ranks.series.length ? `, ${join(dir, 'adapters-gpt-ranks.png')}` : ''}`);
+    const plots = await plotRuns(dir, 'adapters-gpt', { title: `GPT pydoc → Python sources: held-out loss vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out loss (nats/byte)', runs, top });
+    console.log(`\ntable: ${join(dir, 'adapters-gpt.md')}\nplots: ${plots.join(', ')}`);
   } finally {
     for (const m of made.reverse()) m.free();
     await rt.close();

@@ -4,12 +4,13 @@
  * and the tables over seeds.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Runtime } from '../bridge/index.js';
 import { adalora } from '../plugins/adapters/adalora.js';
 import { type Adapad, adapad } from '../plugins/adapters/adapad.js';
 import { lora } from '../plugins/adapters/lora.js';
 import type { Adapter } from '../sdk/families/adapters/types.js';
-import { Model, type ModelSpec } from '../sdk/index.js';
+import { Model, type ModelSpec, plotLines } from '../sdk/index.js';
 
 /**
  * The plugins compared; `adapad-c0` is adapad with `curvature: 0`: its growth and advance
@@ -158,3 +159,29 @@ export function rankSeries(runs: readonly Run[], top: number): { panels: string[
 
 /** The rank pattern as "module r, …" (modules in the model's order). */
 export const patternText = (p: Record<string, number>): string => Object.entries(p).map(([m, r]) => `${m} ${r}`).join(', ');
+
+/**
+ * The example's two PNGs in `dir`: `<name>.png`, each method's quality against its adapter
+ * size (means over seeds), and `<name>-ranks.png`, adapad's rank pattern over training
+ * (when a run recorded one). Returns the paths written.
+ */
+export async function plotRuns(dir: string, name: string, o: { title: string; ylabel: string; runs: readonly Run[]; top: number }): Promise<string[]> {
+  const groups = grouped(o.runs);
+  const paths = [join(dir, `${name}.png`)];
+  await plotLines({
+    path: paths[0], title: o.title, xlabel: 'adapter parameters (log scale)', ylabel: o.ylabel, logx: true,
+    series: METHODS.map((m) => {
+      const gs = groups.filter((g) => g.method === m);
+      return { label: m, x: gs.map((g) => mean(g.runs.map((r) => r.params))), y: gs.map((g) => mean(g.runs.map((r) => r.quality))), style: 'o-' };
+    }),
+  });
+  const ranks = rankSeries(o.runs, o.top);
+  if (ranks.series.length) {
+    paths.push(join(dir, `${name}-ranks.png`));
+    await plotLines({
+      path: paths[1], title: `adapad's rank pattern, budget ${o.top} per module on average (seed 0)`,
+      xlabel: 'training step', ylabel: 'components in the sum', panels: ranks.panels, series: ranks.series,
+    });
+  }
+  return paths;
+}
