@@ -54,24 +54,9 @@ function siteOf(module: string, g: ModuleGeometry, who: string): AdapterSite {
  * sit on (a grouped convolution, non-zero padding modes).
  */
 export function adapterSites(model: Model, targets: string | readonly string[], who = 'adapterSites'): AdapterSite[] {
-  const all = model.hookModules.output;
-  let chosen: readonly string[];
-  if (typeof targets === 'string') {
-    let rx: RegExp;
-    try {
-      rx = new RegExp(`^(?:${targets})$`);
-    } catch (e) {
-      throw new LiaisonError('E_ARG', `${who}: targets ${JSON.stringify(targets)} is not a regular expression`, { param: 'targets', cause: e });
-    }
-    chosen = all.filter((n) => rx.test(n));
-  } else if (Array.isArray(targets) && targets.every((t) => typeof t === 'string')) {
-    const unknown = targets.filter((n) => !all.includes(n));
-    if (unknown.length) throw new LiaisonError('E_ARG', `${who}: ${unknown.map((n) => `'${n}'`).join(', ')} is not a module an adapter can sit on; the ${model.kind} model's are ${all.join(', ') || 'none'}`, { param: 'targets' });
-    chosen = targets;
-  } else {
-    throw new LiaisonError('E_ARG', `${who}: targets must be a regular expression (a string) or a list of module names, got ${JSON.stringify(targets)}`, { param: 'targets' });
-  }
-  if (!chosen.length) throw new LiaisonError('E_ARG', `${who}: ${JSON.stringify(targets)} matches no module; the ${model.kind} model's nn.Linear / nn.Conv*d modules are ${all.join(', ') || 'none'}`, { param: 'targets' });
+  const chosen = model.selectModules('output', targets, who, {
+    param: 'targets', site: `a module an adapter can sit on; the ${model.kind} model's are`, none: `; the ${model.kind} model's nn.Linear / nn.Conv*d modules are`,
+  });
   return chosen.map((m) => {
     const g = model.moduleGeometry[m];
     if (!g) throw new LiaisonError('E_ARG', `${who}: the runtime did not describe module '${m}''s geometry (an older runtime?)`, { param: 'targets' });

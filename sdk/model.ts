@@ -99,6 +99,9 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** How {@link Model.selectModules}' errors word themselves: the error's `param`, and the words before the list of sites when a listed name is no site (`site`) or nothing matched (`none`). */
+export interface SelectWords { param?: string; site?: string; none?: string }
+
 export class Model implements ModelLike {
   /** 'mlp' | 'cnn' | 'gpt' | 'additive' | 'factory', or 'module' for an adopted module. */
   readonly kind: string;
@@ -432,18 +435,42 @@ export class Model implements ModelLike {
     return this.installed[point].get(site);
   }
 
-  private setModuleHook(method: string, point: ModulePointName, modules: string | readonly string[], program: Program | null): string[] {
+  /**
+   * The modules of a module-named hook point that `modules` picks — a regular expression
+   * matched against whole module names, or a list of exact names — in the model's order.
+   * E_ARG (with `param`, starting with `who`) for a bad pattern, a listed name that is no site
+   * of the point, or nothing matched, listing the model's sites (`words`: how the messages
+   * name them). The one selection behind
+   * setWeightHook, setOutputHook, weightHook and adapterSites.
+   */
+  selectModules(point: ModulePointName, modules: string | readonly string[], who: string, words: SelectWords = {}): string[] {
+    const param = words.param ?? 'modules';
+    const site = words.site ?? `a module with a ${point} hook point; the ${this.kind} model's are`;
+    const none = words.none ?? ` with a ${point} hook point; the ${this.kind} model's are`;
     const sites = this.hookModules[point];
-    const pattern = typeof modules === 'string' ? modules : Array.isArray(modules) && modules.every((m) => typeof m === 'string') ? modules.map(escapeRegExp).join('|') : undefined;
-    if (pattern === undefined) throw new LiaisonError('E_ARG', `Model.${method}: modules must be a regular expression (a string) or a list of module names, got ${JSON.stringify(modules)}`, { param: 'modules' });
-    let rx: RegExp;
-    try {
-      rx = new RegExp(`^(?:${pattern})$`);
-    } catch (e) {
-      throw new LiaisonError('E_ARG', `Model.${method}: modules ${JSON.stringify(pattern)} is not a regular expression`, { param: 'modules', cause: e });
+    let chosen: string[];
+    if (typeof modules === 'string') {
+      let rx: RegExp;
+      try {
+        rx = new RegExp(`^(?:${modules})$`);
+      } catch (e) {
+        throw new LiaisonError('E_ARG', `${who}: ${param} ${JSON.stringify(modules)} is not a regular expression`, { param, cause: e });
+      }
+      chosen = sites.filter((n) => rx.test(n));
+    } else if (Array.isArray(modules) && modules.every((m) => typeof m === 'string')) {
+      const unknown = modules.filter((n) => !sites.includes(n));
+      if (unknown.length) throw new LiaisonError('E_ARG', `${who}: ${unknown.map((n) => `'${n}'`).join(', ')} is not ${site} ${listed(sites)}`, { param });
+      chosen = sites.filter((n) => modules.includes(n));
+    } else {
+      throw new LiaisonError('E_ARG', `${who}: ${param} must be a regular expression (a string) or a list of module names, got ${JSON.stringify(modules)}`, { param });
     }
-    const chosen = sites.filter((n) => rx.test(n));
-    if (!chosen.length) throw new LiaisonError('E_ARG', `Model.${method}: ${JSON.stringify(modules)} matches no module with a ${point} hook point; the ${this.kind} model's are ${listed(sites)}`, { param: 'modules' });
+    if (!chosen.length) throw new LiaisonError('E_ARG', `${who}: ${JSON.stringify(modules)} matches no module${none} ${listed(sites)}`, { param });
+    return chosen;
+  }
+
+  private setModuleHook(method: string, point: ModulePointName, modules: string | readonly string[], program: Program | null): string[] {
+    const chosen = this.selectModules(point, modules, `Model.${method}`);
+    const pattern = chosen.map(escapeRegExp).join('|');
     this.rt.call('model_hook', [this.handle, point, program?.handle ?? null, { modules: pattern }], undefined, 0);
     this.track(point, program, chosen);
     return chosen;

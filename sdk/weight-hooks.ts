@@ -31,25 +31,12 @@ export interface WeightHookable {
   readonly params: readonly { name: string; shape: number[] }[];
   readonly hookModules: { readonly weight: readonly string[] };
   setWeightHook(modules: string | readonly string[], program: Program | null): string[];
+  /** The modules `modules` picks at a point (Model.selectModules: E_ARG naming what is wrong). */
+  selectModules(point: 'weight', modules: string | readonly string[], who: string, words?: { param?: string; site?: string; none?: string }): string[];
 }
 
 function sitesOf(model: WeightHookable, modules: string | readonly string[], who: string): WeightSite[] {
-  const all = model.hookModules.weight;
-  let chosen: readonly string[];
-  if (typeof modules === 'string') {
-    let rx: RegExp;
-    try {
-      rx = new RegExp(`^(?:${modules})$`);
-    } catch (e) {
-      throw new LiaisonError('E_ARG', `${who}: modules ${JSON.stringify(modules)} is not a regular expression`, { param: 'modules', cause: e });
-    }
-    chosen = all.filter((n) => rx.test(n));
-  } else {
-    const unknown = modules.filter((n) => !all.includes(n));
-    if (unknown.length) throw new LiaisonError('E_ARG', `${who}: ${unknown.map((n) => `'${n}'`).join(', ')} is not a module with a weight hook point; the model's are ${all.join(', ') || 'none'}`, { param: 'modules' });
-    chosen = modules;
-  }
-  if (!chosen.length) throw new LiaisonError('E_ARG', `${who}: ${JSON.stringify(modules)} matches no module with a weight hook point; the model's are ${all.join(', ') || 'none (no nn.Linear or nn.Conv*d)'}`, { param: 'modules' });
+  const chosen = model.selectModules('weight', modules, who, { site: "a module with a weight hook point; the model's are", none: " with a weight hook point; the model's are" });
   return chosen.map((module) => {
     const p = model.params.find((x) => x.name === `${module}.weight`);
     if (!p) throw new LiaisonError('E_ARG', `${who}: module '${module}' has no 'weight' parameter`, { param: 'modules' });
