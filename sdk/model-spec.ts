@@ -69,23 +69,27 @@ const RouterParamWire = {
   },
 };
 
+/** A spec's `router` field: a Router plugin instance here, its parameter specs (`params`) on the wire. */
+const routerField = (description: string) => Type.Unsafe<Router>({
+  description,
+  [WIRE]: {
+    name: 'params',
+    schema: {
+      type: 'object',
+      propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', description: 'an identifier (letters, digits, _; no dots)' },
+      additionalProperties: RouterParamWire,
+      default: {},
+      description: 'The router\'s parameters by name, as its `params(dims)` declares them (the SDK sends them for `router`).',
+    },
+  },
+});
+
 export const MoESpec = Type.Object({
   experts: posInt('Experts per MoE layer E.'),
   hidden: posInt('Hidden width of each expert\'s 2-layer MLP.'),
   every: Type.Optional(posInt('Every `every`-th block (blocks every-1, 2·every-1, … counting from 0) is an MoE layer; 1: all.', { default: 1 })),
-  router: Type.Unsafe<Router>({
-    description: 'Weighs the experts per token (a router plugin instance); its `params()` become each layer\'s `…moe.router.<name>` parameters.',
-    [WIRE]: {
-      name: 'params',
-      schema: {
-        type: 'object',
-        propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', description: 'an identifier (letters, digits, _; no dots)' },
-        additionalProperties: RouterParamWire,
-        default: {},
-        description: 'The router\'s parameters by name, as its `params(dims)` declares them (the SDK sends them for `router`).',
-      },
-    },
-  }),
+  router: routerField('Weighs the experts per token (a router plugin instance); its `params()` become each layer\'s `…moe.router.<name>` parameters.'),
+  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched (stacked weights, one batched matmul per layer); false: one expert at a time over the tokens it serves.' })),
 }, { additionalProperties: false, description: 'Mixture-of-experts feed-forward layers in a GPT.' });
 /** Mixture-of-experts feed-forward layers in a GPT. */
 export type MoESpec = Static<typeof MoESpec>;
@@ -108,6 +112,24 @@ export const GPTSpec = Type.Object({
 });
 /** A GPT-style decoder: (B, T) i64 tokens -> (B, T, vocab) logits; attention layers are KV hook points, MoE layers router hook points. */
 export type GPTSpec = Static<typeof GPTSpec>;
+
+export const MoEModelSpec = Type.Object({
+  kind: kindOf('moe'),
+  inputs: posInt('Input width d.'),
+  outputs: Type.Optional(posInt('Output width (1: a scalar regression, as the paper\'s teacher and student).', { default: 1 })),
+  experts: posInt('Experts E.'),
+  hidden: posInt('Hidden neurons of each expert H.'),
+  router: routerField('Weighs the experts per input (a router plugin instance, dims `{ dim: inputs, experts }`); its `params()` become `moe.router.<name>`.'),
+  activation: Type.Optional(oneOf(['relu', 'gelu', 'tanh', 'sigmoid'] as const, 'Each expert\'s activation between `fc` and `proj`.', 'relu')),
+  bias: Type.Optional(Type.Boolean({ default: false, description: 'Biases on the experts\' `fc` and `proj`.' })),
+  outputBias: Type.Optional(Type.Boolean({ default: false, description: 'A learnt `output_bias` (outputs,) added to the mixture.' })),
+  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched (stacked weights, one batched matmul); false: one expert at a time over the inputs it serves.' })),
+}, {
+  additionalProperties: false,
+  description: 'A mixture of experts on its own (the soft-routed MoE of "Guided by the Experts"): (B, inputs) → (B, outputs), y = Σ_e route(x)_e · proj_e(act(fc_e(x))). Parameters `moe.experts.<e>.fc.weight` (hidden, inputs), `moe.experts.<e>.proj.weight` (outputs, hidden), `moe.router.<name>`, `output_bias`. The layer is a router hook point, as a GPT\'s MoE layers are.',
+});
+/** A mixture of experts on its own: (B, inputs) -> (B, outputs), y = Σ_e route(x)_e · expert_e(x). */
+export type MoEModelSpec = Static<typeof MoEModelSpec>;
 
 export const AdditiveSpec = Type.Object({
   kind: kindOf('additive'),
@@ -132,9 +154,9 @@ export const FactorySpec = Type.Object({
 export type FactorySpec = Static<typeof FactorySpec>;
 
 /** Every kind's schema, by kind, in the order docs and errors list them. */
-export const MODEL_SPECS = { mlp: MLPSpec, cnn: CNNSpec, gpt: GPTSpec, additive: AdditiveSpec, factory: FactorySpec } as const;
+export const MODEL_SPECS = { mlp: MLPSpec, cnn: CNNSpec, gpt: GPTSpec, moe: MoEModelSpec, additive: AdditiveSpec, factory: FactorySpec } as const;
 
-export type ModelSpec = MLPSpec | CNNSpec | GPTSpec | AdditiveSpec | FactorySpec;
+export type ModelSpec = MLPSpec | CNNSpec | GPTSpec | MoEModelSpec | AdditiveSpec | FactorySpec;
 
 /** The one rule from a spec field to its wire name: camelCase → snake_case (`mlpRatio` → `mlp_ratio`). */
 export function wireName(field: string): string {
@@ -157,9 +179,27 @@ export function gptDim(spec: GPTSpec): number {
   return spec.dim ?? GPT_DEFAULT_DIM;
 }
 
-/** The router dims of a GPT spec's MoE layers. */
-export function moeDims(spec: GPTSpec): RouterDims | null {
+/** The router dims of a spec's MoE layers (a GPT's with `moe`, or a standalone `moe` model's); null without any. */
+export function moeDims(spec: GPTSpec | MoEModelSpec): RouterDims | null {
+  if (spec.kind === 'moe') return { dim: spec.inputs, experts: spec.experts };
   return spec.moe ? { dim: gptDim(spec), experts: spec.moe.experts } : null;
+}
+
+/** The router a spec installs at its MoE layers, or null (a GPT without `moe`, another kind). */
+export function specRouter(spec: ModelSpec): Router | null {
+  if (spec.kind === 'moe') return spec.router;
+  return spec.kind === 'gpt' && spec.moe ? spec.moe.router : null;
+}
+
+/** A router's parameter specs in wire form (the runtime calls the scale `std` for normal and `bound` for uniform inits). */
+function routerWire(field: string, router: unknown, dims: RouterDims): Record<string, unknown> {
+  if (!isRouter(router)) throw new LiaisonError('E_ARG', `Model.build: spec field '${field}' must be a Router plugin instance (with params() and route()), got ${describeValue(router)}`, { param: 'spec' });
+  const params: Record<string, unknown> = {};
+  for (const [name, p] of Object.entries(router.params(dims))) {
+    const scale = p.std === undefined ? {} : p.init === 'normal' ? { std: p.std } : p.init === 'uniform' ? { bound: p.std } : {};
+    params[name] = { shape: p.shape, init: p.init, ...scale };
+  }
+  return params;
 }
 
 function checkPositive(field: string, v: unknown): void {
@@ -175,7 +215,12 @@ export function runtimeSpec(spec: ModelSpec, seed?: number): Record<string, unkn
   if (!schema) throw new LiaisonError('E_ARG', `Model.build: spec field 'kind' must be one of ${Object.keys(MODEL_SPECS).join(', ')}, got ${JSON.stringify(spec.kind)}`, { param: 'spec' });
   checkFields('', spec, fieldsOf(schema));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(spec)) if (v !== undefined && k !== 'moe') out[wireName(k)] = v;
+  for (const [k, v] of Object.entries(spec)) if (v !== undefined && k !== 'moe' && !(spec.kind === 'moe' && k === 'router')) out[wireName(k)] = v;
+  if (spec.kind === 'moe') {
+    checkPositive('inputs', spec.inputs);
+    checkPositive('experts', spec.experts);
+    out.params = routerWire('router', spec.router, moeDims(spec)!);
+  }
   if (spec.kind === 'gpt') out.dim = gptDim(spec);
   if (spec.kind === 'gpt' && spec.moe !== undefined) {
     const moe = spec.moe;
@@ -187,14 +232,8 @@ export function runtimeSpec(spec: ModelSpec, seed?: number): Record<string, unkn
     checkPositive('moe.experts', moe.experts);
     checkPositive('moe.hidden', moe.hidden);
     if (moe.every !== undefined) checkPositive('moe.every', moe.every);
-    if (!isRouter(moe.router)) throw new LiaisonError('E_ARG', `Model.build: spec field 'moe.router' must be a Router plugin instance (with params() and route()), got ${describeValue(moe.router)}`, { param: 'spec' });
-    const params: Record<string, unknown> = {};
-    for (const [name, p] of Object.entries(moe.router.params(moeDims(spec)!))) {
-      // the runtime calls the scale `std` for normal and `bound` for uniform inits
-      const scale = p.std === undefined ? {} : p.init === 'normal' ? { std: p.std } : p.init === 'uniform' ? { bound: p.std } : {};
-      params[name] = { shape: p.shape, init: p.init, ...scale };
-    }
-    out.moe = { experts: moe.experts, hidden: moe.hidden, ...(moe.every === undefined ? {} : { every: moe.every }), params };
+    const params = routerWire('moe.router', moe.router, moeDims(spec)!);
+    out.moe = { experts: moe.experts, hidden: moe.hidden, ...(moe.every === undefined ? {} : { every: moe.every }), ...(moe.batched === undefined ? {} : { batched: moe.batched }), params };
   }
   if (seed !== undefined) out.seed = seed;
   return out;

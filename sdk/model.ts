@@ -28,7 +28,7 @@ import { routerProgram } from './families/routers/base.js';
 import type { Router, RouterDims } from './families/routers/types.js';
 import { HOOK_POINTS, type HookPointName, type LayerPointName, type ModulePointName, hookSites } from './hook-points.js';
 import type { ModelLike, ParamInfo } from './hooks.js';
-import { type ModelSpec, runtimeSpec, specJSON } from './model-spec.js';
+import { type ModelSpec, runtimeSpec, specJSON, specRouter } from './model-spec.js';
 import { getPlugin, requirePlugin } from './plugin.js';
 import type { Program } from './program.js';
 import { readSafetensors, writeSafetensors } from './safetensors.js';
@@ -103,7 +103,7 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
 export interface SelectWords { param?: string; site?: string; none?: string }
 
 export class Model implements ModelLike {
-  /** 'mlp' | 'cnn' | 'gpt' | 'additive' | 'factory', or 'module' for an adopted module. */
+  /** 'mlp' | 'cnn' | 'gpt' | 'moe' | 'additive' | 'factory', or 'module' for an adopted module. */
   readonly kind: string;
   /** Trainable parameters, in named_parameters() order. */
   readonly params: readonly ParamInfo[];
@@ -144,8 +144,9 @@ export class Model implements ModelLike {
   static async build(rt: Runtime, spec: ModelSpec, opts: { seed?: number } = {}): Promise<Model> {
     const handle = rt.call('model_build', [runtimeSpec(spec, opts.seed) as never]) as Tensor;
     const model = new Model(rt, handle, await describe(handle, 'Model.build'), spec);
-    if (spec.kind === 'gpt' && spec.moe) {
-      model.setRouter(spec.moe.router);
+    const router = specRouter(spec);
+    if (router) {
+      model.setRouter(router);
       await rt.flush(); // a router that does not trace fails here, not at the first forward
     }
     return model;
@@ -178,10 +179,12 @@ export class Model implements ModelLike {
       throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} is not JSON`, { param: 'path', cause: e });
     }
     if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} is ${text}, not a model spec object`, { param: 'path' });
-    if (spec.kind === 'gpt' && spec.moe) {
-      const r = spec.moe.router as unknown as { plugin: string; config: object } | null;
-      if (typeof r?.plugin !== 'string') throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} has moe.router ${JSON.stringify(r)}, not {plugin, config}`, { param: 'path' });
-      spec.moe.router = getPlugin('router', r.plugin)(r.config) as Router;
+    const holder = spec.kind === 'moe' ? spec : spec.kind === 'gpt' && spec.moe ? spec.moe : null;
+    if (holder) {
+      const r = holder.router as unknown as { plugin: string; config: object } | null;
+      const field = spec.kind === 'moe' ? 'router' : 'moe.router';
+      if (typeof r?.plugin !== 'string') throw new LiaisonError('E_ARG', `Model.fromCheckpoint: the '${META_SPEC}' metadata of ${path} has ${field} ${JSON.stringify(r)}, not {plugin, config}`, { param: 'path' });
+      holder.router = getPlugin('router', r.plugin)(r.config) as Router;
     }
     const model = await Model.build(rt, spec);
     return { model, ...(await model.loadParsed(file, true, path)) };
@@ -402,7 +405,7 @@ export class Model implements ModelLike {
       experts = Math.max(experts, Number(m[2]) + 1);
       dim = p.shape[1];
     }
-    if (prefix === undefined) throw new LiaisonError('E_ARG', `Model.setRouter: the ${this.kind} model has no MoE layer (a gpt spec with 'moe' has them)`, { param: 'router' });
+    if (prefix === undefined) throw new LiaisonError('E_ARG', `Model.setRouter: the ${this.kind} model has no MoE layer (a gpt spec with 'moe' and a 'moe' spec have them)`, { param: 'router' });
     return { dims: { dim, experts }, prefix };
   }
 

@@ -58,7 +58,7 @@ describe('model spec schemas', () => {
       .toThrow("Model.build: spec field 'hiden' is not known; allowed: kind, inChannels, image, channels, kernel, hidden, classes");
     expect(() => runtimeSpec({ kind: 'gpt', vocab: 8, context: 4, moe: { experts: 2, hidden: 4, router: topk(), top: 1 } } as never))
       .toThrow("'moe.top' is not known; allowed: experts, hidden, every, router");
-    expect(() => runtimeSpec({ kind: 'toString' } as never)).toThrow("spec field 'kind' must be one of mlp, cnn, gpt, additive, factory");
+    expect(() => runtimeSpec({ kind: 'toString' } as never)).toThrow("spec field 'kind' must be one of mlp, cnn, gpt, moe, additive, factory");
   });
 
   it('types the specs from the schemas (Static<>)', () => {

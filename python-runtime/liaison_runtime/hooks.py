@@ -182,7 +182,7 @@ def _router_install(m: nn.Module, hook, opts: dict) -> None:
     moes = _moes(m)
     if not moes:
         raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
-                           "(a gpt spec with 'moe' has them)", param="point")
+                           "(a gpt spec with 'moe' and a 'moe' spec have them)", param="point")
     for i in _layers(opts, len(moes), "MoE layer"):
         fits(hook, "router", 1 + len(list(moes[i].router.parameters())), 2)
         moes[i].__dict__["hook"] = hook

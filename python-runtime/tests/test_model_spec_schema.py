@@ -49,7 +49,7 @@ def test_an_unknown_keyword_is_found():
 
 
 def test_the_schema_names_what_the_runtime_implements():
-    assert KINDS == ("mlp", "cnn", "gpt", "additive", "factory")
+    assert KINDS == ("mlp", "cnn", "gpt", "moe", "additive", "factory")
     assert _variant("mlp")["properties"]["activation"]["enum"] == list(ACTIVATIONS)
     inits = _variant("gpt")["properties"]["moe"]["properties"]["params"]["additionalProperties"]["properties"]["init"]
     values = {i: init_param([3], i, None) for i in inits["enum"]}
@@ -62,7 +62,7 @@ def test_defaults_are_filled_from_the_schema():
     assert f == {"kind": "mlp", "sizes": [4, 2], "activation": "relu", "bias": True, "dropout": 0, "seed": None}
     g = check({**GPT, "moe": {"experts": 2, "hidden": 4}})
     assert g["layers"] == 2 and g["mlp_ratio"] == 4 and g["moe"] == {"experts": 2, "hidden": 4, "every": 1,
-                                                                     "params": {}}
+                                                                     "params": {}, "batched": True}
     a, b = check({"kind": "factory", "ref": "m:f"}), check({"kind": "factory", "ref": "m:f"})
     a["kwargs"]["x"] = 1
     assert b["kwargs"] == {} and _variant("factory")["properties"]["kwargs"]["default"] == {}  # never shared

@@ -17,6 +17,7 @@ from .cnn import CNN
 from .gpt import GPT
 from .mlp import MLP
 from .moe import MoE, init_param
+from .moe_model import MoEModel
 from .spec import SCHEMA, check
 
 KINDS = tuple(o["properties"]["kind"]["const"] for o in SCHEMA["oneOf"])
@@ -38,11 +39,11 @@ def _cnn(f: dict) -> nn.Module:
     return CNN(f["in_channels"], image, channels, f["kernel"], f["hidden"], f["classes"])
 
 
-def _check_router_params(params: dict) -> None:
+def _check_router_params(params: dict, where: str = "moe.") -> None:
     for name, p in params.items():
         for key, used_by in (("std", "normal"), ("bound", "uniform")):
             if p[key] is not None and p["init"] != used_by:
-                raise spec_fault(f"moe.params.{name}.{key}", f"applies to init '{used_by}' only, not '{p['init']}'")
+                raise spec_fault(f"{where}params.{name}.{key}", f"applies to init '{used_by}' only, not '{p['init']}'")
 
 
 def _router_params(params: dict) -> dict[str, torch.Tensor]:
@@ -64,13 +65,20 @@ def _gpt(f: dict) -> nn.Module:
 
         def make_moe(i: int):
             # blocks every, 2*every, … (1-based): every=1 -> all blocks, every=2 -> blocks 1, 3, …
-            return MoE(dim, hidden, experts, _router_params(m["params"])) if (i + 1) % every == 0 else None
+            return MoE(dim, hidden, experts, _router_params(m["params"]), batched=m["batched"]) \
+                if (i + 1) % every == 0 else None
 
     if f["positions"] == "rotary" and (dim // heads) % 2:
         raise spec_fault("positions", f"'rotary' needs an even head dim (dim / heads), got {dim} / {heads} = "
                          f"{dim // heads}")
     return GPT(f["vocab"], f["context"], dim, layers, heads, f["mlp_ratio"], float(f["dropout"]), make_moe,
                f["positions"], f["rope_base"])
+
+
+def _moe(f: dict) -> nn.Module:
+    _check_router_params(f["params"], "")
+    return MoEModel(f["inputs"], f["outputs"], f["experts"], f["hidden"], _router_params(f["params"]),
+                    f["activation"], f["bias"], f["output_bias"], f["batched"])
 
 
 def _additive(f: dict) -> nn.Module:
@@ -109,7 +117,7 @@ def _factory(f: dict) -> nn.Module:
     return m
 
 
-_BUILDERS = {"mlp": _mlp, "cnn": _cnn, "gpt": _gpt, "additive": _additive, "factory": _factory}
+_BUILDERS = {"mlp": _mlp, "cnn": _cnn, "gpt": _gpt, "moe": _moe, "additive": _additive, "factory": _factory}
 
 
 def build(spec, device: torch.device) -> nn.Module:

@@ -16,18 +16,24 @@ from torch import nn
 
 from ..errors import RuntimeFault
 
+# the experts' activations by spec name (a GPT's feed-forward keeps GELU)
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
 
 class FeedForward(nn.Module):
-    """The 2-layer GELU MLP of a transformer block, and of each expert: `fc`, then `proj`."""
+    """The 2-layer MLP of a transformer block (GELU, biases, back to `dim`), and of each
+    expert: `fc` (hidden, dim), the activation, then `proj` (out, hidden)."""
 
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0, out: int | None = None,
+                 activation: str = "gelu", bias: bool = True):
         super().__init__()
-        self.fc = nn.Linear(dim, hidden)
-        self.proj = nn.Linear(hidden, dim)
+        self.fc = nn.Linear(dim, hidden, bias=bias)
+        self.proj = nn.Linear(hidden, dim if out is None else out, bias=bias)
         self.dropout = dropout
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(self.proj(F.gelu(self.fc(x))), self.dropout, self.training)
+        return F.dropout(self.proj(ACTIVATIONS[self.activation](self.fc(x))), self.dropout, self.training)
 
 
 def init_param(shape: list[int], init: str, scale: float | None) -> torch.Tensor:
@@ -55,9 +61,12 @@ class MoE(nn.Module):
     """(B, T, D) -> (B, T, D): sum over experts e of weights[:, e] * expert_e(x), each
     expert run only on the tokens whose weight for it is nonzero."""
 
-    def __init__(self, dim: int, hidden: int, experts: int, params: dict[str, torch.Tensor]):
+    def __init__(self, dim: int, hidden: int, experts: int, params: dict[str, torch.Tensor], out: int | None = None,
+                 activation: str = "gelu", bias: bool = True, batched: bool = True):
         super().__init__()
-        self.experts = nn.ModuleList(FeedForward(dim, hidden) for _ in range(experts))
+        self.out = dim if out is None else out
+        self.experts = nn.ModuleList(FeedForward(dim, hidden, 0.0, self.out, activation, bias) for _ in range(experts))
+        self.batched = batched
         self.router = Router(params)
         # plain attributes (not submodules): a hook is the client's object, not part of the model
         self.__dict__["hook"] = None
@@ -72,14 +81,14 @@ class MoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # (N, D)
         weights, aux = self._route(hook, flat)
-        out = torch.zeros_like(flat)
+        out = flat.new_zeros(flat.shape[0], self.out)
         for e, expert in enumerate(self.experts):
             # tokens this expert serves; the index carries no gradient, the weights do
             idx = weights[:, e].nonzero().squeeze(1)  # (n_e,)
             if idx.numel():
                 out = out.index_add(0, idx, weights[idx, e:e + 1] * expert(flat[idx]))
         self.__dict__["last_aux"] = aux
-        return out.reshape(shape)
+        return out.reshape(*shape[:-1], self.out)
 
     def _route(self, hook, flat: torch.Tensor):
         n, e = flat.shape[0], len(self.experts)

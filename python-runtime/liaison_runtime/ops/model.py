@@ -61,7 +61,7 @@ def _strs(name: str, param: str, v) -> list[str]:
 
 @op("model_build", P("spec", "any"))
 def model_build(ctx, spec):
-    """model_build(spec): a model from a spec map of kind 'mlp', 'cnn', 'gpt', 'additive' or 'factory'.
+    """model_build(spec): a model from a spec map of kind 'mlp', 'cnn', 'gpt', 'moe', 'additive' or 'factory'.
 
     The fields of each kind are in liaison_runtime/models/build.py; an integer 'seed' makes the
     initial weights reproducible; a bad field is refused naming it."""
