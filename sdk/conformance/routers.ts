@@ -1,32 +1,49 @@
 /**
  * Conformance suite of the Router family (sdk/families/routers/types.ts).
  *
- * The unit cases trace `route()` on its own, the way a model's MoE layer replays it; the
- * end-to-end case builds a one-block GPT whose feed-forward is an MoE layer routed by the
- * plugin and trains it for a few steps. What the weights are checked against is what the
- * router declares in its `traits` (sparse with k experts per token or dense, a capacity,
- * whether it drops tokens; sdk/families/routers/types.ts): nothing is inferred from its config.
+ * The unit cases trace `route()` in the very program a model's MoE layer replays
+ * (`routerProgram`) and run it at two batch sizes; the end-to-end case builds a one-block
+ * GPT whose feed-forward is an MoE layer routed by the plugin and trains it for a few steps.
+ * What a result is checked against is what the router declares in its `traits` — the
+ * dispatch form ('weights', 'indices' or 'slots'), sparse with k experts per token or dense,
+ * a capacity, slots per expert, whether it drops tokens: nothing is inferred from its config.
+ *
+ * Promises by form: 'weights' (N, E) finite, ≥ 0, at most k nonzero per row when sparse,
+ * no expert past ⌈c·N·k/E⌉ tokens; 'indices' (E, C) i64 tokens in [0, N), no token twice in
+ * one expert's used slots, C = min(N, ⌈c·N/E⌉), gates (E, C) finite and ≥ 0; 'slots'
+ * dispatch and combine (N, E, S) finite and ≥ 0, each slot's dispatch summing to 1 over the
+ * tokens, each token's combine to 1 over the E·S slots. Every form: a token is served
+ * unless traits.dropsTokens, aux and zloss finite scalars (zloss ≥ 0), probs (when given)
+ * (N, E) rows on the simplex.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import { RouterBase, routerProgram } from '../families/routers/base.js';
-import type { Router, RouterDims, RouterParamSpec, RouterTraits } from '../families/routers/types.js';
+import type { RouteForm, Router, RouterDims, RouterParamSpec, RouterTraits } from '../families/routers/types.js';
 import { Model } from '../model.js';
 import type { Program } from '../program.js';
-import { type CaseDef, check, ConformanceFailure, registrationCases, values } from './suite.js';
+import { type CaseDef, check, ConformanceFailure, registrationCases } from './suite.js';
 
 type R = Router;
 
 const DIMS: RouterDims = { dim: 8, experts: 4 };
+/** Batch sizes the unit cases route: the first is the one messages name; the second catches sizes fixed at trace time. */
 const TOKENS = 24;
+const OTHER = 10;
 const INITS = ['normal', 'zeros', 'ones', 'uniform'];
+const FORMS: RouteForm[] = ['weights', 'indices', 'slots'];
+const TOL = 1e-4;
 
 /** The router's declared traits, or why they cannot be used (undefined, malformed). */
 function traitsOf(r: R): RouterTraits | string {
   const t = (r as Partial<R>).traits as Partial<RouterTraits> | undefined;
   if (t === null || typeof t !== 'object') return `it declares no traits (got ${String(t)}): add \`get traits(): RouterTraits\` (sdk/families/routers/types.ts)`;
+  if (t.form !== undefined && !FORMS.includes(t.form)) return `traits.form is ${JSON.stringify(t.form)}, not one of ${FORMS.map((f) => `'${f}'`).join(', ')} (or absent: 'weights')`;
+  const form = t.form ?? 'weights';
   if (t.routing !== 'sparse' && t.routing !== 'dense') return `traits.routing is ${JSON.stringify(t.routing)}, not 'sparse' or 'dense'`;
-  if (t.routing === 'sparse' && !(Number.isInteger(t.k) && t.k! >= 1)) return `a sparse router's traits.k must be an integer ≥ 1 (experts per token), got ${JSON.stringify(t.k)}`;
+  if (form === 'weights' && t.routing === 'sparse' && !(Number.isInteger(t.k) && t.k! >= 1)) return `a sparse router's traits.k must be an integer ≥ 1 (experts per token), got ${JSON.stringify(t.k)}`;
   if (t.capacity !== undefined && !(Number.isFinite(t.capacity) && t.capacity > 0)) return `traits.capacity must be a finite factor > 0 or undefined (no limit), got ${JSON.stringify(t.capacity)}`;
+  if (form === 'indices' && t.capacity === undefined) return "form 'indices' needs traits.capacity: each expert takes C = ⌈c·N/E⌉ tokens";
+  if (form === 'slots' && !(Number.isInteger(t.slots) && t.slots! >= 1)) return `form 'slots' needs traits.slots, an integer ≥ 1 (slots per expert), got ${JSON.stringify(t.slots)}`;
   if (typeof t.dropsTokens !== 'boolean') return `traits.dropsTokens must be true or false, got ${JSON.stringify(t.dropsTokens)}`;
   return t as RouterTraits;
 }
@@ -44,10 +61,8 @@ function declared(r: R): RouterTraits | undefined {
   return typeof t === 'string' ? undefined : t;
 }
 
-/** Per token (row), the experts with a nonzero weight. */
-function usedPerToken(w: number[]): number[] {
-  return Array.from({ length: TOKENS }, (_, i) => w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).filter((v) => v !== 0).length);
-}
+const formOf = (r: R): RouteForm | undefined => { const t = declared(r); return t && (t.form ?? 'weights'); };
+const onlyForm = (f: RouteForm) => (r: R) => (declared(r) && formOf(r) !== f ? `form '${formOf(r)}' by its traits: this case checks form '${f}'` : undefined);
 
 /** A parameter as the runtime initialises it (models/moe.py init_param). */
 function initParam(rt: Runtime, spec: RouterParamSpec, seed: number): Tensor {
@@ -62,8 +77,21 @@ function initParam(rt: Runtime, spec: RouterParamSpec, seed: number): Tensor {
   }
 }
 
-/** route() in the very program a model's MoE layer replays, run once on seeded tokens. */
-async function routeOnce(rt: Runtime, r: R, seed: number): Promise<{ weights: Tensor; aux: Tensor }> {
+/** One routing of N tokens, read back: the form's tensors (flat values and shapes), aux, zloss, probs. */
+interface Routed {
+  n: number;
+  form: RouteForm;
+  /** By field name ('weights', 'indices', 'gates', 'dispatch', 'combine', 'probs'): shape and values. */
+  out: Record<string, { shape: number[]; v: number[] }>;
+  aux: number;
+  zloss: number;
+}
+
+const FIELDS: Record<RouteForm, string[]> = { weights: ['weights'], indices: ['indices', 'gates'], slots: ['dispatch', 'combine'] };
+
+/** route() in the very program a model's MoE layer replays, run on `n` seeded tokens, read back. */
+async function routeOnce(rt: Runtime, r: R, seed: number, n = TOKENS): Promise<Routed> {
+  const form = traits(r).form ?? 'weights';
   const specs = r.params(DIMS);
   let prog: Program;
   try {
@@ -73,11 +101,78 @@ async function routeOnce(rt: Runtime, r: R, seed: number): Promise<{ weights: Te
     if (e instanceof LiaisonError && e.code === 'E_TRACE') throw new ConformanceFailure(`route() cannot be traced (tensor ops only, no reads or awaits): ${e.message}`);
     throw e;
   }
-  const x = rt.randn([TOKENS, DIMS.dim], { seed });
-  const params = Object.values(specs).map((spec, i) => initParam(rt, spec, seed + 1 + i));
-  const [weights, aux] = prog.run([x, ...params]) as Tensor[];
-  prog.free(); // after the run it was queued with: the runtime holds the outputs
-  return { weights, aux };
+  return rt.scope(async () => {
+    const x = rt.randn([n, DIMS.dim], { seed });
+    const params = Object.values(specs).map((spec, i) => initParam(rt, spec, seed + 1 + i));
+    const outs = prog.run([x, ...params]) as Tensor[];
+    prog.free(); // after the run it was queued with: the runtime holds the outputs
+    const names = [...FIELDS[form], 'aux', 'zloss', 'probs'];
+    check(outs.length === names.length, `the routing program of form '${form}' gives ${outs.length} outputs, expected ${names.length} (${names.join(', ')})`);
+    const out: Routed['out'] = {};
+    for (const [i, name] of names.entries()) {
+      const d = await outs[i].data();
+      out[name] = { shape: [...d.shape], v: Array.from(d.data as ArrayLike<number | bigint>, Number) };
+    }
+    for (const s of ['aux', 'zloss']) check(out[s].shape.length === 0, `${s} has shape [${out[s].shape}], expected a scalar ()`);
+    return { n, form, out, aux: out.aux.v[0], zloss: out.zloss.v[0] };
+  });
+}
+
+/** Fails unless `got` is `want` (a shape), naming the field and what the dims mean. */
+function shapeIs(field: string, got: number[], want: number[], dims: string): void {
+  check(got.join() === want.join(), `${field} has shape [${got}], expected [${want}] ${dims}`);
+}
+
+const finiteNonNeg = (field: string, v: number[]) => check(v.every((x) => Number.isFinite(x) && x >= 0), `${field} must be finite and non-negative (got ${v.find((x) => !(Number.isFinite(x) && x >= 0))})`);
+
+/** Sums of `v` (rows × cols, row-major) per row, or per column. */
+const rowSums = (v: number[], rows: number, cols: number) => Array.from({ length: rows }, (_, i) => v.slice(i * cols, (i + 1) * cols).reduce((a, b) => a + b, 0));
+const colSums = (v: number[], rows: number, cols: number) => Array.from({ length: cols }, (_, j) => Array.from({ length: rows }, (_, i) => v[i * cols + j]).reduce((a, b) => a + b, 0));
+
+/** Per token, how much of it reaches some expert: weights' row sums, gates per token, combine's row sums. */
+function served(r: Routed): number[] {
+  const { n, out } = r;
+  const e = DIMS.experts;
+  if (r.form === 'weights') return rowSums(out.weights.v, n, e);
+  if (r.form === 'slots') return rowSums(out.combine.v, n, out.combine.v.length / n);
+  const got = new Array<number>(n).fill(0);
+  out.indices.v.forEach((tok, i) => { if (tok >= 0 && tok < n) got[tok] += out.gates.v[i]; });
+  return got;
+}
+
+/** The form's promises (shapes, values) on one routing. */
+function checkForm(t: RouterTraits, got: Routed): void {
+  const { n, out } = got;
+  const e = DIMS.experts;
+  if (got.form === 'weights') {
+    shapeIs('weights', out.weights.shape, [n, e], '(N, E)');
+    finiteNonNeg('weights', out.weights.v);
+  } else if (got.form === 'indices') {
+    const c = Math.min(n, Math.ceil((t.capacity! * n) / e));
+    shapeIs('indices', out.indices.shape, [e, c], `(E, C), C = min(N, ⌈c·N/E⌉) = min(${n}, ⌈${t.capacity}·${n}/${e}⌉)`);
+    shapeIs('gates', out.gates.shape, [e, c], '(E, C), as indices');
+    check(out.indices.v.every((i) => Number.isInteger(i) && i >= 0 && i < n), `indices must be tokens in [0, ${n}) (got ${out.indices.v.find((i) => !(i >= 0 && i < n))})`);
+    finiteNonNeg('gates', out.gates.v);
+    for (let x = 0; x < e; x++) {
+      const used = out.indices.v.slice(x * c, (x + 1) * c).filter((_, s) => out.gates.v[x * c + s] > 0);
+      check(new Set(used).size === used.length, `expert ${x} takes a token in two of its slots (${used.join(', ')}): its output would count twice`);
+    }
+  } else {
+    const s = t.slots!;
+    for (const f of ['dispatch', 'combine']) {
+      shapeIs(f, out[f].shape, [n, e, s], `(N, E, S), S = traits.slots = ${s}`);
+      finiteNonNeg(f, out[f].v);
+    }
+    const cols = colSums(out.dispatch.v, n, e * s);
+    const bad = cols.findIndex((v) => Math.abs(v - 1) > TOL);
+    check(bad < 0, `dispatch must mix the tokens into each slot (sum 1 over N): slot ${bad} (expert ${Math.floor(bad / s)}) sums to ${cols[bad]}`);
+    const rows = rowSums(out.combine.v, n, e * s);
+    const off = rows.findIndex((v) => Math.abs(v - 1) > TOL);
+    check(off < 0, `combine must mix the slot outputs for each token (sum 1 over E·S): token ${off} sums to ${rows[off]}`);
+  }
+  const amount = served(got);
+  const what = got.form === 'weights' ? 'all its weights are 0' : got.form === 'indices' ? 'no expert took it with a gate > 0' : 'its combine weights are all 0';
+  if (!t.dropsTokens) check(amount.every((a) => a > 0), `token ${amount.findIndex((a) => !(a > 0))} has no expert (${what}) though traits.dropsTokens is false`);
 }
 
 /** The getter `name` resolves to on `obj` (own property first, then its prototype chain). */
@@ -115,47 +210,66 @@ export function routerCases(): CaseDef<R>[] {
       },
     },
     {
-      name: 'route() traces; weights (N, E) finite and non-negative, every token weighted unless traits.dropsTokens; aux a finite scalar',
-      async run({ rt, plugin, seed }) {
-        const r = plugin();
-        const t = declared(r);
-        const { weights, aux } = await routeOnce(rt, r, seed);
-        const [wi, ai] = [await weights.info(), await aux.info()];
-        check(wi.shape.join() === `${TOKENS},${DIMS.experts}`, `weights have shape [${wi.shape}], expected [${TOKENS},${DIMS.experts}] (N, E)`);
-        check(ai.shape.length === 0, `aux has shape [${ai.shape}], expected a scalar ()`);
-        const w = await values(weights);
-        check(w.every((v) => Number.isFinite(v) && v >= 0), 'weights must be finite and non-negative');
-        const rows = Array.from({ length: TOKENS }, (_, i) => w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).reduce((a, b) => a + b, 0));
-        // a router that declares it drops tokens may leave a row empty; undeclared traits count as not dropping
-        if (!t?.dropsTokens) check(rows.every((s) => s > 0), `token ${rows.findIndex((s) => !(s > 0))} has no expert (all its weights are 0) though traits.dropsTokens is false`);
-        check(Number.isFinite(await aux.item()), 'aux is not finite');
-      },
-    },
-    {
-      name: 'a sparse router (traits k) weighs at most k experts per token',
-      skipFor: (r) => (declared(r)?.routing === 'dense' ? 'dense (soft) router by its traits: every expert may get weight' : undefined),
+      name: "route() traces; its form's result keeps the form's promises at two batch sizes, every token served unless traits.dropsTokens; aux a finite scalar",
       async run({ rt, plugin, seed }) {
         const r = plugin();
         const t = traits(r);
-        const k = t.k!;
-        const used = usedPerToken(await values((await routeOnce(rt, r, seed)).weights));
-        for (const [i, n] of used.entries()) {
-          check(n <= k && (n >= 1 || t.dropsTokens), `token ${i} has ${n} experts with nonzero weight; k = ${k}`);
+        for (const n of [TOKENS, OTHER]) {
+          const got = await routeOnce(rt, r, seed, n);
+          checkForm(t, got);
+          check(Number.isFinite(got.aux), 'aux is not finite');
         }
       },
     },
     {
-      name: 'a router with a capacity (traits.capacity c) gives no expert more than ⌈c·N·k/E⌉ tokens',
-      skipFor: (r) => (declared(r) && declared(r)!.capacity === undefined ? 'no capacity in its traits: an expert may take any number of tokens' : undefined),
+      name: 'zloss (when given) a finite scalar ≥ 0; probs (when given) (N, E) with rows on the simplex',
+      async run({ rt, plugin, seed }) {
+        const { n, out, zloss } = await routeOnce(rt, plugin(), seed);
+        check(Number.isFinite(zloss) && zloss >= 0, `zloss is ${zloss}: the router z-loss, a mean of squares, is finite and ≥ 0`);
+        const p = out.probs;
+        if (p.shape.length === 1 && p.shape[0] === 0) return; // not given: the runtime's metrics use the dispatch mass
+        shapeIs('probs', p.shape, [n, DIMS.experts], '(N, E)');
+        finiteNonNeg('probs', p.v);
+        const rows = rowSums(p.v, n, DIMS.experts);
+        const bad = rows.findIndex((s) => Math.abs(s - 1) > TOL);
+        check(bad < 0, `probs row ${bad} sums to ${rows[bad]}: probs is a distribution over the experts per token (rows sum to 1)`);
+      },
+    },
+    {
+      name: 'a sparse router (traits k) weighs at most k experts per token',
+      skipFor: (r) => onlyForm('weights')(r) ?? (declared(r)?.routing === 'dense' ? 'dense (soft) router by its traits: every expert may get weight' : undefined),
       async run({ rt, plugin, seed }) {
         const r = plugin();
         const t = traits(r);
-        const k = t.routing === 'sparse' ? t.k! : DIMS.experts;
-        const limit = Math.ceil((t.capacity! * TOKENS * k) / DIMS.experts);
-        const w = await values((await routeOnce(rt, r, seed)).weights);
-        for (let e = 0; e < DIMS.experts; e++) {
-          const load = Array.from({ length: TOKENS }, (_, i) => w[i * DIMS.experts + e]).filter((v) => v !== 0).length;
-          check(load <= limit, `expert ${e} takes ${load} of ${TOKENS} tokens; capacity ${t.capacity} allows ⌈${t.capacity}·${TOKENS}·${k}/${DIMS.experts}⌉ = ${limit}`);
+        const k = t.k!;
+        const w = (await routeOnce(rt, r, seed)).out.weights.v;
+        for (let i = 0; i < TOKENS; i++) {
+          const used = w.slice(i * DIMS.experts, (i + 1) * DIMS.experts).filter((v) => v !== 0).length;
+          check(used <= k && (used >= 1 || t.dropsTokens), `token ${i} has ${used} experts with nonzero weight; k = ${k}`);
+        }
+      },
+    },
+    {
+      name: 'a router with a capacity (traits.capacity c) gives no expert more than ⌈c·N·k/E⌉ tokens (form weights) or exactly C = min(N, ⌈c·N/E⌉) slots (form indices)',
+      skipFor: (r) => {
+        const t = declared(r);
+        if (t?.capacity === undefined) return t ? 'no capacity in its traits: an expert may take any number of tokens' : undefined;
+        return t.form === 'slots' ? "form 'slots': an expert's S slots are its capacity" : undefined;
+      },
+      async run({ rt, plugin, seed }) {
+        const r = plugin();
+        const t = traits(r);
+        for (const n of [TOKENS, OTHER]) {
+          const got = await routeOnce(rt, r, seed, n);
+          if (got.form === 'indices') {
+            const c = Math.min(n, Math.ceil((t.capacity! * n) / DIMS.experts));
+            check(got.out.indices.shape[1] === c, `each expert has ${got.out.indices.shape[1]} slots for ${n} tokens; capacity ${t.capacity} gives C = min(${n}, ⌈${t.capacity}·${n}/${DIMS.experts}⌉) = ${c}`);
+            continue;
+          }
+          const k = t.routing === 'sparse' ? t.k! : DIMS.experts;
+          const limit = Math.ceil((t.capacity! * n * k) / DIMS.experts);
+          const loads = colSums(got.out.weights.v.map((v) => (v !== 0 ? 1 : 0)), n, DIMS.experts);
+          loads.forEach((load, e) => check(load <= limit, `expert ${e} takes ${load} of ${n} tokens; capacity ${t.capacity} allows ⌈${t.capacity}·${n}·${k}/${DIMS.experts}⌉ = ${limit}`));
         }
       },
     },
@@ -185,7 +299,7 @@ export function routerCases(): CaseDef<R>[] {
             losses.push(await ce.item());
           }
           check(routerParams.length > 0 || Object.keys(router.params(DIMS)).length === 0, 'the model has no router parameters');
-          routerParams.forEach((p, i) => check(gradNorms[i] > 0, `router parameter '${p.name}' got a zero gradient: route() must keep autograd from its params to the weights`));
+          routerParams.forEach((p, i) => check(gradNorms[i] > 0, `router parameter '${p.name}' got a zero gradient: route() must keep autograd from its params to the ${formOf(router) === 'indices' ? 'gates' : formOf(router) === 'slots' ? 'dispatch and combine weights' : 'weights'}`));
           check(losses.every(Number.isFinite), `the loss is not finite: ${losses}`);
           check(losses[losses.length - 1] < losses[0], `the loss did not fall over ${losses.length} steps: ${losses.map((l) => l.toFixed(3)).join(' → ')}`);
         } finally {
