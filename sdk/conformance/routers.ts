@@ -291,7 +291,9 @@ export function routerCases(): CaseDef<R>[] {
           for (let step = 0; step < 8; step++) {
             const logits = model.forward(x); // (B, T, V)
             const ce = rt.call('cross_entropy', [logits.reshape([-1, vocab]), y.reshape([-1])]) as Tensor;
-            const loss = router.auxWeight > 0 ? ce.add(model.auxLoss().mul(router.auxWeight)) : ce;
+            // the losses a Trainer adds (RouterBase.attach): aux × auxWeight, zloss × zWeight
+            let loss = router.auxWeight > 0 ? ce.add(model.auxLoss().mul(router.auxWeight)) : ce;
+            if ((router.zWeight ?? 0) > 0) loss = loss.add(model.auxLoss('zloss').mul(router.zWeight!));
             rt.call('backward', [loss], undefined, 0);
             if (step === 0) gradNorms = await Promise.all(routerParams.map((p) => model.grad(p.name).abs().sum().item()));
             for (const p of model.params) model.param(p.name).sub_(model.grad(p.name).mul(0.5));
