@@ -37,9 +37,13 @@ export const HOOK_POINTS = {
   router: {
     name: 'router',
     inputs: ['x (N, D)', "*params (the layer's router parameters, in the spec's order)"],
-    outputs: ['weights (N, E)', 'aux ()'],
-    fires: 'every forward of an MoE layer, on its N = B*T tokens',
-    sites: 'layers', what: 'MoE', options: ['layers'],
+    outputs: [
+      "form 'weights': [weights (N, E), aux (), zloss (), probs (N, E) or (0,)]",
+      "form 'indices': [indices (E, C) i64, gates (E, C), aux (), zloss (), probs (N, E) or (0,)]",
+      "form 'slots': [dispatch (N, E, S), combine (N, E, S), aux (), zloss (), probs (N, E) or (0,)]",
+    ],
+    fires: 'every forward of an MoE layer, on its N = B*T tokens, with the experts then run batched as the form says (token choice, expert choice, Soft MoE slots)',
+    sites: 'layers', what: 'MoE', options: ['layers', 'form'],
   },
   weight: {
     name: 'weight',

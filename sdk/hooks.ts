@@ -28,8 +28,8 @@ export interface ModelLike {
   param(name: string): Tensor;
   /** Its gradient after the last backward (zeros when it has none). */
   grad(name: string): Tensor;
-  /** () f32: the MoE layers' auxiliary (load-balancing) losses of the last forward, summed; 0 without MoE. */
-  auxLoss(): Tensor;
+  /** () f32: the MoE layers' auxiliary losses of the last forward, summed (`'aux'`: load balancing, the default; `'zloss'`: router z-losses); 0 without MoE. */
+  auxLoss(kind?: 'aux' | 'zloss'): Tensor;
 }
 
 /** Parameters picked by name: a name, a glob (`'layers.*.weight'`, `*` spans dots), a RegExp, or a list of them. */

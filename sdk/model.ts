@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { LiaisonError, packageRoot, type Runtime, Tensor, type TensorData } from '../bridge/index.js';
 import { kvHookOptions, kvPolicyProgram } from './families/kv-policies/base.js';
 import type { KVPolicy } from './families/kv-policies/types.js';
-import { routerProgram } from './families/routers/base.js';
+import { routeForm, routerProgram } from './families/routers/base.js';
 import type { Router, RouterDims } from './families/routers/types.js';
 import { HOOK_POINTS, type HookPointName, type LayerPointName, type ModulePointName, hookSites } from './hook-points.js';
 import type { ModelLike, ParamInfo } from './hooks.js';
@@ -237,9 +237,13 @@ export class Model implements ModelLike {
     return this.rt.call('model_activation', [this.handle, name]) as Tensor;
   }
 
-  /** () f32: the MoE layers' auxiliary (load-balancing) losses from the last forward, summed; 0 without MoE. */
-  auxLoss(): Tensor {
-    return this.rt.call('model_aux_loss', [this.handle]) as Tensor;
+  /**
+   * () f32: the MoE layers' auxiliary losses from the last forward, summed; 0 without MoE.
+   * `'aux'` (default): the routers' load-balancing losses; `'zloss'`: their z-losses.
+   */
+  auxLoss(kind: 'aux' | 'zloss' = 'aux'): Tensor {
+    if (kind !== 'aux' && kind !== 'zloss') throw new LiaisonError('E_ARG', `Model.auxLoss: kind must be 'aux' or 'zloss', got ${JSON.stringify(kind)}`, { param: 'kind' });
+    return this.rt.call('model_aux_loss', kind === 'aux' ? [this.handle] : [this.handle, kind]) as Tensor;
   }
 
   // ---- state and checkpoints ----
@@ -389,7 +393,8 @@ export class Model implements ModelLike {
       throw new LiaisonError('E_ARG', `Model.setRouter: router '${router.meta.name}' declares parameters ${want.join(', ') || 'none'}, but the model's MoE layers were built with ${have.join(', ') || 'none'}; a router's parameters are fixed when the model is built`, { param: 'router' });
     }
     const program = routerProgram(this.rt, router, dims);
-    this.rt.call('model_hook', [this.handle, 'router', program.handle, { layers }], undefined, 0);
+    const form = routeForm(router);
+    this.rt.call('model_hook', [this.handle, 'router', program.handle, { layers, form }], undefined, 0);
     this.track('router', program, layers);
   }
 

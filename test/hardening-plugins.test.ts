@@ -122,7 +122,7 @@ describe('KV policies: state keys', () => {
 describe('routers and optimizers: the same hole, closed in the same place', () => {
   it("a router's aux loss under a misspelled key is refused, not dropped", async () => {
     const e = await traceError(() => routerProgram(rt, new AuxTypo(), { dim: 8, experts: 3 }));
-    expect(e.message).toBe("router 'aux-typo': route()'s result has unknown key 'auxLoss'; expected 'weights' (and optionally 'aux')");
+    expect(e.message).toBe("router 'aux-typo': route()'s result has unknown key 'auxLoss'; expected 'weights' (and optionally 'aux', 'zloss', 'probs')");
   });
 
   it('an optimizer that replaces or adds a state entry fails the step trace naming the entry', async () => {

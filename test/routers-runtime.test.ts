@@ -11,6 +11,8 @@ import { Dataset } from '../sdk/data.js';
 import { RouterBase, RouterFields } from '../sdk/families/routers/base.js';
 import type { RouteResult, RouterDims, RouterParamSpec, RouterTraits } from '../sdk/families/routers/types.js';
 import { definePlugin } from '../sdk/plugin.js';
+import { LiaisonError } from '../bridge/index.js';
+import { routerProgram } from '../sdk/families/routers/base.js';
 import { Model } from '../sdk/model.js';
 import { runtimeSpec } from '../sdk/model-spec.js';
 import { Trainer } from '../sdk/trainer.js';
@@ -32,12 +34,37 @@ const TestTopKConfig = Type.Object({ ...RouterFields, k: Type.Integer({ minimum:
 class TestTopK extends RouterBase<Static<typeof TestTopKConfig>> {
   override get traits(): RouterTraits { return { routing: 'sparse', k: this.config.k, dropsTokens: false }; }
   params(d: RouterDims): Record<string, RouterParamSpec> { return { gate: { shape: [d.dim, d.experts], init: 'normal', std: 0.5 } }; }
-  route(x: Tensor, { gate }: Record<string, Tensor>): RouteResult {
+  route(x: Tensor, { gate }: Record<string, Tensor>, _d?: RouterDims): RouteResult {
     const probs = x.matmul(gate).softmax(-1); // (N, E)
     const [top, idx] = probs.topk(this.config.k, -1);
     return { weights: probs.mul(0).scatter(1, idx, top), aux: probs.mean(0).pow(2).sum() };
   }
 }
+/** Expert choice ('indices'): each expert takes its 2 most probable tokens. */
+class TestChoice extends TestTopK {
+  override get traits(): RouterTraits { return { form: 'indices', routing: 'sparse', capacity: 1, dropsTokens: true }; }
+  override route(x: Tensor, { gate }: Record<string, Tensor>): RouteResult {
+    const probs = x.matmul(gate).softmax(-1); // (N, E)
+    const [gates, indices] = probs.transpose(0, 1).topk(2, -1); // (E, C)
+    return { indices, gates, probs };
+  }
+}
+/** Soft MoE ('slots'), one slot per expert. */
+class TestSlots extends TestTopK {
+  override get traits(): RouterTraits { return { form: 'slots', routing: 'dense', slots: 1, dropsTokens: false }; }
+  override route(x: Tensor, { gate }: Record<string, Tensor>, d?: RouterDims): RouteResult {
+    const logits = x.matmul(gate).reshape([-1, d!.experts, 1]); // (N, E, S)
+    return { dispatch: logits.softmax(0), combine: logits.softmax(1), zloss: logits.logsumexp(1).pow(2).mean() };
+  }
+}
+/** Declares 'weights' but returns Soft MoE fields. */
+class TestMixedUp extends TestSlots {
+  override get traits(): RouterTraits { return { routing: 'dense', dropsTokens: false }; }
+}
+const make = <R>(name: string, C: new (c: Static<typeof TestTopKConfig>, m: never) => R) => definePlugin({ name, version: '1.0.0', family: 'router', schema: TestTopKConfig, description: `${name} (test)`, create: (c, m) => new C(c, m as never) as never });
+const choice = make('test-choice', TestChoice);
+const slots = make('test-slots', TestSlots);
+const mixedUp = make('test-mixed-up', TestMixedUp);
 const topk = definePlugin({ name: 'test-topk', version: '1.0.0', family: 'router', schema: TestTopKConfig, description: 'top-k (test)', create: (c, m) => new TestTopK(c, m) });
 
 describe('the standalone moe model kind', () => {
@@ -68,5 +95,35 @@ describe('the standalone moe model kind', () => {
     const { model: back } = await Model.fromCheckpoint(rt, path);
     const probe = rt.randn([5, 4], { seed: 1 });
     expect(await back.forward(probe, { train: false }).tolist()).toEqual(await model.forward(probe, { train: false }).tolist());
+  });
+});
+
+describe('route forms', () => {
+  it('an expert-choice and a Soft MoE router run their models through the hook point', async () => {
+    const x = rt.randn([6, 4], { seed: 2 });
+    for (const router of [choice({}), slots({})]) {
+      const model = await Model.build(rt, { kind: 'moe', inputs: 4, experts: 3, hidden: 5, router, outputs: 2 }, { seed: 0 });
+      const y = model.forward(x);
+      expect((await y.data()).shape).toEqual([6, 2]);
+      expect(Array.from(await y.toArray() as Float32Array).every(Number.isFinite)).toBe(true);
+      model.free();
+    }
+  });
+
+  it("the program's outputs sit at the form's fixed positions; a field of another form is E_ARG naming it", async () => {
+    const prog = routerProgram(rt, slots({}), { dim: 4, experts: 3 });
+    const outs = prog.run([rt.randn([5, 4], { seed: 3 }), rt.randn([4, 3], { seed: 4 })]) as Tensor[];
+    expect(outs.map((t) => t.shape)).toEqual([[5, 3, 1], [5, 3, 1], [], [], [0]]);
+    expect(await outs[2].item()).toBe(0); // no aux given
+    expect(await outs[3].item()).toBeGreaterThan(0); // its zloss
+    let e: unknown;
+    try {
+      routerProgram(rt, mixedUp({}), { dim: 4, experts: 3 });
+    } catch (err) {
+      e = err;
+    }
+    expect(e).toBeInstanceOf(LiaisonError);
+    expect((e as LiaisonError).code).toBe('E_ARG');
+    expect((e as LiaisonError).message).toMatch(/'dispatch', a field of form 'slots'.*declare form 'weights'/);
   });
 });

@@ -59,7 +59,7 @@ describe('router traits', () => {
   });
 
   it('a dense router whose config has an integer k passes: the suite reads its traits, not config.k', async () => {
-    const report = await runConformance(new Soft({ auxWeight: 0.01, k: 1 }, meta('soft', SoftConfig)), { rt });
+    const report = await runConformance(new Soft({ auxWeight: 0.01, zWeight: 0, k: 1 }, meta('soft', SoftConfig)), { rt });
     expect(failures(report)).toEqual([]);
     expect(report.results.find((r) => r.name.includes('at most k'))?.status).toBe('skipped');
   }, 60_000);

@@ -24,6 +24,7 @@ from torch import nn
 from .errors import RuntimeFault
 from .models import GPT, MoE
 from .models.kvcache import KVHook
+from .models.moe import FORMS, OUTPUTS
 from .models.outputs import install_output_hook, remove_output_hook
 from .models.weights import WEIGHT_MODULES, install_weight_hook, remove_weight_hook
 
@@ -183,17 +184,38 @@ def _router_install(m: nn.Module, hook, opts: dict) -> None:
     if not moes:
         raise RuntimeFault("E_ARG", "model_hook: the model has no MoE layer, so no 'router' hook point "
                            "(a gpt spec with 'moe' and a 'moe' spec have them)", param="point")
+    form = opts.get("form", "weights")
+    if form not in FORMS:
+        raise opts_fault(f"must be one of {', '.join(FORMS)} (how the route dispatches tokens), got {form!r}", "form")
+    from .program import Program
+
+    outs = OUTPUTS[form]
     for i in _layers(opts, len(moes), "MoE layer"):
-        fits(hook, "router", 1 + len(list(moes[i].router.parameters())), 2)
+        n_in = 1 + len(list(moes[i].router.parameters()))
+        # form 'weights' still takes the 2-output [weights, aux] of routers written before forms
+        n_out_ok = isinstance(hook, Program) and (len(hook.out_slots) == len(outs) or
+                                                  (form == "weights" and len(hook.out_slots) == 2))
+        if isinstance(hook, Program) and (hook.n_inputs != n_in or not n_out_ok):
+            raise RuntimeFault("E_ARG", f"model_hook: program {hook.name!r} takes {hook.n_inputs} inputs and makes "
+                               f"{len(hook.out_slots)} outputs; the router hook point passes {n_in} (x (N, D), "
+                               f"*params) and expects, for form '{form}', {len(outs)} ({', '.join(outs)})",
+                               param="hook")
         moes[i].__dict__["hook"] = hook
+        moes[i].__dict__["form"] = form
 
 
 register(HookPoint(
     name="router",
     inputs=("x (N, D)", "*params (the layer's router parameters, in the spec's order)"),
-    outputs=("weights (N, E)", "aux ()"),
-    fires="every forward of an MoE layer, on its N = B*T tokens; experts run only on tokens whose weight is nonzero",
-    sites="layers", options=("layers",),
+    outputs=tuple(f"form '{f}': [{', '.join(o)}]" for f, o in OUTPUTS.items()),
+    fires="every forward of an MoE layer, on its N = B*T tokens, with the experts then run batched: 'weights' "
+          "(token choice; the older [weights, aux] also taken): expert e serves the tokens with a nonzero "
+          "weights[n, e] and y_n = sum_e weights[n, e] expert_e(x_n); 'indices' (expert choice): expert e takes "
+          "tokens indices[e, :] and adds gates[e, c] expert_e(x) to each; 'slots' (Soft MoE): expert e runs on "
+          "its S slots sum_n dispatch[n, e, s] x_n and y_n = sum_{e,s} combine[n, e, s] out[e, s]; aux and "
+          "zloss are read by model_aux_loss, probs (N, E) (rows sum to 1; empty: the dispatch mass) by "
+          "model_router_stats",
+    sites="layers", options=("layers", "form"),
     find=_moes,
     install=_router_install,
 ))

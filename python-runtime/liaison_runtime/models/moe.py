@@ -1,14 +1,23 @@
-"""Mixture-of-experts feed-forward layer whose routing is a hook.
+"""Mixture-of-experts layer whose routing is a hook.
 
-The router is whatever the client installs with `model_hook(model, 'router', hook)`: a
-callable `hook([x, *params]) -> [weights, aux]`, typically a program traced from
-TypeScript. The layer owns the router's parameters (declared in the spec, so they train
-with the model and appear in `named_parameters`), the experts, and the dispatch.
+The router is whatever the client installs with `model_hook(model, 'router', hook, {form})`:
+a callable `hook([x, *params])` returning the route in one of three forms (hooks.py,
+docs/protocol.md "Hook points"), typically a program traced from TypeScript:
+
+- 'weights' (token choice): [weights (N, E), aux, zloss, probs] (or the older [weights, aux]);
+- 'indices' (expert choice): [indices (E, C) int, gates (E, C), aux, zloss, probs];
+- 'slots' (Soft MoE): [dispatch (N, E, S), combine (N, E, S), aux, zloss, probs].
+
+The layer owns the router's parameters (declared in the spec, so they train with the model
+and appear in `named_parameters`), the experts, and the dispatch. The experts run batched
+(moe_dispatch.py: their weights stacked, one batched matmul per layer) unless the spec says
+`batched: false` or an expert's Linear carries a hook, which only its own forward runs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +27,14 @@ from ..errors import RuntimeFault
 
 # the experts' activations by spec name (a GPT's feed-forward keeps GELU)
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+FORMS = ("weights", "indices", "slots")
+# what a routing program returns, by form: the form's own tensors, then aux, zloss, probs
+OUTPUTS = {
+    "weights": ("weights (N, E)", "aux ()", "zloss ()", "probs (N, E) or (0,)"),
+    "indices": ("indices (E, C) i64", "gates (E, C)", "aux ()", "zloss ()", "probs (N, E) or (0,)"),
+    "slots": ("dispatch (N, E, S)", "combine (N, E, S)", "aux ()", "zloss ()", "probs (N, E) or (0,)"),
+}
 
 
 class FeedForward(nn.Module):
@@ -57,54 +74,101 @@ class Router(nn.Module):
             self.register_parameter(name, nn.Parameter(value))
 
 
+@dataclass
+class Route:
+    """One forward's routing: `a`, `b` the form's tensors (weights and None; indices and
+    gates; dispatch and combine), aux and zloss 0-d (autograd intact), probs (N, E) or None."""
+
+    form: str
+    a: torch.Tensor
+    b: torch.Tensor | None
+    aux: torch.Tensor
+    zloss: torch.Tensor
+    probs: torch.Tensor | None
+
+
 class MoE(nn.Module):
-    """(B, T, D) -> (B, T, D): sum over experts e of weights[:, e] * expert_e(x), each
-    expert run only on the tokens whose weight for it is nonzero."""
+    """(…, D) -> (…, out): the experts' outputs mixed as the router's route says."""
 
     def __init__(self, dim: int, hidden: int, experts: int, params: dict[str, torch.Tensor], out: int | None = None,
                  activation: str = "gelu", bias: bool = True, batched: bool = True):
         super().__init__()
         self.out = dim if out is None else out
         self.experts = nn.ModuleList(FeedForward(dim, hidden, 0.0, self.out, activation, bias) for _ in range(experts))
-        self.batched = batched
         self.router = Router(params)
+        self.batched = batched
         # plain attributes (not submodules): a hook is the client's object, not part of the model
         self.__dict__["hook"] = None
+        self.__dict__["form"] = "weights"
         self.__dict__["last_aux"] = None
+        self.__dict__["last_zloss"] = None
+        self.__dict__["last_stats"] = None  # moe_dispatch.stats() of the last forward, detached
         self.label = "moe"  # the layer's name in the model, for error messages (set by the model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .moe_dispatch import batched_ok, dispatch, stats
+
         hook = self.__dict__["hook"]
         if hook is None:
             raise RuntimeFault("E_ARG", f"model_forward: MoE layer {self.label} has no router; install one with "
                                "model_hook(model, 'router', hook)", param="model")
         shape = x.shape
         flat = x.reshape(-1, shape[-1])  # (N, D)
-        weights, aux = self._route(hook, flat)
-        out = flat.new_zeros(flat.shape[0], self.out)
-        for e, expert in enumerate(self.experts):
-            # tokens this expert serves; the index carries no gradient, the weights do
-            idx = weights[:, e].nonzero().squeeze(1)  # (n_e,)
-            if idx.numel():
-                out = out.index_add(0, idx, weights[idx, e:e + 1] * expert(flat[idx]))
-        self.__dict__["last_aux"] = aux
+        route = self._route(hook, flat)
+        out = dispatch(self, flat, route, self.batched and batched_ok(self))
+        self.__dict__["last_aux"] = route.aux
+        self.__dict__["last_zloss"] = route.zloss
+        self.__dict__["last_stats"] = stats(route, flat.shape[0], len(self.experts))
         return out.reshape(*shape[:-1], self.out)
 
-    def _route(self, hook, flat: torch.Tensor):
-        n, e = flat.shape[0], len(self.experts)
+    def _route(self, hook, flat: torch.Tensor) -> Route:
+        n, e, form = flat.shape[0], len(self.experts), self.__dict__["form"]
         got = hook([flat, *self.router.parameters()])
-        who = f"the router hook of {self.label}"
-        if not isinstance(got, (list, tuple)) or len(got) != 2 or not all(isinstance(t, torch.Tensor) for t in got):
-            raise RuntimeFault("E_ARG", f"model_forward: {who} must return [weights (N, E), aux (0-d)], got "
+        who = f"the router hook of {self.label} (form '{form}')"
+        sizes = (2, 4) if form == "weights" else (5,)
+        if not isinstance(got, (list, tuple)) or len(got) not in sizes or \
+                not all(isinstance(t, torch.Tensor) for t in got):
+            raise RuntimeFault("E_ARG", f"model_forward: {who} must return [{', '.join(OUTPUTS[form])}], got "
                                f"{_kinds(got)}", param="hook")
-        weights, aux = got
-        if list(weights.shape) != [n, e] or not weights.is_floating_point():
-            raise RuntimeFault("E_SHAPE", f"model_forward: {who} returned weights of shape {list(weights.shape)} "
-                               f"({weights.dtype}); expected float [{n}, {e}] (tokens, experts)", param="hook")
-        if aux.dim() != 0 or not aux.is_floating_point():
-            raise RuntimeFault("E_SHAPE", f"model_forward: {who} returned aux of shape {list(aux.shape)} "
-                               f"({aux.dtype}); expected a 0-d float loss", param="hook")
-        return weights.to(flat.dtype), aux
+        if form == "weights" and len(got) == 2:  # the 2-output convention of routers before forms
+            got = [got[0], got[1], got[1].new_zeros(()), got[0].new_zeros(0)]
+        k = 1 if form == "weights" else 2
+        a, b = got[0], got[1] if k == 2 else None
+        aux, zloss, probs = got[k:]
+
+        def fault(what: str, t: torch.Tensor, want: str):
+            return RuntimeFault("E_SHAPE", f"model_forward: {who} returned {what} of shape {list(t.shape)} "
+                                f"({t.dtype}); expected {want}", param="hook")
+
+        if form == "weights":
+            if list(a.shape) != [n, e] or not a.is_floating_point():
+                raise fault("weights", a, f"float [{n}, {e}] (tokens, experts)")
+        elif form == "indices":
+            if a.dim() != 2 or a.shape[0] != e or a.is_floating_point() or a.dtype == torch.bool:
+                raise fault("indices", a, f"an integer [{e}, C] (experts, slots)")
+            if list(b.shape) != list(a.shape) or not b.is_floating_point():
+                raise fault("gates", b, f"float {list(a.shape)}, the shape of indices")
+            if a.numel():
+                lo, hi = torch.aminmax(a)
+                lo, hi = int(lo), int(hi)  # one sync: an index out of range would be a device assert on CUDA
+                if lo < 0 or hi >= n:
+                    raise RuntimeFault("E_ARG", f"model_forward: {who} returned indices from {lo} to {hi}; "
+                                       f"tokens are 0..{n - 1}", param="hook")
+            a = a.long()
+        else:
+            if a.dim() != 3 or list(a.shape[:2]) != [n, e] or a.shape[2] < 1 or not a.is_floating_point():
+                raise fault("dispatch", a, f"float [{n}, {e}, S] (tokens, experts, slots per expert)")
+            if b.shape != a.shape or not b.is_floating_point():
+                raise fault("combine", b, f"float {list(a.shape)}, the shape of dispatch")
+        for name, t in (("aux", aux), ("zloss", zloss)):
+            if t.dim() != 0 or not t.is_floating_point():
+                raise fault(name, t, "a 0-d float loss")
+        if probs.numel() == 0:
+            probs = None
+        elif list(probs.shape) != [n, e] or not probs.is_floating_point():
+            raise fault("probs", probs, f"float [{n}, {e}] or an empty (0,)")
+        dt = flat.dtype
+        return Route(form, a if form == "indices" else a.to(dt), None if b is None else b.to(dt), aux, zloss, probs)
 
 
 def _kinds(v) -> str:

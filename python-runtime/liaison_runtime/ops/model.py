@@ -122,16 +122,39 @@ def model_forward(ctx, model, inputs, train):
     return out
 
 
-@op("model_aux_loss", P("model", "object"))
-def model_aux_loss(ctx, model):
-    """model_aux_loss(model): 0-d sum of the MoE layers' auxiliary losses of the last forward.
+@op("model_aux_loss", P("model", "object"), P("kind", "str", "aux", choices=("aux", "zloss")))
+def model_aux_loss(ctx, model, kind):
+    """model_aux_loss(model, kind='aux'): 0-d sum of the MoE layers' auxiliary losses of the last forward.
 
-    0 when the model has no MoE layer. Differentiable into the router's parameters."""
+    kind 'aux': the routers' load-balancing losses; 'zloss': their router z-losses. 0 when the
+    model has no MoE layer. Differentiable into the router's parameters."""
     m = model_of("model_aux_loss", model)
-    aux = [layer.last_aux for layer in m.modules() if isinstance(layer, MoE) and layer.last_aux is not None]
+    key = "last_aux" if kind == "aux" else "last_zloss"
+    aux = [layer.__dict__[key] for layer in m.modules() if isinstance(layer, MoE) and layer.__dict__[key] is not None]
     if not aux:
         return torch.zeros((), device=ctx.device)
     return torch.stack([a.to(torch.float32) for a in aux]).sum()
+
+
+@op("model_router_stats", P("model", "object"), outputs=5)
+def model_router_stats(ctx, model):
+    """model_router_stats(model): the routing statistics of the last forward over the model's L MoE layers.
+
+    [load (L, E): each expert's share of the routed (token, expert) mass; dropped (L,): the
+    fraction of tokens no expert served; entropy (L,): the mean per-token entropy (nats) of the
+    router's probs; aux (L,), zloss (L,)], detached f32. E_ARG when the model has no MoE layer
+    or none has run a forward yet."""
+    m = model_of("model_router_stats", model)
+    layers = [layer for layer in m.modules() if isinstance(layer, MoE)]
+    if not layers:
+        raise RuntimeFault("E_ARG", "model_router_stats: the model has no MoE layer (a gpt spec with 'moe' and a "
+                           "'moe' spec have them)", param="model")
+    got = [layer.__dict__["last_stats"] for layer in layers]
+    if any(s is None for s in got):
+        names = [layer.label for layer, s in zip(layers, got, strict=True) if s is None]
+        raise RuntimeFault("E_ARG", f"model_router_stats: MoE layer {names[0]} has not run a forward yet; call "
+                           "model_forward first", param="model")
+    return [torch.stack([s[k] for s in got]) for k in ("load", "dropped", "entropy", "aux", "zloss")]
 
 
 # ---- activations ----
