@@ -144,6 +144,7 @@ def test_minilm_weights_are_the_pretrained_ones():
     tok = tokenizers.Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
     s = ["list the files in a directory", "show the contents of a folder", "open a network socket"]
     ids = torch.tensor([e.ids for e in tok.encode_batch(s)])  # padded to 128 by the tokenizer's settings
+    ids = ids[:, : int((ids != 0).sum(1).max())]  # the padding columns cost time and change nothing
     cos = {}
     for pretrained in (True, False):
         with torch.no_grad():
