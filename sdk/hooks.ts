@@ -119,6 +119,14 @@ export interface TrainingHooks {
    */
   addLoss(name: string, fn: (t: StepTrace) => Tensor): void;
   /**
+   * A metric traced into the step after its loss (the step's forward done; no gradient),
+   * read back with the loss and reported in the Trainer's `progress` and `epoch` events as
+   * `metrics[name]`: the mean over the steps since the last log, or over the epoch; a 0-d
+   * tensor as a number, any other as a flat number[] (element-wise mean). Names are per
+   * plugin, as for addLoss.
+   */
+  addMetric(name: string, fn: (t: StepTrace) => Tensor): void;
+  /**
    * Tensors saved in checkpoints as `prefix.key` and copied back on resume. Prefixes are
    * per plugin: one another plugin of the Trainer took first becomes `prefix#<position>`
    * (sdk/checkpoint.ts), so two plugins of one kind can each say `'pruner'`.
@@ -164,7 +172,7 @@ export interface TrainingHooks {
 }
 
 /** What the Trainer gives its {@link TrainingHooks} for parameters and snapshots (sdk/trainer.ts). */
-export type ParamControl = Omit<TrainingHooks, 'rt' | 'model' | 'on' | 'addLoss' | 'addState' | 'retrace'>;
+export type ParamControl = Omit<TrainingHooks, 'rt' | 'model' | 'on' | 'addLoss' | 'addMetric' | 'addState' | 'retrace'>;
 
 /** A plugin that takes part in training. Every family's base class implements it. */
 export interface TrainerPlugin {

@@ -34,6 +34,8 @@ export interface EpochResult {
   perplexity?: number;
   /** With `nonFinite: 'skip'`: the steps of the epoch whose loss was not finite, skipped (`loss` is the mean of the others). */
   skipped?: number;
+  /** The plugins' metrics (`TrainingHooks.addMetric`), each its mean over the epoch's steps; absent without any. */
+  metrics?: Record<string, number | number[]>;
   /** Wall-clock seconds of the epoch (steps, hooks, evaluation and checkpoint). */
   seconds: number;
 }
@@ -50,6 +52,8 @@ export interface ProgressEvent {
   lr: number;
   /** With `nonFinite: 'skip'`: steps skipped since the previous progress event (`loss` is the mean of the others). */
   skipped?: number;
+  /** The plugins' metrics (`TrainingHooks.addMetric`), each its mean over the steps since the previous progress event; absent without any. */
+  metrics?: Record<string, number | number[]>;
 }
 
 /** The `eval` event. */

@@ -49,6 +49,7 @@ import { paramControl, Snapshots } from './snapshots.js';
 import { StepWindow } from './step-window.js';
 import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
 import { type ParamEntry, ParamSet } from './trainer-params.js';
+import { StepMetrics } from './trainer-metrics.js';
 import { restoreCheckpoint } from './trainer-resume.js';
 import { epochSeed, type Source } from './trainer-source.js';
 import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
@@ -174,6 +175,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       if (own.length) rt.call('clear_grads', [own], undefined, 0);
       let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
       for (const l of hooks.losses) loss = loss.add(l.fn(t));
+      // metrics see the step's forward and loss; read, not trained through
+      const metrics = noGrad(rt, () => hooks.metrics.map((m) => m.fn(t)));
       const ok = guardLoss(rt, this.config.nonFinite, loss, st.step, halt);
       guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
       rt.call('backward', [loss], undefined, 0);
@@ -190,7 +193,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         }
         for (const fn of hooks.traced.afterOptimizerStep) fn(t);
       });
-      return loss;
+      return metrics.length ? [loss, ...metrics] : loss;
     });
     state.step.free(); // the program holds its own references
     halt.free();
@@ -294,13 +297,15 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         bar.update(done, { epoch: e + 1 });
         const batches = source.batches(e);
         const losses: Tensor[] = [];
+        const metrics = new StepMetrics(rt, this.hooks.metrics.map((m) => m.name));
         let since = 0;
         const report = (ts: Tensor[], at: { step: number; epochStep: number; lr: number }) => {
           const { mean, skipped } = lossSummary(rt, ts, skip);
           this.tb?.scalar('train/loss', mean, at.step);
-          return Promise.all([mean.item(), skipped?.item()]).then(([loss, n]) => {
+          const values = metrics.summary(losses.length - ts.length, losses.length);
+          return Promise.all([mean.item(), skipped?.item(), values]).then(([loss, n, m]) => {
             shown = loss;
-            const more = n === undefined ? {} : { skipped: n };
+            const more = { ...(n === undefined ? {} : { skipped: n }), ...(m ? { metrics: m } : {}) };
             log?.write({ kind: 'step', epoch: e, step: at.step, loss, lr: at.lr, ...more });
             this.emit('progress', { epoch: e, step: at.step, epochStep: at.epochStep, stepsPerEpoch: source.steps, loss, lr: at.lr, ...more });
           }).finally(() => { mean.free(); skipped?.free(); });
@@ -312,7 +317,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           if (!Number.isFinite(next) || next < 0) throw new LiaisonError('E_ARG', `${pluginRecord(this.optimizer).id}: learningRate(${step}) returned ${next}; it must be a finite number >= 0`, { param: 'optimizer' });
           if (next !== lr || !lrT) { lrT?.free(); lr = next; lrT = rt.full([], lr); } // a constant rate costs no op
           const b = batches?.[i];
-          losses.push(program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor);
+          const out = program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor | Tensor[];
+          losses.push(Array.isArray(out) ? out[0] : out);
+          if (Array.isArray(out)) metrics.push(out.slice(1));
           if (b) { b.x.free(); b.y.free(); }
           this.snaps.after(step); // queued behind the step: the weights it left
           bar.update(++done, { loss: shown });
@@ -332,9 +339,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         const { mean: epochMean, skipped } = lossSummary(rt, losses, skip);
         this.tb?.scalar('train/epoch_loss', epochMean, this.step);
         const step = this.step;
-        const result = Promise.all([epochMean.item(), skipped?.item(), tail])
-          .then(([loss, n]): EpochResult => ({ epoch: e, step, loss, ...(n === undefined ? {} : { skipped: n }), seconds: 0 }))
-          .finally(() => { for (const l of [...losses, epochMean, ...(skipped ? [skipped] : [])]) l.free(); });
+        const epochMetrics = metrics.summary(0, losses.length);
+        const result = Promise.all([epochMean.item(), skipped?.item(), epochMetrics, tail])
+          .then(([loss, n, m]): EpochResult => ({ epoch: e, step, loss, ...(n === undefined ? {} : { skipped: n }), ...(m ? { metrics: m } : {}), seconds: 0 }))
+          .finally(() => { for (const l of [...losses, epochMean, ...(skipped ? [skipped] : [])]) l.free(); metrics.free(); });
         this.epoch = e + 1;
         const evalDue = !!source.evaluate && ((e + 1) % cfg.evalEvery === 0 || e === last - 1);
         const saveDue = !!cfg.checkpointDir && this.epoch % cfg.checkpointEvery === 0;
@@ -367,7 +375,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       // the last epoch's end always drains the window: every step's results are in
       const end = history.at(-1);
       if (end) {
-        const { epoch, step, seconds: _, ...metrics } = end;
+        const { epoch, step, seconds: _, metrics: __, ...metrics } = end;
         await this.hooks.runLoop('fitEnd', { epoch, step, metrics: metrics as Record<string, number> });
       }
     } finally {

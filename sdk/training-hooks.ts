@@ -25,6 +25,8 @@ export class HookRegistry implements TrainingHooks {
   readonly loop: Record<LoopPoint, LoopFn[]> = { epochEnd: [], evaluation: [], fitEnd: [] };
   /** Extra loss terms, added to the training loss in this order; `owner` is the plugin's position (-1: added directly). */
   readonly losses: { name: string; owner: number; fn: (t: StepTrace) => Tensor }[] = [];
+  /** Metrics reported with the loss (sdk/trainer-metrics.ts), in this order; `owner` as for losses. */
+  readonly metrics: { name: string; owner: number; fn: (t: StepTrace) => Tensor }[] = [];
   /** Checkpointed tensors, saved as `prefix.key` (the prefix as made unique here). */
   readonly states: { prefix: string; owner: number; fn: () => Record<string, Tensor> }[] = [];
   /** Set by retrace(): the step program must be traced again before the next step. */
@@ -73,6 +75,14 @@ export class HookRegistry implements TrainingHooks {
     this.stale = true;
   }
 
+  /** Add a metric; names as for {@link addLoss}. */
+  addMetric(name: string, fn: (t: StepTrace) => Tensor, owner = -1): void {
+    if (typeof name !== 'string' || !name) throw new LiaisonError('E_ARG', `hooks.addMetric: name must be a non-empty string, got ${JSON.stringify(name)}`, { param: 'name' });
+    if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.addMetric('${name}'): the metric must be a function of the step returning a tensor`, { param: 'fn' });
+    this.metrics.push({ name: unique('addMetric', 'a metric named', name, owner, this.metrics.map((m) => ({ name: m.name, owner: m.owner }))), owner, fn });
+    this.stale = true;
+  }
+
   /** Add checkpointed state; `owner` as for {@link addLoss}. */
   addState(prefix: string, fn: () => Record<string, Tensor>, owner = -1): void {
     if (typeof prefix !== 'string' || !prefix || /[/]/.test(prefix)) throw new LiaisonError('E_ARG', `hooks.addState: prefix must be a non-empty name without '/', got ${JSON.stringify(prefix)}`, { param: 'prefix' });
@@ -89,6 +99,7 @@ export class HookRegistry implements TrainingHooks {
       model: this.model,
       on: (point: TracedPoint | LoopPoint, fn: TracedFn | LoopFn) => this.on(point as TracedPoint, fn as TracedFn),
       addLoss: (name, fn) => this.addLoss(name, fn, index),
+      addMetric: (name, fn) => this.addMetric(name, fn, index),
       addState: (prefix, fn) => this.addState(prefix, fn, index),
       retrace: () => this.retrace(),
       addParam: (name, spec) => this.addParam(name, spec, index),

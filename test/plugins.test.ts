@@ -133,7 +133,7 @@ describe('family programs, for any plugin of the contract', () => {
   it('RouterBase.attach adds the model\'s auxLoss() times auxWeight, through ModelLike', async () => {
     const losses: { name: string; fn: (t: StepTrace) => Tensor }[] = [];
     const model = { auxLoss: () => rt.full([], 3) } as unknown as ModelLike; // no handle: only the contract's method
-    const hooks = { rt, model, addLoss: (name: string, fn: (t: StepTrace) => Tensor) => { losses.push({ name, fn }); } } as unknown as TrainingHooks;
+    const hooks = { rt, model, addLoss: (name: string, fn: (t: StepTrace) => Tensor) => { losses.push({ name, fn }); }, addMetric: () => undefined } as unknown as TrainingHooks;
     topk({ auxWeight: 0.5 }).attach(hooks);
     expect(losses.map((l) => l.name)).toEqual(['topk.aux']);
     expect(await losses[0].fn({ rt, model, lr: rt.full([], 0.1), step: rt.full([], 1), finite: rt.full([], 1).gt(0) }).item()).toBeCloseTo(1.5, 6);

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Static, Type } from '@sinclair/typebox';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { gd } from '../plugins/index.js';
-import { Dataset } from '../sdk/data.js';
+import { Dataset, TextCorpus } from '../sdk/data.js';
+import type { EpochResult, ProgressEvent } from '../sdk/trainer-types.js';
 import { RouterBase, RouterFields } from '../sdk/families/routers/base.js';
 import type { RouteResult, RouterDims, RouterParamSpec, RouterTraits } from '../sdk/families/routers/types.js';
 import { definePlugin } from '../sdk/plugin.js';
@@ -125,5 +126,34 @@ describe('route forms', () => {
     expect(e).toBeInstanceOf(LiaisonError);
     expect((e as LiaisonError).code).toBe('E_ARG');
     expect((e as LiaisonError).message).toMatch(/'dispatch', a field of form 'slots'.*declare form 'weights'/);
+  });
+});
+
+describe('router metrics', () => {
+  it("a GPT with MoE layers trains, and the Trainer's events carry the routers' entropy, load and dropped tokens", async () => {
+    const router = topk({ k: 1, auxWeight: 0.01 });
+    const model = await Model.build(rt, { kind: 'gpt', vocab: 32, context: 8, dim: 16, layers: 2, heads: 2, moe: { experts: 4, hidden: 16, router } }, { seed: 0 });
+    const text = new TextEncoder().encode('the quick brown fox jumps over the lazy dog; '.repeat(20));
+    const corpus = TextCorpus.fromBytes(rt, text.map((b) => b % 32));
+    const trainer = new Trainer({ model, optimizer: gd({ lr: 0.05 }), plugins: [router], logEvery: 2, progress: 'none', seed: 0 });
+    const progress: ProgressEvent[] = [];
+    const epochs: EpochResult[] = [];
+    trainer.on('progress', (p) => progress.push(p));
+    trainer.on('epoch', (r) => epochs.push(r));
+    await trainer.fitLM(corpus.sampler(4, 8), { epochs: 2, stepsPerEpoch: 4 });
+    expect(epochs).toHaveLength(2);
+    for (const r of [...epochs, ...progress]) {
+      const m = r.metrics!;
+      expect(Object.keys(m).sort()).toEqual(['router.aux', 'router.dropped', 'router.entropy', 'router.load', 'router.zloss']);
+      const load = m['router.load'] as number[];
+      expect(load).toHaveLength(4);
+      expect(load.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5); // shares of the routed tokens
+      expect(m['router.dropped']).toBe(0); // top-1 without a capacity serves every token
+      expect(m['router.entropy']).toBe(0); // one expert per token: its dispatch mass has no spread
+      expect(m['router.aux']).toBeGreaterThan(0);
+      expect(m['router.zloss']).toBe(0); // a router that gives none
+    }
+    expect(progress.map((p) => p.step)).toEqual([2, 4, 6, 8]);
+    model.free();
   });
 });

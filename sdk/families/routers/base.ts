@@ -1,7 +1,7 @@
 /** Shared base of the Router family: the routing program and joining a Trainer. */
 import { Type } from '@sinclair/typebox';
 import { LiaisonError, type Runtime, type Tensor } from '../../../bridge/index.js';
-import type { TrainingHooks } from '../../hooks.js';
+import type { ModelLike, StepTrace, TrainingHooks } from '../../hooks.js';
 import { PluginBase } from '../../plugin.js';
 import { checkKeys, pluginName } from '../contract.js';
 import { define, type Program } from '../../program.js';
@@ -56,6 +56,49 @@ export function routerProgram(rt: Runtime, router: Router, dims: RouterDims): Pr
   });
 }
 
+/** The router statistics of a model's MoE layers after the last forward (op `model_router_stats`), each (L, …) over its L MoE layers, detached. */
+export interface RouterStats {
+  /** (L, E): each expert's share of the routed (token, expert) mass. */
+  load: Tensor;
+  /** (L,): the fraction of tokens no expert served. */
+  dropped: Tensor;
+  /** (L,): the mean per-token entropy (nats) of the router's probs. */
+  entropy: Tensor;
+  /** (L,): the load-balancing losses. */
+  aux: Tensor;
+  /** (L,): the router z-losses. */
+  zloss: Tensor;
+}
+
+/** {@link RouterStats} of `model`'s last forward; E_ARG when it has no MoE layer. */
+export function routerStats(model: ModelLike): RouterStats {
+  const [load, dropped, entropy, aux, zloss] = model.rt.call('model_router_stats', [model.handle], undefined, 5) as Tensor[];
+  return { load, dropped, entropy, aux, zloss };
+}
+
+// one stats call per traced step, however many metrics read it
+const statsOf = new WeakMap<StepTrace, RouterStats>();
+const stepStats = (t: StepTrace): RouterStats => {
+  let s = statsOf.get(t);
+  if (!s) statsOf.set(t, (s = routerStats(t.model)));
+  return s;
+};
+
+/**
+ * The router metrics a Trainer reports (`progress` / `epoch` events, `metrics[name]`), each
+ * over the model's MoE layers: `router.entropy` (mean per-token routing entropy, nats, the
+ * mean over layers), `router.load` ((E,) each expert's share, the mean over layers),
+ * `router.dropped` (the fraction of tokens no expert served, mean over layers), `router.aux`
+ * and `router.zloss` (summed over layers, before their weights: what the loss terms add).
+ */
+export function addRouterMetrics(hooks: TrainingHooks): void {
+  hooks.addMetric('router.entropy', (t) => stepStats(t).entropy.mean());
+  hooks.addMetric('router.load', (t) => stepStats(t).load.mean(0));
+  hooks.addMetric('router.dropped', (t) => stepStats(t).dropped.mean());
+  hooks.addMetric('router.aux', (t) => stepStats(t).aux.sum());
+  hooks.addMetric('router.zloss', (t) => stepStats(t).zloss.sum());
+}
+
 export abstract class RouterBase<C extends { auxWeight: number; zWeight?: number }> extends PluginBase<C> implements Router<C> {
   abstract params(dims: RouterDims): Record<string, RouterParamSpec>;
   abstract route(x: Tensor, params: Record<string, Tensor>, dims: RouterDims): RouteResult;
@@ -84,8 +127,12 @@ export abstract class RouterBase<C extends { auxWeight: number; zWeight?: number
     return routerProgram(rt, this, dims);
   }
 
-  /** In training, the MoE layers' auxiliary losses join the loss, times `auxWeight`, and their z-losses times `zWeight`. */
+  /**
+   * In training, the MoE layers' auxiliary losses join the loss, times `auxWeight`, and their
+   * z-losses times `zWeight`; the router metrics ({@link addRouterMetrics}) are reported.
+   */
   attach(hooks: TrainingHooks): void {
+    addRouterMetrics(hooks);
     if (this.auxWeight > 0) hooks.addLoss(`${this.meta.name}.aux`, (t) => t.model.auxLoss().mul(this.auxWeight));
     if (this.zWeight > 0) hooks.addLoss(`${this.meta.name}.zloss`, (t) => t.model.auxLoss('zloss').mul(this.zWeight));
   }
