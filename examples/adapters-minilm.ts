@@ -29,7 +29,7 @@
  *       npx tsx examples/adapters-minilm.ts --out /tmp/x
  *
  * Knobs: LIAISON_ADAPTERS_SEEDS (1), LIAISON_ADAPTERS_RANKS (average components per module:
- * 2,4), LIAISON_MINILM_EPOCHS (3), LIAISON_MINILM_PER_CLASS (pages per section, at most the
+ * 2,4), LIAISON_MINILM_EPOCHS (2), LIAISON_MINILM_PER_CLASS (pages per section, at most the
  * smallest section's: 197 here), LIAISON_MINILM_TOKENS (32, [CLS] and [SEP] included),
  * LIAISON_MINILM_LAYERS (top layers fine-tuned, 2; 6: the whole encoder, nothing cached).
  */
@@ -46,13 +46,13 @@ import { markdownTable, textTable } from './tables.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 1);
 const RANKS = positiveNumbers('LIAISON_ADAPTERS_RANKS', [2, 4]).map(Math.round);
-const EPOCHS = positiveInt('LIAISON_MINILM_EPOCHS', 3);
+const EPOCHS = positiveInt('LIAISON_MINILM_EPOCHS', 2);
 const PER_CLASS = positiveInt('LIAISON_MINILM_PER_CLASS', 1_000_000);
 const TOKENS = positiveInt('LIAISON_MINILM_TOKENS', 32);
 const TOP = positiveInt('LIAISON_MINILM_LAYERS', 2);
 const LAYERS = 6, DIM = 384, CLASSES = SECTIONS.length;
 const FIRST = LAYERS - Math.min(TOP, LAYERS); // the first layer trained
-const BATCH = 16, LR = 2e-3, FULL_LR = 1e-4, PROBE_EPOCHS = 100;
+const BATCH = 16, LR = 2e-3, FULL_LR = 1e-4, PROBE_EPOCHS = 30;
 const TARGETS = 'encoder\\.layer\\..*';
 const BERT = 'liaison_runtime.models.bert';
 
