@@ -26,15 +26,16 @@
  * the router metrics of the Trainer's epoch events (`router.load`, the share of routed mass
  * per expert, mean over layers and steps: max share × E, 1 = balanced, E = one expert takes
  * everything; `router.dropped`, `router.entropy`), and training tokens per second. Writes
- * `<out>/moe-gpt.md` (the table), `moe-gpt.json` and `moe-gpt.png` (loss and imbalance).
+ * `<out>/moe-gpt.md` (the table), `moe-gpt.json` and `moe-gpt.png` (held-out perplexity and load imbalance by step).
  *
  *     npx tsx examples/moe-gpt.ts                  # examples/out/moe-gpt{.md,.json,.png}
- *     LIAISON_MOE_GPT_STEPS=8 LIAISON_MOE_GPT_EPOCHS=1 LIAISON_MOE_GPT_EVAL_WINDOWS=4 npx tsx examples/moe-gpt.ts --out /tmp/x
+ *     LIAISON_MOE_GPT_BATCH=2 LIAISON_MOE_GPT_STEPS=2 LIAISON_MOE_GPT_EPOCHS=1 LIAISON_MOE_GPT_EVAL_WINDOWS=2 \
+ *       npx tsx examples/moe-gpt.ts --out /tmp/x     # the fast variant the tests run
  *
- * Knobs: LIAISON_MOE_GPT_STEPS (training steps per model, 300), LIAISON_MOE_GPT_EPOCHS
+ * Knobs: LIAISON_MOE_GPT_STEPS (training steps per model, 120), LIAISON_MOE_GPT_EPOCHS
  * (epochs they are split in, one held-out and metrics point each, 4; tokens/s is timed over
  * all but the first, which also traces the step), LIAISON_MOE_GPT_EVAL_WINDOWS (held-out
- * windows, 64), LIAISON_MOE_GPT_BATCH (windows per step, 16), LIAISON_MOE_GPT_ARMS (a
+ * windows, 32), LIAISON_MOE_GPT_BATCH (windows per step, 8), LIAISON_MOE_GPT_ARMS (a
  * comma-separated subset of dense, soft, topk1, topk2, expert-choice, soft-moe; all).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -48,9 +49,9 @@ import { outDir, positiveInt, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
 const EPOCHS = positiveInt('LIAISON_MOE_GPT_EPOCHS', 4);
-const STEPS = EPOCHS * Math.ceil(positiveInt('LIAISON_MOE_GPT_STEPS', 300) / EPOCHS);
-const EVAL_WINDOWS = positiveInt('LIAISON_MOE_GPT_EVAL_WINDOWS', 64);
-const BATCH = positiveInt('LIAISON_MOE_GPT_BATCH', 16);
+const STEPS = EPOCHS * Math.ceil(positiveInt('LIAISON_MOE_GPT_STEPS', 120) / EPOCHS);
+const EVAL_WINDOWS = positiveInt('LIAISON_MOE_GPT_EVAL_WINDOWS', 32);
+const BATCH = positiveInt('LIAISON_MOE_GPT_BATCH', 8);
 const CONTEXT = 64, DIM = 64, LAYERS = 2, HEADS = 4, EXPERTS = 4, LR = 3e-3;
 const BASE: GPTSpec = { kind: 'gpt', vocab: 128, context: CONTEXT, dim: DIM, layers: LAYERS, heads: HEADS, mlpRatio: 4 };
 const FFN = 4 * DIM; // the dense MLP's hidden width: active expert width × experts per token
