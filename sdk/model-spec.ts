@@ -106,6 +106,7 @@ export const GPTSpec = Type.Object({
   moe: Type.Optional(MoESpec),
   positions: Type.Optional(oneOf(['learned', 'rotary'] as const, 'Position encoding: `learned` adds a `wpe` table of `context` rows at the input; `rotary` (RoPE, half-split as GPT-NeoX/Llama) rotates q and k of every attention layer by their absolute position, has no `wpe`, needs an even head dim, and lets cached decoding run past `context`.', 'learned')),
   ropeBase: Type.Optional(Type.Number({ minimum: 1, default: 10000, description: 'RoPE\'s base θ: pair i of a head turns by position · θ^(−2i/D) (rotary positions only).' })),
+  smearKeys: Type.Optional(Type.Boolean({ default: false, description: 'Smeared keys (Olsson et al. 2022): each attention key mixes in the previous token\'s, by a learnt weight per head (`blocks.i.attn.smear`), so that one layer can find where the current token occurred before and copy what followed (an induction head) without two layers composing; decoding keeps each layer\'s last raw key.' })),
 }, {
   additionalProperties: false,
   description: 'A GPT-style decoder (pre-LN, learned or rotary positions, untied head): (B, T) i64 tokens, T ≤ context → (B, T, vocab) logits. Parameters `wte`, `wpe` (learned positions only), `blocks.i.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.proj}`, `ln_f`, `head`. Each attention layer is a KV-cache hook point, each MoE layer a router hook point.',

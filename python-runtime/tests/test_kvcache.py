@@ -279,8 +279,10 @@ def test_quantized_decoding_is_close_to_f32(r):
 
 
 def test_ragged_batch_is_each_row_alone(r):
+    smear = {**ROT, "smear_keys": True}  # a padded row's first token has no predecessor to smear in
     for spec, opts in ((GPT, None), (ROT, {"budget": 5, "evict": 2}), (GPT, {"budget": 4, "bits": 8}),
-                       (ROT, {"budget": 4, "evict": 2, "positions": "cache"})):
+                       (ROT, {"budget": 4, "evict": 2, "positions": "cache"}), (smear, None),
+                       (smear, {"budget": 4, "evict": 2, "positions": "cache"})):
         m, _ = trained(r, spec, 30)  # a model whose attention matters: a wrong mask changes its tokens
         if opts:
             r("model_hook", m, "kv", r.obj(lambda i: [i[3].float()]), opts)
@@ -292,6 +294,20 @@ def test_ragged_batch_is_each_row_alone(r):
         for b, x in enumerate(rows):
             alone = r("generate", m, x[None], 7)
             assert torch.equal(out[b, t0:], alone[0, len(x):]), (spec, opts, b)
+
+
+def test_smeared_keys_decode_as_the_forward(r):
+    """With smeared keys a key depends on the token before it too: cached decoding keeps each
+    layer's last raw key, and gives the forward's losses (learned and rotary positions)."""
+    for spec in (GPT, ROT):
+        m, _ = trained(r, {**spec, "smear_keys": True}, 30)
+        smear = dict(m.named_parameters())["blocks.1.attn.smear"]
+        assert smear.shape == (2,) and smear.abs().sum() > 0  # trained away from its even start
+        toks = tokens(2, 20)
+        torch.testing.assert_close(r("kv_eval", m, toks, 6), full_nll(m, toks, 6), atol=1e-5, rtol=1e-5)
+        plain = r("model_build", spec)
+        plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.endswith(".smear")})
+        assert not torch.allclose(r("kv_eval", plain, toks, 6), full_nll(m, toks, 6), atol=1e-3)
 
 
 def test_rotary_decodes_past_the_context(r):

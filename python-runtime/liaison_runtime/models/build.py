@@ -72,7 +72,7 @@ def _gpt(f: dict) -> nn.Module:
         raise spec_fault("positions", f"'rotary' needs an even head dim (dim / heads), got {dim} / {heads} = "
                          f"{dim // heads}")
     return GPT(f["vocab"], f["context"], dim, layers, heads, f["mlp_ratio"], float(f["dropout"]), make_moe,
-               f["positions"], f["rope_base"])
+               f["positions"], f["rope_base"], f["smear_keys"])
 
 
 def _moe(f: dict) -> nn.Module:

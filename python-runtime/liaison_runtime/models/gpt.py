@@ -25,19 +25,38 @@ from .rope import apply_rope
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float, rope_base: float | None = None):
+    def __init__(self, dim: int, heads: int, dropout: float, rope_base: float | None = None, smear: bool = False):
         super().__init__()
         self.heads = heads
         self.rope_base = rope_base  # None: learned positions (added at the input), nothing to rotate
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
+        if smear:
+            # smeared keys (Olsson et al. 2022, "In-context Learning and Induction Heads", §"smeared
+            # key" models): each key mixes in its predecessor's, so one layer can match "the token
+            # before j" and copy what followed: a copying head forms without two layers composing.
+            # One logit per head; 0 starts at an even mix.
+            self.smear = nn.Parameter(torch.zeros(heads))
 
     def split(self, x: torch.Tensor):
         """(B, T, C) -> q, k, v, each (B, H, T, D)."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         return [u.view(b, t, self.heads, c // self.heads).transpose(1, 2) for u in (q, k, v)]
+
+    def smeared(self, k: torch.Tensor, prev: torch.Tensor | None = None,
+                start: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw keys k (B, H, T, D) smeared: k'_t = σ(s)·k_t + (1 − σ(s))·k_{t−1}, s per head. `prev`
+        (B, H, 1, D): the raw key before k's first (None: k's first starts the sequence); `start`
+        (B, 1, T, 1) bool: tokens that start a sequence (a left-padded prompt), left as they are.
+        Unchanged without smeared keys."""
+        if "smear" not in self._parameters:
+            return k
+        before = torch.cat([k[:, :, :1] if prev is None else prev, k[:, :, :-1]], dim=2)  # (B, H, T, D): k_{t-1}
+        a = torch.sigmoid(self.smear).to(k.dtype)[None, :, None, None]  # (1, H, 1, 1)
+        out = a * k + (1 - a) * before
+        return out if start is None else torch.where(start, k, out)
 
     def rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """q or k (B, H, T, D) at positions pos (B|1, H|1, T) i64, rotated when rotary."""
@@ -50,6 +69,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.split(x)
+        k = self.smeared(k)
         if self.rope_base is not None:
             pos = torch.arange(x.shape[1], device=x.device)[None, None]  # (1, 1, T)
             q, k = self.rotate(q, pos), self.rotate(k, pos)
@@ -60,10 +80,10 @@ class Attention(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, dim: int, heads: int, hidden: int, dropout: float, moe: MoE | None,
-                 rope_base: float | None = None):
+                 rope_base: float | None = None, smear: bool = False):
         super().__init__()
         self.ln1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout, rope_base)
+        self.attn = Attention(dim, heads, dropout, rope_base, smear)
         self.ln2 = nn.LayerNorm(dim)
         if moe is None:
             self.mlp = FeedForward(dim, hidden, dropout)
@@ -85,9 +105,11 @@ class GPT(Described, nn.Module):
     spec_kind = "gpt"
 
     def __init__(self, vocab: int, context: int, dim: int, layers: int, heads: int, mlp_ratio: int,
-                 dropout: float, make_moe=None, positions: str = "learned", rope_base: float = 10000.0):
+                 dropout: float, make_moe=None, positions: str = "learned", rope_base: float = 10000.0,
+                 smear_keys: bool = False):
         """make_moe(i) -> an MoE layer for block i, or None for a dense MLP there.
-        positions 'learned' (a `wpe` table of `context` rows) or 'rotary' (RoPE with `rope_base`)."""
+        positions 'learned' (a `wpe` table of `context` rows) or 'rotary' (RoPE with `rope_base`);
+        smear_keys: every attention layer's keys mix in their predecessor's (Attention.smeared)."""
         super().__init__()
         self.vocab, self.context = vocab, context
         self.positions, self.rope_base = positions, float(rope_base)
@@ -101,7 +123,7 @@ class GPT(Described, nn.Module):
             if moe is not None:
                 moe.label = f"blocks.{i}.moe"
             blocks.append(Block(dim, heads, mlp_ratio * dim, dropout, moe,
-                                self.rope_base if positions == "rotary" else None))
+                                self.rope_base if positions == "rotary" else None, smear_keys))
         self.blocks = nn.ModuleList(blocks)
         self.ln_f = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab, bias=False)
@@ -114,7 +136,7 @@ class GPT(Described, nn.Module):
         # nanoGPT's init: N(0, 0.02), residual projections scaled down by depth so the
         # residual stream's variance does not grow with the number of blocks
         for name, p in self.named_parameters():
-            if ".router." in name or name.startswith("ln") or ".ln" in name:
+            if ".router." in name or name.startswith("ln") or ".ln" in name or name.endswith(".smear"):
                 continue
             if name.endswith("bias"):
                 nn.init.zeros_(p)
@@ -170,6 +192,7 @@ class GPT(Described, nn.Module):
         maps = []
         for block in self.blocks:
             q, k, v = block.attn.split(block.ln1(x))  # (B, H, T, D)
+            k = block.attn.smeared(k)
             if block.attn.rope_base is not None:
                 pos = torch.arange(t, device=tokens.device)[None, None]
                 q, k = block.attn.rotate(q, pos), block.attn.rotate(k, pos)

@@ -268,6 +268,7 @@ class Decoder:
                 rows = 0  # nothing to evict and no state to keep current: the hook never needs to run again
             self.caches.append(LayerCache(spec, b, h, cap, d, dtype, dev, model.rope_base, rows))
         self.prompt, self.pad = prompt, pad
+        self.prev_k: list[torch.Tensor | None] = [None] * len(model.blocks)  # each layer's last raw key (B, H, 1, D)
 
     def prefill(self, more: bool) -> torch.Tensor:
         """Full causal attention over the prompt; every layer's slots filled -> last logits (B, V).
@@ -283,6 +284,8 @@ class Decoder:
         causal = torch.ones(t, t, dtype=torch.bool, device=prompt.device).tril()
         for i, block in enumerate(model.blocks):
             q, k_raw, v = block.attn.split(block.ln1(x))  # (B, H, T0, D)
+            self.prev_k[i] = k_raw[:, :, -1:]  # smeared keys: the next token's predecessor
+            k_raw = block.attn.smeared(k_raw, start=(pos == 0)[:, None, :, None])  # what the cache holds
             q, k = block.attn.rotate(q, pos.clamp(min=0)[:, None]), block.attn.rotate(k_raw, pos.clamp(min=0)[:, None])
             if self.pad is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -324,6 +327,7 @@ class Decoder:
             cache = self.caches[i]
             w = min(cache.cap, slot + 1)
             q, k, v = block.attn.split(block.ln1(x))  # (B, H, 1, D)
+            k, self.prev_k[i] = block.attn.smeared(k, self.prev_k[i]), k
             if cache.ranked:  # the new token is number n-1 of the n kept; its key is stored unrotated
                 at = (cache.pos[:, :, :w] >= 0).sum(-1, keepdim=True)
                 q = block.attn.rotate(q, at)
