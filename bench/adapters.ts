@@ -10,7 +10,8 @@
  * - adapad.step: a Trainer epoch with `adapad` against the same with fixed-rank `lora` of the
  *   same total rank and width (plugins/adapters/), on an MLP 64 → 512 → 512 → 10 over the
  *   digits; the two Trainers alternate in one runtime, so both see the same machine. AdaPaD's steps carry
- *   its deflation loss (Gram products), its importance and its growth, all traced.
+ *   its importance and its growth, traced (adapad at its default: no deflation loss; with
+ *   `curvature` > 0 its Gram products come on top).
  */
 import { Runtime, type Tensor } from '../bridge/index.js';
 import { adapad } from '../plugins/adapters/adapad.js';

@@ -12,7 +12,8 @@
  * d' → OUT (the model's own init) plus a known low-rank update ΔW* = U·diag(σ)·Vᵀ with a
  * spread spectrum σ_k = σ₁·ρ^(k−1) makes the targets y = base(x) + ΔW*x. With the mean squared
  * error over n·OUT entries the loss is ‖ΔW − ΔW*‖²_F / OUT, so its curvature is c = 2/OUT:
- * `adapad` is given exactly that, and the deflation is then exact.
+ * `adapad` is given exactly that (its default, 0, leaves the deflation off), and the
+ * deflation is then exact.
  *
  * `adapad` runs on that one Linear, full-batch gradient descent, one round = T steps; it
  * starts with one component and grows one every G rounds (a ghost for one round first)

@@ -1,7 +1,7 @@
 /**
  * Low-rank adapters on a CNN: the digits CNN pretrained on the classes 0–4 only, then
  * adapted to 5–9 with `lora`, `adalora` and `adapad` (plugins/adapters/; adapad also with
- * `curvature: 0`, its deflation off, as `adapad-c0`) at matched budgets, the base frozen;
+ * `curvature: 1`, its deflation on, as `adapad-c1`) at matched budgets, the base frozen;
  * held-out accuracy on 5–9 against the adapter's parameters, over seeds; the adapter size
  * adapad needs to reach lora's accuracy; the rank pattern adapad found, per module.
  *
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     console.log(`\n${textTable(header, rows)}\n\nthe adapter size adapad needs to reach lora's quality:\n${textTable(reach.header, reach.rows)}`);
     const md = [
       `Digits CNN (channels [32, 64], fc 128; ${int(total)} parameters) pretrained on 0–4, adapted to 5–9 for ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}), digit d taught as class d − 5 (the head's slots of 0–4, head frozen), adapters on ${MODULES.join(', ')}; accuracy on the ${testNew.size} held-out digits 5–9, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      '', markdownTable(header, rows), '', 'adapad-c0: adapad with `curvature: 0` (growth and advance learning, no deflation targets).', '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
+      '', markdownTable(header, rows), '', 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).', '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
     ].join('\n');
     writeFileSync(join(dir, 'adapters-digits.md'), md);
     writeFileSync(join(dir, 'adapters-digits.json'), JSON.stringify({ base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps, runs }, null, 1));

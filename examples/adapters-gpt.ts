@@ -2,7 +2,7 @@
  * Low-rank adapters on a GPT: a small byte-level GPT pretrained on English (CPython's pydoc
  * topics, as examples/generate.ts trains it), adapted to Python source (the standard
  * library's `.py` files, `loadCodeText`) with `lora`, `adalora` and `adapad`
- * (plugins/adapters/; adapad also with `curvature: 0`, its deflation off, as `adapad-c0`) at
+ * (plugins/adapters/; adapad also with `curvature: 1`, its deflation on, as `adapad-c1`) at
  * matched budgets, the base frozen; the held-out loss on unseen source files against the
  * adapter's parameters, over seeds; the adapter size adapad needs to reach lora's loss; the
  * rank pattern adapad found, per module. Training runs eight epochs of STEPS / 8 steps, so
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'adapters-gpt.json'), JSON.stringify({ base: baseLoss, full: fullLoss, total, steps: STEPS, modules, runs }, null, 1));
     writeFileSync(join(dir, 'adapters-gpt.md'), [
       `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      '', markdownTable(header, rows), '', `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c0: adapad with \`curvature: 0\` (growth and advance learning, no deflation targets).`, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
+      '', markdownTable(header, rows), '', `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
     ].join('\n'));
     const plots = await plotRuns(dir, 'adapters-gpt', { title: `GPT pydoc → Python sources: held-out loss vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out loss (nats/byte)', runs, top });
     console.log(`\ntable: ${join(dir, 'adapters-gpt.md')}\nplots: ${plots.join(', ')}`);

@@ -13,11 +13,11 @@ import type { Adapter } from '../sdk/families/adapters/types.js';
 import { Model, type ModelSpec, plotLines } from '../sdk/index.js';
 
 /**
- * The plugins compared; `adapad-c0` is adapad with `curvature: 0`: its growth and advance
- * learning without the deflation targets (plain joint training of the components), the
- * ablation that says what the deflation itself does.
+ * The plugins compared; `adapad-c1` is adapad with `curvature: 1`, its deflation targets on
+ * (the default, 0, trains the components jointly): the ablation that says what the
+ * deflation itself does.
  */
-export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c0'] as const;
+export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c1'] as const;
 export type Method = (typeof METHODS)[number];
 
 /**
@@ -57,7 +57,7 @@ export function historyOf(adapter: Adapter): Run['history'] {
  * ends with `rank · modules` components in all. LoRA holds `rank` in each module; AdaLoRA
  * starts at 1.5 × rank (PEFT's init_r 12 for target_r 8) and prunes to its target on its
  * cubic schedule by `steps − tfinal`; AdaPaD starts each module at 1 and grows the most
- * important module until the shared budget is spent (`adapad-c0` the same with `curvature: 0`).
+ * important module until the shared budget is spent (`adapad-c1` the same with `curvature: 1`).
  */
 export function makeAdapter(method: Method, o: { rank: number; modules: number; steps: number; seed: number; targets: string }): Adapter {
   const { rank, modules, steps, seed, targets } = o;
@@ -70,7 +70,7 @@ export function makeAdapter(method: Method, o: { rank: number; modules: number; 
   // module may take up to 4× the average (A and B are allocated that wide from the start)
   const budget = rank * modules;
   const growEvery = Math.max(1, Math.floor(steps / 2 / Math.max(1, budget - modules)));
-  return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed, ...(method === 'adapad-c0' ? { curvature: 0 } : {}) });
+  return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed, ...(method === 'adapad-c1' ? { curvature: 1 } : {}) });
 }
 
 /** Entries of every factor the adapter allocated (A, B; AdaLoRA's E is its gate): what training holds in memory. */
@@ -130,12 +130,12 @@ export function smallestReaching(groups: ReturnType<typeof grouped>, method: Met
 
 /**
  * The adapter size each AdaPaD variant needs to reach LoRA's quality: for every LoRA rank, its
- * mean quality and parameters, and the smallest adapad (adapad-c0) budget whose mean quality
+ * mean quality and parameters, and the smallest adapad (adapad-c1) budget whose mean quality
  * is at least as good (`better(a, b)`: a at least as good as b; `f` formats a quality).
  */
 export function reachTable(groups: ReturnType<typeof grouped>, better: (a: number, b: number) => boolean, f: (x: number) => string): { header: string[]; rows: string[][] } {
   const int = (x: number) => Math.round(x).toLocaleString('en-US');
-  const variants = (['adapad', 'adapad-c0'] as const).filter((m) => groups.some((g) => g.method === m));
+  const variants = (['adapad', 'adapad-c1'] as const).filter((m) => groups.some((g) => g.method === m));
   const rows = groups.filter((g) => g.method === 'lora').map((g) => {
     const q = mean(g.runs.map((r) => r.quality)), p = mean(g.runs.map((r) => r.params));
     return [`lora r ${g.rank}`, f(q), int(p), ...variants.map((m) => {
@@ -148,9 +148,9 @@ export function reachTable(groups: ReturnType<typeof grouped>, better: (a: numbe
 
 /** AdaPaD's rank pattern over training (seed 0, the largest budget): one panel per variant, one line per module. */
 export function rankSeries(runs: readonly Run[], top: number): { panels: string[]; series: { label: string; x: number[]; y: number[]; style: string; panel: number }[] } {
-  const variants = (['adapad', 'adapad-c0'] as const).map((m) => runs.find((r) => r.method === m && r.rank === top && r.seed === 0)).filter((r): r is Run => !!r?.history?.length);
+  const variants = (['adapad', 'adapad-c1'] as const).map((m) => runs.find((r) => r.method === m && r.rank === top && r.seed === 0)).filter((r): r is Run => !!r?.history?.length);
   return {
-    panels: variants.map((r) => (r.method === 'adapad' ? 'adapad' : 'adapad, curvature 0 (no deflation)')),
+    panels: variants.map((r) => (r.method === 'adapad' ? 'adapad (curvature 0: no deflation)' : 'adapad-c1 (curvature 1: deflation)')),
     series: variants.flatMap((r, panel) => Object.keys(r.pattern).map((m) => ({
       label: m, x: [0, ...r.history!.map((h) => h.step)], y: [1, ...r.history!.map((h) => h.ranks[m] ?? 0)], style: 'o-', panel,
     }))),

@@ -105,10 +105,12 @@ describe('growth (sdk/families/adapters/growth.ts)', () => {
     const imp = rt.tensor([0.9, 1.2, 0.5]);
     const active = rt.tensor([1, 2, 1]);
     const modules = rt.arange(0, 3, 1, 'i64');
-    const choice = (born: number[], step: number, budget = 7) => read(growthChoice(imp, active, rt.tensor(born, [3, 1]), rt.full([], step), modules, { growEvery: 5, budget, maxRank: 3 }));
+    const choice = (born: number[], step: number, budget = 7, caps = [3, 3, 3]) => read(growthChoice(imp, active, rt.tensor(born, [3, 1]), rt.tensor(caps, [3, 1]), rt.full([], step), modules, { growEvery: 5, budget }));
     expect(await choice([1, 2, 1], 10)).toEqual([1, 0, 0]); // 0.9 > 1.2 / 2 > 0.5
     expect(await choice([1, 2, 1], 9)).toEqual([0, 0, 0]); // not a growth step
-    expect(await choice([3, 2, 1], 10)).toEqual([0, 1, 0]); // module 0 is full (maxRank 3)
+    expect(await choice([3, 2, 1], 10)).toEqual([0, 1, 0]); // module 0 is full (capacity 3)
+    expect(await choice([1, 2, 1], 10, 7, [1, 3, 3])).toEqual([0, 1, 0]); // module 0 at its own capacity, 1
+    expect(await choice([1, 2, 1], 10, 7, [1, 2, 3])).toEqual([0, 0, 1]);
     expect(await choice([3, 2, 1], 10, 6)).toEqual([0, 0, 0]); // 6 born: the budget is spent
     expect(await choice([3, 3, 3], 10, 20)).toEqual([0, 0, 0]); // every module full
   });
@@ -215,7 +217,7 @@ describe('adapad (plugins/adapters/adapad.ts)', () => {
     // resumed from epoch 2 growth is under way, resumed from epoch 4 the fresh plugin still runs
     // the full step for an epoch: every path must train the same
     const dir = tempDir();
-    const make = () => adapad({ maxRank: 3, budget: 6, growEvery: 2, advance: 3, localSteps: 2 });
+    const make = () => adapad({ maxRank: 3, budget: 6, growEvery: 2, advance: 3, localSteps: 2, curvature: 1 }); // the deflation's copies resumed too
     const straight = new Trainer({ ...(await setup(make())), checkpointDir: dir, checkpointEvery: 2 });
     const full = await straight.fit(digits, { epochs: 6 });
     const want = (straight.plugins[0] as Adapad);
@@ -235,6 +237,17 @@ describe('adapad (plugins/adapters/adapad.ts)', () => {
     }
     expect(want.set!.factors['layers.0'].ghost).toBeUndefined(); // the straight run did drop the ghost term
     straight.free();
+  }, 30_000);
+
+  it("stops a module at the rank its update can have, min(out, in): the budget goes to the others", async () => {
+    // MLP 64-3-16-10: layers.0 (3 × 64) and layers.1 (16 × 3) have updates of rank ≤ 3; maxRank 6
+    const plugin = adapad({ maxRank: 6, budget: 12, growEvery: 1, advance: 0 });
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 3, 16, 10] }, { seed: 0 });
+    const trainer = new Trainer({ model, optimizer: adam({ lr: 0.01 }), plugins: [plugin], batchSize: 600, seed: 1, progress: 'none' });
+    await trainer.fit(digits, { epochs: 4 });
+    expect(await plugin.rankPattern()).toEqual({ 'layers.0': 3, 'layers.1': 3 }); // 6 of the 12 born: both full
+    trainer.free();
+    plugin.free();
   }, 30_000);
 
   it('refuses a budget below the number of modules, naming the field', async () => {

@@ -16,7 +16,7 @@ const sum = (p: Record<string, number>) => Object.values(p).reduce((a, b) => a +
 const byMethod = (runs: Run[], m: string) => runs.find((r) => r.method === m)!;
 
 describe('examples/adapters-digits.ts', () => {
-  it('pretrains the CNN on 0-4 (cached), adapts it to 5-9 with lora, adalora, adapad and adapad at curvature 0 at one budget, tabulates and plots', async () => {
+  it('pretrains the CNN on 0-4 (cached), adapts it to 5-9 with lora, adalora, adapad and adapad at curvature 1 at one budget, tabulates and plots', async () => {
     const dir = join(OUT, 'digits');
     const env = { LIAISON_ADAPTERS_SEEDS: '1', LIAISON_ADAPTERS_EPOCHS: '1', LIAISON_ADAPTERS_RANKS: '2', LIAISON_ADAPTERS_PRETRAIN_EPOCHS: '2' };
     const { code, out, err } = await runExample(['examples/adapters-digits.ts', '--out', dir], env);
@@ -24,7 +24,7 @@ describe('examples/adapters-digits.ts', () => {
     expect(out).toMatch(/pretrained model: 2 epochs of Adam on 0–4 in [\d.]+ s, saved to /);
     expect(out).toMatch(/none \(base\) +— +0 +0 +0% +[\d.]+%/);
     const { runs, steps } = JSON.parse(readFileSync(join(dir, 'adapters-digits.json'), 'utf8')) as { runs: Run[]; steps: number };
-    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c0']);
+    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1']);
     expect(steps).toBe(23); // one epoch of 722 digits 5-9 in batches of 32
     // the head is left out: 2 components on convs.0 (9 + 32), convs.1 (288 + 64) and fc (256 + 128)
     const lora = byMethod(runs, 'lora');
@@ -32,7 +32,7 @@ describe('examples/adapters-digits.ts', () => {
     expect(lora.params).toBe(2 * (41 + 352 + 384));
     expect(lora.allocated).toBe(lora.params);
     // the adaptive ones end with the same number of components, placed as they chose
-    for (const m of ['adalora', 'adapad', 'adapad-c0']) expect(sum(byMethod(runs, m).pattern), m).toBe(6);
+    for (const m of ['adalora', 'adapad', 'adapad-c1']) expect(sum(byMethod(runs, m).pattern), m).toBe(6);
     const adapad = byMethod(runs, 'adapad');
     for (const r of Object.values(adapad.pattern)) expect(r).toBeGreaterThanOrEqual(1); // components never leave
     expect(adapad.history!.at(-1)!.ranks).toEqual(adapad.pattern);
@@ -59,7 +59,7 @@ describe('examples/adapters-gpt.ts', () => {
     expect(out).toMatch(/pretrained model: 8 steps of Adam on pydoc in [\d.]+ s, saved to /);
     const { runs, base, full, modules } = JSON.parse(readFileSync(join(dir, 'adapters-gpt.json'), 'utf8')) as { runs: Run[]; base: number; full: number[]; modules: number };
     expect(modules).toBe(8); // qkv, proj, fc, proj of two blocks; the head left out
-    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c0']);
+    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1']);
     // one component on each: qkv 64 + 192, proj 64 + 64, fc 64 + 256, proj 256 + 64, twice
     expect(byMethod(runs, 'lora').params).toBe(2 * (256 + 128 + 320 + 320));
     expect(byMethod(runs, 'adapad').quality).toBeCloseTo(byMethod(runs, 'lora').quality, 6);

@@ -22,13 +22,17 @@
  *   in the same forward and backward as the task loss. Exact for a quadratic loss with
  *   Hessian c·I (least squares with whitened inputs: c = 2/out for a mean squared error).
  *   Its value is taken back out (aux − sg(aux)): the loss reported is the model's.
+ *   **Off by default** (`curvature: 0`): where the true curvature c′ is not c, component k's
+ *   target is off by (c/c′ − 1)·Σ_{j>k} P_j, fed back round over round past c ≈ 2c′; through
+ *   a network c′ is unknown and varies 100× (docs/adapters.md). Set it where the loss is that quadratic.
  * - **Advance learning.** A component is born as a ghost (AdapterSet's `ghost`: its gradient
  *   as if in the sum, nothing in the forward) for `advance` steps, then its gate turns 1.
  * - **Rank discovery.** Importance of a module = EMA (`beta`) of Σ|θ·∇θ| over its active
  *   components, each factor's entries averaged (AdaLoRA's triplet score without E); every
  *   `growEvery` steps the module with the highest importance per active component grows by
- *   one, while fewer than `budget` components are born in all (sdk/families/adapters/growth.ts).
- *   Components never leave: the budget is spent, not reallocated.
+ *   one, while fewer than `budget` components are born in all and it has room: a module
+ *   holds at most min(maxRank, out, in·∏kernel) components, the rank its update can have
+ *   (sdk/families/adapters/growth.ts). Components never leave: the budget is spent, not reallocated.
  *
  * All of it runs inside the Trainer's step program: nothing to call per step, nothing read back.
  * Each module holds `maxRank` rows of A and columns of B from the start (unborn ones get no
@@ -53,12 +57,12 @@ import { noGrad, traceEach } from '../../sdk/program.js';
 
 /** Config of {@link Adapad}. */
 export const AdapadConfig = Type.Object({
-  maxRank: Type.Integer({ minimum: 1, default: 8, description: 'components a module may hold at most (A and B are allocated this wide; the scale is alpha/maxRank)' }),
+  maxRank: Type.Integer({ minimum: 1, default: 8, description: 'components a module may hold at most, and never more than min(out, in·∏kernel) (A and B are allocated this wide; the scale is alpha/maxRank)' }),
   budget: Type.Optional(Type.Integer({ minimum: 1, description: 'components born in all modules together at most, the first of each module included (default: 4 per module); at least the number of modules' })),
   growEvery: Type.Integer({ minimum: 1, default: 50, description: 'steps between growths: after every growEvery-th step the module of highest importance per component grows by one, while the budget lasts' }),
   advance: Type.Integer({ minimum: 0, default: 10, description: 'steps a new component trains as a ghost (a gradient, no forward contribution) before it joins the sum' }),
   localSteps: Type.Integer({ minimum: 1, default: 10, description: "T: steps per round; the estimates successors deflate with are refreshed at each round's end" }),
-  curvature: Type.Number({ minimum: 0, default: 1, description: "c: the curvature of the local quadratic model behind the deflation targets (2/out makes them exact for a mean squared error on whitened inputs); 0 turns deflation off (plain joint training)" }),
+  curvature: Type.Number({ minimum: 0, default: 0, description: "c: the curvature of the local quadratic model behind the deflation targets, exact where the loss's Hessian in ΔW is c·I (2/out for a mean squared error on whitened inputs); 0, the default, turns the deflation off (the components train jointly): a c above the loss's true curvature biases the components and past about twice it diverges" }),
   beta: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.85, description: 'smoothing of the importance EMA of Σ|θ·∇θ|' }),
   ...AdapterFields,
 }, { additionalProperties: false });
@@ -96,6 +100,9 @@ export class Adapad extends AdapterBase<AdapadConfig> {
     if (budget < M) throw new LiaisonError('E_ARG', `${this.id}: config field 'budget' (${budget}) is below the ${M} adapted modules, each of which starts with one component`, { param: 'budget' });
     const set = this.set!;
     const matrices = (s: AdapterSite) => asMatrices(set.factors[s.module], K, s.kind !== 'linear');
+    // a module's update has rank ≤ min(out, in·∏kernel): a component past it adds parameters, no rank
+    const caps = this.sites.map((s) => Math.min(K, s.out, fanIn(s)));
+    const capacityOf = this.hold(rt.tensor(caps, [M, 1]));
     const hats = this.sites.map((s) => ({ A: this.hold(rt.zeros([K, fanIn(s)])), B: this.hold(rt.zeros([s.out, K])) }));
     const st: GrowthState = this.growth = {
       age: this.hold(rt.tensor(rowsOf(M, K, c.advance, UNBORN), [M, K])), // the first is past its advance learning at step 1
@@ -140,12 +147,12 @@ export class Adapad extends AdapterBase<AdapadConfig> {
       traceEach(rt, this.sites, (s, i) => broadcastAtRoundEnd(due, matrices(s), hats[i]));
       if (this.grown) return;
       const bornCount = st.born.sum(1, true);
-      const grows = growthChoice(st.importance, st.gate.sum(1), bornCount, step, modules, { growEvery: c.growEvery, budget, maxRank: K });
+      const grows = growthChoice(st.importance, st.gate.sum(1), bornCount, capacityOf, step, modules, { growEvery: c.growEvery, budget });
       advanceGrowth(st, grows, bornCount, slots, c.advance);
     });
     this.rankHistory = [];
     this.grown = false;
-    const capacity = Math.min(budget, M * K);
+    const capacity = Math.min(budget, caps.reduce((a, b) => a + b, 0));
     hooks.on('epochEnd', async ({ step }) => {
       this.rankHistory.push({ step, ranks: await set.rankPattern() });
       if (this.grown || set.merged) return;
@@ -185,7 +192,7 @@ const rowsOf = (M: number, K: number, first: number, rest: number): number[] => 
 
 /** The `adapad` registration: `adapad({ maxRank, budget, growEvery, advance, localSteps, curvature, beta, targets, alpha, rslora, seed, merge })`. */
 export const adapad = definePlugin({
-  name: 'adapad', version: '1.0.0', family: 'adapter', schema: AdapadConfig,
+  name: 'adapad', version: '1.1.0', family: 'adapter', schema: AdapadConfig,
   description: 'AdaPaD: rank-1 components trained in parallel, each against the deflation target of its predecessors\' broadcast estimates, with advance learning and per-module rank growth by importance under a shared budget',
   paper: 'Su, Liao, Kyrillidis, "AdaPaD: Adaptive Parallel Deflation for PEFT with Self-Correcting Rank Discovery"; on Parallel Deflation, https://arxiv.org/abs/2502.17615',
   create: (config, meta) => new Adapad(config, meta),

@@ -11,7 +11,8 @@
  *   (the mean over a factor's entries, so wide and narrow modules compare).
  * - Every `growEvery` steps, while the shared budget (components born, all modules) is not
  *   spent, the module with the highest importance per active component grows by one; a
- *   module already holding `maxRank` components is passed over.
+ *   module already at its capacity is passed over. The capacity is min(maxRank, out, in·∏kernel):
+ *   a module's update has at most that rank, so a component past it adds parameters, no rank.
  */
 import type { Tensor } from '../../../bridge/index.js';
 
@@ -53,12 +54,12 @@ export function updateImportance(st: GrowthState, sensitivity: Tensor, beta: num
 /**
  * Which module grows after this step, (M, 1) bool (at most one true): none when `step` ()
  * (from 1) is not a multiple of `growEvery`, when the budget is spent (components born in
- * all modules ≥ `budget`), or when every module is full (`maxRank` born). Otherwise the
+ * all modules ≥ `budget`), or when every module is full (`capacity` born). Otherwise the
  * module of highest importance per active component among those with room (ties: the first).
- * `bornCount` (M, 1), `active` (M,), `modules`: arange(M) (M,).
+ * `bornCount` and `capacity` (M, 1) f32, `active` (M,), `modules`: arange(M) (M,).
  */
-export function growthChoice(importance: Tensor, active: Tensor, bornCount: Tensor, step: Tensor, modules: Tensor, opts: { growEvery: number; budget: number; maxRank: number }): Tensor {
-  const room = bornCount.lt(opts.maxRank); // (M, 1)
+export function growthChoice(importance: Tensor, active: Tensor, bornCount: Tensor, capacity: Tensor, step: Tensor, modules: Tensor, opts: { growEvery: number; budget: number }): Tensor {
+  const room = bornCount.lt(capacity); // (M, 1)
   // a full module ranks below every other: −1 is below any |θ·∇θ| score
   const ranked = importance.div(active.clamp(1, null)).where(room.reshape([-1]), -1);
   const pick = modules.eq(ranked.argmax(0)).reshape([-1, 1]).logicalAnd(room);
