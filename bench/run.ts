@@ -24,6 +24,7 @@ import { benchLoftComm } from './pruner_loft.js';
 import { benchDecodeLong } from './kv.js';
 import { benchPolicyProgram } from './kv_policy_program.js';
 import { benchAdapters } from './adapters.js';
+import { benchRouter } from './router.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -44,6 +45,7 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['kv.decode_long', 'kv.memory'], run: benchDecodeLong },
   { names: ['kv.policy_program'], run: benchPolicyProgram },
   { names: ['adapter.forward', 'adapad.step'], run: benchAdapters },
+  { names: ['router.forward', 'router.experts_batched'], run: benchRouter },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

@@ -105,6 +105,46 @@ def test_batched_experts_equal_the_per_expert_loop(r, name, bias):
         torch.testing.assert_close(g1[k], g2[k], atol=1e-5, rtol=1e-5, msg=k)
 
 
+def balanced(inputs):
+    """Token n to experts n % E and (n + 1) % E: equal groups, the padded bmm."""
+    x, g = inputs
+    n = x.shape[0]
+    probs = (x @ g[:, :E]).softmax(-1)
+    hit = F.one_hot(torch.arange(n) % E, E) + F.one_hot((torch.arange(n) + 1) % E, E)
+    return [probs * hit, zero(), zero(), probs]
+
+
+def lopsided(inputs):
+    """Every token to expert 0, one in four to expert 1 as well: unequal groups, the per-expert slices."""
+    x, g = inputs
+    n = x.shape[0]
+    probs = (x @ g[:, :E]).softmax(-1)
+    hit = torch.zeros(n, E)
+    hit[:, 0] = 1
+    hit[::4, 1] = 1
+    return [probs * hit, zero(), zero(), probs]
+
+
+@pytest.mark.parametrize(("router", "grouped"), [(balanced, 0), (lopsided, 1)])
+def test_sparse_weights_pad_equal_groups_and_slice_unequal_ones(r, monkeypatch, router, grouped):
+    from liaison_runtime.models import moe_dispatch
+
+    calls = []
+    real = moe_dispatch._grouped
+    monkeypatch.setattr(moe_dispatch, "_grouped", lambda *a: calls.append(1) or real(*a))
+    m = model(r)
+    r("model_hook", m, "router", r.obj(router))
+    x = torch.randn(12, D, generator=torch.Generator().manual_seed(2))
+    y1, gx1, g1 = run(r, m, x)
+    assert len(calls) == grouped
+    m.moe.batched = False
+    y2, gx2, g2 = run(r, m, x)
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-5)
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
 def test_the_forms_compute_what_they_promise(r):
     m = model(r, False)
     x = torch.randn(7, D)

@@ -2,10 +2,12 @@
 
 Batched (the default): the experts' weights are stacked (torch.stack, so autograd reaches each
 expert's own Parameters) and every expert runs in one batched matmul:
-- 'weights', dense (the largest expert group holds over half the tokens): every expert on
-  every token, the mixture folded into the second matmul — (N, E·H) @ (E·H, O);
+- 'weights', dense (most weights nonzero): every expert on every token, the mixture folded
+  into the second matmul — (N, E·H) @ (E·H, O);
 - 'weights', sparse: the (token, expert) pairs with a nonzero weight grouped by expert,
-  padded to the largest group, (E, M, D) bmm, weighted index_add back;
+  padded to the largest group, (E, M, D) bmm, weighted index_add back — on a GPU while
+  padding adds at most half the work, on a CPU only for equal groups; otherwise each expert
+  runs on its own slice of the gathered pairs (one gather, E pairs of matmuls, one index_add);
 - 'indices': x[indices] (E, C, D) bmm, index_add of gates · out;
 - 'slots': slot_in = einsum('nes,nd->esd'), bmm, y = einsum('nes,eso->no').
 The per-expert loop (`batched: false`, or an expert whose Linear carries a hook, which only
@@ -97,19 +99,35 @@ def _batched_weights(moe, flat, r: Route):
     n, e = weights.shape
     nz = weights != 0
     counts = nz.sum(0)  # (E,)
-    m = int(counts.max()) if n else 0  # one sync: the padded group size
-    if m == 0:
+    sizes = counts.tolist() if n else [0] * e  # one sync: the group sizes
+    pairs, m = sum(sizes), max(sizes)
+    if pairs == 0:
         return flat.new_zeros(n, moe.out)
-    if 2 * m > n:
+    if 2 * pairs > n * e:  # most weights nonzero: every expert on every token
         return _dense(moe, flat, weights)
     # (token, expert) pairs grouped by expert (nonzero of (E, N) is in expert-major order)
     ex, tok = nz.T.nonzero(as_tuple=True)  # (P,) each
+    # padding every group to the largest costs (E·M − P) rows of wasted work: on a CPU, where
+    # matmuls are compute-bound, any waste loses to E slices (measured, bench router.experts_batched);
+    # on a GPU one bmm beats E small launches up to half again the work (not measured: no GPU here)
+    if e * m > (1.5 if flat.is_cuda else 1.0) * pairs:
+        return _grouped(moe, flat, tok, weights[tok, ex], sizes)
     starts = counts.cumsum(0) - counts  # (E,) where each group begins among the P pairs
     pos = torch.arange(ex.numel(), device=flat.device) - starts[ex]  # (P,) the pair's row in its group
     idx = torch.zeros(e, m, dtype=torch.long, device=flat.device).index_put((ex, pos), tok)  # (E, M), pad: token 0
     w = weights.new_zeros(e, m).index_put((ex, pos), weights[tok, ex])  # (E, M), pad: 0 (autograd into weights)
     y = _experts(moe, flat[idx]) * w[:, :, None]  # (E, M, O)
     return flat.new_zeros(n, moe.out).index_add(0, idx.reshape(-1), y.reshape(-1, moe.out))
+
+
+def _grouped(moe, flat, tok, w, sizes):
+    """Pairs sorted by expert: tok (P,) tokens, w (P,) weights, sizes[e] pairs of expert e;
+    one gather, each expert's two matmuls on its slice, one index_add."""
+    act = ACTIVATIONS[moe.experts[0].activation]
+    xs = flat[tok].split(sizes)  # per expert (n_e, D)
+    ys = [ex.proj(act(ex.fc(x))) for ex, x in zip(moe.experts, xs, strict=True) if x.shape[0]]
+    y = torch.cat(ys) * w[:, None]  # (P, O)
+    return flat.new_zeros(flat.shape[0], moe.out).index_add(0, tok, y)
 
 
 def _batched_indices(moe, flat, r: Route):
