@@ -7,9 +7,15 @@
  *   suites included, site-packages not), split by file, one in 20 held out (`code_corpus`).
  * - Tokens: a byte-level BPE of 4,096 tokens learnt on the train files (Hugging Face
  *   `tokenizers`, sdk/text.ts `Tokenizer`), cached as `tokenizer.json` beside the checkpoint.
- * - Model: `{ kind: 'gpt', positions: 'rotary', context: 1024, vocab: 4096 }`, width 192 in
- *   3 heads of 64, 3 blocks; Adam with a cosine decay, windows of 1,024 tokens drawn inside
- *   each traced step (`Trainer.fitLM`).
+ * - Model: `{ kind: 'gpt', positions: 'rotary', smearKeys: true, context: 1024, vocab: 4096 }`,
+ *   width 192 in 3 heads of 64, 3 blocks. Smeared keys (each key mixes in its predecessor's)
+ *   let a single attention layer copy by content, which two layers must otherwise learn to
+ *   compose — too slowly for minutes of CPU.
+ * - Training, two phases under one Adam with a cosine decay (`Trainer.fitLM`, windows drawn
+ *   inside each traced step): first many short windows (16 of 128 tokens a step), every one
+ *   with a span of its own text written again, so that copying pays at every step and the
+ *   earlier occurrence has few rivals for attention; then windows of the full 1,024 tokens,
+ *   half of them with a repeated 128-token span, so that copying reaches across the context.
  * - Copy check ({@link copyCheck}): sequences [span, other held-out text, span] — the second
  *   occurrence's loss against the first's shows whether the model looks back and copies.
  *
@@ -22,7 +28,12 @@
  *     LIAISON_CODE_GPT_STEPS=40 LIAISON_CODE_GPT_DIM=64 LIAISON_CODE_GPT_LAYERS=2 \
  *       LIAISON_CODE_GPT_CONTEXT=128 LIAISON_CODE_GPT_VOCAB=512 LIAISON_CODE_GPT_BYTES=400000 \
  *       npx tsx examples/code-gpt.ts --out /tmp/x   # a tiny run (seconds)
- *     LIAISON_CODE_GPT_REPEAT=50 npx tsx examples/code-gpt.ts --resume   # train on, half the windows with a repeated span
+ *     LIAISON_CODE_GPT_STEPS=200 npx tsx examples/code-gpt.ts --resume   # 200 more steps of long windows
+ *
+ * Knobs: LIAISON_CODE_GPT_SHORT_STEPS / _SHORT_WINDOW / _SHORT_BATCH (phase 1; 0 steps skips
+ * it), LIAISON_CODE_GPT_STEPS / _BATCH / _REPEAT (phase 2: steps, windows a step, percent of
+ * them with a repeated span), _DIM / _LAYERS / _HEADS / _CONTEXT / _VOCAB / _BYTES (the model
+ * and the corpus), _EVAL_WINDOWS.
  *
  * Other examples import {@link loadCodeGPT} (the checkpoint, trained first if missing) and
  * {@link copyCheck}.
@@ -43,7 +54,7 @@ import { outDir, positiveInt, secs } from './env.js';
 export { copyCheck, type CopyCheck, type CopyCheckOptions } from './code-gpt-copy.js';
 
 /** The full run's model: what `npx tsx examples/code-gpt.ts` trains with no knobs set. */
-export const CODE_GPT_SPEC: GPTSpec = { kind: 'gpt', vocab: 4096, context: 1024, dim: 192, layers: 3, heads: 3, positions: 'rotary' };
+export const CODE_GPT_SPEC: GPTSpec = { kind: 'gpt', vocab: 4096, context: 1024, dim: 192, layers: 3, heads: 3, positions: 'rotary', smearKeys: true };
 
 /** The run's settings: the full run's, or the env knobs' (tests set them for a tiny run). */
 export function codeGPTSettings() {
@@ -58,22 +69,40 @@ export function codeGPTSettings() {
   };
   return {
     spec,
-    steps: positiveInt('LIAISON_CODE_GPT_STEPS', 720),
+    /** Steps of the second phase: windows of the full context. */
+    steps: positiveInt('LIAISON_CODE_GPT_STEPS', 600),
     batch: positiveInt('LIAISON_CODE_GPT_BATCH', 4), // windows of `context` tokens per step
+    /**
+     * Steps of the first phase (0: none): short windows, each repeating a span, as many tokens
+     * a step as the second phase's. Copying forms there first: a short window dilutes an
+     * attention head's look-back less, and every window rewards it.
+     */
+    shortSteps: nonNegativeInt('LIAISON_CODE_GPT_SHORT_STEPS', 720),
+    shortWindow: positiveInt('LIAISON_CODE_GPT_SHORT_WINDOW', 128),
+    shortBatch: positiveInt('LIAISON_CODE_GPT_SHORT_BATCH', 16),
     /** Bytes of the train text used (tokenizer and model): the whole ~30 MB unless set. */
     bytes: positiveInt('LIAISON_CODE_GPT_BYTES', Number.MAX_SAFE_INTEGER),
     lr: 2e-3,
     evalWindows: positiveInt('LIAISON_CODE_GPT_EVAL_WINDOWS', 24),
-    /** Percent of the training windows with a span repeated (TextCorpus.sampler's `repeat`); 0: natural text only. */
-    repeatPercent: percent('LIAISON_CODE_GPT_REPEAT'),
+    /** Percent of the second phase's windows with a span repeated (TextCorpus.sampler's `repeat`); 0: natural text only. */
+    repeatPercent: percent('LIAISON_CODE_GPT_REPEAT', 75),
   };
 }
 
-/** A percentage in [0, 100] from environment variable `name`; 0 when unset. */
-function percent(name: string): number {
-  const v = Number(process.env[name] ?? 0);
+/** A percentage in [0, 100] from environment variable `name`; `fallback` when unset. */
+function percent(name: string, fallback: number): number {
+  const v = Number(process.env[name] ?? fallback);
   if (!(v >= 0 && v <= 100)) throw new LiaisonError('E_ARG', `${name} must be a percentage in [0, 100], got ${JSON.stringify(process.env[name])}`);
   return v;
+}
+
+/** An integer >= 0 from environment variable `name`; `fallback` when unset. */
+function nonNegativeInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new LiaisonError('E_ARG', `${name} must be an integer >= 0, got ${JSON.stringify(raw)}`);
+  return n;
 }
 
 /** Where a run keeps its files: `<dir>` defaults to examples/out/code-gpt. */
@@ -81,7 +110,7 @@ export function codeGPTPaths(dir?: string) {
   const d = dir ?? join(dirname(fileURLToPath(import.meta.url)), 'out', 'code-gpt');
   return {
     dir: d, checkpoint: join(d, 'model.safetensors'), tokenizer: join(d, 'tokenizer.json'), meta: join(d, 'meta.json'),
-    curve: join(d, 'training-curve.png'), copyPlot: join(d, 'copy-check.png'),
+    curve: join(d, 'training-curve.png'), copyPlot: join(d, 'copy-check.png'), copyForming: join(d, 'copy-forming.png'),
   };
 }
 
@@ -101,6 +130,8 @@ export interface CodeGPTMeta {
   corpus: { trainFiles: number; trainBytes: number; heldOutFiles: number; heldOutBytes: number; trainTokens: number; heldOutTokens: number };
   tokenizer: { vocab: number; seconds: number | null };
   training: { steps: number; batch: number; lr: number; seconds: number; stepsPerSecond: number; parameters: number };
+  /** The first phase (short windows with repeats): its size and the copy ratio after each chunk of it. */
+  curriculum?: { steps: number; window: number; batch: number; copy: { step: number; ratio: number }[] };
   heldOut: { loss: number; perplexity: number; windows: number };
   copy: CopyCheck;
 }
@@ -158,27 +189,51 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
   if (before) log(`resuming: ${relative(process.cwd(), paths.checkpoint)} after ${done} steps (held-out loss ${before.heldOut.loss.toFixed(3)})`);
   const parameters = model.params.reduce((n, p) => n + p.numel, 0);
   log(`model: rotary GPT, ${spec.layers} blocks of width ${spec.dim} in ${spec.heads} head${spec.heads === 1 ? '' : 's'}, context ${spec.context}, ${spec.vocab} tokens: ${int(parameters)} parameters`);
-  const warmup = Math.min(100, Math.ceil(cfg.steps / 10));
-  const optimizer = adam({ lr: cfg.lr, schedule: 'cosine', warmupSteps: warmup, decaySteps: Math.max(1, cfg.steps - warmup), minLr: cfg.lr / 10 });
+  const shortSteps = before ? 0 : cfg.shortSteps; // a resumed run has had its first phase
+  const total = shortSteps + cfg.steps;
+  const warmup = Math.min(100, Math.ceil(total / 10));
+  const optimizer = adam({ lr: cfg.lr, schedule: 'cosine', warmupSteps: warmup, decaySteps: Math.max(1, total - warmup), minLr: cfg.lr / 10 });
   const trainer = new Trainer({ model, optimizer, logEvery: 10, progress: 'auto', evalBatchSize: 4, seed: 0 });
-  const epochs = Math.min(10, cfg.steps);
-  const perEpoch = Math.ceil(cfg.steps / epochs);
   const curve: { step: number; loss: number }[] = [];
   const evals: { step: number; loss: number }[] = [];
-  trainer.on('progress', (p) => curve.push({ step: done + p.step, loss: p.loss }));
-  trainer.on('epoch', (e) => {
-    evals.push({ step: done + (e.epoch + 1) * perEpoch, loss: e.evalLoss ?? NaN });
-    log(`epoch ${e.epoch + 1}/${epochs}: train loss ${e.loss.toFixed(3)}, held-out loss ${e.evalLoss?.toFixed(3)} (${e.seconds.toFixed(0)} s)`);
-  });
-  log(`training: ${epochs * perEpoch} steps of ${cfg.batch} windows of ${spec.context} tokens; adam lr ${cfg.lr}, ${warmup} warm-up steps, cosine to ${cfg.lr / 10}`);
+  const copies: { step: number; ratio: number }[] = [];
+  let at = done; // steps before the running fit
+  trainer.on('progress', (p) => curve.push({ step: at + p.step, loss: p.loss }));
+  log(`training: ${total} steps, adam lr ${cfg.lr}, ${warmup} warm-up steps, cosine to ${cfg.lr / 10}`);
   const t2 = performance.now();
+  const chunks = Math.min(12, shortSteps);
+  const per = chunks > 0 ? Math.ceil(shortSteps / chunks) : 0;
+  if (chunks > 0) {
+    // phase 1: short windows, every one repeating a span, checked for copying as they go
+    const win = cfg.shortWindow;
+    const span = Math.floor(win / 4) - 1;
+    log(`phase 1: ${chunks * per} steps of ${cfg.shortBatch} windows of ${win} tokens, each with a ${span}-token span written again; the copy check at ${win} tokens after every ${per}:`);
+    const sampler = corpus.sampler(cfg.shortBatch, win, { repeat: { fraction: 1, span } });
+    for (let c = 0; c < chunks; c++) {
+      at = done + c * per;
+      await trainer.fitLM(sampler, { epochs: 1, stepsPerEpoch: per });
+      const copy = await copyCheck(model, heldOut.tokens, { context: win, span: win / 8, gap: win - win / 4, sequences: 16 });
+      copies.push({ step: done + (c + 1) * per, ratio: copy.ratio });
+      log(`  step ${done + (c + 1) * per}: train loss ${curve.at(-1)?.loss.toFixed(3)}, copy ratio ${copy.ratio.toFixed(3)} (${copy.first.toFixed(2)} -> ${copy.second.toFixed(2)} nats) (${secs(t2)})`);
+    }
+  }
+  const epochs = Math.min(10, cfg.steps);
+  const perEpoch = Math.ceil(cfg.steps / epochs);
+  const base = done + chunks * per; // phase 2 starts here
+  at = base;
+  trainer.on('epoch', (e) => {
+    if (e.evalLoss === undefined) return; // phase 1's chunks: no held-out pass
+    evals.push({ step: base + (evals.length + 1) * perEpoch, loss: e.evalLoss });
+    log(`epoch ${evals.length}/${epochs}: train loss ${e.loss.toFixed(3)}, held-out loss ${e.evalLoss?.toFixed(3)} (${e.seconds.toFixed(0)} s)`);
+  });
   const span = Math.min(128, Math.floor(spec.context / 8));
   const repeat = cfg.repeatPercent > 0 ? { repeat: { fraction: cfg.repeatPercent / 100, span } } : {};
-  if (cfg.repeatPercent > 0) log(`repeats: in ${cfg.repeatPercent}% of the windows a ${span}-token span of the first half is written again in the second`);
+  log(`phase ${chunks > 0 ? 2 : 1}: ${epochs * perEpoch} steps of ${cfg.batch} windows of ${spec.context} tokens${cfg.repeatPercent > 0 ? `; in ${cfg.repeatPercent}% of them a ${span}-token span of the first half is written again in the second` : ''}`);
   await trainer.fitLM(corpus.sampler(cfg.batch, spec.context, repeat), { epochs, stepsPerEpoch: perEpoch, eval: heldOut, evalWindows: Math.min(4, cfg.evalWindows) });
   const now = (performance.now() - t2) / 1000;
-  log(`trained: ${epochs * perEpoch} steps in ${now.toFixed(0)} s (${(epochs * perEpoch / now).toFixed(2)} steps/s)`);
-  const steps = done + epochs * perEpoch;
+  const ran = base - done + epochs * perEpoch;
+  log(`trained: ${ran} steps in ${now.toFixed(0)} s (${(ran / now).toFixed(2)} steps/s)`);
+  const steps = done + ran;
   const seconds = now + (before?.training.seconds ?? 0);
   trainer.free();
 
@@ -188,6 +243,7 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
     corpus: { trainFiles: train.files, trainBytes: train.bytes, heldOutFiles: held.files, heldOutBytes: held.bytes, trainTokens: corpus.size, heldOutTokens: heldOut.size },
     tokenizer: { vocab: tok.vocab, seconds: tokSeconds ?? before?.tokenizer.seconds ?? null },
     training: { steps, batch: cfg.batch, lr: cfg.lr, seconds, stepsPerSecond: steps / seconds, parameters },
+    ...(chunks > 0 ? { curriculum: { steps: chunks * per, window: cfg.shortWindow, batch: cfg.shortBatch, copy: copies } } : before?.curriculum ? { curriculum: before.curriculum } : {}),
     ...figures,
   };
   await model.save(paths.checkpoint, { metadata: { 'code-gpt': JSON.stringify({ steps, seconds }) } });
@@ -198,6 +254,12 @@ export async function trainCodeGPT(rt: Runtime, dir?: string, log: Log = console
     title: 'code GPT: training loss', xlabel: 'step', ylabel: 'cross-entropy (nats / token)',
   }, log);
   await plotCopy(paths.copyPlot, figures.copy, log);
+  if (copies.length > 1) {
+    await plot(paths.copyForming, {
+      series: [{ label: `copy ratio at ${cfg.shortWindow} tokens (second / first occurrence)`, x: copies.map((c) => c.step), y: copies.map((c) => c.ratio), style: 'o-' }],
+      title: 'code GPT, phase 1: copying forms', xlabel: 'step', ylabel: 'loss ratio (1: no copying)',
+    }, log);
+  }
   return { model, tokenizer: tok, heldOut: heldOut.tokens, spec, meta };
 }
 

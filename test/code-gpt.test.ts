@@ -13,6 +13,7 @@ import { runExample, startRuntime } from './helpers.js';
 const TINY = {
   LIAISON_CODE_GPT_STEPS: '30', LIAISON_CODE_GPT_DIM: '32', LIAISON_CODE_GPT_LAYERS: '2', LIAISON_CODE_GPT_CONTEXT: '64',
   LIAISON_CODE_GPT_VOCAB: '400', LIAISON_CODE_GPT_BYTES: '200000', LIAISON_CODE_GPT_EVAL_WINDOWS: '4',
+  LIAISON_CODE_GPT_SHORT_STEPS: '8', LIAISON_CODE_GPT_SHORT_WINDOW: '32', LIAISON_CODE_GPT_SHORT_BATCH: '4',
 };
 
 let rt: Runtime;
@@ -79,14 +80,18 @@ describe('examples/code-gpt.ts', () => {
     expect(code, `${out}\n${err}`).toBe(0);
     expect(out).toMatch(/tokenizer: byte-level BPE of 400 tokens learnt on the train files/);
     expect(out).toMatch(/model: rotary GPT, 2 blocks of width 32 in 1 head, context 64, 400 tokens/);
-    expect(out).toMatch(/trained: 30 steps in/);
+    expect(out).toMatch(/phase 1: 8 steps of 4 windows of 32 tokens, each with a 7-token span written again/);
+    expect(out).toMatch(/step 8: train loss [\d.]+, copy ratio [\d.]+/);
+    expect(out).toMatch(/trained: 38 steps in/);
     expect(out).toMatch(/\| first \| [\d.]+ \|\n\| second \(\d+ tokens later\) \| [\d.]+ \|\n\| ratio second \/ first \| [\d.]+ \|/);
     expect(out).toMatch(/greedy continuation of a prompt/);
     const paths = codeGPTPaths(join(tmp, 'code-gpt'));
     for (const f of [paths.checkpoint, paths.tokenizer, paths.meta]) expect(existsSync(f), f).toBe(true);
     const meta = JSON.parse(readFileSync(paths.meta, 'utf8'));
     expect(meta.spec).toMatchObject({ kind: 'gpt', positions: 'rotary', context: 64, dim: 32, vocab: 400 });
-    expect(meta.training.steps).toBe(30);
+    expect(meta.training.steps).toBe(38);
+    expect(meta.curriculum).toMatchObject({ steps: 8, window: 32, batch: 4 });
+    expect(meta.curriculum.copy).toHaveLength(8);
     expect(meta.heldOut.loss).toBeLessThan(Math.log(400)); // better than a uniform guess
     expect(meta.copy.first).toBeGreaterThan(0);
 
@@ -107,8 +112,8 @@ describe('examples/code-gpt.ts', () => {
     const second = await runExample(['examples/code-gpt.ts', '--out', tmp, '--resume'], { ...TINY, LIAISON_CODE_GPT_STEPS: '10', LIAISON_CODE_GPT_REPEAT: '50' });
     expect(second.code, second.err).toBe(0);
     expect(second.out).toMatch(/tokenizer: .*tokenizer\.json reused \(400 tokens\)/);
-    expect(second.out).toMatch(/resuming: .*model\.safetensors after 30 steps/);
-    expect(second.out).toMatch(/repeats: in 50% of the windows a 8-token span/);
-    expect(JSON.parse(readFileSync(paths.meta, 'utf8')).training.steps).toBe(40);
+    expect(second.out).toMatch(/resuming: .*model\.safetensors after 38 steps/);
+    expect(second.out).toMatch(/in 50% of them a 8-token span/);
+    expect(JSON.parse(readFileSync(paths.meta, 'utf8')).training.steps).toBe(48);
   }, 240_000);
 });

@@ -13,6 +13,7 @@ import { runExample } from './helpers.js';
 const TINY_GPT = {
   LIAISON_CODE_GPT_STEPS: '40', LIAISON_CODE_GPT_DIM: '64', LIAISON_CODE_GPT_LAYERS: '2', LIAISON_CODE_GPT_CONTEXT: '128',
   LIAISON_CODE_GPT_VOCAB: '512', LIAISON_CODE_GPT_BYTES: '400000', LIAISON_CODE_GPT_EVAL_WINDOWS: '4',
+  LIAISON_CODE_GPT_SHORT_STEPS: '8', LIAISON_CODE_GPT_SHORT_WINDOW: '32', LIAISON_CODE_GPT_SHORT_BATCH: '4',
 };
 const dir = mkdtempSync(join(tmpdir(), 'liaison-kv-compare-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -124,8 +124,8 @@ def test_a_rotary_gpt_learns_to_copy():
     can. The copy sits at one fixed distance here, so a head that attends by relative
     position alone does it; copying at any distance by content (an induction head) forms far
     more slowly: on random tokens with a span repeated at a random offset, the same two
-    blocks learnt nothing in 3,000 steps of 16 sequences of 64 tokens and began only after
-    ~500 steps of 64 such sequences (docs/kv-cache.md: why the code GPT does not copy yet)."""
+    blocks learnt nothing in 3,000 steps of 16 sequences of 64 tokens (docs/kv-cache.md,
+    "The decoder": what made the code GPT copy)."""
     from liaison_runtime.models.gpt import GPT as Decoder
 
     torch.manual_seed(0)
