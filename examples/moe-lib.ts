@@ -89,10 +89,17 @@ export async function teacherData(teacher: Model, d: number, n: number, seed: nu
   });
 }
 
-/** Every neuron's input direction, unit norm, expert by expert: (E·H, d). */
+/** Every neuron's input direction, unit norm, expert by expert: (E·H, d); a zero neuron (pruning's padding) stays 0. */
 function neuronDirections(model: Model, experts: number): Tensor {
   const w = model.rt.cat(Array.from({ length: experts }, (_, e) => model.param(fcName(e))), 0);
   return w.div(w.norm(2, 1, true).clamp(1e-12));
+}
+
+/** Cosines (teacher neurons, student neurons), a student's zero neurons at −1 so that no best match is one. */
+function neuronCosines(teacher: Model, teacherExperts: number, student: Model, experts: number): Tensor {
+  const s = neuronDirections(student, experts); // (S, d)
+  const live = s.norm(2, 1).gt(0.5); // (S,) unit rows, not the zero ones
+  return neuronDirections(teacher, teacherExperts).matmul(s.T).where(live, -1);
 }
 
 /**
@@ -113,7 +120,7 @@ export interface Alignment { neuron: number[]; router: number[] }
 export async function alignment(teacher: Model, teacherExperts: number, student: Model, experts: number): Promise<Alignment> {
   const rt = student.rt;
   return rt.scope(async () => {
-    const neuron = neuronDirections(teacher, teacherExperts).matmul(neuronDirections(student, experts).T).amax(1); // (E*·H*,)
+    const neuron = neuronCosines(teacher, teacherExperts, student, experts).amax(1); // (E*·H*,)
     const router = routerDirections(teacher).matmul(routerDirections(student).T).amax(1); // (E*,)
     const [n, r] = await Promise.all([neuron.toArray(), router.toArray()]);
     return { neuron: Array.from(n as Float32Array), router: Array.from(r as Float32Array) };
@@ -123,7 +130,7 @@ export async function alignment(teacher: Model, teacherExperts: number, student:
 /** The best-matching student neuron (flat index e·H + h) of each teacher neuron. */
 export async function bestMatches(teacher: Model, teacherExperts: number, student: Model, experts: number): Promise<number[]> {
   return student.rt.scope(async () => {
-    const idx = neuronDirections(teacher, teacherExperts).matmul(neuronDirections(student, experts).T).argmax(1);
+    const idx = neuronCosines(teacher, teacherExperts, student, experts).argmax(1);
     return Array.from(await idx.toArray() as BigInt64Array, Number);
   });
 }

@@ -11,10 +11,11 @@
  *
  *     npx tsx examples/moe-teacher-student.ts     # table: examples/out/moe-teacher-student.md
  *                                                # plots: examples/out/moe-teacher-student-{loss,alignment}.png
+ *                                                # every reading: examples/out/moe-teacher-student.json
  *     LIAISON_MOE_STEPS=600 LIAISON_MOE_FT_STEPS=200 LIAISON_MOE_SAMPLES=2048 npx tsx examples/moe-teacher-student.ts
  *
  * Knobs: LIAISON_MOE_STEPS (feature-learning steps, 3000), LIAISON_MOE_FT_STEPS (fine-tuning
- * steps, 1500), LIAISON_MOE_SAMPLES (training inputs, 8192; 2048 more are held out),
+ * steps, 1000), LIAISON_MOE_SAMPLES (training inputs, 8192; 2048 more are held out),
  * LIAISON_MOE_DIM (d, 32), LIAISON_MOE_EXPERTS / LIAISON_MOE_HIDDEN (the student's E and H,
  * 16 and 4; the teacher has 4 experts of 2 neurons), LIAISON_MOE_TAU (the pruning
  * threshold, 0.3), LIAISON_MOE_POINTS (alignment readings per phase, 20), LIAISON_MOE_SEED
@@ -32,7 +33,8 @@
  * scale, teacher-free — keep the neurons whose output scale |a|·‖w‖ is ≥ τ × the largest,
  * drop the experts left empty; and to the best matches — keep, for each teacher neuron,
  * its best-aligned student neuron (the teacher's size and directions known, as in the
- * analysis). Fine-tuning: heavy ball, full batch. Losses are MSE / Var(y).
+ * analysis). Fine-tuning: heavy ball, mini-batches of 1024; the control trains the unpruned
+ * student on for the same steps. Losses are MSE / Var(y).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -46,7 +48,7 @@ import { alignment, type Alignment, bestMatches, buildMoE, buildTeacher, initStu
 import { markdownTable, textTable } from './tables.js';
 
 const STEPS = positiveInt('LIAISON_MOE_STEPS', 3000);
-const FT_STEPS = positiveInt('LIAISON_MOE_FT_STEPS', 1500);
+const FT_STEPS = positiveInt('LIAISON_MOE_FT_STEPS', 1000);
 const SAMPLES = positiveInt('LIAISON_MOE_SAMPLES', 8192);
 const HELD = 2048;
 const D = positiveInt('LIAISON_MOE_DIM', 32);
@@ -55,11 +57,12 @@ const STUDENT: MoESize = { d: D, experts: positiveInt('LIAISON_MOE_EXPERTS', 16)
 const TAU = positiveNumbers('LIAISON_MOE_TAU', [0.3])[0];
 const POINTS = positiveInt('LIAISON_MOE_POINTS', 20);
 const SEED = Number(process.env.LIAISON_MOE_SEED ?? 0);
-const BATCH = 256, LR = 0.05, MOMENTUM = 0.9, ROUTER_SCALE = 2, INIT = 0.1, ROUTER_STD = 0.02;
+const BATCH = 256, FT_BATCH = 1024, LR = 0.05, MOMENTUM = 0.9, ROUTER_SCALE = 2, INIT = 0.1, ROUTER_STD = 0.02;
 const OUT = outDir(process.argv.slice(2));
 const KINDS = ['soft', 'top-1'] as const;
 type Kind = (typeof KINDS)[number];
 const RULES = ['by scale', 'to best matches'] as const;
+const CONTROL = 'not pruned, trained on';
 
 const newRouter = (kind: Kind): Router => (kind === 'soft' ? soft({}) : topk({ k: 1 }));
 
@@ -86,7 +89,7 @@ async function train(c: Ctx, model: Model, size: MoESize, router: Router, steps:
   const perEpoch = Math.ceil(SAMPLES / batch);
   const epochs = Math.max(1, Math.round(steps / perEpoch));
   const chunk = Math.max(1, Math.round(epochs / POINTS));
-  const trainer = new Trainer({ model, optimizer: heavyBall({ lr: LR, momentum: MOMENTUM }), plugins: [router], batchSize: batch, shuffle: batch < SAMPLES, loss: 'mse', progress: 'none', seed: SEED, logEvery: 1_000_000 });
+  const trainer = new Trainer({ model, optimizer: heavyBall({ lr: LR, momentum: MOMENTUM }), plugins: [router], batchSize: batch, loss: 'mse', progress: 'none', seed: SEED, logEvery: 1_000_000 });
   const points: Point[] = [];
   try {
     for (let done = 0; done < epochs;) {
@@ -126,7 +129,7 @@ async function runStudent(c: Ctx, kind: Kind): Promise<Run> {
       try {
         const cut = await reading(c, p.model, p.size, end.step);
         rows.push({ kind, phase: `pruned ${rule}`, experts: p.size.experts, neurons: p.neurons, point: cut });
-        const curve = [cut, ...(await train(c, p.model, p.size, r2, FT_STEPS, SAMPLES, end.step))];
+        const curve = [cut, ...(await train(c, p.model, p.size, r2, FT_STEPS, Math.min(FT_BATCH, SAMPLES), end.step))];
         tune.set(rule, curve);
         const last = curve.at(-1)!;
         rows.push({ kind, phase: `fine-tuned (${rule})`, experts: p.size.experts, neurons: p.neurons, point: last });
@@ -135,6 +138,11 @@ async function runStudent(c: Ctx, kind: Kind): Promise<Run> {
         p.model.free();
       }
     }
+    // the control: the unpruned student trained on as the pruned ones are fine-tuned
+    const cont = [end, ...(await train(c, student, STUDENT, newRouter(kind), FT_STEPS, Math.min(FT_BATCH, SAMPLES), end.step))];
+    tune.set(CONTROL, cont);
+    rows.push({ kind, phase: CONTROL, experts: STUDENT.experts, neurons: all, point: cont.at(-1)! });
+    console.log(`${kind}: not pruned, trained on: held-out loss ${fmt(cont.at(-1)!.held)} (${secs(t0)})`);
     return { rows, learn, tune };
   } finally {
     student.free();
@@ -155,8 +163,9 @@ async function plot(runs: Map<Kind, Run>): Promise<string[]> {
     const solid = kind === 'soft' ? '-' : '-.';
     loss.push({ label: `${kind}: feature learning`, x: run.learn.map((p) => p.step), y: run.learn.map((p) => p.held), style: solid });
     for (const [rule, curve] of run.tune) {
-      const pts = [run.learn.at(-1)!, ...curve];
-      loss.push({ label: `${kind}: pruned ${rule}, fine-tuned`, x: pts.map((p) => p.step), y: pts.map((p) => p.held), style: rule === 'by scale' ? '--' : ':' });
+      const pts = rule === CONTROL ? curve : [run.learn.at(-1)!, ...curve];
+      const label = rule === CONTROL ? `${kind}: ${CONTROL}` : `${kind}: pruned ${rule}, fine-tuned`;
+      loss.push({ label, x: pts.map((p) => p.step), y: pts.map((p) => p.held), style: rule === 'by scale' ? '--' : rule === CONTROL ? '-' : ':' });
     }
     const scale = run.tune.get('by scale')!;
     const pts = [...run.learn, ...scale];
@@ -198,8 +207,11 @@ async function main(): Promise<void> {
   mkdirSync(OUT, { recursive: true });
   const table = report(runs);
   writeFileSync(join(OUT, 'moe-teacher-student.md'), `${table}\n`);
+  // every reading (step, losses, per-teacher-unit cosines) of every phase, for a closer look than the plots give
+  const curves = Object.fromEntries([...runs].map(([k, r]) => [k, { learn: r.learn, ...Object.fromEntries(r.tune) }]));
+  writeFileSync(join(OUT, 'moe-teacher-student.json'), `${JSON.stringify(curves)}\n`);
   const pngs = await plot(runs);
-  console.log(`wrote ${join(OUT, 'moe-teacher-student.md')}, ${pngs.join(', ')}`);
+  console.log(`wrote ${join(OUT, 'moe-teacher-student.md')}, ${join(OUT, 'moe-teacher-student.json')}, ${pngs.join(', ')}`);
   console.log(`done in ${secs(t0)}`);
 }
 

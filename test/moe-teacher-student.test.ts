@@ -28,23 +28,23 @@ describe('examples/moe-teacher-student.ts', () => {
   it('learns the teacher with a soft student (alignment rises), prunes, fine-tunes, and contrasts a top-1 student', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'liaison-moe-ts-'));
     dirs.push(dir);
-    const env = { LIAISON_MOE_STEPS: '600', LIAISON_MOE_FT_STEPS: '200', LIAISON_MOE_SAMPLES: '2048', LIAISON_MOE_POINTS: '4' };
+    const env = { LIAISON_MOE_STEPS: '500', LIAISON_MOE_FT_STEPS: '100', LIAISON_MOE_SAMPLES: '2048', LIAISON_MOE_POINTS: '2' };
     const { code, out, err } = await runExample(['examples/moe-teacher-student.ts', '--out', dir], env);
     expect(code, `${out}\n${err}`).toBe(0);
     const [header, ...rows] = markdownRows(join(dir, 'moe-teacher-student.md'));
     expect(header).toEqual(['student', 'phase', 'experts', 'neurons', 'steps', 'train loss', 'held-out loss', 'neuron alignment: mean (min)', 'router alignment: mean (min)']);
-    const phases = ['init', 'feature learning', 'pruned by scale', 'fine-tuned (by scale)', 'pruned to best matches', 'fine-tuned (to best matches)'];
+    const phases = ['init', 'feature learning', 'pruned by scale', 'fine-tuned (by scale)', 'pruned to best matches', 'fine-tuned (to best matches)', 'not pruned, trained on'];
     expect(rows.map((r) => `${r[0]}/${r[1]}`)).toEqual(['soft', 'top-1'].flatMap((k) => phases.map((p) => `${k}/${p}`)));
     const at = (kind: string, phase: string) => rows.find((r) => r[0] === kind && r[1] === phase)!;
     for (const r of rows) for (const c of [r[5], r[6]]) expect(Number.isFinite(Number(c)), r.join(' | ')).toBe(true);
-    // feature learning: from ~0.37 at init to ~0.7 after 600 steps (neurons and routers alike)
+    // feature learning: from 0.40 (neurons) and 0.28 (routers) at init to ~0.7 after 500 steps
     const [init, learnt] = [at('soft', 'init'), at('soft', 'feature learning')];
     expect(meanOf(learnt[7])).toBeGreaterThan(meanOf(init[7]) + 0.15);
     expect(meanOf(learnt[8])).toBeGreaterThan(meanOf(init[8]) + 0.15);
     expect(Number(learnt[6])).toBeLessThan(Number(init[6]) / 3);
     // the best-match rule keeps one student neuron per teacher neuron at most: ≤ 8 neurons
     expect(Number(at('soft', 'pruned to best matches')[3])).toBeLessThanOrEqual(8);
-    // pruning to 8 neurons costs loss that fine-tuning wins back (≈ 0.4 → ≈ 0.05 here)
+    // pruning costs training loss that fine-tuning wins back (to best matches: ≈ 0.4 → ≈ 0.1 here)
     for (const rule of ['by scale', 'to best matches']) {
       const [cut, tuned] = [at('soft', `pruned ${rule}`), at('soft', `fine-tuned (${rule})`)];
       expect(Number(tuned[5]), rule).toBeLessThan(Number(cut[5]));
