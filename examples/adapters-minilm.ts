@@ -100,6 +100,7 @@ async function mapRows(rt: Runtime, model: Model, x: Tensor, n: number, f: (out:
     const rows = x.narrow(0, i, Math.min(64, n - i));
     parts.push(f(model.forward(rows, { train: false })));
     rows.free();
+    await parts.at(-1)!.info(); // one block per round trip: a loaded machine takes minutes over the whole set
   }
   const all = rt.call('cat', [parts, 0]) as Tensor;
   await all.info(); // computed before the parts go
@@ -123,7 +124,7 @@ async function inputs(rt: Runtime, ids: Tensor, n: number, pretrained: boolean):
 async function probe(rt: Runtime, model: Model, train: Dataset, test: Dataset): Promise<number> {
   model.capture(['pool']);
   const pooled = async (d: Dataset) => {
-    const v = await mapRows(rt, model, d.x, d.size, () => model.activation('pool'));
+    const v = await mapRows(rt, model, d.x, d.size, (logits) => { logits.free(); return model.activation('pool'); });
     return new Dataset(rt, v, d.y.clone(), [d.size, DIM], [d.size], 'i64');
   };
   const [ptrain, ptest] = [await pooled(train), await pooled(test)];
