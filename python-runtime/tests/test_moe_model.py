@@ -17,6 +17,16 @@ def r():
     return Runner()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny tensors: two intra-op threads on a shared 2-core machine spin against each other
+    # (a 64-row forward took 200 ms so, 0.6 ms on one thread)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def soft(inputs):
     """Soft routing: every expert weighted by softmax(x · W)."""
     x, gate = inputs
