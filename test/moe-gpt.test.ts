@@ -15,7 +15,7 @@ interface Result { name: string; params: number; active: number; perplexity: num
 
 describe('examples/moe-gpt.ts', () => {
   it('trains the dense GPT and one MoE GPT per router at equal active weights, tabulates load, drops and entropy, and plots', async () => {
-    const env = { LIAISON_MOE_GPT_BATCH: '2', LIAISON_MOE_GPT_STEPS: '2', LIAISON_MOE_GPT_EPOCHS: '1', LIAISON_MOE_GPT_EVAL_WINDOWS: '2' };
+    const env = { LIAISON_MOE_GPT_SEEDS: '1', LIAISON_MOE_GPT_BATCH: '2', LIAISON_MOE_GPT_STEPS: '2', LIAISON_MOE_GPT_EPOCHS: '1', LIAISON_MOE_GPT_EVAL_WINDOWS: '2' };
     const { code, out, err } = await runExample(['examples/moe-gpt.ts', '--out', OUT], env);
     expect(code, `${out}\n${err}`).toBe(0);
     const { results } = JSON.parse(readFileSync(join(OUT, 'moe-gpt.json'), 'utf8')) as { results: Result[] };
