@@ -109,7 +109,7 @@ export const GPTSpec = Type.Object({
   smearKeys: Type.Optional(Type.Boolean({ default: false, description: 'Smeared keys (Olsson et al. 2022): each attention key mixes in the previous token\'s, by a learnt weight per head (`blocks.i.attn.smear`), so that one layer can find where the current token occurred before and copy what followed (an induction head) without two layers composing; decoding keeps each layer\'s last raw key.' })),
 }, {
   additionalProperties: false,
-  description: 'A GPT-style decoder (pre-LN, learned or rotary positions, untied head): (B, T) i64 tokens, T ≤ context → (B, T, vocab) logits. Parameters `wte`, `wpe` (learned positions only), `blocks.i.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.proj}`, `ln_f`, `head`. Each attention layer is a KV-cache hook point, each MoE layer a router hook point.',
+  description: 'A GPT-style decoder (pre-LN, learned or rotary positions, untied head): (B, T) i64 tokens, T ≤ context → (B, T, vocab) logits. Parameters `wte`, `wpe` (learned positions only), `blocks.i.{ln1, attn.qkv, attn.proj, ln2, mlp.fc, mlp.proj}` (and `attn.smear` with smeared keys), `ln_f`, `head`. Each attention layer is a KV-cache hook point, each MoE layer a router hook point.',
 });
 /** A GPT-style decoder: (B, T) i64 tokens -> (B, T, vocab) logits; attention layers are KV hook points, MoE layers router hook points. */
 export type GPTSpec = Static<typeof GPTSpec>;
