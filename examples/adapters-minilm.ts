@@ -164,7 +164,8 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const folder = minilmFolder();
   const data = loadManPages({ perClass: PER_CLASS });
-  const rt = await Runtime.start();
+  // a traced step over MiniLM's layers may take minutes on a loaded CPU (the default timeout is 120 s)
+  const rt = await Runtime.start({ timeoutMs: 900_000 });
   console.log(`local runtime (pid ${rt.info.pid}): torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'})`);
   const made: { free(): void }[] = [];
   try {
