@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type CNNSpec, Dataset, evaluate, Trainer } from '../sdk/index.js';
-import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, grouped, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
@@ -98,21 +98,11 @@ async function main(): Promise<void> {
     for (const rank of RANKS) {
       for (const method of METHODS) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          const t1 = performance.now();
-          const model = await fresh(rt, path);
-          const adapter = makeAdapter(method, { rank, modules: MODULES.length, steps, seed, targets: TARGETS });
-          const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
-          await trainer.fit(trainNew);
-          const acc = (await evaluate(model, testNew, { loss: 'cross_entropy' })).accuracy!;
-          const run: Run = {
-            method, rank, seed, quality: acc, params: await adapter.parameterCount(), allocated: await allocatedParams(adapter), pattern: await adapter.rankPattern(), seconds: (performance.now() - t1) / 1000,
-            history: historyOf(adapter),
-          };
-          runs.push(run);
-          console.log(`${method.padEnd(7)} rank ${rank} seed ${seed}: accuracy ${pct(acc)}, ${int(run.params)} adapter parameters (${patternText(run.pattern)}) in ${run.seconds.toFixed(1)} s`);
-          adapter.free();
-          trainer.free();
-          model.free();
+          runs.push(await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, modules: MODULES.length, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
+            const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
+            await trainer.fit(trainNew);
+            return { quality: (await evaluate(model, testNew, { loss: 'cross_entropy' })).accuracy!, free: () => trainer.free() };
+          }));
         }
       }
     }

@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type GPTSpec, loadCodeText, type Model, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
-import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, grouped, mean, METHODS, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { markdownTable, textTable } from './tables.js';
 
@@ -109,21 +109,12 @@ async function main(): Promise<void> {
     for (const rank of RANKS) {
       for (const method of METHODS) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          const t1 = performance.now();
-          const model = await fresh(rt, path);
-          modules = model.hookModules.weight.filter((n) => new RegExp(`^(?:${TARGETS})$`).test(n)).length;
-          const adapter = makeAdapter(method, { rank, modules, steps: STEPS, seed, targets: TARGETS });
-          const trainer = await tune(model, seed, LR, [adapter]);
-          const loss = await score(model);
-          const run: Run = {
-            method, rank, seed, quality: loss, params: await adapter.parameterCount(), allocated: await allocatedParams(adapter), pattern: await adapter.rankPattern(), seconds: (performance.now() - t1) / 1000,
-            history: historyOf(adapter),
-          };
+          const run = await adapterRun(rt, path, { method, rank, seed, steps: STEPS, targets: TARGETS, show: (q) => `held-out loss ${nats(q)}` }, async (model, adapter) => {
+            const trainer = await tune(model, seed, LR, [adapter]);
+            return { quality: await score(model), free: () => trainer.free() };
+          });
+          modules = run.modules;
           runs.push(run);
-          console.log(`${method.padEnd(7)} rank ${rank} seed ${seed}: held-out loss ${nats(loss)}, ${int(run.params)} adapter parameters (${patternText(run.pattern)}) in ${run.seconds.toFixed(1)} s`);
-          adapter.free();
-          trainer.free();
-          model.free();
         }
       }
     }

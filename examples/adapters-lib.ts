@@ -73,6 +73,37 @@ export function makeAdapter(method: Method, o: { rank: number; modules: number; 
   return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed, ...(method === 'adapad-c1' ? { curvature: 1 } : {}) });
 }
 
+/**
+ * One fine-tuning run: a fresh copy of the pretrained model at `path`, `method`'s adapter at
+ * `rank` components per module on the Linears matching `targets`, trained and measured by
+ * `fit` (the run's quality: an accuracy or a loss), logged with `show`, everything freed.
+ * `modules`: the adapted module count (default: the weight sites `targets` matches).
+ */
+export async function adapterRun(
+  rt: Runtime, path: string,
+  o: { method: Method; rank: number; seed: number; steps: number; targets: string; modules?: number; show: (quality: number) => string },
+  fit: (model: Model, adapter: Adapter) => Promise<{ quality: number; free(): void }>,
+): Promise<Run & { modules: number }> {
+  const t0 = performance.now();
+  const { method, rank, seed, steps, targets } = o;
+  const model = await fresh(rt, path);
+  try {
+    const modules = o.modules ?? model.hookModules.weight.filter((n) => new RegExp(`^(?:${targets})$`).test(n)).length;
+    const adapter = makeAdapter(method, { rank, modules, steps, seed, targets });
+    const { quality, free } = await fit(model, adapter);
+    const run = {
+      method, rank, seed, quality, params: await adapter.parameterCount(), allocated: await allocatedParams(adapter), pattern: await adapter.rankPattern(),
+      seconds: (performance.now() - t0) / 1000, history: historyOf(adapter), modules,
+    };
+    console.log(`${method.padEnd(9)} rank ${rank} seed ${seed}: ${o.show(quality)}, ${run.params.toLocaleString('en-US')} adapter parameters (${patternText(run.pattern)}) in ${run.seconds.toFixed(1)} s`);
+    adapter.free();
+    free();
+    return run;
+  } finally {
+    model.free();
+  }
+}
+
 /** Entries of every factor the adapter allocated (A, B; AdaLoRA's E is its gate): what training holds in memory. */
 export async function allocatedParams(adapter: Adapter): Promise<number> {
   const f = Object.values(adapter.set!.factors);

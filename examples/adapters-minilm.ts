@@ -39,7 +39,7 @@ import { join } from 'node:path';
 import { LiaisonError, resolvePython, Runtime, runtimeEnv, type Tensor } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset, evaluate, FILE_SEPARATOR, Model, type ModelSpec, Tokenizer, Trainer } from '../sdk/index.js';
-import { allocatedParams, fresh, grouped, historyOf, makeAdapter, mean, METHODS, patternText, plotRuns, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, grouped, mean, METHODS, plotRuns, reachTable, type Run, spread } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { loadManPages, type ManPage, SECTIONS } from './manpages.js';
 import { markdownTable, textTable } from './tables.js';
@@ -220,22 +220,13 @@ async function main(): Promise<void> {
     for (const rank of RANKS) {
       for (const method of METHODS) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          const t3 = performance.now();
-          const model = await fresh(rt, path);
-          modules = model.hookModules.weight.filter((n) => new RegExp(`^(?:${TARGETS})$`).test(n)).length;
-          const adapter = makeAdapter(method, { rank, modules, steps, seed, targets: TARGETS });
-          const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
-          await trainer.fit(train);
-          const acc = (await evaluate(model, test, { loss: 'cross_entropy' })).accuracy!;
-          const run: Run = {
-            method, rank, seed, quality: acc, params: await adapter.parameterCount(), allocated: await allocatedParams(adapter), pattern: await adapter.rankPattern(), seconds: (performance.now() - t3) / 1000,
-            history: historyOf(adapter),
-          };
+          const run = await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
+            const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
+            await trainer.fit(train);
+            return { quality: (await evaluate(model, test, { loss: 'cross_entropy' })).accuracy!, free: () => trainer.free() };
+          });
+          modules = run.modules;
           runs.push(run);
-          console.log(`${method.padEnd(9)} rank ${rank} seed ${seed}: accuracy ${pct(acc)}, ${int(run.params)} adapter parameters (${patternText(run.pattern)}) in ${run.seconds.toFixed(1)} s`);
-          adapter.free();
-          trainer.free();
-          model.free();
         }
       }
     }
