@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from runner import Runner, fault
+from runner import Runner, fault, one_thread  # noqa: F401 (autouse: this module runs torch on one thread)
 
 from liaison_runtime.models.moe_dispatch import batched_ok
 
@@ -19,15 +19,6 @@ D, E, H, S = 6, 4, 5, 2
 def r():
     return Runner()
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: two intra-op threads on a shared 2-core machine spin against each other
-    # (a 64-row forward took 200 ms so, 0.6 ms on one thread)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def zero():

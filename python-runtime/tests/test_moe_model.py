@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from runner import Runner, fault
+from runner import Runner, fault, one_thread  # noqa: F401 (autouse: this module runs torch on one thread)
 
 D, E, H = 6, 3, 5
 SPEC = {"kind": "moe", "inputs": D, "experts": E, "hidden": H, "seed": 0,
@@ -16,15 +16,6 @@ SPEC = {"kind": "moe", "inputs": D, "experts": E, "hidden": H, "seed": 0,
 def r():
     return Runner()
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: two intra-op threads on a shared 2-core machine spin against each other
-    # (a 64-row forward took 200 ms so, 0.6 ms on one thread)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def soft(inputs):
