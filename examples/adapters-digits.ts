@@ -21,14 +21,13 @@
  * LIAISON_ADAPTERS_PRETRAIN_EPOCHS (20; the pretrained CNN is cached as
  * `<out>/adapters-digits-base.safetensors` and reused).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type CNNSpec, Dataset, evaluate, Trainer } from '../sdk/index.js';
-import { adapterRun, fresh, grouped, mean, METHODS, patternText, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, METHODS, patternText, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
-import { markdownTable, textTable } from './tables.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
 const EPOCHS = positiveInt('LIAISON_ADAPTERS_EPOCHS', 8);
@@ -108,27 +107,15 @@ async function main(): Promise<void> {
     }
 
     // 4. Tables and plots.
-    const groups = grouped(runs);
-    const header = ['method', 'components per module (avg)', 'adapter parameters', 'trained (allocated)', 'share of the CNN', 'accuracy on 5–9', 'rank pattern (seed 0)'];
-    const rows = [
-      ['none (base)', '—', '0', '0', '0%', pct(baseNew.accuracy!), '—'],
-      ...groups.map((g) => {
-        const p = mean(g.runs.map((r) => r.params));
-        return [g.method, String(g.rank), int(p), int(mean(g.runs.map((r) => r.allocated))), pct(p / total), spread(g.runs.map((r) => r.quality), pct), patternText(g.runs[0].pattern)];
-      }),
-      ['full fine-tuning', '—', int(total), int(total), '100%', spread(fullAcc, pct), '—'],
-    ];
-    const top = Math.max(...RANKS);
-    const reach = reachTable(groups, (a, b) => a >= b, pct);
-    console.log(`\n${textTable(header, rows)}\n\nthe adapter size adapad needs to reach lora's quality:\n${textTable(reach.header, reach.rows)}`);
-    const md = [
-      `Digits CNN (channels [32, 64], fc 128; ${int(total)} parameters) pretrained on 0–4, adapted to 5–9 for ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}), digit d taught as class d − 5 (the head's slots of 0–4, head frozen), adapters on ${MODULES.join(', ')}; accuracy on the ${testNew.size} held-out digits 5–9, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      '', markdownTable(header, rows), '', 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).', '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
-    ].join('\n');
-    writeFileSync(join(dir, 'adapters-digits.md'), md);
-    writeFileSync(join(dir, 'adapters-digits.json'), JSON.stringify({ base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps, runs }, null, 1));
-    const plots = await plotRuns(dir, 'adapters-digits', { title: `digits 0–4 → 5–9: accuracy vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out accuracy on 5–9', runs, top });
-    console.log(`\ntable: ${join(dir, 'adapters-digits.md')}\nplots: ${plots.join(', ')}`);
+    await writeReport(dir, 'adapters-digits', {
+      runs, total, what: 'the CNN', quality: 'accuracy on 5–9', show: pct, higherIsBetter: true, pattern: patternText,
+      before: [['none (base)', '—', '0', '0', '0%', pct(baseNew.accuracy!), '—']],
+      after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullAcc, pct), '—']],
+      summary: `Digits CNN (channels [32, 64], fc 128; ${int(total)} parameters) pretrained on 0–4, adapted to 5–9 for ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}), digit d taught as class d − 5 (the head's slots of 0–4, head frozen), adapters on ${MODULES.join(', ')}; accuracy on the ${testNew.size} held-out digits 5–9, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
+      note: 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).',
+      json: { base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps },
+      title: 'digits 0–4 → 5–9: accuracy', ylabel: 'held-out accuracy on 5–9',
+    });
   } finally {
     for (const m of made.reverse()) m.free();
     await rt.close();

@@ -22,14 +22,13 @@
  * (1500; the pretrained GPT is cached as `<out>/adapters-gpt-base.safetensors` and reused),
  * LIAISON_ADAPTERS_GPT_EVAL_WINDOWS (held-out windows of 128 bytes, 64).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type GPTSpec, loadCodeText, type Model, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
-import { adapterRun, fresh, grouped, mean, METHODS, plotRuns, pretrained, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, METHODS, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
-import { markdownTable, textTable } from './tables.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
 const STEPS = 8 * Math.ceil(positiveInt('LIAISON_ADAPTERS_GPT_STEPS', 240) / 8); // eight epochs of STEPS / 8
@@ -120,27 +119,15 @@ async function main(): Promise<void> {
     }
 
     // 3. Tables and plots.
-    const groups = grouped(runs);
-    const header = ['method', 'components per module (avg)', 'adapter parameters', 'trained (allocated)', 'share of the GPT', 'held-out loss (nats/byte)', 'rank pattern (seed 0)'];
-    const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
-    const rows = [
-      ['none (base)', '—', '0', '0', '0%', nats(baseLoss), '—'],
-      ...groups.map((g) => {
-        const p = mean(g.runs.map((r) => r.params));
-        return [g.method, String(g.rank), int(p), int(mean(g.runs.map((r) => r.allocated))), pct(p / total), spread(g.runs.map((r) => r.quality), nats), Object.values(g.runs[0].pattern).join(' ')];
-      }),
-      ['full fine-tuning', '—', int(total), int(total), '100%', spread(fullLoss, nats), '—'],
-    ];
-    const top = Math.max(...RANKS);
-    const reach = reachTable(groups, (a, b) => a <= b, nats);
-    console.log(`\n${textTable(header, rows)}\n\nthe adapter size adapad needs to reach lora's quality:\n${textTable(reach.header, reach.rows)}`);
-    writeFileSync(join(dir, 'adapters-gpt.json'), JSON.stringify({ base: baseLoss, full: fullLoss, total, steps: STEPS, modules, runs }, null, 1));
-    writeFileSync(join(dir, 'adapters-gpt.md'), [
-      `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      '', markdownTable(header, rows), '', `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
-    ].join('\n'));
-    const plots = await plotRuns(dir, 'adapters-gpt', { title: `GPT pydoc → Python sources: held-out loss vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out loss (nats/byte)', runs, top });
-    console.log(`\ntable: ${join(dir, 'adapters-gpt.md')}\nplots: ${plots.join(', ')}`);
+    await writeReport(dir, 'adapters-gpt', {
+      runs, total, what: 'the GPT', quality: 'held-out loss (nats/byte)', show: nats, higherIsBetter: false,
+      before: [['none (base)', '—', '0', '0', '0%', nats(baseLoss), '—']],
+      after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullLoss, nats), '—']],
+      summary: `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
+      note: `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`,
+      json: { base: baseLoss, full: fullLoss, total, steps: STEPS, modules },
+      title: 'GPT pydoc → Python sources: held-out loss', ylabel: 'held-out loss (nats/byte)',
+    });
   } finally {
     for (const m of made.reverse()) m.free();
     await rt.close();

@@ -3,7 +3,7 @@
  * a pretrained checkpoint cached in the out folder, the adapter plugins made at one budget,
  * and the tables over seeds.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Runtime } from '../bridge/index.js';
 import { adalora } from '../plugins/adapters/adalora.js';
@@ -11,6 +11,7 @@ import { type Adapad, adapad } from '../plugins/adapters/adapad.js';
 import { lora } from '../plugins/adapters/lora.js';
 import type { Adapter } from '../sdk/families/adapters/types.js';
 import { Model, type ModelSpec, plotLines } from '../sdk/index.js';
+import { markdownTable, textTable } from './tables.js';
 
 /**
  * The plugins compared; `adapad-c1` is adapad with `curvature: 1`, its deflation targets on
@@ -215,4 +216,41 @@ export async function plotRuns(dir: string, name: string, o: { title: string; yl
     });
   }
   return paths;
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+const int = (x: number) => Math.round(x).toLocaleString('en-US');
+
+/**
+ * The report every fine-tuning example writes: the table (reference rows `before` and
+ * `after` around one row per method and budget: mean adapter parameters, their share of
+ * `total`, the quality's mean (min–max), seed 0's rank pattern), the size adapad needs to
+ * reach lora, printed and written as `<name>.md` (after `summary`, before `note`), `json`
+ * with the runs as `<name>.json`, and the PNGs of {@link plotRuns} (titled `title` … vs adapter size).
+ */
+export async function writeReport(dir: string, name: string, o: {
+  runs: Run[]; total: number; what: string; quality: string; show: (q: number) => string; higherIsBetter: boolean;
+  before: string[][]; after: string[][]; summary: string; note: string; json: object; title: string; ylabel: string;
+  pattern?: (p: Record<string, number>) => string;
+}): Promise<void> {
+  const { runs, show } = o;
+  const groups = grouped(runs);
+  const pattern = o.pattern ?? ((p: Record<string, number>) => Object.values(p).join(' '));
+  const header = ['method', 'components per module (avg)', 'adapter parameters', 'trained (allocated)', `share of ${o.what}`, o.quality, 'rank pattern (seed 0)'];
+  const rows = [
+    ...o.before,
+    ...groups.map((g) => {
+      const p = mean(g.runs.map((r) => r.params));
+      return [g.method, String(g.rank), int(p), int(mean(g.runs.map((r) => r.allocated))), pct(p / o.total), spread(g.runs.map((r) => r.quality), show), pattern(g.runs[0].pattern)];
+    }),
+    ...o.after,
+  ];
+  const reach = reachTable(groups, o.higherIsBetter ? (a, b) => a >= b : (a, b) => a <= b, show);
+  console.log(`\n${textTable(header, rows)}\n\nthe adapter size adapad needs to reach lora's quality:\n${textTable(reach.header, reach.rows)}`);
+  const md = join(dir, `${name}.md`);
+  writeFileSync(md, [o.summary, '', markdownTable(header, rows), '', o.note, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), ''].join('\n'));
+  writeFileSync(join(dir, `${name}.json`), JSON.stringify({ ...o.json, runs }, null, 1));
+  const seeds = new Set(runs.map((r) => r.seed)).size;
+  const plots = await plotRuns(dir, name, { title: `${o.title} vs adapter size (${seeds} seed${seeds === 1 ? '' : 's'})`, ylabel: o.ylabel, runs, top: Math.max(...runs.map((r) => r.rank)) });
+  console.log(`\ntable: ${md}\nplots: ${plots.join(', ')}`);
 }

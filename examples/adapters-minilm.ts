@@ -34,15 +34,14 @@
  * LIAISON_MINILM_LAYERS (top layers fine-tuned, 2; 6: the whole encoder, nothing cached).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LiaisonError, resolvePython, Runtime, runtimeEnv, type Tensor } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset, evaluate, FILE_SEPARATOR, Model, type ModelSpec, Tokenizer, Trainer } from '../sdk/index.js';
-import { adapterRun, fresh, grouped, mean, METHODS, plotRuns, reachTable, type Run, spread } from './adapters-lib.js';
+import { adapterRun, fresh, METHODS, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { loadManPages, type ManPage, SECTIONS } from './manpages.js';
-import { markdownTable, textTable } from './tables.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 1);
 const RANKS = positiveNumbers('LIAISON_ADAPTERS_RANKS', [2, 4]).map(Math.round);
@@ -232,28 +231,19 @@ async function main(): Promise<void> {
     }
 
     // 5. Tables and plots.
-    const groups = grouped(runs);
     const what = FIRST === 0 ? 'the encoder' : `layers ${FIRST}–${LAYERS - 1}`;
-    const header = ['method', 'components per module (avg)', 'adapter parameters', 'trained (allocated)', `share of ${what}`, 'held-out accuracy', 'rank pattern (seed 0)'];
-    const rows = [
-      ['head only, random-init encoder', '—', '0', int(headParams), '0%', pct(randomAcc), '—'],
-      ['head only (the start of the rest)', '—', '0', int(headParams), '0%', pct(headAcc), '—'],
-      ...groups.map((g) => {
-        const p = mean(g.runs.map((r) => r.params));
-        return [g.method, String(g.rank), int(p), int(mean(g.runs.map((r) => r.allocated))), pct(p / (total - headParams)), spread(g.runs.map((r) => r.quality), pct), Object.values(g.runs[0].pattern).join(' ')];
-      }),
-      [`full fine-tuning (${what} and head)`, '—', int(total), int(total), '100%', spread(fullAcc, pct), '—'],
-    ];
-    const top = Math.max(...RANKS);
-    const reach = reachTable(groups, (a, b) => a >= b, pct);
-    console.log(`\n${textTable(header, rows)}\n\nthe adapter size adapad needs to reach lora's quality:\n${textTable(reach.header, reach.rows)}`);
-    writeFileSync(join(dir, 'adapters-minilm.json'), JSON.stringify({ similarity: sim, head: headAcc, randomHead: randomAcc, full: fullAcc, total, steps, modules, first: FIRST, tokens: TOKENS, train: data.train.length, test: data.test.length, runs }, null, 1));
-    writeFileSync(join(dir, 'adapters-minilm.md'), [
-      `all-MiniLM-L6-v2 fine-tuned on ${what} to tell a manual page's section (${SECTIONS.join(', ')}) from its NAME and DESCRIPTION (${TOKENS} tokens): ${data.train.length} pages to train on, ${data.test.length} held out, balanced. The head is trained first on the frozen encoder (head only), then frozen with the adapters (${modules} Linears of ${what}); ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}; full fine-tuning lr ${FULL_LR}); mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}. Adapter parameters exclude the head's ${int(headParams)}.`,
-      '', markdownTable(header, rows), '', `Rank patterns list the modules in the order ${runs.length ? Object.keys(runs[0].pattern).join(', ') : '—'}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`, '', 'The adapter size adapad needs to reach lora\'s quality (mean over seeds):', '', markdownTable(reach.header, reach.rows), '',
-    ].join('\n'));
-    const plots = await plotRuns(dir, 'adapters-minilm', { title: `MiniLM on manual-page sections: accuracy vs adapter size (${SEEDS} seed${SEEDS === 1 ? '' : 's'})`, ylabel: 'held-out accuracy', runs, top });
-    console.log(`\ntable: ${join(dir, 'adapters-minilm.md')}\nplots: ${plots.join(', ')}`);
+    await writeReport(dir, 'adapters-minilm', {
+      runs, total: total - headParams, what, quality: 'held-out accuracy', show: pct, higherIsBetter: true,
+      before: [
+        ['head only, random-init encoder', '—', '0', int(headParams), '0%', pct(randomAcc), '—'],
+        ['head only (the start of the rest)', '—', '0', int(headParams), '0%', pct(headAcc), '—'],
+      ],
+      after: [[`full fine-tuning (${what} and head)`, '—', int(total), int(total), '100%', spread(fullAcc, pct), '—']],
+      summary: `all-MiniLM-L6-v2 fine-tuned on ${what} to tell a manual page's section (${SECTIONS.join(', ')}) from its NAME and DESCRIPTION (${TOKENS} tokens): ${data.train.length} pages to train on, ${data.test.length} held out, balanced. The head is trained first on the frozen encoder (head only), then frozen with the adapters (${modules} Linears of ${what}); ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}; full fine-tuning lr ${FULL_LR}); mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}. Adapter parameters exclude the head's ${int(headParams)}.`,
+      note: `Rank patterns list the modules in the order ${runs.length ? Object.keys(runs[0].pattern).join(', ') : '—'}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`,
+      json: { similarity: sim, head: headAcc, randomHead: randomAcc, full: fullAcc, total, steps, modules, first: FIRST, tokens: TOKENS, train: data.train.length, test: data.test.length },
+      title: 'MiniLM on manual-page sections: accuracy', ylabel: 'held-out accuracy',
+    });
   } finally {
     for (const m of made.reverse()) m.free();
     await rt.close();
