@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type CNNSpec, Dataset, evaluate, Trainer } from '../sdk/index.js';
-import { adapterRun, fresh, METHODS, patternText, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, C1_NOTE, fresh, METHODS, patternText, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
       before: [['none (base)', '—', '0', '0', '0%', pct(baseNew.accuracy!), '—']],
       after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullAcc, pct), '—']],
       summary: `Digits CNN (channels [32, 64], fc 128; ${int(total)} parameters) pretrained on 0–4, adapted to 5–9 for ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}), digit d taught as class d − 5 (the head's slots of 0–4, head frozen), adapters on ${MODULES.join(', ')}; accuracy on the ${testNew.size} held-out digits 5–9, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      note: 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).',
+      note: C1_NOTE,
       json: { base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps },
       title: 'digits 0–4 → 5–9: accuracy', ylabel: 'held-out accuracy on 5–9',
     });

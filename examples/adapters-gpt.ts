@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type GPTSpec, loadCodeText, type Model, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
-import { adapterRun, fresh, METHODS, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, C1_NOTE, fresh, METHODS, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
       before: [['none (base)', '—', '0', '0', '0%', nats(baseLoss), '—']],
       after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullLoss, nats), '—']],
       summary: `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      note: `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`,
+      note: `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. ${C1_NOTE}`,
       json: { base: baseLoss, full: fullLoss, total, steps: STEPS, modules },
       title: 'GPT pydoc → Python sources: held-out loss', ylabel: 'held-out loss (nats/byte)',
     });

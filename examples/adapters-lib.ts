@@ -19,6 +19,9 @@ import { markdownTable, textTable } from './tables.js';
  * deflation itself does.
  */
 export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c1'] as const;
+
+/** What the `adapad-c1` rows are, for the reports' notes. */
+export const C1_NOTE = 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).';
 export type Method = (typeof METHODS)[number];
 
 /**

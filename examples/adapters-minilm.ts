@@ -39,7 +39,7 @@ import { join } from 'node:path';
 import { LiaisonError, resolvePython, Runtime, runtimeEnv, type Tensor } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset, evaluate, FILE_SEPARATOR, Model, type ModelSpec, Tokenizer, Trainer } from '../sdk/index.js';
-import { adapterRun, fresh, METHODS, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, C1_NOTE, fresh, METHODS, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { loadManPages, type ManPage, SECTIONS } from './manpages.js';
 
@@ -240,7 +240,7 @@ async function main(): Promise<void> {
       ],
       after: [[`full fine-tuning (${what} and head)`, '—', int(total), int(total), '100%', spread(fullAcc, pct), '—']],
       summary: `all-MiniLM-L6-v2 fine-tuned on ${what} to tell a manual page's section (${SECTIONS.join(', ')}) from its NAME and DESCRIPTION (${TOKENS} tokens): ${data.train.length} pages to train on, ${data.test.length} held out, balanced. The head is trained first on the frozen encoder (head only), then frozen with the adapters (${modules} Linears of ${what}); ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}; full fine-tuning lr ${FULL_LR}); mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}. Adapter parameters exclude the head's ${int(headParams)}.`,
-      note: `Rank patterns list the modules in the order ${runs.length ? Object.keys(runs[0].pattern).join(', ') : '—'}. adapad-c1: adapad with \`curvature: 1\` (its deflation targets on; adapad\'s default, 0, trains the components jointly).`,
+      note: `Rank patterns list the modules in the order ${runs.length ? Object.keys(runs[0].pattern).join(', ') : '—'}. ${C1_NOTE}`,
       json: { similarity: sim, head: headAcc, randomHead: randomAcc, full: fullAcc, total, steps, modules, first: FIRST, tokens: TOKENS, train: data.train.length, test: data.test.length },
       title: 'MiniLM on manual-page sections: accuracy', ylabel: 'held-out accuracy',
     });
