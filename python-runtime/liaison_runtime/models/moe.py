@@ -86,6 +86,10 @@ class Route:
     zloss: torch.Tensor
     probs: torch.Tensor | None
 
+    def detached(self) -> Route:
+        b, probs = (None if t is None else t.detach() for t in (self.b, self.probs))
+        return Route(self.form, self.a.detach(), b, self.aux.detach(), self.zloss.detach(), probs)
+
 
 class MoE(nn.Module):
     """(…, D) -> (…, out): the experts' outputs mixed as the router's route says."""
@@ -102,11 +106,11 @@ class MoE(nn.Module):
         self.__dict__["form"] = "weights"
         self.__dict__["last_aux"] = None
         self.__dict__["last_zloss"] = None
-        self.__dict__["last_stats"] = None  # moe_dispatch.stats() of the last forward, detached
+        self.__dict__["last_route"] = None  # (the last forward's Route, detached; its N): stats() reads it
         self.label = "moe"  # the layer's name in the model, for error messages (set by the model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .moe_dispatch import batched_ok, dispatch, stats
+        from .moe_dispatch import batched_ok, dispatch
 
         hook = self.__dict__["hook"]
         if hook is None:
@@ -118,8 +122,19 @@ class MoE(nn.Module):
         out = dispatch(self, flat, route, self.batched and batched_ok(self))
         self.__dict__["last_aux"] = route.aux
         self.__dict__["last_zloss"] = route.zloss
-        self.__dict__["last_stats"] = stats(route, flat.shape[0], len(self.experts))
+        # kept for stats(), computed only when asked (a decode step need not pay for them)
+        self.__dict__["last_route"] = (route.detached(), flat.shape[0])
         return out.reshape(*shape[:-1], self.out)
+
+    def stats(self) -> dict[str, torch.Tensor] | None:
+        """moe_dispatch.stats() of the last forward's route (None before the first forward)."""
+        from .moe_dispatch import stats
+
+        last = self.__dict__["last_route"]
+        if last is None:
+            return None
+        with torch.no_grad():
+            return stats(last[0], last[1], len(self.experts))
 
     def _route(self, hook, flat: torch.Tensor) -> Route:
         n, e, form = flat.shape[0], len(self.experts), self.__dict__["form"]

@@ -149,7 +149,7 @@ def model_router_stats(ctx, model):
     if not layers:
         raise RuntimeFault("E_ARG", "model_router_stats: the model has no MoE layer (a gpt spec with 'moe' and a "
                            "'moe' spec have them)", param="model")
-    got = [layer.__dict__["last_stats"] for layer in layers]
+    got = [layer.stats() for layer in layers]
     if any(s is None for s in got):
         names = [layer.label for layer, s in zip(layers, got, strict=True) if s is None]
         raise RuntimeFault("E_ARG", f"model_router_stats: MoE layer {names[0]} has not run a forward yet; call "
