@@ -31,6 +31,8 @@ ERROR_CODES: dict[str, str] = {
     "E_TRACE": "a program's traced code did what a program cannot: read a value, await, or leak a placeholder",
     "E_LIMIT": "a limit of this runtime refused the request: message size, session count",
     "E_NONFINITE": "a value that must be finite (a training loss, an input) was NaN or infinite",
+    "E_GROUP": "a rank of a group died, could not be reached, disagreed about the group, or a collective failed "
+               "or timed out",
 }
 
 
