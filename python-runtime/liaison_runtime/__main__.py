@@ -24,9 +24,9 @@ import sys
 
 import torch
 
-from . import policy
+from . import group, policy
 from .executor import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_S
-from .server import Server, cpu_budget, pick_device, ready_line
+from .server import Server, cpu_budget, pick_device, ready_line, remove_ipc_files
 
 
 def _key(args) -> bytes | None:
@@ -81,8 +81,27 @@ def main(argv=None) -> int:
                     default=os.environ.get("LIAISON_SESSION_IDLE_S") or str(DEFAULT_SESSION_IDLE_S),
                     help="close a session unused for S seconds and free its tensors; 0: never "
                          "(else LIAISON_SESSION_IDLE_S, else 900)")
+    ap.add_argument("--watch-pid", type=int, metavar="PID",
+                    help="exit (removing the ipc socket) when process PID no longer exists, checked every second "
+                         "even while an op runs: the SDK passes its own pid, so no rank outlives it")
+    grp = ap.add_argument_group("group mode (under torchrun; liaison_runtime/group.py)")
+    grp.add_argument("--group", action="store_true",
+                     help="run as rank RANK of WORLD_SIZE (torchrun's environment) in a torch.distributed group: "
+                          "gloo on the CPU, NCCL on CUDA; {rank}, {local_rank} and {port} in --endpoint are filled in")
+    grp.add_argument("--collective-timeout-s", type=_seconds, metavar="S",
+                     help="a collective that has not completed after S seconds fails with E_GROUP "
+                          f"(else LIAISON_COLLECTIVE_TIMEOUT_S, else {group.DEFAULT_COLLECTIVE_TIMEOUT_S:g})")
+    grp.add_argument("--base-port", type=int, metavar="P", help="{port} in a tcp endpoint becomes P + LOCAL_RANK")
+    grp.add_argument("--advertise-host", metavar="H",
+                     help="the host other machines reach a rank bound on 0.0.0.0 by (default: this machine's name)")
     ap.add_argument("--log-level", default=os.environ.get("LIAISON_LOG", "WARNING"))
     args = ap.parse_args(argv)
+    if args.group:
+        return _serve(args, group.torchrun_env())
+    return _serve(args, None)
+
+
+def _serve(args, env: dict | None) -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="liaison-runtime %(levelname)s %(message)s")
     env_threads = os.environ.get("LIAISON_THREADS")
@@ -90,13 +109,23 @@ def main(argv=None) -> int:
         threads = args.threads or (_threads(env_threads) if env_threads else None)
     except argparse.ArgumentTypeError as e:
         raise SystemExit(f"liaison-runtime: LIAISON_THREADS {e}") from None
-    torch.set_num_threads(threads or min(cpu_budget(), torch.get_num_threads()))
-    policy.for_endpoint(args.endpoint, factories=args.allow_factories, files=args.allow_files)
+    endpoint, device, state = args.endpoint, None, None
+    if env is not None:
+        local = int(env["LOCAL_RANK"])
+        endpoint = group.expand_endpoint(endpoint, int(env["RANK"]), local, args.base_port)
+        device = group.group_device(args.device, local)
+        # N ranks on one machine share its cores (torchrun sets OMP_NUM_THREADS=1: overridden here)
+        torch.set_num_threads(threads or max(1, cpu_budget() // int(env["LOCAL_WORLD_SIZE"])))
+        state = group.join(env, device, group.collective_timeout(args.collective_timeout_s))
+    else:
+        torch.set_num_threads(threads or min(cpu_budget(), torch.get_num_threads()))
+        device = pick_device(args.device)
+    policy.for_endpoint(endpoint, factories=args.allow_factories, files=args.allow_files)
     try:
         policy.set_policy(root=args.file_root or os.getcwd())
     except ValueError as e:
         raise SystemExit(f"liaison-runtime: --file-root: {e}") from None
-    server = Server(args.endpoint, key=_key(args), device=pick_device(args.device),
+    server = Server(endpoint, key=_key(args), device=device,
                     parent_pid=args.parent_pid, allow_remote=args.allow_remote,
                     max_message_bytes=args.max_message_bytes, max_sessions=args.max_sessions,
                     session_idle_s=args.session_idle_s)
@@ -106,11 +135,23 @@ def main(argv=None) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    print(ready_line(server), flush=True)
+    extra = {}
+    if state is not None:
+        mine = group.advertised(server.bound, args.advertise_host)
+        group.exchange_endpoints(state, mine)
+        extra = {"endpoint": mine, "rank": state.rank, "world_size": state.world_size,
+                 "local_rank": state.local_rank, "backend": state.backend}
+        if mine != server.bound:
+            extra["bound"] = server.bound
+    if args.watch_pid is not None:
+        group.watch_pid(args.watch_pid, server.stop, lambda: remove_ipc_files(server.endpoint))
+    print(ready_line(server, extra), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        group.leave()
     return 0
 
 

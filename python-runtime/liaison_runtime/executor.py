@@ -14,7 +14,7 @@ from time import perf_counter
 
 import torch
 
-from . import __version__, transfer
+from . import __version__, group, transfer
 from .errors import RuntimeFault, classify
 from .ops import OPS
 from .ops.registry import DTYPE_NAMES, Ctx
@@ -54,6 +54,9 @@ class Executor:
         self.max_message_bytes = max_message_bytes
         self.sessions = Sessions(max_sessions, session_idle_s, clock)
         self.adoptable: dict[int, object] = {}  # objects handed over by the embedded pythonia hatch
+        # ops outside the table that only this runtime has: name -> fn(ctx, session, args, kw)
+        # (a served script's, liaison_runtime/serve.py); empty for the plain runtime
+        self.extra_ops: dict = {}
         self.ops_run = 0
 
     # ---- request kinds ----
@@ -70,13 +73,17 @@ class Executor:
             return {"stats": self.stats()}, [], []
         if kind == "hello":
             s = self.sessions.open()
-            return {
+            reply = {
                 "sid": s.sid, "minor": MINOR, "runtime": __version__, "torch": torch.__version__,
                 "device": str(self.device), "cuda": self.device.type == "cuda", "pid": os.getpid(),
                 "threads": torch.get_num_threads(),
                 "shm": self.shm, "ops": sorted(OPS) + ["upload", "adopt"], "stats": self.stats(),
                 "limits": self.limits(),
-            }, [], []
+            }
+            g = group.hello_info()  # a group rank only: rank, world size, every rank's endpoint
+            if g is not None:
+                reply["group"] = g
+            return reply, [], []
         if kind == "close":
             return {"freed": self.sessions.close(header.get("sid"))}, [], []
         if kind == "shutdown":
@@ -84,7 +91,7 @@ class Executor:
         raise RuntimeFault("E_PROTOCOL", f"unknown kind {kind!r}")
 
     def stats(self) -> dict:
-        return {**self.sessions.stats(), "ops_run": self.ops_run}
+        return {**self.sessions.stats(), "ops_run": self.ops_run, "collectives": group.counters()}
 
     def limits(self) -> dict:
         idle = self.sessions.idle_s
@@ -240,6 +247,8 @@ class Executor:
                     raise RuntimeFault("E_ARG", "upload: shared memory is not enabled on this runtime")
                 return transfer.from_shm(kw, self.device)
             return transfer.from_frame(kw, buffers, self.device)
+        if name in self.extra_ops:  # a served script's own ops (serve.py)
+            return self.extra_ops[name](ctx, sess, args, kw)
         if name == "adopt":
             key = kw.get("key")
             obj = self.adoptable.pop(key, None) if isinstance(key, int) else None

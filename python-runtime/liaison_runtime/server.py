@@ -163,10 +163,19 @@ class Server:
     def serve_forever(self) -> None:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        if self.wake_fd is not None:
+            poller.register(self.wake_fd, zmq.POLLIN)
         sock = self.sock
         try:
             while self._running:
-                if not poller.poll(1000):
+                events = poller.poll(1000)
+                if self.wake_fd is not None:
+                    # a served script's thread has news for the loop (liaison_runtime/serve.py); it
+                    # also gets a turn once a second, to answer long polls whose time is up
+                    self.on_wake()
+                    if not any(s is sock for s, _ in events):
+                        events = []
+                if not events:
                     self.exec.sessions.expire()  # frees a vanished client's tensors while idle too
                     if self._parent_gone():
                         log.info("parent process %s is gone; shutting down", self.parent_pid)
@@ -187,6 +196,27 @@ class Server:
         finally:
             self.close()
 
+    # A file descriptor that, once readable, has the loop call on_wake() on its own thread
+    # (the only thread that may use the socket): how a served script hands the loop replies
+    # to send later (serve.py). None: the plain runtime.
+    wake_fd: int | None = None
+
+    def on_wake(self) -> None:
+        """Called on the loop's thread when wake_fd is readable, and after every poll."""
+
+    def handle(self, ident: bytes, header: dict, buffers: list):
+        """Run one decoded request: (reply, buffers, aliases), or None when the reply is sent
+        later (a served script's long poll; serve.py overrides this)."""
+        return self.exec.handle(header, buffers)
+
+    def send_reply(self, ident: bytes, rid, reply: dict) -> None:
+        """Send a reply made after its request was handled (on the loop's thread only)."""
+        reply["v"], reply["id"], reply["ok"] = 1, rid, True
+        self._send(ident, reply, [], [])
+
+    def send_fault(self, ident: bytes, rid, fault: RuntimeFault) -> None:
+        self._send_error(ident, rid, fault)
+
     def stop(self) -> None:
         self._running = False
 
@@ -205,7 +235,10 @@ class Server:
         try:
             header, buffers = decode(frames, self.key, self.guard, self.max_message_bytes)
             rid = header["id"]
-            reply, bufs, aliases = self.exec.handle(header, buffers)
+            done = self.handle(ident, header, buffers)
+            if done is None:
+                return
+            reply, bufs, aliases = done
             reply["v"], reply["id"], reply["ok"] = 1, rid, True
             self._send(ident, reply, bufs, aliases)
             if header["kind"] == "shutdown":
@@ -275,9 +308,11 @@ def _peek_id(frames) -> int | None:
         return None
 
 
-def ready_line(server: Server) -> str:
+def ready_line(server: Server, extra: dict | None = None) -> str:
+    """The launcher's one line; a group rank adds rank, world_size, local_rank, backend (and its
+    advertised endpoint in place of a wildcard bind address)."""
     return "LIAISON_READY " + json.dumps({
         "endpoint": server.bound, "device": str(server.device), "pid": os.getpid(),
         "runtime": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), **(extra or {}),
     })

@@ -53,7 +53,8 @@ def test_an_idle_session_expires_and_its_tensors_are_freed():
     assert ex.stats()["sessions"] == 1
     clock.t += 2
     assert ex.sessions.expire() == 1
-    assert len(session) == 0 and ex.stats() == {"sessions": 0, "objects": 0, "ops_run": 100}
+    assert len(session) == 0 and ex.stats() == {"sessions": 0, "objects": 0, "ops_run": 100,
+                                                 "collectives": {"calls": 0, "bytes": 0}}
     f = fault("E_SESSION", batch, ex, sid)
     assert "expired after 900 s idle" in f.message and "--session-idle-s" in f.message
     assert "expired" not in fault("E_SESSION", batch, ex, "0123456789abcdef").message
