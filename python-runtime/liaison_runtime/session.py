@@ -137,8 +137,13 @@ class Sessions:
         self.get(sid)  # E_PROTOCOL / E_SESSION as for any request naming a session
         return self._drop(sid)
 
+    # called with a session's id when it is closed or expires (a served script's disconnect)
+    on_drop = None
+
     def _drop(self, sid: str) -> int:
         s = self._by_id.pop(sid)
+        if self.on_drop is not None:
+            self.on_drop(sid)
         n = len(s)
         # A stored program points back at its session (for the random stream), a cycle the
         # frozen, rarely-run collector would keep alive: drop the objects now.

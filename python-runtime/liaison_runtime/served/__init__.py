@@ -1,0 +1,1 @@
+"""The parts of liaison_runtime.serve (serve.py)."""
