@@ -11,7 +11,7 @@
  *
  * Causality: whether an expert takes a token depends on the other tokens of the batch, the
  * later ones of its sequence included; the paper names this limit for auto-regressive
- * decoding. Ties between equal probabilities go to whichever the sort puts first.
+ * decoding. Ties between equal probabilities go to whichever `topk` puts first.
  *
  * Method: Zhou et al., "Mixture-of-Experts with Expert Choice Routing", NeurIPS 2022,
  * https://arxiv.org/abs/2202.09368 (its EC-CF2 is capacity 2, the default here). The router
@@ -39,22 +39,13 @@ export type ExpertChoiceConfig = Static<typeof ExpertChoiceConfig>;
 
 /**
  * Each expert's top C tokens by its column of `probs` (N, E): indices (E, C) i64 and their
- * probabilities (E, C), C = min(N, ⌈c·N/E⌉). C follows N at every run: the traced program
- * cannot take a top-k of a size it does not know, so it sorts each column and keeps the
- * first C (masked_select of exactly C per row, reshaped to (E, C)).
+ * probabilities (E, C), C = min(N, ⌈c·N/E⌉). C follows N at every run, so the top-k is the
+ * runtime's `topk_frac`, whose k is that share of the size its input has when it runs (the
+ * traced program never sees N).
  */
 export function expertTopTokens(probs: Tensor, capacity: number, experts: number): { indices: Tensor; gates: Tensor } {
-  const rt = probs.rt;
-  const [vals, order] = probs.transpose(0, 1).sort(-1, true); // (E, N) each, most probable token first
-  const rank = (rt.call('ones_like', [vals]) as Tensor).cumsum(-1); // (E, N): 1..N
-  const n = rank.amax().to('f64'); // () N
-  // in f64 and in the order (c·N) / E, as the conformance suite computes C
-  const c = (rt.call('ceil', [n.mul(capacity).div(experts)]) as Tensor).minimum(n); // ()
-  const take = rank.le(c); // (E, N), C leading trues per row
-  return {
-    indices: (rt.call('masked_select', [order, take]) as Tensor).reshape([experts, -1]),
-    gates: (rt.call('masked_select', [vals, take]) as Tensor).reshape([experts, -1]),
-  };
+  const [gates, indices] = probs.rt.call('topk_frac', [probs.transpose(0, 1), capacity, experts], undefined, 2) as Tensor[]; // (E, C) each
+  return { indices, gates };
 }
 
 /** Expert-choice routing; one parameter per MoE layer, `gate` (D, E). */

@@ -8,6 +8,8 @@ Inputs are cloned per run, so in-place ops never disturb the table.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,6 +172,11 @@ CASES = [
     C("topk", [x, 2], lambda t, k: tuple(torch.topk(t, 2))),
     C("topk", [x, 1, 0, False], lambda t, k, d, lg: tuple(torch.topk(t, 1, 0, largest=False)),
       tag="_smallest"),
+    # k = min(n, ⌈n·frac/div⌉): 4 columns · 0.5 = 2; dim 0, 3 rows · 2 / 3 = 2 smallest; 4 · 5 capped at 4
+    C("topk_frac", [x, 0.5], lambda t, f: tuple(s[:, :2] for s in torch.sort(t, descending=True))),
+    C("topk_frac", [x, 2.0, 3, 0, False], lambda t, f, d, dim, lg: tuple(s[:2] for s in torch.sort(t, 0)),
+      tag="_smallest"),
+    C("topk_frac", [x, 5], lambda t, f: tuple(torch.sort(t, descending=True)), tag="_capped"),
     C("sort", [x], lambda t: tuple(torch.sort(t))),
     C("sort", [x, 0, True, True], lambda t, *a: tuple(torch.sort(t, dim=0, descending=True, stable=True)),
       tag="_desc"),
@@ -403,6 +410,17 @@ def test_inplace_op_writes_the_stored_tensor():
     out = OPS["add_"].fn(run.ctx, **OPS["add_"].bind([h, 1.5], {}, run.session))
     assert out is t and run.session.get(h.id) is t
     assert torch.equal(t, torch.full((2, 2), 1.5))
+
+
+def test_topk_frac_takes_k_from_the_size_of_each_input():
+    run = Runner()
+    # expert choice's C = min(N, ⌈c·N/E⌉), c = 1.25, E = 3, for one program's inputs of any N
+    for n in (1, 3, 4, 12, 13):
+        vals, idx = run("topk_frac", rn(3, n), 1.25, 3)
+        assert list(idx.shape) == [3, min(n, math.ceil(1.25 * n / 3))] and idx.dtype == torch.int64
+    assert fault("E_ARG", run, "topk_frac", x, math.nan).extra["param"] == "frac"
+    assert fault("E_ARG", run, "topk_frac", x, 1.0, 0).extra["param"] == "div"
+    assert run("topk_frac", x, 0.0)[0].shape == (3, 0)
 
 
 def test_topk_mask_keeps_exactly_k_and_passes_the_gradient_straight_through():

@@ -1,6 +1,9 @@
-"""Sorting and top-k along one dimension (indices come back as i64), and the straight-through top-k mask."""
+"""Sorting and top-k along one dimension (indices come back as i64) — k fixed, or a share of the
+size (topk_frac) — and the straight-through top-k mask."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -18,6 +21,27 @@ def topk(ctx, input, k, dim, largest, sorted):
     if not 0 <= k <= size:
         raise RuntimeFault("E_ARG", f"topk: 'k' must be between 0 and {size} (the size of dim {dim} of shape "
                            f"{list(input.shape)}), got {k}", param="k")
+    values, indices = torch.topk(input, k, dim=dim, largest=largest, sorted=sorted)
+    return values, indices
+
+
+@op("topk_frac", P("input", "tensor"), P("frac", "float"), P("div", "int", 1), P("dim", "int", -1),
+    P("largest", "bool", True), P("sorted", "bool", True), outputs=2)
+def topk_frac(ctx, input, frac, div, dim, largest, sorted):
+    """topk_frac(input, frac, div=1, dim=-1, largest=True, sorted=True) -> (values, indices): topk
+    with k = min(n, ⌈n·frac/div⌉) for n = input.shape[dim], the size this call's input has.
+
+    k follows the input's size at every run, so a traced program (a size it never sees) can
+    keep a share of it: expert choice's C = ⌈c·N/E⌉ tokens per expert is frac = c, div = E.
+    k is computed in float64 in the order (n·frac)/div, as a caller writing ⌈c·N/E⌉ does."""
+    need_dim("topk_frac", input, dim)
+    if not (math.isfinite(frac) and frac >= 0):
+        raise RuntimeFault("E_ARG", f"topk_frac: 'frac' must be a finite number >= 0, got {frac}", param="frac")
+    if div < 1:
+        raise RuntimeFault("E_ARG", f"topk_frac: 'div' must be an integer >= 1, got {div}", param="div")
+    n = input.shape[dim] if input.dim() else 1
+    share = n * frac / div  # inf for a huge frac: then every entry
+    k = n if share >= n else math.ceil(share)
     values, indices = torch.topk(input, k, dim=dim, largest=largest, sorted=sorted)
     return values, indices
 
