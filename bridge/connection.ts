@@ -28,6 +28,14 @@ export interface ConnectionOptions {
   heartbeatMs?: number;
   /** A heartbeat unanswered this long declares the runtime dead. */
   heartbeatTimeoutMs?: number;
+  /** Watch the socket's connection events on ipc:// too (always on tcp://): a peer that exits drops it. */
+  watchPeer?: boolean;
+  /**
+   * @internal A group (bridge/group.ts) decides for its ranks: a dropped connection or an
+   * unanswered heartbeat is reported here instead of failing this connection, so the group
+   * can fail every rank's requests with one error naming the rank that died.
+   */
+  onPeerLost?: (e: LiaisonError, how: 'disconnect' | 'heartbeat') => void;
 }
 
 /** What a runtime's `hello` reply says about its limits (older runtimes send none). */
@@ -80,6 +88,7 @@ export class Connection {
   private sid?: string;
   /** The runtime's `max_message_bytes`, once its `hello` reported one. */
   private maxMessageBytes = 0;
+  private readonly onPeerLost?: (e: LiaisonError, how: 'disconnect' | 'heartbeat') => void;
 
   constructor(opts: ConnectionOptions) {
     this.endpoint = opts.endpoint;
@@ -95,7 +104,8 @@ export class Connection {
       receiveHighWaterMark: 0,
       ...(opts.endpoint.startsWith('tcp://') ? { heartbeatInterval: 2000, heartbeatTimeout: 10_000 } : {}),
     });
-    if (opts.endpoint.startsWith('tcp://')) this.watchPeer();
+    this.onPeerLost = opts.onPeerLost;
+    if (opts.endpoint.startsWith('tcp://') || opts.watchPeer) this.watchPeer();
     this.sock.connect(opts.endpoint);
     void this.readLoop();
     const hb = opts.heartbeatMs ?? 5000;
@@ -316,7 +326,7 @@ export class Connection {
       if (this.dead || this.pending.size > 0 || Date.now() - this.lastReply < everyMs) return;
       this.request('ping', this.sid ? { sid: this.sid } : {}, [], deadAfterMs).catch((e: LiaisonError) => {
         if (e.code === 'E_TIMEOUT') {
-          this.fail(new LiaisonError('E_DEAD', `the runtime at ${this.endpoint} stopped answering heartbeats (${deadAfterMs} ms)`));
+          this.peerLost(new LiaisonError('E_DEAD', `the runtime at ${this.endpoint} stopped answering heartbeats (${deadAfterMs} ms)`), 'heartbeat');
         } else if (e.code === 'E_SESSION') {
           this.sid = undefined; // gone already; the next batch reports it
         }
@@ -325,8 +335,15 @@ export class Connection {
     this.hbTimer.unref?.();
   }
 
+  /** The peer is gone or hung: fail, unless an owner decides (a group, for all its ranks at once). */
+  private peerLost(e: LiaisonError, how: 'disconnect' | 'heartbeat' = 'disconnect'): void {
+    if (this.dead) return;
+    if (this.onPeerLost) this.onPeerLost(e, how);
+    else this.fail(e);
+  }
+
   /**
-   * tcp: fail everything pending the moment the connection drops. libzmq's own heartbeats
+   * tcp (and ipc with `watchPeer`): fail everything pending the moment the connection drops. libzmq's own heartbeats
    * (ZMTP PING/PONG, answered by the runtime's I/O thread even while an op computes) drop
    * the connection of a hung host within heartbeatTimeout; a killed one drops at once. The
    * DEALER would reconnect, but under a new routing id, so replies to requests sent before
@@ -336,7 +353,7 @@ export class Connection {
     const lost = (why: string) => {
       if (this.dead) return;
       const n = this.pending.size;
-      this.fail(new LiaisonError('E_DEAD', `${why}: the runtime at ${this.endpoint} died, hung or became unreachable${n ? `, and the ${n} pending request${n === 1 ? '' : 's'} can get no reply` : ''}. Connect again to go on`));
+      this.peerLost(new LiaisonError('E_DEAD', `${why}: the runtime at ${this.endpoint} died, hung or became unreachable${n ? `, and the ${n} pending request${n === 1 ? '' : 's'} can get no reply` : ''}. Connect again to go on`));
     };
     const ev = this.sock.events;
     ev.on('disconnect', () => lost('the connection was lost'));

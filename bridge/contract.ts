@@ -2,19 +2,26 @@
  * The contract between the SDK and whatever runs its ops: the {@link RuntimeOf} interface,
  * the values ops take, the wire form of a queued op, and the trace hook.
  *
- * `ProcessRuntime` (bridge/process-runtime.ts) implements it over one runtime process; a
- * group of runtimes (a later issue: several processes behind one object) implements the
- * same interface, so the SDK never needs to know which it holds. The members say how a group
- * would serve each one:
+ * `ProcessRuntime` (bridge/process-runtime.ts) implements it over one runtime process;
+ * `Group` (bridge/group.ts) over the N ranks of a torch.distributed group, as one
+ * controller driving SPMD tensors: a tensor made through the group has the same handle id
+ * on every rank, each rank holding its own value of it (its shard). The SDK never needs to
+ * know which it holds (`info.group` tells it when it cares). How a group serves each member:
  *
- * - **per tensor** — `call`, `tensor`, the factories, `read`, `meta`, `freeTensor`, `adopt`,
- *   `symbolic`: routed to the member that holds the tensor (or that the op's inputs live on);
- * - **fan out** — `flush`, `close`, `ping`, `manualSeed`, `stats` (summed): sent to every
- *   member and awaited together;
+ * - **SPMD, on every rank** — `call`, `tensor` (the same data to each), the factories,
+ *   `manualSeed`, `freeTensor`, `symbolic` and programs (`program_define`/`program_run` are
+ *   ops): one op record, the same handles, queued on every rank in the same order, so the
+ *   collectives (`dist_*` ops) meet;
+ * - **rank 0** — `read`, `meta`: a tensor's value and shape as rank 0 holds them
+ *   (`group.readEach` reads every rank's);
+ * - **fan out** — `flush`, `close`, `ping`, `stats` (summed, collectives included): sent to
+ *   every rank and awaited together; `adopt` is refused (no pythonia hatch on a group);
  * - **local** — `scope`, `recording`, `recordingNow`, `activeRecorder`: client-side
- *   bookkeeping that a group keeps once, for all its members;
- * - **describe** — `info`, `endpoint`, `closed`, `python`, `process`: a group reports its
- *   first member's (or, for `closed`, whether all are closed).
+ *   bookkeeping that a group keeps once, for all its ranks;
+ * - **describe** — `info`, `endpoint`: rank 0's, with `info.group.worldSize` the group's
+ *   size; `closed` whether the group is closed; `python` and `process` undefined.
+ *
+ * Rank-addressed work goes through `group.rank(r)`, a `ProcessRuntime` on rank r alone.
  *
  * This module imports no implementation, so tensor.ts and every runtime can depend on it
  * without depending on each other. The interface is generic in the tensor type only for
@@ -37,6 +44,29 @@ export interface RuntimeInfo {
   threads: number;
   ops: string[];
   shm: boolean;
+  /** Present on a rank of a group started under torchrun (`--group`); a `Group` reports rank 0's with its world size. */
+  group?: GroupInfo;
+}
+
+/** A rank's place in its group, from the `hello` reply (docs/protocol.md §3). */
+export interface GroupInfo {
+  rank: number;
+  worldSize: number;
+  /** The rank's index on its own machine (its CUDA device when it has one). */
+  localRank: number;
+  /** torch.distributed's backend: `gloo` on CPU, `nccl` on CUDA. */
+  backend: string;
+  /** Every rank's endpoint, in rank order, as the ranks advertise them. */
+  endpoints: string[];
+}
+
+/** Runtime-side counts (a group sums its ranks'). */
+export interface RuntimeStats {
+  sessions: number;
+  objects: number;
+  ops_run: number;
+  /** The collectives this runtime ran and the bytes they sent (0 on a plain runtime; absent on an older one). */
+  collectives?: { calls: number; bytes: number };
 }
 
 export interface TensorData<D extends DType = DType> {
@@ -149,7 +179,7 @@ export interface RuntimeOf<T> {
   symbolic(recorder: OpRecorder): T;
 
   /** Runtime-side counts: sessions, live objects, ops run. */
-  stats(): Promise<{ sessions: number; objects: number; ops_run: number }>;
+  stats(): Promise<RuntimeStats>;
   /** One round trip with nothing to do (liveness, latency). */
   ping(): Promise<void>;
   /** Close the session; a runtime this object started is stopped too. */

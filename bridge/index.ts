@@ -18,4 +18,6 @@ export { type DType, DTYPES, ITEMSIZE, type TypedArray, type ArrayOf } from './d
 export { Connection, type ConnectionOptions } from './connection.js';
 export { spawnRuntime, resolvePython, runtimeEnv, packageRoot, type SpawnOptions, type RuntimeProcess } from './launcher.js';
 export { VERSION as PROTOCOL_VERSION, MINOR as PROTOCOL_MINOR } from './protocol.js';
+export { Group, type GroupStartOptions } from './group.js';
+export type { GroupInfo, RuntimeStats } from './contract.js';
 export { startWithPython, type PythonHatch, type PythonRuntime, type PythonStartOptions, type PyObject, type HatchProcess } from './python.js';

@@ -148,7 +148,7 @@ export function own(child: ChildProcess, dir: string): { exited: Promise<string>
 }
 
 /** `limits` as the runtime's flags; the runtime checks the values and says what is wrong. */
-function limitArgs(limits: RuntimeLimitOptions = {}): string[] {
+export function limitArgs(limits: RuntimeLimitOptions = {}): string[] {
   const flags: [keyof RuntimeLimitOptions, string][] = [['maxMessageBytes', '--max-message-bytes'], ['maxSessions', '--max-sessions'], ['sessionIdleS', '--session-idle-s']];
   return flags.flatMap(([k, flag]) => (limits[k] === undefined ? [] : [flag, String(limits[k])]));
 }

@@ -8,7 +8,7 @@
  * returns at once; see bridge/queue.ts for when the queue goes out.
  */
 import { Connection, type ConnectionOptions } from './connection.js';
-import type { ArgOf, HatchProcess, OpRecord, OpRecorder, PythonHatch, PyObject, RuntimeInfo, RuntimeOf, TensorData } from './contract.js';
+import type { ArgOf, GroupInfo, HatchProcess, OpRecord, OpRecorder, PythonHatch, PyObject, RuntimeInfo, RuntimeOf, RuntimeStats, TensorData } from './contract.js';
 import { type DType, ITEMSIZE, type TypedArray, dtypeOf, isDType, toBytes } from './dtype.js';
 import { LiaisonError } from './errors.js';
 import { TensorFactories } from './factories.js';
@@ -46,6 +46,20 @@ export interface ConnectOptions extends RuntimeOptions {
   key?: Uint8Array | string;
 }
 
+/** @internal What a group (bridge/group.ts) shares with the session on each of its ranks. */
+export interface GroupLink {
+  /** The group: its tensors are handles in this session too (this rank's shard of each). */
+  readonly group: object;
+  /**
+   * Handle ids for the group and all its rank sessions, from one counter: a group tensor
+   * has the same id on every rank, and a rank's own tensors never take one of its ids.
+   */
+  nextHandle(): number;
+}
+
+/** dist_* ops that do not communicate: a rank session may queue them alone. */
+const LOCAL_DIST = new Set(['dist_rank', 'dist_world_size', 'dist_shard']);
+
 export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor> {
   readonly info: RuntimeInfo;
   readonly endpoint: string;
@@ -58,6 +72,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
   private readonly lifetimes = new Lifetimes((id) => this.release(id));
   private readonly hook = new TraceHook();
   private nextHandle = 1;
+  private link?: GroupLink;
   private closing: Promise<void> | null = null;
 
   private constructor(conn: Connection, info: RuntimeInfo, opts: RuntimeOptions, proc?: RuntimeProcess) {
@@ -106,7 +121,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
     const waitMs = opts.timeoutMs ?? 30_000;
     try {
       const { header } = await conn.request('hello', {}, [], waitMs);
-      return new ProcessRuntime(conn, header as unknown as RuntimeInfo, opts, proc);
+      return new ProcessRuntime(conn, runtimeInfo(header), opts, proc);
     } catch (e) {
       conn.close();
       if (e instanceof LiaisonError && e.code === 'E_TIMEOUT') {
@@ -146,6 +161,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
   /** Queue any op of the runtime's op table; `outputs` results (a list when != 1). */
   call(op: string, args: readonly Arg[] = [], kw?: Record<string, Arg>, outputs = 1): Tensor | Tensor[] {
     if (this.conn.closed) throw new LiaisonError('E_CLOSED', `runtime is closed; cannot queue ${op}`);
+    if (this.link) this.refuseGroupWork(op, args);
     const wireArgs = args.map((a) => this.wire(a)); // throws on a freed or foreign tensor before anything is made
     const wireKw = kw ? (this.wire(kw) as Record<string, unknown>) : undefined;
     const out: Tensor[] = [];
@@ -159,8 +175,19 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
     return outputs === 1 ? out[0] : out;
   }
 
+  /** A rank of a group must not wait alone in a collective its peers never join. */
+  private refuseGroupWork(op: string, args: readonly Arg[]): void {
+    const g = this.info.group!;
+    if (g.worldSize > 1 && op.startsWith('dist_') && !LOCAL_DIST.has(op)) {
+      throw new LiaisonError('E_ARG', `${op} queued on rank ${g.rank} alone: a collective runs on every rank of the group, so queue it on the group (the other ${g.worldSize - 1} rank(s) would never join it)`, { op });
+    }
+    if (op === 'program_run' && args[0] instanceof Tensor && args[0].rt === this.link!.group) {
+      throw new LiaisonError('E_ARG', `program_run on rank ${g.rank} alone: the program was defined on the group, which runs it on every rank; define it on this rank (group.rank(${g.rank})) to run it here`, { op });
+    }
+  }
+
   private newTensor(): Tensor {
-    const id = this.nextHandle++;
+    const id = this.link ? this.link.nextHandle() : this.nextHandle++;
     if (id > 0xffffffff) throw new LiaisonError('E_INTERNAL', 'handle ids exhausted for this session; open a new Runtime');
     const t = new Tensor(this, id);
     this.lifetimes.track(t);
@@ -169,7 +196,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
 
   private wire(a: Arg): unknown {
     if (a instanceof Tensor) {
-      if (a.rt !== this) throw new LiaisonError('E_HANDLE', `tensor #${a.id} belongs to another runtime session`);
+      if (a.rt !== this && (!this.link || a.rt !== this.link.group)) throw new LiaisonError('E_HANDLE', `tensor #${a.id} belongs to another runtime session`);
       this.hook.checkOwn(a);
       if (a.freed) throw new LiaisonError('E_HANDLE', `tensor #${a.id} was freed`, { handle: a.id });
       const bad = this.queue.poison(a.id);
@@ -219,7 +246,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
 
   /** @internal A tensor that exists only inside the program `recorder` traces. */
   symbolic(recorder: OpRecorder): Tensor {
-    const t = new Tensor(this, this.nextHandle++);
+    const t = new Tensor(this, this.link ? this.link.nextHandle() : this.nextHandle++);
     t.traced = recorder;
     return t;
   }
@@ -281,10 +308,10 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
   // ---------------------------------------------------------------- the session
 
   /** Runtime-side counts: sessions, live objects, ops run. */
-  async stats(): Promise<{ sessions: number; objects: number; ops_run: number }> {
+  async stats(): Promise<RuntimeStats> {
     await this.flush();
     const { header } = await this.conn.request('ping');
-    return header.stats as { sessions: number; objects: number; ops_run: number };
+    return header.stats as RuntimeStats;
   }
 
   /** One round trip with nothing to do (liveness, latency). */
@@ -314,4 +341,40 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
   get process(): RuntimeProcess | undefined {
     return this.proc;
   }
+
+  // ---------------------------------------------------------------- as a rank of a group
+
+  /**
+   * @internal bridge/group.ts: make this session rank `info.group.rank` of `link.group`,
+   * before it makes any tensor. `onSend` runs whenever this session's queue sends.
+   */
+  joinGroup(link: GroupLink, onSend: () => void): void {
+    if (!this.info.group) throw new LiaisonError('E_GROUP', `the runtime at ${this.endpoint} is not a rank of a group (its hello reported no group)`);
+    this.link = link;
+    this.queue.onSend = onSend;
+  }
+
+  /** @internal bridge/group.ts: the op queue, which a group fills with the ops it fans out. */
+  get opQueue(): OpQueue {
+    return this.queue;
+  }
+
+  /** @internal bridge/group.ts: fail every pending request with `e` (a group's fault) and stop. */
+  failWith(e: LiaisonError): void {
+    this.conn.fail(e);
+  }
+}
+
+/** The `hello` reply as {@link RuntimeInfo}: the group fields in camelCase. */
+function runtimeInfo(header: Record<string, unknown>): RuntimeInfo {
+  const info = { ...header } as unknown as RuntimeInfo;
+  const g = header.group as Record<string, unknown> | undefined;
+  if (g && typeof g === 'object') {
+    const group: GroupInfo = {
+      rank: g.rank as number, worldSize: g.world_size as number, localRank: g.local_rank as number,
+      backend: g.backend as string, endpoints: (g.endpoints as string[] | undefined) ?? [],
+    };
+    info.group = group;
+  } else delete info.group;
+  return info;
 }

@@ -41,6 +41,17 @@ export class OpQueue {
   private deferred: LiaisonError | null = null;
   /** Handles whose making op failed, with the error: a later use says why they do not exist. */
   private poisoned = new Map<number, LiaisonError>();
+  /**
+   * @internal Called whenever this queue sends a batch. A group (bridge/group.ts) sends its
+   * other ranks' queues then too: a collective queued on every rank must go out on every
+   * rank, or the ranks that sent it wait in it for the ones that did not.
+   */
+  onSend?: () => void;
+  /**
+   * @internal What a failed batch reports, decided by the group: a collective that failed
+   * because a rank died reports that rank's death, as every other pending request does.
+   */
+  translate?: (e: LiaisonError) => Promise<LiaisonError>;
 
   constructor(private readonly conn: Connection, private readonly sid: string, private readonly opts: QueueOptions) {}
 
@@ -109,8 +120,17 @@ export class OpQueue {
     });
   }
 
-  private send(): void {
-    if (!this.ops.length && !this.reads.length && !this.metas.length && !this.frees.length) return;
+  private empty(): boolean {
+    return !this.ops.length && !this.reads.length && !this.metas.length && !this.frees.length;
+  }
+
+  /** Send whatever is queued now, without waiting for the reply. */
+  send(): void {
+    if (this.empty()) return;
+    if (this.onSend) {
+      this.onSend(); // may send this queue itself (the group sends all its ranks' in rank order)
+      if (this.empty()) return;
+    }
     const ops = this.ops, bufs = this.bufs, reads = this.reads, metas = this.metas, frees = this.frees;
     this.ops = []; this.bufs = []; this.reads = []; this.metas = []; this.frees = []; this.queuedBytes = 0;
     const fields: Record<string, unknown> = { sid: this.sid, ops };
@@ -147,7 +167,8 @@ export class OpQueue {
         }
         throw e;
       },
-    ).catch((e: LiaisonError) => {
+    ).catch(async (e: LiaisonError) => {
+      if (this.translate) e = await this.translate(e);
       for (const r of reads) r.w.reject(e);
       for (const m of metas) m.w.reject(e);
       if (!reads.length && !metas.length) this.deferred ??= e; // nobody awaits this batch: report at the next flush
