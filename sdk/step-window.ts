@@ -1,8 +1,9 @@
 /**
- * The Trainer's pipeline of sent steps (sdk/trainer.ts): steps are queued, sent in groups
- * of half the window (each group one batch, one round trip), and at most `inFlight` are
- * ever unconfirmed, so the runtime always has the next group while TypeScript waits for
- * the oldest.
+ * The pipeline of sent training steps of a TrainingLoop (sdk/loop.ts; the Trainer's too):
+ * steps are queued, sent in groups of half the window (each group one batch, one round
+ * trip), and at most `inFlight` are ever unconfirmed, so the runtime always has the next
+ * group while TypeScript waits for the oldest. A step's own reads (its loss, when logged)
+ * go out in its group's batch: `send(read)` counts them into the group.
  */
 import type { Runtime } from '../bridge/index.js';
 
@@ -52,11 +53,15 @@ export class StepWindow {
   }
 
   /**
-   * Wait for every group still in flight, never throwing: after a failure, so that their
-   * records reach the log before it closes and no event fires after fit() has settled.
+   * Wait for every group still in flight, never throwing, and start afresh: after a
+   * failure, so that their records reach the log before it closes and no event fires after
+   * fit() has settled. Steps queued and not sent are forgotten (the next send carries them).
    */
   async settled(): Promise<void> {
-    await Promise.all(this.pending.map((g) => g.done));
+    const groups = this.pending.splice(0);
+    await Promise.all(groups.map((g) => g.done));
+    this.outstanding = 0;
+    this.queued = 0;
   }
 
   /** Wait for the oldest `n` groups; the first failure among them is thrown. */

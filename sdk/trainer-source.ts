@@ -1,6 +1,6 @@
 /**
  * Where a Trainer's steps get x and y (sdk/trainer.ts): the batches of a dataset, or
- * windows drawn inside the step. Internal: not exported from the SDK.
+ * windows drawn inside the step. Internal: not exported from the SDK (but `epochSeed`).
  */
 import type { Tensor } from '../bridge/index.js';
 import type { Batch } from './data.js';
@@ -18,5 +18,9 @@ export interface Source {
   evaluate?: () => Promise<EvalResult>;
 }
 
-/** The seed of epoch `epoch`'s batch order and random stream. */
+/**
+ * The seed of epoch `epoch`'s batch order and random stream, as the Trainer uses them
+ * (`dataset.batches(n, { seed: epochSeed(seed, e) })`, `rt.manualSeed(epochSeed(seed, e))`):
+ * an own loop that uses it too sees the Trainer's data order (sdk/loop.ts).
+ */
 export const epochSeed = (seed: number, epoch: number) => (seed * 1_000_003 + epoch) % 2_147_483_647;

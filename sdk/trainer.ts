@@ -9,20 +9,20 @@
  * const history = await trainer.fit(train, { eval: test });
  * ```
  *
- * A training step is ONE program traced once (sdk/program.ts) and replayed by the runtime:
- * inputs x, y, lr () (the step number () is the program's own state) → beforeStep hooks →
- * zero_grad → forward (train) → loss (+ every addLoss term) → its finiteness check
- * (sdk/nonfinite.ts) → backward → afterBackward hooks → the optimizer's update() over every
- * trainable parameter (the model's and those plugins added; sdk/trainer-params.ts) →
- * afterOptimizerStep hooks; output the loss. The program is traced again when a plugin asks
- * or the trainable set changes (a freeze, a parameter joining). Snapshots and rewinding:
- * sdk/snapshots.ts. Each step queues one
+ * The Trainer is a {@link TrainingLoop} (sdk/loop.ts, the parts public for a loop of one's
+ * own) driven by `fit()`: the plugins attach to the loop, the step is the loop's step
+ * program (sdk/loop-step.ts) with the configured loss as its `loss`, and the optimizer's
+ * state, snapshots and checkpoints are the loop's. A training step is ONE program traced
+ * once and replayed by the runtime: inputs x, y, lr () → beforeStep hooks → zero_grad →
+ * forward (train) → loss (+ every addLoss term) → its finiteness check (sdk/nonfinite.ts)
+ * → backward → afterBackward hooks → the optimizer's update() over every trainable
+ * parameter → afterOptimizerStep hooks; output the loss. Each step queues one
  * `program_run`; steps go out in groups of `inFlight / 2` (each group one batch, one round
- * trip) and at most `inFlight` steps are unconfirmed, so the runtime always has work while
- * this side prepares the next. The loss is read back only every `logEvery` steps and at
- * epoch ends, in the batch of the step itself. An epoch end that nothing waits for (no
- * epochEnd hook, evaluation or checkpoint due) does not stop the pipeline either: its
- * results arrive while the next epoch runs.
+ * trip) and at most `inFlight` steps are unconfirmed (sdk/step-window.ts), so the runtime
+ * always has work while this side prepares the next. The loss is read back only every
+ * `logEvery` steps and at epoch ends, in the batch of the step itself. An epoch end that
+ * nothing waits for (no epochEnd hook, evaluation or checkpoint due) does not stop the
+ * pipeline either: its results arrive while the next epoch runs.
  *
  * Events (a typed EventEmitter; shapes in sdk/trainer-types.ts): `progress` at every
  * logged step, `eval` after each evaluation, `checkpoint` after each save, `epoch` at each
@@ -32,28 +32,21 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
-import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, pluginRecord } from './checkpoint.js';
 import { Dataset, TextCorpus, type TokenSampler } from './data.js';
 import { checkTargets, evaluate, lossOf } from './evaluate.js';
-import { traceUpdate } from './families/momentum/base.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
-import type { ParamControl, ParamView, Selector, StepTrace, TrainerPlugin } from './hooks.js';
+import type { ParamControl, ParamView, Selector, TrainerPlugin } from './hooks.js';
+import { checkLoopParts, TrainingLoop } from './loop.js';
+import type { TrainStep } from './loop-step.js';
 import { MetricsLog, TensorBoard } from './metrics.js';
 import type { Model } from './model.js';
-import { guardLoss, lossSummary, maskedUpdate, nonFiniteError } from './nonfinite.js';
-import { describeValue, requirePlugin } from './plugin.js';
-import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach } from './program.js';
+import { lossSummary, nonFiniteError } from './nonfinite.js';
 import { progressView } from './progress.js';
-import { readSafetensors } from './safetensors.js';
-import { paramControl, Snapshots } from './snapshots.js';
-import { StepWindow } from './step-window.js';
 import { resolveTrainerConfig, type TrainerConfig } from './trainer-config.js';
-import { type ParamEntry, ParamSet } from './trainer-params.js';
 import { StepMetrics } from './trainer-metrics.js';
-import { restoreCheckpoint } from './trainer-resume.js';
+import type { ParamSet } from './trainer-params.js';
 import { epochSeed, type Source } from './trainer-source.js';
 import type { EpochResult, EvalResult, FitLMOptions, FitOptions, TrainerEvents, TrainerOptions } from './trainer-types.js';
-import { HookRegistry } from './training-hooks.js';
 
 export { TrainerConfig } from './trainer-config.js';
 export type { CheckpointEvent, EpochResult, EvalEvent, EvalResult, FitLMOptions, FitOptions, ProgressEvent, TrainerEvents, TrainerOptions } from './trainer-types.js';
@@ -64,44 +57,23 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   readonly optimizer: MomentumOptimizer;
   readonly plugins: readonly TrainerPlugin[];
   readonly rt: Runtime;
-  /** Epochs done (a resumed trainer starts from the checkpoint's). */
-  epoch = 0;
-  /** Optimizer steps done. */
-  step = 0;
-  private readonly hooks: HookRegistry;
-  /** The parameters it optimizes and the optimizer's state of each (made on first need). */
-  private readonly params: ParamSet;
-  private readonly snaps: Snapshots;
-  /** Parameters, freezing and snapshots, as plugins reach them through their hooks. */
-  private readonly control: ParamControl;
-  /** The parameter set's version the step program was traced for. */
-  private tracedFor = -1;
-  /** The plugins' attach(), once (null before). */
-  private attached: Promise<void> | null = null;
-  private program: Program | null = null;
-  private programFor: unknown = null;
+  /** The loop it drives: its plugins, parameters, optimizer state, steps and checkpoints (sdk/loop.ts). */
+  readonly loop: TrainingLoop;
+  /** The step program of the current kind of source (a dataset, a sampler), kept across fit() calls. */
+  private stepFor: { key: unknown; step: TrainStep } | null = null;
   private tb: TensorBoard | null | undefined;
   private running = false;
-  private freed = false;
 
   constructor(opts: TrainerOptions) {
     super();
     const { model, optimizer, plugins = [], ...config } = opts ?? ({} as TrainerOptions);
-    if (!model?.handle || !Array.isArray(model.params)) throw new LiaisonError('E_ARG', 'Trainer: model must be a Model (from Model.build)', { param: 'model' });
-    requirePlugin(optimizer, 'momentum-optimizer', 'MomentumOptimizer', ['init', 'update', 'learningRate'], 'Trainer: optimizer', 'optimizer');
-    const odd = Array.isArray(plugins) ? plugins.findIndex((p) => typeof p?.attach !== 'function') : -1;
-    if (!Array.isArray(plugins) || odd >= 0) {
-      throw new LiaisonError('E_ARG', `Trainer: plugins must be a list of plugins with attach(hooks) (pruners, routers), got ${Array.isArray(plugins) ? `${describeValue(plugins[odd])} at [${odd}]` : describeValue(plugins)}`, { param: 'plugins' });
-    }
+    checkLoopParts('Trainer', model, optimizer, plugins);
     this.config = Object.freeze(resolveTrainerConfig(config));
+    this.loop = new TrainingLoop({ model, optimizer, plugins, nonFinite: this.config.nonFinite, inFlight: this.config.inFlight }, 'Trainer');
     this.model = model;
     this.optimizer = optimizer;
-    this.plugins = [...plugins];
+    this.plugins = this.loop.plugins;
     this.rt = model.rt;
-    this.params = new ParamSet(this.rt, model, optimizer, () => this.step);
-    this.snaps = new Snapshots(this.params, () => this.step);
-    this.control = paramControl(this.params, this.snaps, () => this.step);
-    this.hooks = new HookRegistry(this.rt, model, this.control);
   }
 
   /** A new Trainer, restored from a checkpoint written by {@link save}. */
@@ -111,94 +83,50 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     return t;
   }
 
+  /** Epochs done (a resumed trainer starts from the checkpoint's). */
+  get epoch(): number { return this.loop.epoch; }
+  set epoch(n: number) { this.loop.epoch = n; }
+  /** Optimizer steps done. */
+  get step(): number { return this.loop.step; }
+  set step(n: number) { this.loop.step = n; }
+
   /** Stop optimizing these parameters (by name, glob or RegExp): no gradient, values unchanged, optimizer state kept. */
-  freeze(params: Selector): string[] { return this.control.freeze(params); }
+  freeze(params: Selector): string[] { return this.loop.freeze(params); }
   /** Optimize these again; one that never had optimizer state gets fresh state. */
-  unfreeze(params: Selector): string[] { return this.control.unfreeze(params); }
+  unfreeze(params: Selector): string[] { return this.loop.unfreeze(params); }
   /** Every parameter this Trainer holds (the model's, then the plugins'), trainable or not. */
-  paramList(): ParamView[] { return this.control.params(); }
+  paramList(): ParamView[] { return this.loop.paramList(); }
   /** Save copies of every parameter as snapshot `name`: now, or right after step `opts.at`. */
-  snapshot(name: string, opts?: { at?: number }): void { this.control.snapshot(name, opts); }
+  snapshot(name: string, opts?: { at?: number }): void { this.loop.snapshot(name, opts); }
   /** Copy snapshot `name` back into these parameters (default: all); `keepZeros`: only their non-zero entries. */
-  rewind(name: string, params?: Selector, opts?: { keepZeros?: boolean }): void { this.control.rewind(name, params, opts); }
+  rewind(name: string, params?: Selector, opts?: { keepZeros?: boolean }): void { this.loop.rewind(name, params, opts); }
   /** Fresh optimizer state for these parameters (default: all), their step count from 1 again. */
-  resetOptimizer(params?: Selector): void { this.control.resetOptimizer(params); }
+  resetOptimizer(params?: Selector): void { this.loop.resetOptimizer(params); }
   /** Snapshots held: name → the step each was taken at. */
-  snapshots(): Record<string, number> { return this.snaps.list(); }
+  snapshots(): Record<string, number> { return this.loop.snapshots(); }
+  /** The optimizer's state tensors of one parameter, to read. */
+  optimizerState(name: string): Readonly<Record<string, Tensor>> { return this.loop.optimizerState(name); }
+  /** @internal the loop's parameters, freezing and snapshots, as plugins reach them through their hooks */
+  get control(): ParamControl { return this.loop.control; }
+  /** @internal the loop's parameter set and optimizer state (sdk/trainer-params.ts) */
+  get params(): ParamSet { return this.loop.params; }
 
   /**
-   * Plugins attached (each through its own view of the hooks, so that two plugins of a kind
-   * keep their state and losses apart): once, before the first step or a resume. An
-   * evaluation or a save attaches nothing: a pruner set to prune at the start prunes when
-   * training starts, not when a baseline is measured.
+   * The step program for `source`: the loop's, with the configured loss of the model's
+   * forward on x and y (a dataset's batch, or drawn inside the step by a sampler); made
+   * again when the kind of source changes (the loop traces it again when a plugin asks or
+   * the trainable set changes).
    */
-  private attach(): Promise<void> {
-    this.attached ??= (async () => {
-      this.params.all();
-      for (const [i, p] of this.plugins.entries()) await p.attach(this.hooks.forPlugin(i));
-      await this.rt.flush();
-    })();
-    return this.attached;
-  }
-
-  /** The step program for `source`, traced again when a plugin called retrace() or the kind of source changed. */
-  private stepProgram(source: Source): Program {
-    if (this.program && !this.hooks.stale && this.programFor === source.key && this.tracedFor === this.params.version) return this.program;
-    this.program?.free();
-    this.hooks.stale = false;
-    this.tracedFor = this.params.version;
-    const { rt, model, hooks, optimizer, params } = this;
-    const lr: PlaceholderSpec = { dtype: 'f32', shape: [] };
-    const inputs: Placeholders = source.draw ? { lr } : { x: {}, y: {}, lr };
-    // The step number is state of the program (counted there, one op fewer per step),
-    // starting from the steps done when it is traced. Defined, not awaited: the definition
-    // goes out in the first step's batch.
-    const state = { step: rt.full([], this.step) };
-    // the first step whose loss was not finite, set by check_finite (sdk/nonfinite.ts); captured
-    const halt = rt.zeros([], 'i64');
-    this.program = define(rt, { name: 'train-step', inputs, state }, (ins: Record<string, Tensor>, st) => {
-      st.step = st.step.add(1);
-      // `finite` is known once the loss is guarded; under 'error' it is made only when a hook reads it
-      let finite: Tensor | null = null;
-      let guarded: (() => Tensor) | null = null;
-      const t: StepTrace = {
-        rt, model, lr: ins.lr, step: st.step,
-        get finite(): Tensor {
-          if (!guarded) throw new LiaisonError('E_ARG', 'StepTrace.finite: whether the step is applied is known once the loss is; read it at afterBackward or afterOptimizerStep, not at beforeStep or in a loss term', { param: 'finite' });
-          return (finite ??= guarded());
-        },
-      };
-      for (const fn of hooks.traced.beforeStep) fn(t);
-      const { x, y } = source.draw ? source.draw() : { x: ins.x, y: ins.y };
-      rt.call('zero_grad', [model.handle], undefined, 0);
-      const own = params.pluginTrainable();
-      if (own.length) rt.call('clear_grads', [own], undefined, 0);
-      let loss = lossOf(this.config.loss, model.forward(x, { train: true }), y, source.yRank);
-      for (const l of hooks.losses) loss = loss.add(l.fn(t));
-      // metrics see the step's forward and loss; read, not trained through
-      const metrics = noGrad(rt, () => hooks.metrics.map((m) => m.fn(t)));
-      const ok = guardLoss(rt, this.config.nonFinite, loss, st.step, halt);
-      guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
-      rt.call('backward', [loss], undefined, 0);
-      for (const fn of hooks.traced.afterBackward) fn(t);
-      noGrad(rt, () => {
-        // parameters whose state was made after step 0 count their own steps (sdk/trainer-params.ts)
-        const groups = new Map<Tensor | null, ParamEntry[]>();
-        for (const e of params.trainable()) groups.set(e.offset, [...(groups.get(e.offset) ?? []), e]);
-        for (const [offset, group] of groups) {
-          const hp = { lr: ins.lr, step: offset ? t.step.sub(offset) : t.step };
-          const prepared = optimizer.prepare?.(hp); // shared by every parameter's update()
-          // one computation per parameter: the runtime may run them side by side (multi-tensor ops)
-          traceEach(rt, group, (s) => maskedUpdate(rt, ok, [s.param, ...Object.values(s.state!)], () => traceUpdate(optimizer, s.info.name, s.param, params.grad(s), s.state!, hp, prepared)));
-        }
-        for (const fn of hooks.traced.afterOptimizerStep) fn(t);
-      });
-      return metrics.length ? [loss, ...metrics] : loss;
-    });
-    state.step.free(); // the program holds its own references
-    halt.free();
-    this.programFor = source.key;
-    return this.program;
+  private stepProgram(source: Source): TrainStep {
+    if (this.stepFor && this.stepFor.key === source.key) return this.stepFor.step;
+    this.stepFor?.step.free();
+    const { model, config } = this;
+    const draw = source.draw;
+    const step = draw
+      ? this.loop.stepProgram({ loss: () => { const { x, y } = draw(); return lossOf(config.loss, model.forward(x, { train: true }), y, source.yRank); } })
+      : this.loop.stepProgram({ inputs: { x: {}, y: {} }, loss: ({ x, y }) => lossOf(config.loss, model.forward(x, { train: true }), y, source.yRank) });
+    this.stepFor = { key: source.key, step: step as unknown as TrainStep };
+    return this.stepFor.step;
   }
 
   /** Train on `train` for `epochs` more epochs; returns one entry per epoch. */
@@ -248,13 +176,13 @@ export class Trainer extends EventEmitter<TrainerEvents> {
   private async run(source: Source, epochs: number): Promise<EpochResult[]> {
     if (!Number.isInteger(epochs) || epochs < 1) throw new LiaisonError('E_ARG', `Trainer: epochs must be an integer >= 1, got ${epochs}`, { param: 'epochs' });
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer: already training; await the running fit() before starting another');
-    this.checkLive('fit');
+    this.loop.checkLive('fit', 'Trainer');
     this.running = true;
     const start = { step: this.step, epoch: this.epoch, stepsPerEpoch: source.steps };
     try {
-      return await this.loop(source, epochs);
+      return await this.train(source, epochs);
     } catch (e) {
-      this.hooks.stale = true; // steps may have been counted here but not run there: trace afresh
+      this.loop.retrace(); // steps may have been counted here but not run there: trace afresh
       const nf = nonFiniteError(e, start);
       if (!nf) throw e;
       // the runtime stopped every step from the failed one on: count what the model went through
@@ -265,8 +193,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     }
   }
 
-  private async loop(source: Source, epochs: number): Promise<EpochResult[]> {
-    await this.attach();
+  private async train(source: Source, epochs: number): Promise<EpochResult[]> {
+    await this.loop.attach();
     const cfg = this.config;
     const rt = this.rt;
     const skip = cfg.nonFinite === 'skip';
@@ -276,11 +204,10 @@ export class Trainer extends EventEmitter<TrainerEvents> {
     if (cfg.tensorboardDir && this.tb === undefined) this.tb = await TensorBoard.open(rt, cfg.tensorboardDir);
     const history: EpochResult[] = [];
     // groups of half the window; at most `inFlight` steps unconfirmed (sdk/step-window.ts)
-    const sent = new StepWindow(rt, cfg.inFlight);
+    const sent = this.loop.window;
     let done = 0;
     let shown = NaN;
     let lr = NaN;
-    let lrT: Tensor | null = null;
     let mark = performance.now(); // when the previous epoch's results were final
     const finish = (r: EpochResult) => {
       const now = performance.now();
@@ -297,7 +224,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         bar.update(done, { epoch: e + 1 });
         const batches = source.batches(e);
         const losses: Tensor[] = [];
-        const metrics = new StepMetrics(rt, this.hooks.metrics.map((m) => m.name));
+        const metrics = new StepMetrics(rt, this.loop.metricNames());
         let since = 0;
         const report = (ts: Tensor[], at: { step: number; epochStep: number; lr: number }) => {
           const { mean, skipped } = lossSummary(rt, ts, skip);
@@ -311,17 +238,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
           }).finally(() => { mean.free(); skipped?.free(); });
         };
         for (let i = 0; i < source.steps; i++) {
-          const program = this.stepProgram(source);
-          const step = ++this.step;
-          const next = this.optimizer.learningRate(step);
-          if (!Number.isFinite(next) || next < 0) throw new LiaisonError('E_ARG', `${pluginRecord(this.optimizer).id}: learningRate(${step}) returned ${next}; it must be a finite number >= 0`, { param: 'optimizer' });
-          if (next !== lr || !lrT) { lrT?.free(); lr = next; lrT = rt.full([], lr); } // a constant rate costs no op
           const b = batches?.[i];
-          const out = program.run(b ? { x: b.x, y: b.y, lr: lrT } : { lr: lrT }) as Tensor | Tensor[];
-          losses.push(Array.isArray(out) ? out[0] : out);
-          if (Array.isArray(out)) metrics.push(out.slice(1));
+          // counted, its rate asked, queued; snapshots due are queued right behind it
+          const out = this.stepProgram(source).queue(b ? { x: b.x, y: b.y } : {});
+          const step = out.step;
+          lr = out.lr;
+          losses.push(out.loss);
+          metrics.push(Object.values(out.metrics));
           if (b) { b.x.free(); b.y.free(); }
-          this.snaps.after(step); // queued behind the step: the weights it left
           bar.update(++done, { loss: shown });
           sent.add();
           if (i === source.steps - 1) break; // the epoch's end reads go out with this step
@@ -346,7 +270,7 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         this.epoch = e + 1;
         const evalDue = !!source.evaluate && ((e + 1) % cfg.evalEvery === 0 || e === last - 1);
         const saveDue = !!cfg.checkpointDir && this.epoch % cfg.checkpointEvery === 0;
-        if (!evalDue && !saveDue && !this.hooks.loop.epochEnd.length && e < last - 1) {
+        if (!evalDue && !saveDue && !this.loop.hasHooks('epochEnd') && e < last - 1) {
           // nothing here needs this epoch's results: go on while the runtime finishes it
           await sent.send(result.then(finish));
           continue;
@@ -354,14 +278,14 @@ export class Trainer extends EventEmitter<TrainerEvents> {
         await sent.send(result);
         await sent.drainAll();
         const r = await result;
-        await this.hooks.runLoop('epochEnd', { epoch: e, step, metrics: { loss: r.loss } });
+        await this.loop.hooks.runLoop('epochEnd', { epoch: e, step, metrics: { loss: r.loss } });
         if (evalDue) {
           const ev = await source.evaluate!();
           Object.assign(r, { evalLoss: ev.loss }, ev.accuracy !== undefined ? { accuracy: ev.accuracy } : {}, ev.perplexity !== undefined ? { perplexity: ev.perplexity } : {});
           log?.write({ kind: 'eval', epoch: e, step, ...ev });
           for (const [k, v] of Object.entries(ev)) this.tb?.scalar(`eval/${k}`, v as number, step);
           this.emit('eval', { epoch: e, step, ...ev });
-          await this.hooks.runLoop('evaluation', { epoch: e, step, metrics: { ...ev } });
+          await this.loop.hooks.runLoop('evaluation', { epoch: e, step, metrics: { ...ev } });
         }
         if (saveDue) {
           const path = join(cfg.checkpointDir!, `epoch-${this.epoch}.safetensors`);
@@ -376,13 +300,12 @@ export class Trainer extends EventEmitter<TrainerEvents> {
       const end = history.at(-1);
       if (end) {
         const { epoch, step, seconds: _, metrics: __, ...metrics } = end;
-        await this.hooks.runLoop('fitEnd', { epoch, step, metrics: metrics as Record<string, number> });
+        await this.loop.hooks.runLoop('fitEnd', { epoch, step, metrics: metrics as Record<string, number> });
       }
     } finally {
       // after a failure, the groups sent before it land first: their records reach the
       // log before it closes, and no event fires after fit() has settled
       await sent.settled();
-      lrT?.free();
       bar.stop();
       log?.close();
     }
@@ -407,15 +330,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    * sdk/checkpoint.ts for the layout.
    */
   async save(path: string, opts: { snapshots?: boolean } = {}): Promise<void> {
-    this.checkLive('save');
-    const snaps = opts.snapshots ? this.snaps.checkpointTensors() : {};
-    const tensors = { ...this.params.stateTensors(), ...this.params.pluginTensors(), ...this.hooks.stateTensors(), ...snaps };
-    const metadata = encodeCheckpoint({
-      epoch: this.epoch, step: this.step, optimizer: pluginRecord(this.optimizer),
-      plugins: this.plugins.map(pluginRecord), attached: this.attached !== null, config: { ...this.config },
-      params: this.params.record(), ...(opts.snapshots ? { snapshots: this.snaps.list() } : {}),
-    });
-    await this.model.save(path, { tensors, metadata });
+    this.loop.checkLive('save', 'Trainer');
+    await this.loop.save(path, { ...opts, config: { ...this.config } });
   }
 
   /**
@@ -431,21 +347,8 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    */
   async resume(path: string): Promise<void> {
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer.resume: training is running; await fit() first');
-    this.checkLive('resume');
-    const file = await readSafetensors(path);
-    const c = decodeCheckpoint(file.metadata, path);
-    checkSameSetup(c, pluginRecord(this.optimizer), this.plugins.map(pluginRecord), path);
-    const withPlugins = c.attached !== false;
-    if (!withPlugins && this.attached) {
-      throw new LiaisonError('E_ARG', `resume: ${path} was saved before its plugins were attached (before the first fit), and this Trainer's plugins are attached already; resume it into a Trainer that has not trained`, { param: 'path' });
-    }
-    await restoreCheckpoint({
-      rt: this.rt, model: this.model, file, path, withPlugins, attached: this.attached !== null, checkpoint: c,
-      attach: () => this.attach(), params: this.params, snapshots: this.snaps, pluginState: () => this.hooks.stateTensors(),
-    });
-    this.epoch = c.epoch;
-    this.step = c.step;
-    this.hooks.stale = true; // the step program counts steps from where it was traced
+    this.loop.checkLive('resume', 'Trainer');
+    await this.loop.resume(path);
   }
 
   /**
@@ -456,16 +359,9 @@ export class Trainer extends EventEmitter<TrainerEvents> {
    */
   free(): void {
     if (this.running) throw new LiaisonError('E_ARG', 'Trainer.free: training is running; await fit() first');
-    this.program?.free();
-    this.program = null;
-    this.snaps.free();
-    this.params.free();
+    this.stepFor = null;
+    this.loop.free();
     this.tb?.close();
     this.tb = undefined;
-    this.freed = true;
-  }
-
-  private checkLive(method: string): void {
-    if (this.freed) throw new LiaisonError('E_ARG', `Trainer.${method}: free() was called on this Trainer; make a new one`);
   }
 }

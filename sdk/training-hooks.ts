@@ -29,8 +29,23 @@ export class HookRegistry implements TrainingHooks {
   readonly metrics: { name: string; owner: number; fn: (t: StepTrace) => Tensor }[] = [];
   /** Checkpointed tensors, saved as `prefix.key` (the prefix as made unique here). */
   readonly states: { prefix: string; owner: number; fn: () => Record<string, Tensor> }[] = [];
-  /** Set by retrace(): the step program must be traced again before the next step. */
+  /**
+   * Set by retrace() and by every traced hook, loss term or metric added: a step program
+   * traced before must be traced again before its next run. A loop with several step
+   * programs reads {@link version} instead (each compares it with the one it traced for).
+   */
   stale = false;
+  private changes = 0;
+
+  /** Bumped whenever {@link stale} is set: what a step program was traced for (sdk/loop-step.ts). */
+  get version(): number {
+    return this.changes;
+  }
+
+  private touch(): void {
+    this.stale = true;
+    this.changes++;
+  }
 
   /** Plugin parameter names as given out, with their owners (unique as loss names are). */
   private readonly paramNames: { name: string; owner: number }[] = [];
@@ -59,7 +74,7 @@ export class HookRegistry implements TrainingHooks {
     if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.on('${point}'): the hook must be a function`, { param: 'fn' });
     if ((TRACED_POINTS as readonly string[]).includes(point)) {
       this.traced[point as TracedPoint].push(fn as TracedFn);
-      this.stale = true; // a program traced before this hook does not run it
+      this.touch(); // a program traced before this hook does not run it
     } else if ((LOOP_POINTS as readonly string[]).includes(point)) {
       this.loop[point as LoopPoint].push(fn as LoopFn);
     } else {
@@ -72,7 +87,7 @@ export class HookRegistry implements TrainingHooks {
     if (typeof name !== 'string' || !name) throw new LiaisonError('E_ARG', `hooks.addLoss: name must be a non-empty string, got ${JSON.stringify(name)}`, { param: 'name' });
     if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.addLoss('${name}'): the loss must be a function`, { param: 'fn' });
     this.losses.push({ name: unique('addLoss', 'a loss named', name, owner, this.losses.map((l) => ({ name: l.name, owner: l.owner }))), owner, fn });
-    this.stale = true;
+    this.touch();
   }
 
   /** Add a metric; names as for {@link addLoss}. */
@@ -80,7 +95,7 @@ export class HookRegistry implements TrainingHooks {
     if (typeof name !== 'string' || !name) throw new LiaisonError('E_ARG', `hooks.addMetric: name must be a non-empty string, got ${JSON.stringify(name)}`, { param: 'name' });
     if (typeof fn !== 'function') throw new LiaisonError('E_ARG', `hooks.addMetric('${name}'): the metric must be a function of the step returning a tensor`, { param: 'fn' });
     this.metrics.push({ name: unique('addMetric', 'a metric named', name, owner, this.metrics.map((m) => ({ name: m.name, owner: m.owner }))), owner, fn });
-    this.stale = true;
+    this.touch();
   }
 
   /** Add checkpointed state; `owner` as for {@link addLoss}. */
@@ -115,7 +130,7 @@ export class HookRegistry implements TrainingHooks {
   }
 
   retrace(): void {
-    this.stale = true;
+    this.touch();
   }
 
   freeze(sel: Selector): string[] { return this.ctl('freeze').freeze(sel); }
