@@ -11,7 +11,8 @@ A group is fused only after a first run of the program as written, so every op's
 checks (shapes, dtypes, writability) have passed on the real tensors, and only if no
 tensor one segment writes shares memory with a tensor another segment touches — then
 running the segments column by column computes exactly what running them one after the
-other does.
+other does. A group holding a collective (ops/dist.py) is never fused: it is replayed in
+the order traced, the same on every rank of a group.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .errors import RuntimeFault
+from .ops.dist import COLLECTIVES
 from .ops.registry import FUSED, OPS
 
 
@@ -71,6 +73,8 @@ def _plan(steps, bounds, vals, make_step):
     length = len(segs[0])
     if len(segs) < 2 or any(len(s) != length for s in segs):
         return None
+    if any(st.name.split(" ", 1)[0] in COLLECTIVES for seg in segs for st in seg):
+        return None  # a collective stays where the trace put it: every rank replays the same order
     # where each slot a segment makes comes from: (op position in the segment, output number)
     made = [{o: (j, k) for j, st in enumerate(seg) for k, o in enumerate(st.outs)} for seg in segs]
     touched = [_touched(seg, vals) for seg in segs]

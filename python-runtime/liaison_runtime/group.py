@@ -197,13 +197,19 @@ def leave() -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited: a zombie (exited, not yet reaped by its
+    parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill's answer stands
 
 
 def watch_pid(pid: int, stop, on_force_exit, grace_s: float = 3.0, every_s: float = 1.0) -> threading.Thread:

@@ -308,6 +308,16 @@ CASES = [
     # ---- adopted modules ----
     C("module_forward", [layer, [x]], lambda m, ins: torch.tanh(ins[0] @ m[0].weight.T + m[0].bias).detach()),
     C("module_param", [layer, "0.weight"], lambda m, n: m[0].weight.detach()),
+    # ---- collectives on a plain runtime: a group of one (test_dist.py runs them on a real group) ----
+    C("dist_all_reduce", [x], lambda t: t),
+    C("dist_all_reduce", [xi, "max"], lambda t, o: t, tag="_max_int"),
+    C("dist_all_gather", [cube, 2], lambda t, d: t),
+    C("dist_broadcast", [x, 0], lambda t, s: t),
+    C("dist_reduce_scatter", [x, "mean", 1], lambda t, o, d: t),
+    C("dist_all_reduce_many", [[x, xi]], lambda ts: ts),
+    C("dist_rank", [], lambda: torch.tensor(0)),
+    C("dist_world_size", [], lambda: torch.tensor(1)),
+    C("dist_shard", [x, 1], lambda t, d: t),
 ]
 
 

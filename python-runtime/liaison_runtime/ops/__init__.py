@@ -3,6 +3,7 @@
 from . import (  # noqa: F401  (registration happens on import)
     create,
     data,
+    dist,
     elementwise,
     index,
     inplace,
