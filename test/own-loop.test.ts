@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Runtime, Tensor } from '../bridge/index.js';
 import { adam, magnitude, nesterov } from '../plugins/index.js';
-import { Dataset, epochSeed, lossOf, Model, Trainer, TrainingLoop, type TrainStep } from '../sdk/index.js';
+import { Dataset, epochSeed, lossOf, Model, type MomentumOptimizer, Trainer, TrainingLoop, type TrainStep } from '../sdk/index.js';
 import { startRuntime } from './helpers.js';
 
 const BATCH = 128;
@@ -49,7 +49,7 @@ async function ownEpochs(loop: TrainingLoop, step: TrainStep<{ x: object; y: obj
   return out;
 }
 
-async function ownLoop(model: Model, optimizer = nesterov({ lr: 0.05, momentum: 0.9 })) {
+async function ownLoop(model: Model, optimizer: MomentumOptimizer = nesterov({ lr: 0.05, momentum: 0.9 })) {
   const loop = await TrainingLoop.create({ model, optimizer, plugins: [pruner()] });
   const step = loop.stepProgram({ inputs: { x: {}, y: {} }, loss: ({ x, y }) => lossOf('cross_entropy', model.forward(x, { train: true }), y, 1) });
   return { loop, step };
