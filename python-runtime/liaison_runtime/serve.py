@@ -84,6 +84,7 @@ class Service:
         self._pending: dict[str, Installed | None] = {}  # staged (None: an uninstall)
         self._pending_lock = threading.Lock()
         self._client: str | None = None  # the attached service's session id
+        self._watch: frozenset = frozenset()  # loop points the service follows without a hook there
         self._ready = threading.Event()
         self._events: list[dict] = []
         self._acks: dict[int, list] = {}  # event id -> [threading.Event, error or None]
@@ -120,6 +121,7 @@ class Service:
         server.exec.extra_ops.update({
             "serve_attach": self._op_attach, "serve_model": self._op_model, "serve_install": self._op_install,
             "serve_uninstall": self._op_uninstall, "serve_ack": self._op_ack, "serve_ready": self._op_ready,
+            "serve_watch": self._op_watch,
         })
         policy.set_policy(factories=True, files=True)  # the script's own user; as embedded.py
         self.server = server
@@ -216,6 +218,16 @@ class Service:
             ack[0].set()
         return Info({"acked": ack is not None})
 
+    def _op_watch(self, ctx, sess, args, kw):
+        """serve_watch(points): the service wants these loop points' events even with no hook there
+        (to follow training: the metrics the script passes)."""
+        points = kw.get("points") or []
+        if not isinstance(points, list) or any(p not in LOOP for p in points):
+            raise RuntimeFault("E_ARG", f"serve_watch: points must name loop points among {', '.join(LOOP)}",
+                               param="points")
+        self._watch = frozenset(points)
+        return Info({"watching": sorted(self._watch)})
+
     def _op_ready(self, ctx, sess, args, kw):
         self._ready.set()
         return Info({"ready": True})
@@ -225,6 +237,7 @@ class Service:
         if sid != self._client:
             return
         self._client = None
+        self._watch = frozenset()
         log.warning("liaison: the service disconnected (%s)", "stopping" if self.on_disconnect == "stop" else
                     "going on with the installed plugins")
         if self.on_disconnect == "stop":
@@ -285,7 +298,11 @@ class Service:
         return None
 
     def before_step(self) -> None:
-        """A step begins (before the forward): the 'beforeStep' programs; the step holds the lock from here."""
+        """A step begins (before the forward): the 'beforeStep' programs; the step holds the lock from here.
+        Once per step: inside a step already begun it does nothing (Lightning calls zero_grad()
+        after the forward, when its callback began the step at the batch's start)."""
+        if self._in_step:
+            return
         self._enter_step()
         try:
             self._run("beforeStep")
@@ -346,7 +363,7 @@ class Service:
         if self._in_step:
             raise RuntimeError(f"liaison_runtime.serve: {point} inside a step (between zero_grad() and step()); "
                                "call it between steps")
-        if self._client is None or not any(point in i.loops for i in self._installed.values()):
+        if self._client is None or (point not in self._watch and not any(point in i.loops for i in self._installed.values())):
             return
         values = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float, torch.Tensor))}
         with self._ev_lock:
@@ -421,7 +438,8 @@ def serve(model: torch.nn.Module | dict, optimizer: torch.optim.Optimizer | None
     tcp://… needs `key` (or LIAISON_KEY): every message is then signed. The endpoint is
     printed on stderr as `LIAISON_SERVING {json}` and written to the file
     LIAISON_SERVE_ENDPOINT_FILE names, if set. wait_for_client: seconds to block here until
-    a service has installed what it wanted (its `ready()`). steps_per_epoch: call
+    a service has installed what it wanted (its `ready()`); default: LIAISON_SERVE_WAIT if set
+    (Service.launch sets it), else no wait. steps_per_epoch: call
     `epoch_end` by itself after every that many steps. idle_timeout: a service silent this
     long (no request, no heartbeat) is gone. event_timeout: the longest a loop point waits
     for the service's hooks."""
@@ -439,6 +457,8 @@ def serve(model: torch.nn.Module | dict, optimizer: torch.optim.Optimizer | None
     if path:
         with open(path, "w") as f:
             f.write(svc.endpoint)
+    if wait_for_client is None and os.environ.get("LIAISON_SERVE_WAIT"):
+        wait_for_client = float(os.environ["LIAISON_SERVE_WAIT"])  # set by a service that launched this script
     if wait_for_client is not None and not svc.wait_for_client(wait_for_client):
         warnings.warn(f"liaison: no service became ready within {wait_for_client:g} s; training without plugins",
                       stacklevel=2)
