@@ -16,7 +16,8 @@
  * η_t = lr / ((1 + t/lrDecay)·ρ̂_t) — a schedule of our choosing, the paper's is not public
  * in that form). The workers run on the SDK's workers (sdk/workers/, docs/workers.md); their
  * spec, and the batched block for workers sharing one runtime, are in
- * sdk/families/deflators/workers.ts; docs/deflation.md has the details.
+ * sdk/families/deflators/workers.ts (and their ranked form, for the ranks of a runtime group,
+ * in sdk/families/deflators/ranked.ts); docs/deflation.md has the details.
  *
  * Rounds: one per broadcast (L). Matvecs: T per joined worker per round (+1 when a worker
  * joins); in hebbian mode 2·B/d per worker step (multiply–add equivalents) and k at the end
@@ -30,6 +31,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import { type IterationContext, IterativeDeflatorBase, type IterationProblem, type Iterated, randomStarts, rayleigh, sortedResult } from '../../sdk/families/deflators/base.js';
 import type { DeflationProblem } from '../../sdk/families/deflators/types.js';
+import { RankedDeflationBlock } from '../../sdk/families/deflators/ranked.js';
 import { type Broadcast, deflationWorkers, type LocalRule, roundMatvecs } from '../../sdk/families/deflators/workers.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { runWorkers } from '../../sdk/workers/run.js';
@@ -42,7 +44,7 @@ export const ParallelDeflationConfig = Type.Object({
   batchSize: Type.Integer({ minimum: 1, default: 64, description: 'hebbian: data rows per minibatch' }),
   lr: Type.Number({ exclusiveMinimum: 0, default: 0.5, description: 'hebbian: step size η₀, in units of 1/ρ̂ (the minibatch Rayleigh value), so it does not depend on the data scale' }),
   lrDecay: Type.Number({ exclusiveMinimum: 0, default: 10, description: 'hebbian: η_t = η₀ / (1 + t/lrDecay), t the worker\'s local steps since it joined' }),
-  execution: Type.Union([Type.Literal('batched'), Type.Literal('per-worker')], { default: 'batched', description: "'batched': co-located workers' steps as one program per round (the workers' 'batched' placement); 'per-worker': each worker alone on its inputs (the 'sequential' placement, the reference)" }),
+  execution: Type.Union([Type.Literal('batched'), Type.Literal('per-worker'), Type.Literal('ranks')], { default: 'batched', description: "'batched': co-located workers' steps as one program per round (the workers' 'batched' placement); 'per-worker': each worker alone on its inputs (the 'sequential' placement, the reference); 'ranks': the workers spread over the ranks of a runtime group, worker k on rank k mod N, the broadcast an all-gather (the 'ranks' placement; on one runtime, a group of one)" }),
   float64: Type.Boolean({ default: false, description: 'iterate in float64; results come back in the input dtype' }),
 }, { additionalProperties: false });
 export type ParallelDeflationConfig = Static<typeof ParallelDeflationConfig>;
@@ -70,9 +72,11 @@ export class ParallelDeflation extends IterativeDeflatorBase<ParallelDeflationCo
     const n = c.mode === 'hebbian' ? (await data!.info()).shape[0] : 0;
     const rows = c.mode === 'hebbian' ? (r: number) => rt.randint(0, n, [c.localSteps, c.batchSize], { seed: seed * 100_003 + r }) : undefined;
     let matvecs = 0;
-    const run = await runWorkers(rt, deflationWorkers(rt, rule, starts, k, dtype, rows), {
+    const spec = deflationWorkers(rt, rule, starts, k, dtype, rows);
+    spec.ranked = (art, ranks) => new RankedDeflationBlock(art, rule, ranks, dtype, d);
+    const run = await runWorkers(rt, spec, {
       rounds,
-      placement: c.execution === 'batched' ? 'batched' : 'sequential',
+      placement: c.execution === 'per-worker' ? 'sequential' : c.execution,
       onRound: async ({ round, workers, joined, view }) => {
         matvecs += roundMatvecs(rule, workers.length, joined.length);
         if (ctx.reporting) await this.report(ctx, round, view, starts, k, matvecs);
@@ -96,7 +100,7 @@ export class ParallelDeflation extends IterativeDeflatorBase<ParallelDeflationCo
 /** The `parallel-deflation` registration: `parallelDeflation({ localSteps, rounds, mode, … })`. */
 export const parallelDeflation = definePlugin({
   name: 'parallel-deflation',
-  version: '1.0.0',
+  version: '1.1.0',
   family: 'deflator',
   schema: ParallelDeflationConfig,
   description: 'Parallel Deflation: K workers, worker k joins at round k, deflating the original matrix with the previous round\'s estimates (power or Hebbian steps)',

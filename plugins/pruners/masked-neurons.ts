@@ -36,6 +36,7 @@ import { PrunerBase, PrunerFields } from '../../sdk/families/pruners/base.js';
 import type { PrunableWeight, PruneContext } from '../../sdk/families/pruners/types.js';
 import type { ModelLike, ParamInfo } from '../../sdk/hooks.js';
 import { localDescent, type MaskedTrainOptions, maskedForward, mergeByHolders, mlpLayout, neuronMasks, subnetLoss } from '../../sdk/families/pruners/subnets.js';
+import { type Descend, RankedSubnets } from '../../sdk/families/pruners/subnets-ranked.js';
 import type { Model } from '../../sdk/model.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { runWorkers, type WorkerSpec } from '../../sdk/workers/index.js';
@@ -117,6 +118,16 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
     const seedOf = (r: number) => c.seed * 1_000_003 + r * 101;
 
     type State = { w: Tensor[]; mask: Tensor };
+    // one subnet's round from the shared weights and its row (1, H + T·B) of the round's input
+    const descend: Descend = (shared, mine) => {
+      const mask = mine.narrow(1, 0, H);
+      const w = localDescent(rt, shared, T, c.lr, (t, w) => {
+        const idx = c.batchSize ? mine.narrow(1, H + t * B, B).reshape([B]).to('i64') : null;
+        const [x, y] = idx ? [data.x.indexSelect(0, idx), data.y.indexSelect(0, idx)] : [data.x, data.y];
+        return lossOf(maskedForward(x, w, H ? mask : null, lay, scale), y, B);
+      });
+      return { w, mask };
+    };
     const spec: WorkerSpec<State, State, Tensor[]> = {
       name: 'masked-neurons',
       workers: S,
@@ -128,16 +139,7 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
         if (c.batchSize === 0) return masks;
         return rt.cat([masks, (rt.call('randint', [0, N, [S, T * B]], { seed: seedOf(r) + 17 }) as Tensor).to('f32')], 1);
       },
-      step: (_s, view, { worker, input }) => {
-        const mine = input!.narrow(0, worker, 1);
-        const mask = mine.narrow(1, 0, H);
-        const w = localDescent(rt, view!, T, c.lr, (t, w) => {
-          const idx = c.batchSize ? mine.narrow(1, H + t * B, B).reshape([B]).to('i64') : null;
-          const [x, y] = idx ? [data.x.indexSelect(0, idx), data.y.indexSelect(0, idx)] : [data.x, data.y];
-          return lossOf(maskedForward(x, w, H ? mask : null, lay, scale), y, B);
-        });
-        return { w, mask };
-      },
+      step: (_s, view, { worker, input }) => descend(view!, input!.narrow(0, worker, 1)),
       publish: (s) => s,
       boundary: {
         kind: 'merge',
@@ -149,6 +151,8 @@ export class MaskedNeurons extends PrunerBase<Resolved> {
         },
         merge: (shared, copies) => mergeByHolders(shared, copies, lay, c.combine, c.unheld),
       },
+      // on the ranks of a group (placement 'ranks'): sdk/families/pruners/subnets-ranked.ts
+      ranked: (art, ranks) => new RankedSubnets(art, ranks, { subnets: S, descend, lay, combine: c.combine, unheld: c.unheld }),
     };
     const loss: number[] = [];
     const accuracy: number[] = [];

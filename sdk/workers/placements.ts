@@ -13,6 +13,7 @@
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import { define, type Program } from '../program.js';
+import { ranksPlacement } from './ranks.js';
 import { rebuild, skeleton, tensorsOf } from './tree.js';
 import type { Placement, PlacementRun, WorkerContext, WorkerSpec } from './types.js';
 
@@ -169,3 +170,5 @@ registerPlacement({
   description: 'the joined workers of one runtime as one traced program per round (the spec\'s co-located form when it has one)',
   start: (rt, spec) => (spec.colocated ? new ColocatedRun(rt, spec) : new BatchedRun(rt, spec)),
 });
+
+registerPlacement(ranksPlacement);

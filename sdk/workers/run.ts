@@ -68,6 +68,8 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
   let view: View | null = boundary.kind === 'merge' ? boundary.init(rt) : null;
   const run = placement.start(rt, spec);
   let ran = 0;
+  // a run across ranks counts what its collectives sent (the runtimes' counters), not the shapes
+  let sent = run.exchanged ? await run.exchanged() : 0;
   try {
     for (let r = 1; r <= opts.rounds; r++) {
       ran = r;
@@ -111,7 +113,12 @@ export async function runWorkers<State, Message, View>(rt: Runtime, spec: Worker
       const { next, up } = done;
       view = next;
       const one = treeBytes(view, dtype);
-      const bytes = up === null || one === null ? null : { up, down: one * active.length };
+      let bytes = up === null || one === null ? null : { up, down: one * active.length };
+      if (run.exchanged) {
+        const now = await run.exchanged();
+        bytes = { up: now - sent, down: (now - sent) * ((run.ranks ?? 1) - 1) };
+        sent = now;
+      }
       if (opts.onRound && (await opts.onRound({ round: r, workers: active, joined, view, bytes })) === 'stop') break;
     }
   } finally {

@@ -73,6 +73,32 @@ export interface WorkerSpec<State, Message, View = readonly Message[]> {
    * worker (a test of the spec should check that the two placements agree).
    */
   colocated?(rt: Runtime): Colocated<State, View>;
+  /**
+   * Optional: the SPMD form, for the `ranks` placement (sdk/workers/ranks.ts): the workers
+   * spread over the ranks of a runtime group (worker k on rank k mod N, in slot ⌊k/N⌋),
+   * every rank running the same ops on its own slots, the boundary crossed with
+   * collectives (a broadcast as a `dist_all_gather`, a merge as `dist_all_reduce`s). The
+   * block is told every join and returns the view, the same on every rank. It must compute
+   * what the workers compute on one runtime (a test should compare, on 1, 2 and 4 ranks).
+   */
+  ranked?(rt: Runtime, ranks: RankLayout): Colocated<State, View>;
+}
+
+/** Where the `ranks` placement puts the workers: worker k on rank k mod N, slot ⌊k/N⌋ there. */
+export interface RankLayout {
+  /** N: ranks of the group (1 on a plain runtime, where the dist ops are a group of one). */
+  readonly world: number;
+  /** The rank worker `worker` runs on. */
+  rankOf(worker: number): number;
+  /** Its slot on that rank. */
+  slotOf(worker: number): number;
+  /** Slots every rank holds when workers 0..count−1 are placed: ⌈count/N⌉ (on some ranks the last is padding). */
+  slots(count: number): number;
+  /**
+   * Where each of workers 0..count−1 lands in a `dist_all_gather` of every rank's `slots`
+   * (rank-major: rank·slots + slot): index_select with it puts the gathered slots in worker order.
+   */
+  gatherOrder(count: number): number[];
 }
 
 /** A block of co-located workers, run a round at a time; see {@link WorkerSpec.colocated}. */
@@ -118,6 +144,13 @@ export interface PlacementRun<State, Message, View> {
    * it returns are its own too).
    */
   held(): readonly State[] | null;
+  /**
+   * Optional: bytes the collectives of the run have sent so far (all ranks together, the
+   * runtimes' own counts); the coordinator reports each round's difference as its `up`.
+   */
+  exchanged?(): Promise<number>;
+  /** Ranks the run spans (default 1): a round's `down` is then (ranks − 1) × `up`. */
+  readonly ranks?: number;
   free(): void;
 }
 

@@ -43,19 +43,19 @@ export interface HebbianRule { mode: 'hebbian'; data: Tensor; dim: number; dtype
 export type LocalRule = PowerRule | HebbianRule;
 
 /** Σ_k y for a block of workers' columns: y − V·(mask ⊙ λ ⊙ VᵀX), broadcast V (d, m), λ (m,), x (d, A). */
-function deflate(y: Tensor, x: Tensor, v: Tensor, lambda: Tensor, mask: Tensor | null): Tensor {
+export function deflate(y: Tensor, x: Tensor, v: Tensor, lambda: Tensor, mask: Tensor | null): Tensor {
   const coef = v.T.matmul(x).mul(lambda.unsqueeze(1)); // (m, A): λ_{k'} ⟨v_{k'}, x_k⟩
   return y.sub(v.matmul(mask ? coef.mul(mask) : coef));
 }
 
 /** What a block of workers deflates with: the broadcast, and the (m, A) mask of whom each sees (null: all of it). */
-interface Deflation { v: Tensor; lambda: Tensor; mask: Tensor | null }
+export interface Deflation { v: Tensor; lambda: Tensor; mask: Tensor | null }
 
 /**
  * T power steps x ← Σ_k x / ‖Σ_k x‖ for a block of workers x (d, A), Σx (d, A) carried in so
  * that the first step needs no new product. Returns x, Σx and λ = xᵀΣx per worker (A,).
  */
-function powerSteps(rule: PowerRule, x: Tensor, sx: Tensor, by: Deflation | null): { x: Tensor; sx: Tensor; values: Tensor } {
+export function powerSteps(rule: PowerRule, x: Tensor, sx: Tensor, by: Deflation | null): { x: Tensor; sx: Tensor; values: Tensor } {
   for (let t = 0; t < rule.steps; t++) {
     if (t > 0) sx = rule.cov.matmul(x);
     x = normalizeColumns(by ? deflate(sx, x, by.v, by.lambda, by.mask) : sx);
@@ -71,7 +71,7 @@ function powerSteps(rule: PowerRule, x: Tensor, sx: Tensor, by: Deflation | null
  * (so that lr does not depend on the data's scale) and `age` (a number, or (A,) per worker)
  * the local steps before this round. λ per worker (A,): the mean of the round's ρ̂_t.
  */
-function hebbianSteps(rule: HebbianRule, x: Tensor, by: Deflation | null, rows: Tensor, age: number | Tensor): { x: Tensor; values: Tensor } {
+export function hebbianSteps(rule: HebbianRule, x: Tensor, by: Deflation | null, rows: Tensor, age: number | Tensor): { x: Tensor; values: Tensor } {
   let acc: Tensor | null = null;
   for (let t = 0; t < rule.steps; t++) {
     const yb = rule.data.indexSelect(0, rows.narrow(0, t, 1).reshape([-1])); // (B, d)

@@ -20,7 +20,7 @@ export interface MaskedTrainOptions {
   /** Held-out rows: the merged network's accuracy on them each round. */
   eval?: Dataset;
   onRound?: (r: MaskedRound) => void | Promise<void>;
-  /** Where the subnets run (docs/workers.md): 'batched' (default, one traced program per round) or 'sequential'. */
+  /** Where the subnets run (docs/workers.md): 'batched' (default, one traced program per round), 'sequential', or 'ranks' (spread over a runtime group's ranks, docs/distributed.md). */
   placement?: string;
 }
 
@@ -110,7 +110,7 @@ export function localDescent(rt: Runtime, start: readonly Tensor[], steps: numbe
 }
 
 /** Which entries of parameter i (layout order) a subnet with this (1, H) mask held: all their neurons kept. (out, in) or (out,). */
-function held(i: number, mask: Tensor, lay: MLPLayout): Tensor {
+export function held(i: number, mask: Tensor, lay: MLPLayout): Tensor {
   const l = Math.floor(i / (lay.bias ? 2 : 1));
   const isWeight = !lay.bias || i % 2 === 0;
   const last = lay.sizes.length - 2;
