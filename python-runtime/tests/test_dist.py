@@ -271,6 +271,13 @@ def test_two_ranks_collectives_handshake_and_faults(tmp_path, sleeper):
                     [H(41)], [H(44)]), rec("program_run", [45], H(40), [H(10)])]
         for rep in g.batch_all(prog, reads=[45]):
             np.testing.assert_allclose(read(rep), 4 * s)
+        # unchecked (no meeting): the same values
+        unchecked = [rec("dist_all_reduce_many", [46, 47], [H(1), H(1)], "max", False),
+                     rec("dist_all_gather", [48], H(1), 0, check=False)]
+        for rep in g.batch_all(unchecked, reads=[46, 47, 48]):
+            np.testing.assert_allclose(read(rep, 0), xs[1])
+            np.testing.assert_allclose(read(rep, 1), xs[1])
+            np.testing.assert_allclose(read(rep, 2), np.concatenate(xs))
 
         # rank 1 waits in a collective rank 0 was not given; rank 0 is killed: rank 1 answers E_GROUP at once,
         # well within its 60 s timeout

@@ -310,6 +310,7 @@ CASES = [
     C("module_param", [layer, "0.weight"], lambda m, n: m[0].weight.detach()),
     # ---- collectives on a plain runtime: a group of one (test_dist.py runs them on a real group) ----
     C("dist_all_reduce", [x], lambda t: t),
+    C("dist_all_reduce", [x, "sum", False], lambda t, o, c: t, tag="_unchecked"),
     C("dist_all_reduce", [xi, "max"], lambda t, o: t, tag="_max_int"),
     C("dist_all_gather", [cube, 2], lambda t, d: t),
     C("dist_broadcast", [x, 0], lambda t, s: t),

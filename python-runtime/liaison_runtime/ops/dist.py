@@ -12,6 +12,10 @@ of a collective of mismatched sizes, which gloo answers by hanging until the tim
 breaking its connections. It also lets an all-gather take parts of different sizes along
 its dim (a `dist_shard` of an uneven batch), padded for the wire and cut back after.
 
+`check=false` skips the meeting where the caller knows the shapes agree (a data-parallel
+step's gradients): one small collective less per call, and a mismatch is then the
+backend's to find (E_GROUP, the group broken) rather than E_SHAPE.
+
 A collective that raises or times out is E_GROUP naming the rank, the op and the cause,
 and the group is broken from then on (group.py says what that means).
 
@@ -63,12 +67,15 @@ def _shape_of(row) -> str:
     return str(row[8:8 + row[2]]) if row[2] <= _MAXDIM else f"(a {row[2]}-d tensor of {row[3]} elements)"
 
 
-def _meet(name: str, row: list[int], device: torch.device) -> list[list[int]]:
+def _meet(name: str, row: list[int], device: torch.device, check: bool = True) -> list[list[int]]:
     """Every rank's row, in rank order ([row] on a plain runtime); refuses a rank that runs
-    another collective or brings another dtype."""
+    another collective or brings another dtype. Unchecked, every rank is taken to bring this
+    rank's row: nothing is sent, and a rank that does not fits fails in the collective itself."""
     st = group.STATE
     if st is None:
         return [row]
+    if not check:
+        return [row] * st.world_size
     import torch.distributed as dist
 
     comm = device if st.backend == "nccl" else torch.device("cpu")
@@ -161,12 +168,14 @@ def _need_dim(name: str, x: torch.Tensor, dim: int) -> None:
     need_dim(name, x, dim)
 
 
-@op("dist_all_reduce", P("x", "tensor"), P("op", "str", "sum", choices=REDUCE))
-def dist_all_reduce(ctx, x, op):
-    """dist_all_reduce(x, op='sum'): x reduced over every rank of the group (sum, mean, max, min,
-    prod), x's shape, on every rank. A plain runtime is a group of one: a copy of x."""
+@op("dist_all_reduce", P("x", "tensor"), P("op", "str", "sum", choices=REDUCE), P("check", "bool", True))
+def dist_all_reduce(ctx, x, op, check):
+    """dist_all_reduce(x, op='sum', check=true): x reduced over every rank of the group (sum, mean,
+    max, min, prod), x's shape, on every rank. A plain runtime is a group of one: a copy of x.
+    check=false skips the ranks' meeting (one small collective less, for a hot loop whose shapes
+    agree by construction): a rank whose x does not fit then fails the group (E_GROUP)."""
     name = "dist_all_reduce"
-    rows = _meet(name, _row(name, x, REDUCE.index(op)), ctx.device)
+    rows = _meet(name, _row(name, x, REDUCE.index(op)), ctx.device, check)
     _same_shapes(name, rows)
     _same_args(name, rows, "reduce ops")
     _reducible(name, x.dtype, op)
@@ -183,15 +192,15 @@ def dist_all_reduce(ctx, x, op):
     return y
 
 
-@op("dist_all_gather", P("x", "tensor"), P("dim", "int", 0))
-def dist_all_gather(ctx, x, dim):
-    """dist_all_gather(x, dim=0): every rank's x concatenated along dim, in rank order. The parts
-    may differ in size along dim only (an uneven `dist_shard`); any other difference is E_SHAPE
-    naming every rank's shape."""
+@op("dist_all_gather", P("x", "tensor"), P("dim", "int", 0), P("check", "bool", True))
+def dist_all_gather(ctx, x, dim, check):
+    """dist_all_gather(x, dim=0, check=true): every rank's x concatenated along dim, in rank order.
+    The parts may differ in size along dim only (an uneven `dist_shard`); any other difference is
+    E_SHAPE naming every rank's shape. check=false (as for dist_all_reduce): parts of one shape."""
     name = "dist_all_gather"
     d, size = _dim_arg(x, dim)
     key = [s if i != d else -1 for i, s in enumerate(x.shape)]
-    rows = _meet(name, _row(name, x, d, size, key), ctx.device)
+    rows = _meet(name, _row(name, x, d, size, key), ctx.device, check)
     if len({r[2] for r in rows}) > 1:
         raise _mismatch(name, "the ranks' tensors differ in number of dimensions", rows)
     _need_dim(name, x, dim)
@@ -219,17 +228,17 @@ def dist_all_gather(ctx, x, dim):
         return torch.cat(outs, d)
 
 
-@op("dist_broadcast", P("x", "tensor"), P("src", "int", 0))
-def dist_broadcast(ctx, x, src):
-    """dist_broadcast(x, src=0): rank src's x on every rank (every rank's x must have its shape
-    and dtype: it is the buffer the value arrives in)."""
+@op("dist_broadcast", P("x", "tensor"), P("src", "int", 0), P("check", "bool", True))
+def dist_broadcast(ctx, x, src, check):
+    """dist_broadcast(x, src=0, check=true): rank src's x on every rank (every rank's x must have
+    its shape and dtype: it is the buffer the value arrives in). check: as for dist_all_reduce."""
     name = "dist_broadcast"
     st = group.STATE
     world = st.world_size if st is not None else 1
     if not 0 <= src < world:
         raise RuntimeFault("E_ARG", f"{name}: 'src' must be a rank of the group (0..{world - 1}), got {src}",
                            param="src")
-    rows = _meet(name, _row(name, x, src), ctx.device)
+    rows = _meet(name, _row(name, x, src), ctx.device, check)
     _same_shapes(name, rows)
     _same_args(name, rows, "source ranks")
     with torch.no_grad():
@@ -242,13 +251,15 @@ def dist_broadcast(ctx, x, src):
     return y
 
 
-@op("dist_reduce_scatter", P("x", "tensor"), P("op", "str", "sum", choices=REDUCE), P("dim", "int", 0))
-def dist_reduce_scatter(ctx, x, op, dim):
-    """dist_reduce_scatter(x, op='sum', dim=0): x reduced over the ranks, and rank r keeps chunk r
-    of it along dim (x.size(dim) must be divisible by the world size: E_SHAPE otherwise)."""
+@op("dist_reduce_scatter", P("x", "tensor"), P("op", "str", "sum", choices=REDUCE), P("dim", "int", 0),
+    P("check", "bool", True))
+def dist_reduce_scatter(ctx, x, op, dim, check):
+    """dist_reduce_scatter(x, op='sum', dim=0, check=true): x reduced over the ranks, and rank r keeps
+    chunk r of it along dim (x.size(dim) must be divisible by the world size: E_SHAPE otherwise).
+    check: as for dist_all_reduce."""
     name = "dist_reduce_scatter"
     d, _ = _dim_arg(x, dim)
-    rows = _meet(name, _row(name, x, REDUCE.index(op), d), ctx.device)
+    rows = _meet(name, _row(name, x, REDUCE.index(op), d), ctx.device, check)
     _same_shapes(name, rows)
     _same_args(name, rows, "reduce ops and dims", (4, 5))
     _need_dim(name, x, dim)
@@ -272,16 +283,18 @@ def dist_reduce_scatter(ctx, x, op, dim):
         return out.movedim(0, d).contiguous()
 
 
-@op("dist_all_reduce_many", P("xs", "tensors"), P("op", "str", "sum", choices=REDUCE), outputs=-1)
-def dist_all_reduce_many(ctx, xs, op):
-    """dist_all_reduce_many(xs, op='sum'): each tensor of the list reduced over the ranks, as a list
-    (one flat bucket per dtype on the wire, as DDP does): for gradients."""
+@op("dist_all_reduce_many", P("xs", "tensors"), P("op", "str", "sum", choices=REDUCE), P("check", "bool", True),
+    outputs=-1)
+def dist_all_reduce_many(ctx, xs, op, check):
+    """dist_all_reduce_many(xs, op='sum', check=true): each tensor of the list reduced over the ranks,
+    as a list (one flat bucket per dtype on the wire, as DDP does): for gradients. check: as for
+    dist_all_reduce (a data-parallel step's gradients agree by construction)."""
     name = "dist_all_reduce_many"
     shapes = [list(t.shape) for t in xs]
     dtypes = [_dtype_name(t.dtype) for t in xs]
     numel = sum(t.numel() for t in xs)
     row = [_CODES[name], _hash(dtypes), len(xs), numel, REDUCE.index(op), 0, _hash(shapes), 0, *([0] * _MAXDIM)]
-    rows = _meet(name, row, ctx.device)
+    rows = _meet(name, row, ctx.device, check)
     if len({(r[2], r[3], r[6]) for r in rows}) > 1:
         got = ", ".join(f"rank {i} {r[2]} tensors of {r[3]} elements" for i, r in enumerate(rows))
         raise RuntimeFault("E_SHAPE", f"{name}: the ranks' lists differ in their tensors' shapes ({got})",
