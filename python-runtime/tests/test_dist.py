@@ -271,6 +271,12 @@ def test_two_ranks_collectives_handshake_and_faults(tmp_path, sleeper):
                     [H(41)], [H(44)]), rec("program_run", [45], H(40), [H(10)])]
         for rep in g.batch_all(prog, reads=[45]):
             np.testing.assert_allclose(read(rep), 4 * s)
+        # empty tensors: nothing to send, the group unharmed
+        empty = [rec("zeros", [60], [0, 4]), rec("dist_all_reduce", [61], H(60)),
+                 rec("dist_all_gather", [62], H(60), 1), rec("dist_reduce_scatter", [63], H(60), "sum", 1),
+                 rec("dist_all_reduce_many", [64], [H(60)]), rec("dist_broadcast", [65], H(60))]
+        for rep in g.batch_all(empty, reads=[61, 62, 63, 64, 65]):
+            assert [read(rep, k).shape for k in range(5)] == [(0, 4), (0, 8), (0, 2), (0, 4), (0, 4)]
         # unchecked (no meeting): the same values
         unchecked = [rec("dist_all_reduce_many", [46, 47], [H(1), H(1)], "max", False),
                      rec("dist_all_gather", [48], H(1), 0, check=False)]

@@ -131,6 +131,12 @@ def _guard(st, name: str, fn):
                            "rank fails at once", rank=st.rank, collective=name, cause=cause) from None
 
 
+def _send(st, name: str, t: torch.Tensor, fn) -> None:
+    """One data collective on t; with no elements (on every rank: the shapes met) nothing to send."""
+    if t.numel() or st.broken:
+        _guard(st, name, fn)
+
+
 def _count(nbytes: int) -> None:
     group.COUNTS["calls"] += 1
     group.COUNTS["bytes"] += int(nbytes)
@@ -185,7 +191,7 @@ def dist_all_reduce(ctx, x, op, check):
         if st is not None:
             import torch.distributed as dist
 
-            _guard(st, name, lambda: dist.all_reduce(y, op=_redop(op)))
+            _send(st, name, y, lambda: dist.all_reduce(y, op=_redop(op)))
             _count(_nbytes(y))
             if op == "mean":
                 y.div_(st.world_size)
@@ -221,7 +227,7 @@ def dist_all_gather(ctx, x, dim, check):
             pad[d] = top - size
             part = torch.cat([part, part.new_zeros(pad)], d)
         outs = [torch.empty_like(part) for _ in range(st.world_size)]
-        _guard(st, name, lambda: dist.all_gather(outs, part))
+        _send(st, name, part, lambda: dist.all_gather(outs, part))
         _count(_nbytes(x))
         if any(s != top for s in sizes):
             outs = [o.narrow(d, 0, s) for o, s in zip(outs, sizes, strict=True)]
@@ -246,7 +252,7 @@ def dist_broadcast(ctx, x, src, check):
         if st is not None:
             import torch.distributed as dist
 
-            _guard(st, name, lambda: dist.broadcast(y, src))
+            _send(st, name, y, lambda: dist.broadcast(y, src))
             _count(_nbytes(y) if st.rank == src else 0)
     return y
 
@@ -276,7 +282,7 @@ def dist_reduce_scatter(ctx, x, op, dim, check):
 
         whole = x.detach().movedim(d, 0).contiguous()  # chunks along dim 0 are contiguous
         out = whole.new_empty((whole.shape[0] // world, *whole.shape[1:]))
-        _guard(st, name, lambda: dist.reduce_scatter_single(out, whole, op=_redop(op)))
+        _send(st, name, whole, lambda: dist.reduce_scatter_single(out, whole, op=_redop(op)))
         _count(_nbytes(whole))
         if op == "mean":
             out.div_(world)
@@ -314,7 +320,7 @@ def dist_all_reduce_many(ctx, xs, op, check):
             buckets.setdefault(t.dtype, []).append(i)
         for idx in buckets.values():
             flat = torch.cat([xs[i].detach().reshape(-1) for i in idx])
-            _guard(st, name, lambda flat=flat: dist.all_reduce(flat, op=_redop(op)))
+            _send(st, name, flat, lambda flat=flat: dist.all_reduce(flat, op=_redop(op)))
             _count(_nbytes(flat))
             if op == "mean":
                 flat.div_(st.world_size)
