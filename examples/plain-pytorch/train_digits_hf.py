@@ -14,7 +14,7 @@ import tempfile
 import liaison_runtime  # liaison
 import torch
 import torch.nn.functional as F
-from liaison_runtime.integrations.hf import LiaisonTrainerCallback, plugin_optimizers  # liaison
+from liaison_runtime.integrations import hf as liaison_hf  # liaison
 from sklearn.datasets import load_digits
 from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 
@@ -62,15 +62,16 @@ torch.manual_seed(args.seed)
 model = DigitsMLP(DigitsConfig()).to("cuda" if torch.cuda.is_available() else "cpu")
 svc = liaison_runtime.serve(model, torch.optim.SGD(model.parameters(), lr=args.lr))  # liaison
 
-out = tempfile.mkdtemp(prefix="digits-hf-")
+out = tempfile.TemporaryDirectory(prefix="digits-hf-")  # removed at exit: nothing is saved
 trainer = Trainer(
     model=model, train_dataset=train, eval_dataset=test, compute_metrics=accuracy,
-    args=TrainingArguments(output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
+    args=TrainingArguments(output_dir=out.name, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                            per_device_eval_batch_size=len(test), eval_strategy="epoch", save_strategy="no",
                            logging_strategy="epoch", report_to="none", disable_tqdm=True, seed=args.seed),
-    optimizers=plugin_optimizers(svc),  # liaison: the service's optimizer plugin, at its own rate
-    callbacks=[LiaisonTrainerCallback(svc)],  # liaison
+    optimizers=liaison_hf.plugin_optimizers(svc),  # liaison: the service's optimizer plugin, at its own rate
+    callbacks=[liaison_hf.LiaisonTrainerCallback(svc)],  # liaison
 )
 trainer.train()
 m = trainer.evaluate()
 print(f"held-out accuracy {m['eval_accuracy']:.3f}, loss {m['eval_loss']:.4f}", flush=True)
+print(f"stepped by {svc.optimizer.plugin or 'its own SGD'}", flush=True)  # liaison

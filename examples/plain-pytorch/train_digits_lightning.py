@@ -10,8 +10,8 @@ Lightning's moments. Run alone, it trains with its own SGD.
 
 import argparse
 
-import lightning as L
 import liaison_runtime  # liaison
+import lightning as L
 import torch
 import torch.nn.functional as F
 from liaison_runtime.integrations.lightning import LiaisonCallback  # liaison
@@ -68,3 +68,4 @@ trainer = L.Trainer(max_epochs=args.epochs, accelerator="gpu" if device == "cuda
 trainer.fit(module, DataLoader(train, batch_size=args.batch_size, shuffle=True), DataLoader(test, batch_size=len(test)))
 m = trainer.callback_metrics
 print(f"held-out accuracy {m['val_accuracy'].item():.3f}, loss {m['val_loss'].item():.4f}", flush=True)
+print(f"stepped by {svc.optimizer.plugin or 'its own SGD'}", flush=True)  # liaison
