@@ -22,6 +22,7 @@ import { traceUpdate } from './families/momentum/base.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { StepTrace } from './hooks.js';
 import type { Model } from './model.js';
+import { dataParallel } from './data-parallel.js';
 import { guardLoss, maskedUpdate, type NonFiniteMode } from './nonfinite.js';
 import { define, noGrad, type PlaceholderSpec, type Placeholders, type Program, traceEach, type TensorsOf } from './program.js';
 import type { ParamEntry, ParamSet } from './trainer-params.js';
@@ -174,6 +175,8 @@ function traceStep<I extends Placeholders>(h: StepHost, spec: StepSpec<I>, name:
   const state = { step: rt.full([], h.step) };
   // the first step whose loss was not finite, set by check_finite (sdk/nonfinite.ts); captured
   const halt = rt.zeros([], 'i64');
+  const dp = dataParallel(rt);
+  const whole = Object.keys(inputs).filter((k) => inputs[k].shape?.length === 0); // lr and other () inputs are not sharded
   const program = define(rt, { name, inputs, state }, (ins: Record<string, Tensor>, st) => {
     st.step = st.step.add(1);
     // `finite` is known once the loss is guarded; under 'error' it is made only when a hook reads it
@@ -190,13 +193,18 @@ function traceStep<I extends Placeholders>(h: StepHost, spec: StepSpec<I>, name:
     rt.call('zero_grad', [model.handle], undefined, 0);
     const own = params.pluginTrainable();
     if (own.length) rt.call('clear_grads', [own], undefined, 0);
-    let loss = spec.loss(ins as TensorsOf<keyof I>, t);
-    for (const l of hooks.losses) loss = loss.add(l.fn(t));
+    // on a runtime group: this rank's rows of the batch, its loss weighted by their share (sdk/data-parallel.ts)
+    const part = dp?.shard(ins, whole);
+    let local = spec.loss((part?.inputs ?? ins) as TensorsOf<keyof I>, t);
+    for (const l of hooks.losses) local = local.add(l.fn(t));
     // metrics see the step's forward and loss; read, not trained through
     const metrics = noGrad(rt, () => hooks.metrics.map((m) => m.fn(t)));
+    if (part) local = dp!.local(local, part.weight);
+    const loss = part ? dp!.total(local) : local; // the global loss: every rank guards and reports the same
     const ok = guardLoss(rt, h.nonFinite, loss, st.step, halt);
     guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
-    rt.call('backward', [loss], undefined, 0);
+    rt.call('backward', [local], undefined, 0);
+    dp?.reduceGrads(params.trainable().map((e) => params.grad(e))); // summed over the ranks before any hook sees them
     for (const fn of hooks.traced.afterBackward) fn(t);
     noGrad(rt, () => {
       // parameters whose state was made after step 0 count their own steps (sdk/trainer-params.ts)

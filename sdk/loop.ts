@@ -30,6 +30,7 @@
  */
 import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { checkSameSetup, decodeCheckpoint, encodeCheckpoint, pluginRecord } from './checkpoint.js';
+import { syncParams } from './data-parallel.js';
 import type { MomentumOptimizer } from './families/momentum/types.js';
 import type { LoopInfo, LoopPoint, ParamControl, ParamView, Selector, TrainerPlugin } from './hooks.js';
 import { type StepHost, type StepSpec, TrainStep } from './loop-step.js';
@@ -136,6 +137,7 @@ export class TrainingLoop {
     this.attaching ??= (async () => {
       this.params.all();
       for (const [i, p] of this.plugins.entries()) await p.attach(this.hooks.forPlugin(i));
+      syncParams(this.rt, this.params.all().map((e) => e.param)); // on a group: every rank starts from rank 0's
       await this.rt.flush();
     })();
     return this.attaching;
