@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Group, type Runtime, type Tensor } from '../bridge/index.js';
-import { maskedNeurons, nesterov, parallelDeflation } from '../plugins/index.js';
+import { loft, maskedNeurons, nesterov, parallelDeflation } from '../plugins/index.js';
 import { Dataset } from '../sdk/data.js';
 import { knownCovariance } from '../sdk/families/deflators/base.js';
 import type { DeflationProblem } from '../sdk/families/deflators/types.js';
@@ -50,6 +50,16 @@ async function subnets(rt: Runtime, placement: string) {
   return { loss, w, bytes };
 }
 
+/** LoFT's partitioned pretraining (4 workers, every layer partitioned) of a small MLP: the losses, distances, bytes and weights. */
+async function loftRun(rt: Runtime, placement: string, sizes = [64, 16, 12, 10]) {
+  const model = await Model.build(rt, { kind: 'mlp', sizes }, { seed: 2 });
+  const [data] = (await Dataset.builtin(rt, 'digits')).split(0.9, 0);
+  const r = await loft({ workers: 4, localSteps: 2, batchSize: 8, lr: 0.05, partition: 'every', seed: 1 }).pretrain(model, data, { rounds: 2, placement });
+  const w = [...await list(model.param('layers.0.weight')), ...await list(model.param('layers.2.bias'))];
+  model.free();
+  return { loss: r.rounds.map((x) => x.loss), distance: r.rounds.flatMap((x) => Object.values(x.distance)), bytes: r.rounds.map((x) => x.bytes), w };
+}
+
 describe('rankLayout', () => {
   it('puts worker k on rank k mod N in slot ⌊k/N⌋, and orders a gather of the slots by worker', () => {
     const l = rankLayout(3);
@@ -82,6 +92,15 @@ describe('on one runtime (a group of one)', () => {
     expect(worst(b.loss, a.loss)).toBeLessThan(1e-5);
     expect(worst(b.w, a.w)).toBeLessThan(1e-5);
     expect(b.bytes).toEqual([0, 0]);
+  });
+
+  it('LoFT on ranks computes what the batched placement does; uneven shares are refused', async () => {
+    const a = await loftRun(rt, 'batched');
+    const b = await loftRun(rt, 'ranks');
+    expect(b.loss).toEqual(a.loss);
+    expect(b.distance).toEqual(a.distance);
+    expect(worst(b.w, a.w)).toBe(0);
+    await expect(loftRun(rt, 'ranks', [64, 14, 10])).rejects.toMatchObject({ code: 'E_ARG', param: 'workers', message: expect.stringMatching(/'layers.0' has 14/) });
   });
 
   it("the ranks placement refuses a spec without a ranked form, naming it", async () => {

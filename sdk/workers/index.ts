@@ -3,4 +3,4 @@ export * from './types.js';
 export * from './run.js';
 export { getPlacement, placements, registerPlacement } from './placements.js';
 export { tensorsOf, treeBytes } from './tree.js';
-export { collectiveBytes, rankLayout } from './ranks.js';
+export { collectiveBytes, gatheredRanked, rankLayout } from './ranks.js';

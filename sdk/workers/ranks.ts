@@ -4,11 +4,12 @@
  * join one per round (Parallel Deflation's) fill the ranks evenly.
  *
  * A group drives its ranks SPMD: every op goes to every rank with the same handles. So the
- * placement runs the spec's ranked form (`spec.ranked`, a {@link Colocated} block): the
- * same traced program on every rank, each rank computing its own slots (which workers they
- * are it learns from `dist_rank()`, inside the program), and the boundary crossed with
+ * placement runs the spec's ranked form (`spec.ranked`, a {@link Ranked} block): the same
+ * traced program on every rank, each rank computing its own slots (which workers they are
+ * it learns from `dist_rank()`, inside the program), and the boundary crossed with
  * collectives — a broadcast as a `dist_all_gather` of every rank's slots put in worker
- * order, a merge as all-reduces. The view it returns is the same on every rank.
+ * order, a merge as all-reduces — or every worker's message gathered to every rank, for
+ * the coordinator to merge as on one runtime. The view is the same on every rank.
  *
  * On a plain runtime the dist ops are a group of one, so the same block runs there with
  * every worker on rank 0: the spec's tests compare that, and 2 and 4 ranks, against the
@@ -20,7 +21,9 @@
  * every rank receiving every other rank's part.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
-import type { Colocated, Placement, PlacementRun, RankLayout, WorkerSpec } from './types.js';
+import { define, type Program } from '../program.js';
+import { rebuild, tensorsOf } from './tree.js';
+import type { Placement, PlacementRun, Ranked, RankLayout, WorkerSpec } from './types.js';
 
 /** The layout of workers over `world` ranks: worker k on rank k mod N, slot ⌊k/N⌋. */
 export function rankLayout(world: number): RankLayout {
@@ -41,8 +44,45 @@ export async function collectiveBytes(rt: Runtime): Promise<number> {
   return s.collectives?.bytes ?? 0;
 }
 
+/**
+ * A ranked form for workers whose messages have one shape (a merge boundary usually): rank
+ * r runs its slots' `work(slot, worker, input)` — `worker` the slot's worker as a () i64
+ * tensor, j·N + r, clamped to K − 1 on a padding slot (its message is dropped) — all traced
+ * into one program, replayed every round; every tensor of the messages is stacked over the
+ * slots, gathered from every rank (`dist_all_gather`) and put in worker order, so the
+ * coordinator merges the K messages on every rank exactly as on one runtime. Scoped: what a
+ * round makes is freed with it.
+ */
+export function gatheredRanked<State, Message, View>(rt: Runtime, ranks: RankLayout, workers: number, work: (slot: number, worker: Tensor, input: Tensor | null) => Message): Ranked<State, Message, View> {
+  const slots = ranks.slots(workers);
+  let program: Program | null = null;
+  let shape: Message | null = null; // slot 0's message: where each output goes
+  const order = rt.tensor(ranks.gatherOrder(workers), [workers], 'i64').keep();
+  return {
+    scoped: true,
+    join: () => {},
+    round: (_view, input) => {
+      program ??= define(rt, { name: 'workers.ranks.round', inputs: input ? { input: {} } : {} }, (ph: Record<string, Tensor>) => {
+        const rank = rt.call('dist_rank') as Tensor;
+        const messages = Array.from({ length: slots }, (_, j) => work(j, rank.add(j * ranks.world).clamp(null, workers - 1), ph.input ?? null));
+        shape = messages[0];
+        const leaves = messages.map((m) => tensorsOf(m));
+        return leaves[0].map((_, l) => (rt.call('dist_all_gather', [rt.stack(leaves.map((ls) => ls[l]))], { dim: 0 }) as Tensor).indexSelect(0, order));
+      });
+      const out = program.run(input ? { input } : {}) as Tensor | Tensor[];
+      const all = Array.isArray(out) ? out : [out];
+      const messages = Array.from({ length: workers }, (_, k) => {
+        let l = 0;
+        return rebuild(shape!, () => all[l++].narrow(0, k, 1).squeeze(0));
+      });
+      return { messages };
+    },
+    free: () => { program?.free(); order.free(); },
+  };
+}
+
 class RanksRun<State, Message, View> implements PlacementRun<State, Message, View> {
-  private readonly block: Colocated<State, View>;
+  private readonly block: Ranked<State, Message, View>;
   readonly ranks: number;
   constructor(private readonly rt: Runtime, spec: WorkerSpec<State, Message, View>) {
     if (!spec.ranked) {
@@ -52,8 +92,9 @@ class RanksRun<State, Message, View> implements PlacementRun<State, Message, Vie
     this.block = spec.ranked(rt, rankLayout(this.ranks));
   }
   join(worker: number, state: State): void { this.block.join(worker, state); }
-  held(): null { return null; }
-  round(view: View | null, input: Tensor | null): { view: View } { return { view: this.block.round(view, input) }; }
+  /** A scoped block's rounds run in the coordinator's scope (its held states: none). */
+  held(): readonly State[] | null { return this.block.scoped ? [] : null; }
+  round(view: View | null, input: Tensor | null): { view: View } | { messages: Message[] } { return this.block.round(view, input); }
   exchanged(): Promise<number> { return collectiveBytes(this.rt); }
   free(): void { this.block.free(); }
 }

@@ -81,7 +81,26 @@ export interface WorkerSpec<State, Message, View = readonly Message[]> {
    * block is told every join and returns the view, the same on every rank. It must compute
    * what the workers compute on one runtime (a test should compare, on 1, 2 and 4 ranks).
    */
-  ranked?(rt: Runtime, ranks: RankLayout): Colocated<State, View>;
+  ranked?(rt: Runtime, ranks: RankLayout): Ranked<State, Message, View>;
+}
+
+/**
+ * A spec's workers on the ranks of a group (see {@link WorkerSpec.ranked}): every rank runs
+ * the same ops on its own slots. A round returns either the view (the block crossed the
+ * boundary itself, with collectives) or every worker's message, gathered to every rank in
+ * worker order — then the coordinator crosses the boundary with the spec's own `gather` or
+ * `merge`, on every rank, as on one runtime.
+ */
+export interface Ranked<State, Message, View> {
+  join(worker: number, state: State): void;
+  round(view: View | null, input: Tensor | null): { view: View } | { messages: Message[] };
+  /**
+   * True: the block holds no tensor between rounds, and each round runs inside the
+   * coordinator's scope (what it made and did not hand on is freed with it). Otherwise the
+   * block frees its own tensors, and the views it returns are its own, as a co-located block's.
+   */
+  readonly scoped?: boolean;
+  free(): void;
 }
 
 /** Where the `ranks` placement puts the workers: worker k on rank k mod N, slot ⌊k/N⌋ there. */

@@ -21,8 +21,8 @@
  */
 import type { DType, Runtime, Tensor } from '../../../bridge/index.js';
 import { define, type Program } from '../../program.js';
-import type { Colocated, RankLayout } from '../../workers/types.js';
-import { type Broadcast, type DeflationWorker, hebbianSteps, type LocalRule, powerSteps } from './workers.js';
+import type { Ranked, RankLayout } from '../../workers/types.js';
+import { type Broadcast, type DeflationMessage, type DeflationWorker, hebbianSteps, type LocalRule, powerSteps } from './workers.js';
 
 /** (1, A) `dtype`: the worker each of the rank's slots holds, j·N + rank (x (d, A) any of the rank's blocks). */
 function slotWorkers(rt: Runtime, x: Tensor, world: number, dtype: DType): Tensor {
@@ -40,7 +40,7 @@ function predecessorsOf(rt: Runtime, lambda: Tensor, ids: Tensor, dtype: DType):
 const gathered = (rt: Runtime, t: Tensor, dim: number, order: Tensor) => (rt.call('dist_all_gather', [t], { dim }) as Tensor).indexSelect(dim, order);
 
 /** The ranks' blocks of Parallel Deflation's workers, one program run per round; see the module comment. */
-export class RankedDeflationBlock implements Colocated<DeflationWorker, Broadcast> {
+export class RankedDeflationBlock implements Ranked<DeflationWorker, DeflationMessage, Broadcast> {
   private x: Tensor | null = null; // (d, A) this rank's slots
   private sx: Tensor | null = null; // (d, A) Σx (power mode)
   private age: Tensor | null = null; // (A,) local steps of each slot's worker (Hebbian mode)
@@ -72,7 +72,7 @@ export class RankedDeflationBlock implements Colocated<DeflationWorker, Broadcas
   }
 
   /** `prev` must be this block's last broadcast. */
-  round(prev: Broadcast | null, rows: Tensor | null): Broadcast {
+  round(prev: Broadcast | null, rows: Tensor | null): { view: Broadcast } {
     const { rt, rule, ranks } = this;
     const made: Tensor[] = [];
     const keep = (t: Tensor) => { made.push(t); return t; };
@@ -113,7 +113,7 @@ export class RankedDeflationBlock implements Colocated<DeflationWorker, Broadcas
     this.x?.free();
     this.x = out.x;
     if ('sx' in out) { this.sx?.free(); this.sx = out.sx; } else { this.age?.free(); this.age = out.age; }
-    return { vectors: out.vectors, values: out.values };
+    return { view: { vectors: out.vectors, values: out.values } };
   }
 
   /** `next` in place of `old` (freed unless it is still `next`'s input: the block's state is replaced once per round). */

@@ -16,7 +16,7 @@ import { lossOf } from '../../evaluate.js';
 import { Model } from '../../model.js';
 import { noGrad } from '../../program.js';
 import { flopsOf, scatterParams, sliceParams, subSpec, type UnitGroup } from '../../units.js';
-import { runWorkers, type WorkerSpec } from '../../workers/index.js';
+import { gatheredRanked, runWorkers, type WorkerSpec } from '../../workers/index.js';
 
 /** The config fields the rounds read (LoftConfig's). */
 export interface RoundsConfig { partition: 'every' | 'alternate'; workers: number; localSteps: number; pretrainRounds: number; lr: number; momentum: number; batchSize: number; threshold: number; patience: number; warmupRounds: number; seed: number }
@@ -121,11 +121,39 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
     };
     const scales = Array.from({ length: K }, (_, k) => scaleOf(k));
     const keepOf = (input: Tensor, k: number) => Object.fromEntries(parted.map((g, i) => [g.name, input.narrow(0, offsets[i], g.size).slice(0, k, null, K).sort(0)[0]]));
-    // step leaves the round's mean loss for publish (both run back to back, in one trace when batched)
-    const lossOfWorker: Tensor[] = [];
     let input: Tensor | null = null;
 
     type Message = { parts: Record<string, Tensor>; loss: Tensor };
+    // one worker's round on sub-model `sub`: the units `keep` of every partitioned group, the
+    // rows `rows(t)` of local step t; its message is its trained slices (unscaled) and mean loss
+    const trainOn = (sub: Model, scale: Record<string, number>, keep: Record<string, Tensor>, rows: (t: number) => Tensor): Message => {
+      const names = sub.params.map((p) => p.name);
+      const parts = sliceParams(model, groups, keep);
+      noGrad(rt, () => { for (const n of names) sub.param(n).copy_(n in scale ? parts[n].mul(scale[n]) : parts[n]); });
+      let velocity: Record<string, Tensor> | null = null;
+      const losses: Tensor[] = [];
+      for (let t = 0; t < T; t++) {
+        const idx = rows(t);
+        rt.call('zero_grad', [sub.handle], undefined, 0);
+        const loss = lossOf('cross_entropy', sub.forward(data.x.indexSelect(0, idx), { train: true }), data.y.indexSelect(0, idx), 1);
+        rt.call('backward', [loss], undefined, 0);
+        noGrad(rt, () => {
+          const v: Record<string, Tensor> = {};
+          for (const n of names) {
+            // a copy: zero_grad drops the gradient the buffer would otherwise be
+            v[n] = velocity ? velocity[n].mul(momentum).add(sub.grad(n)) : sub.grad(n).mul(1);
+            sub.param(n).sub_(v[n].mul(lr));
+          }
+          velocity = v;
+        });
+        losses.push(loss);
+      }
+      const param = (n: string) => (n in scale ? sub.param(n).div(scale[n]) : sub.param(n));
+      return { parts: Object.fromEntries(names.map((n) => [n, param(n)])), loss: rt.stack(losses).mean() };
+    };
+    // step leaves the worker's message for publish (both run back to back, in one trace when batched)
+    const messageOf: Message[] = [];
+
     const spec: WorkerSpec<Record<string, never>, Message, { loss: Tensor }> = {
       name: 'loft',
       workers: K,
@@ -140,34 +168,20 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
       },
       step: (state, _view, ctx) => {
         const k = ctx.worker;
-        const sub = subs[k];
-        const names = sub.params.map((p) => p.name);
-        const parts = sliceParams(model, groups, keepOf(ctx.input!, k));
-        noGrad(rt, () => { for (const n of names) sub.param(n).copy_(n in scales[k] ? parts[n].mul(scales[k][n]) : parts[n]); });
-        let velocity: Record<string, Tensor> | null = null;
-        const losses: Tensor[] = [];
-        for (let t = 0; t < T; t++) {
-          const idx = ctx.input!.narrow(0, rowsAt + (k * T + t) * B, B);
-          rt.call('zero_grad', [sub.handle], undefined, 0);
-          const loss = lossOf('cross_entropy', sub.forward(data.x.indexSelect(0, idx), { train: true }), data.y.indexSelect(0, idx), 1);
-          rt.call('backward', [loss], undefined, 0);
-          noGrad(rt, () => {
-            const v: Record<string, Tensor> = {};
-            for (const n of names) {
-              // a copy: zero_grad drops the gradient the buffer would otherwise be
-              v[n] = velocity ? velocity[n].mul(momentum).add(sub.grad(n)) : sub.grad(n).mul(1);
-              sub.param(n).sub_(v[n].mul(lr));
-            }
-            velocity = v;
-          });
-          losses.push(loss);
-        }
-        lossOfWorker[k] = rt.stack(losses).mean();
+        messageOf[k] = trainOn(subs[k], scales[k], keepOf(ctx.input!, k), (t) => ctx.input!.narrow(0, rowsAt + (k * T + t) * B, B));
         return state;
       },
-      publish: (_state, { worker: k }) => {
-        const param = (n: string) => (n in scales[k] ? subs[k].param(n).div(scales[k][n]) : subs[k].param(n));
-        return { parts: Object.fromEntries(subs[k].params.map((p) => [p.name, param(p.name)])), loss: lossOfWorker[k] };
+      publish: (_state, { worker: k }) => messageOf[k],
+      // on the ranks of a group: worker k on rank k mod N, its units and rows picked by its
+      // number inside the program, the messages gathered to every rank and merged there as here
+      ranked: (art, ranks) => {
+        const uneven = parted.find((g) => g.size % K !== 0);
+        if (uneven) throw new LiaisonError('E_ARG', `loft.pretrain: placement 'ranks' gives every worker an equal share, so every partitioned layer's units must divide by config field 'workers' (${K}); '${uneven.name}' has ${uneven.size}`, { param: 'workers' });
+        return gatheredRanked(art, ranks, K, (j, id, inp) => {
+          const keep = Object.fromEntries(parted.map((g, i) => [g.name, inp!.narrow(0, offsets[i], g.size).indexSelect(0, rt.arange(g.size / K).mul(K).add(id)).sort(0)[0]]));
+          const rows = inp!.narrow(0, rowsAt, K * T * B).reshape([K, T * B]).indexSelect(0, id.reshape([1])).reshape([T * B]);
+          return trainOn(subs[j], scales[0], keep, (t) => rows.narrow(0, t * B, B));
+        });
       },
       boundary: {
         kind: 'merge',
@@ -212,7 +226,9 @@ export async function pretrainLoft(model: Model, groups: UnitGroup[], data: Data
         names.forEach((n, i) => { good[i].copy_(model.param(n)).free(); });
         const distance = Object.fromEntries(groups.map((g, i) => [g.name, Number(d[i])]));
         settled = r.round > cfg.warmupRounds && Object.values(distance).every((x) => x < cfg.threshold) ? settled + 1 : 0;
-        const round: LoftRound = { round: r.round, distance, loss, settled, bytes: { up: r.bytes?.up ?? NaN, down } };
+        // on ranks the model is on every rank: what crosses is the gathered messages (the coordinator's count)
+        const bytes = opts.placement === 'ranks' && r.bytes ? r.bytes : { up: r.bytes?.up ?? NaN, down };
+        const round: LoftRound = { round: r.round, distance, loss, settled, bytes };
         report.push(round);
         if (settled === cfg.patience && ticketRound === null) ticketRound = r.round;
         await opts.onRound?.(round);

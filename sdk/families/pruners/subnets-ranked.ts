@@ -18,7 +18,7 @@
  */
 import type { Runtime, Tensor } from '../../../bridge/index.js';
 import { define, type Program } from '../../program.js';
-import type { Colocated, RankLayout } from '../../workers/types.js';
+import type { Ranked, RankLayout } from '../../workers/types.js';
 import { held, type MLPLayout } from './subnets.js';
 
 /** One subnet's round: its trained copies of the weights and its (1, H) mask, from the shared weights and its row (1, ·) of the round's input. */
@@ -34,7 +34,7 @@ export interface RankedSubnetsOptions {
 }
 
 /** The ranks' subnets, one program run per round; see the module comment. */
-export class RankedSubnets implements Colocated<{ w: Tensor[]; mask: Tensor }, Tensor[]> {
+export class RankedSubnets implements Ranked<{ w: Tensor[]; mask: Tensor }, { w: Tensor[]; mask: Tensor }, Tensor[]> {
   private program: Program | null = null;
 
   constructor(private readonly rt: Runtime, private readonly ranks: RankLayout, private readonly o: RankedSubnetsOptions) {}
@@ -44,12 +44,12 @@ export class RankedSubnets implements Colocated<{ w: Tensor[]; mask: Tensor }, T
     for (const t of [...state.w, state.mask]) t.free();
   }
 
-  round(view: Tensor[] | null, input: Tensor | null): Tensor[] {
+  round(view: Tensor[] | null, input: Tensor | null): { view: Tensor[] } {
     const shared = view!;
     this.program ??= this.trace(shared.length);
     const out = this.program.run(Object.fromEntries([...shared.map((t, i) => [`w${i}`, t]), ['input', input!]])) as Tensor[];
     for (const t of shared) t.free(); // the last view was this block's
-    return out;
+    return { view: out };
   }
 
   private trace(n: number): Program {
