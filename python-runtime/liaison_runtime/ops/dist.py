@@ -70,7 +70,7 @@ def _shape_of(row) -> str:
 def _meet(name: str, row: list[int], device: torch.device, check: bool = True) -> list[list[int]]:
     """Every rank's row, in rank order ([row] on a plain runtime); refuses a rank that runs
     another collective or brings another dtype. Unchecked, every rank is taken to bring this
-    rank's row: nothing is sent, and a rank that does not fits fails in the collective itself."""
+    rank's row: nothing is sent, and a rank that does not fit fails the collective itself."""
     st = group.STATE
     if st is None:
         return [row]
