@@ -1,6 +1,8 @@
 """Baseline of router.forward: an MoE layer's forward and backward with a router, written in
 plain PyTorch — the router's math as the plugin (plugins/routers/) writes it, and the experts
-held as stacked parameters (E, H, D) / (E, O, H) run batched, as a PyTorch MoE holds them.
+run batched as the runtime runs them (Experts: a GPU's one bmm over stacked parameters, a
+CPU's per-expert matmuls on the rows grouped by expert), so the ratio is the traced program's
+and the runtime's own cost.
 
 The layer is the runtime's own `{"kind": "moe"}` build from the wire spec the SDK side sends
 (`--spec`, seed included), so its weights (copied into the stacked parameters) and router
@@ -71,51 +73,80 @@ def route(name: str, cfg: dict, x: torch.Tensor, p: dict, e: int):
 
 
 class Experts(torch.nn.Module):
-    """E GELU experts as stacked parameters, run batched."""
+    """E GELU experts run batched, as the runtime's dispatch runs them: on a GPU as stacked
+    parameters (E, H, D) / (E, O, H) in one bmm per layer (one launch in place of E); on a CPU
+    as the layer's own per-expert Linears (a ModuleList, as most PyTorch MoEs hold them), the
+    (token, expert) pairs gathered once and each expert's two matmuls on its rows."""
 
-    def __init__(self, layer):
+    def __init__(self, layer, device: torch.device):
         super().__init__()
+        self.bmm = device.type != "cpu"
+        if not self.bmm:
+            self.each = layer.experts
+            return
         fc, proj = [ex.fc for ex in layer.experts], [ex.proj for ex in layer.experts]
         self.w1 = torch.nn.Parameter(torch.stack([m.weight.detach() for m in fc]))  # (E, H, D)
         self.b1 = torch.nn.Parameter(torch.stack([m.bias.detach() for m in fc]))  # (E, H)
         self.w2 = torch.nn.Parameter(torch.stack([m.weight.detach() for m in proj]))  # (E, O, H)
         self.b2 = torch.nn.Parameter(torch.stack([m.bias.detach() for m in proj]))  # (E, O)
 
+    def one(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Expert i on its rows x (M, D) -> (M, O)."""
+        if not self.bmm:
+            ex = self.each[i]
+            return ex.proj(F.gelu(ex.fc(x)))
+        return F.gelu(x @ self.w1[i].T + self.b1[i]) @ self.w2[i].T + self.b2[i]
+
     def run(self, xe: torch.Tensor) -> torch.Tensor:
         """(E, M, D) -> (E, M, O)."""
+        if not self.bmm:
+            return torch.stack([self.one(i, xi) for i, xi in enumerate(xe.unbind(0))])
         h = F.gelu(torch.baddbmm(self.b1[:, None], xe, self.w1.transpose(1, 2)))
         return torch.baddbmm(self.b2[:, None], h, self.w2.transpose(1, 2))
 
     def dense(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Every expert on every token, mixed by w (N, E)."""
+        if not self.bmm:
+            out = self.one(0, x) * w[:, :1]
+            for i in range(1, w.shape[1]):
+                out = torch.addcmul(out, self.one(i, x), w[:, i:i + 1])
+            return out
         e, h, d = self.w1.shape
         hid = F.gelu(x @ self.w1.reshape(e * h, d).T + self.b1.reshape(-1)).reshape(-1, e, h) * w[:, :, None]
         return hid.reshape(-1, e * h) @ self.w2.transpose(1, 2).reshape(e * h, -1) + w @ self.b2
 
+    def grouped(self, x: torch.Tensor, tok: torch.Tensor, w: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Pairs sorted by expert: one gather, each expert on its rows, each group weighted back."""
+        out = x.new_zeros(x.shape[0], self.w2.shape[1] if self.bmm else self.each[0].proj.out_features)
+        for i, (xi, t, wi) in enumerate(zip(x.index_select(0, tok).split(sizes), tok.split(sizes), w.split(sizes),
+                                            strict=True)):
+            if xi.shape[0]:
+                out.index_add_(0, t, self.one(i, xi) * wi[:, None])
+        return out
+
     def forward(self, x: torch.Tensor, form: str, a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        n, out = x.shape[0], self.w2.shape[1]
+        n = x.shape[0]
         if form == "slots":
             return torch.einsum("nes,eso->no", b, self.run(torch.einsum("nes,nd->esd", a, x)))
         if form == "indices":
-            y = self.run(x[a]) * b[:, :, None]
-            return x.new_zeros(n, out).index_add(0, a.reshape(-1), y.reshape(-1, out))
+            if not self.bmm:
+                return self.grouped(x, a.reshape(-1), b.reshape(-1), [a.shape[1]] * a.shape[0])
+            y = self.run(x.index_select(0, a.reshape(-1)).reshape(*a.shape, -1)) * b[:, :, None]
+            return x.new_zeros(n, y.shape[-1]).index_add(0, a.reshape(-1), y.reshape(-1, y.shape[-1]))
         nz = a != 0
         counts = nz.sum(0)
         sizes = counts.tolist()
         pairs, m, e = sum(sizes), max(sizes), a.shape[1]
-        if 2 * pairs > n * e:
+        if (2 * pairs > n * e) if self.bmm else (16 * pairs > 15 * n * e):
             return self.dense(x, a)
         ex, tok = nz.T.nonzero(as_tuple=True)
-        if e * m > (1.5 if x.is_cuda else 1.0) * pairs:  # unequal groups: each expert on its own slice
-            xs = x[tok].split(sizes)
-            ys = [F.gelu(xi @ self.w1[i].T + self.b1[i]) @ self.w2[i].T + self.b2[i]
-                  for i, xi in enumerate(xs) if xi.shape[0]]
-            return x.new_zeros(n, out).index_add(0, tok, torch.cat(ys) * a[tok, ex][:, None])
+        if not self.bmm or e * m > 1.5 * pairs:  # a CPU, or unequal groups: each expert on its own rows
+            return self.grouped(x, tok, a[tok, ex], sizes)
         pos = torch.arange(ex.numel(), device=x.device) - (counts.cumsum(0) - counts)[ex]
-        idx = torch.zeros(a.shape[1], m, dtype=torch.long, device=x.device).index_put((ex, pos), tok)
-        w = a.new_zeros(a.shape[1], m).index_put((ex, pos), a[tok, ex])
-        y = self.run(x[idx]) * w[:, :, None]
-        return x.new_zeros(n, out).index_add(0, idx.reshape(-1), y.reshape(-1, out))
+        idx = torch.zeros(e, m, dtype=torch.long, device=x.device).index_put((ex, pos), tok)
+        w = a.new_zeros(e, m).index_put((ex, pos), a[tok, ex])
+        y = self.run(x.index_select(0, idx.reshape(-1)).reshape(e, m, -1)) * w[:, :, None]
+        return x.new_zeros(n, y.shape[-1]).index_add(0, idx.reshape(-1), y.reshape(-1, y.shape[-1]))
 
 
 def main() -> None:
@@ -129,7 +160,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec, cfg = json.loads(a.spec), json.loads(a.config)
     layer = build(spec, device).moe
-    experts = Experts(layer).to(device)
+    experts = Experts(layer, device).to(device)
     params = dict(layer.router.named_parameters())
     e = len(layer.experts)
     # the runtime's randn(shape, seed=s): a fresh generator on the device, seeded

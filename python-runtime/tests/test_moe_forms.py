@@ -89,9 +89,18 @@ def run(r, m, x):
                                 for n, p in m.named_parameters()}
 
 
+@pytest.fixture(params=["grouped", "bmm"])
+def strategy(request, monkeypatch):
+    """Both batched strategies on this CPU: grouped by expert (a CPU's), one bmm (an accelerator's)."""
+    from liaison_runtime.models import moe_dispatch
+
+    monkeypatch.setattr(moe_dispatch, "_bmm_wins", lambda flat: request.param == "bmm")
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(ROUTERS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_batched_experts_equal_the_per_expert_loop(r, name, bias):
+def test_batched_experts_equal_the_per_expert_loop(r, name, bias, strategy):
     form, router = ROUTERS[name]
     m = model(r, bias)
     r("model_hook", m, "router", r.obj(router), {"form": form})
@@ -126,8 +135,10 @@ def lopsided(inputs):
     return [probs * hit, zero(), zero(), probs]
 
 
-@pytest.mark.parametrize(("router", "grouped"), [(balanced, 0), (lopsided, 1)])
-def test_sparse_weights_pad_equal_groups_and_slice_unequal_ones(r, monkeypatch, router, grouped):
+@pytest.mark.parametrize(("router", "grouped"),
+                         [(balanced, {"grouped": 1, "bmm": 0}), (lopsided, {"grouped": 1, "bmm": 1})])
+def test_sparse_weights_pad_equal_groups_and_slice_unequal_ones(r, monkeypatch, router, grouped, strategy):
+    """One bmm pads equal groups (an accelerator's way) and slices unequal ones; grouped always slices."""
     from liaison_runtime.models import moe_dispatch
 
     calls = []
@@ -137,7 +148,7 @@ def test_sparse_weights_pad_equal_groups_and_slice_unequal_ones(r, monkeypatch, 
     r("model_hook", m, "router", r.obj(router))
     x = torch.randn(12, D, generator=torch.Generator().manual_seed(2))
     y1, gx1, g1 = run(r, m, x)
-    assert len(calls) == grouped
+    assert len(calls) == grouped[strategy]
     m.moe.batched = False
     y2, gx2, g2 = run(r, m, x)
     torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)

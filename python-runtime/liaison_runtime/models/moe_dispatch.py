@@ -1,17 +1,19 @@
 """How an MoE layer (moe.py) runs its experts on a route, and the router statistics it records.
 
-Batched (the default): the experts' weights are stacked (torch.stack, so autograd reaches each
-expert's own Parameters) and every expert runs in one batched matmul:
-- 'weights', dense (most weights nonzero): every expert on every token, the mixture folded
-  into the second matmul — (N, E·H) @ (E·H, O);
-- 'weights', sparse: the (token, expert) pairs with a nonzero weight grouped by expert,
-  padded to the largest group, (E, M, D) bmm, weighted index_add back — on a GPU while
-  padding adds at most half the work, on a CPU only for equal groups; otherwise each expert
-  runs on its own slice of the gathered pairs (one gather, E pairs of matmuls, one index_add);
-- 'indices': x[indices] (E, C, D) bmm, index_add of gates · out;
-- 'slots': slot_in = einsum('nes,nd->esd'), bmm, y = einsum('nes,eso->no').
+Batched (the default), in one of two ways by device (`_bmm_wins`):
+- on a CPU, grouped by expert: the (token, expert) pairs gathered at once (index_select),
+  each expert's own two matmuls on its contiguous rows, each group weighted and added back
+  in place — no padding and no stacking, since a CPU's matmuls are compute-bound (wasted
+  rows cost their full price) and a batched product there gains nothing over E calls on
+  the same rows (measured, bench router.experts_batched). 'weights' with (nearly) every
+  weight nonzero runs every expert on every token, weighting its output (N, O), not its
+  hidden (N, H); 'slots' runs each expert on its S slot inputs;
+- on an accelerator, one batched matmul over the experts, their weights stacked (torch.stack,
+  so autograd reaches each expert's own Parameters): 'weights' dense folds the mixture into
+  (N, E·H) @ (E·H, O), sparse pads the groups into an (E, M, D) bmm while that adds at most
+  half again the work (else the grouped path); 'indices' (E, C, D) bmm; 'slots' (E, S, D) bmm.
 The per-expert loop (`batched: false`, or an expert whose Linear carries a hook, which only
-its own forward runs) computes the same sums one expert at a time.
+its own forward runs) computes the same sums one expert at a time, as the layer first did.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def _loop_slots(moe, flat, r: Route):
 
 # ---- batched ----
 
+def _bmm_wins(flat: torch.Tensor) -> bool:
+    """One batched product over the experts (accelerators: one launch in place of E) rather
+    than each expert on its own rows (CPUs: the same FLOPs, without padding or stacking)."""
+    return flat.device.type != "cpu"
+
+
+def _ffn(moe):
+    """expert e's FeedForward on x (M, D) -> (M, O), as its own Linears (autograd into them)."""
+    act = ACTIVATIONS[moe.experts[0].activation]
+    return lambda e, x: moe.experts[e].proj(act(moe.experts[e].fc(x)))
+
+
 def _stacked(moe):
     """(W1 (E, H, D), b1 (E, H) or None, W2 (E, O, H), b2 (E, O) or None, activation)."""
     fc = [ex.fc for ex in moe.experts]
@@ -75,7 +89,7 @@ def _stacked(moe):
 
 
 def _experts(moe, xe: torch.Tensor) -> torch.Tensor:
-    """xe (E, M, D): expert e's M inputs -> (E, M, O), expert e on its own rows."""
+    """xe (E, M, D): expert e's M inputs -> (E, M, O), expert e on its own rows, one bmm each layer."""
     w1, b1, w2, b2, act = _stacked(moe)
     h = torch.bmm(xe, w1.transpose(1, 2)) if b1 is None else torch.baddbmm(b1[:, None], xe, w1.transpose(1, 2))
     h = act(h)  # (E, M, H)
@@ -83,7 +97,14 @@ def _experts(moe, xe: torch.Tensor) -> torch.Tensor:
 
 
 def _dense(moe, flat, weights):
-    """Every expert on every token: (N, D) @ (D, E·H), weighted, then (N, E·H) @ (E·H, O)."""
+    """Every expert on every token, y = Σ_e w[:, e] · expert_e(x)."""
+    if not _bmm_wins(flat):
+        ffn, out = _ffn(moe), None
+        for e in range(weights.shape[1]):
+            y = ffn(e, flat)  # (N, O); weighting it, not the hidden (N, H), is H/O times less work
+            out = y * weights[:, e:e + 1] if out is None else torch.addcmul(out, y, weights[:, e:e + 1])
+        return out
+    # (N, D) @ (D, E·H), weighted, then (N, E·H) @ (E·H, O): two large products
     w1, b1, w2, b2, act = _stacked(moe)
     e, h, d = w1.shape
     hid = flat @ w1.reshape(e * h, d).T  # (N, E·H)
@@ -103,45 +124,58 @@ def _batched_weights(moe, flat, r: Route):
     pairs, m = sum(sizes), max(sizes)
     if pairs == 0:
         return flat.new_zeros(n, moe.out)
-    if 2 * pairs > n * e:  # most weights nonzero: every expert on every token
+    bmm = _bmm_wins(flat)
+    # most weights nonzero: every expert on every token. The fold's (N, E·H) products win
+    # from half the pairs on; each expert on all N rows wastes compute a CPU pays for, but
+    # no gather or scatter: from 15 in 16 pairs on
+    if (2 * pairs > n * e) if bmm else (16 * pairs > 15 * n * e):
         return _dense(moe, flat, weights)
     # (token, expert) pairs grouped by expert (nonzero of (E, N) is in expert-major order)
     ex, tok = nz.T.nonzero(as_tuple=True)  # (P,) each
-    # padding every group to the largest costs (E·M − P) rows of wasted work: on a CPU, where
-    # matmuls are compute-bound, any waste loses to E slices (measured, bench router.experts_batched);
-    # on a GPU one bmm beats E small launches up to half again the work (not measured: no GPU here)
-    if e * m > (1.5 if flat.is_cuda else 1.0) * pairs:
+    # padding every group to the largest costs (E·M − P) rows of wasted work: one bmm beats
+    # E small launches up to half again the work (not measured: no GPU here)
+    if not bmm or e * m > 1.5 * pairs:
         return _grouped(moe, flat, tok, weights[tok, ex], sizes)
     starts = counts.cumsum(0) - counts  # (E,) where each group begins among the P pairs
     pos = torch.arange(ex.numel(), device=flat.device) - starts[ex]  # (P,) the pair's row in its group
     idx = torch.zeros(e, m, dtype=torch.long, device=flat.device).index_put((ex, pos), tok)  # (E, M), pad: token 0
     w = weights.new_zeros(e, m).index_put((ex, pos), weights[tok, ex])  # (E, M), pad: 0 (autograd into weights)
-    y = _experts(moe, flat[idx]) * w[:, :, None]  # (E, M, O)
+    y = _experts(moe, flat.index_select(0, idx.reshape(-1)).reshape(e, m, -1)) * w[:, :, None]  # (E, M, O)
     return flat.new_zeros(n, moe.out).index_add(0, idx.reshape(-1), y.reshape(-1, moe.out))
 
 
 def _grouped(moe, flat, tok, w, sizes):
     """Pairs sorted by expert: tok (P,) tokens, w (P,) weights, sizes[e] pairs of expert e;
-    one gather, each expert's two matmuls on its slice, one index_add."""
-    act = ACTIVATIONS[moe.experts[0].activation]
-    xs = flat[tok].split(sizes)  # per expert (n_e, D)
-    ys = [ex.proj(act(ex.fc(x))) for ex, x in zip(moe.experts, xs, strict=True) if x.shape[0]]
-    y = torch.cat(ys) * w[:, None]  # (P, O)
-    return flat.new_zeros(flat.shape[0], moe.out).index_add(0, tok, y)
+    one gather, each expert's two matmuls on its rows, each group weighted and added in place."""
+    ffn = _ffn(moe)
+    xs = flat.index_select(0, tok).split(sizes)  # (n_e, D) each; x[tok] (advanced indexing) is ~7x slower on a CPU
+    out = flat.new_zeros(flat.shape[0], moe.out)
+    for e, (x, t, we) in enumerate(zip(xs, tok.split(sizes), w.split(sizes), strict=True)):
+        if x.shape[0]:
+            out.index_add_(0, t, ffn(e, x) * we[:, None])
+    return out
 
 
 def _batched_indices(moe, flat, r: Route):
     idx, gates = r.a, r.b  # (E, C)
-    out = flat.new_zeros(flat.shape[0], moe.out)
-    if idx.shape[1] == 0:
-        return out
-    y = _experts(moe, flat[idx]) * gates[:, :, None]  # (E, C, O)
-    return out.index_add(0, idx.reshape(-1), y.reshape(-1, moe.out))
+    e, c = idx.shape
+    if c == 0:
+        return flat.new_zeros(flat.shape[0], moe.out)
+    tok = idx.reshape(-1)  # (E·C,): expert e's C tokens in a row, the grouped path's order
+    if not _bmm_wins(flat):
+        return _grouped(moe, flat, tok, gates.reshape(-1), [c] * e)
+    y = _experts(moe, flat.index_select(0, tok).reshape(e, c, -1)) * gates[:, :, None]  # (E, C, O)
+    return flat.new_zeros(flat.shape[0], moe.out).index_add(0, tok, y.reshape(-1, moe.out))
 
 
 def _batched_slots(moe, flat, r: Route):
     slot_in = torch.einsum("nes,nd->esd", r.a, flat)  # (E, S, D)
-    return torch.einsum("nes,eso->no", r.b, _experts(moe, slot_in))
+    if _bmm_wins(flat):
+        y = _experts(moe, slot_in)
+    else:  # E·S rows in all: stacking the weights would cost more than the experts' products
+        ffn = _ffn(moe)
+        y = torch.stack([ffn(e, s) for e, s in enumerate(slot_in.unbind(0))])  # (E, S, O)
+    return torch.einsum("nes,eso->no", r.b, y)
 
 
 _LOOP = {"weights": _loop_weights, "indices": _loop_indices, "slots": _loop_slots}
