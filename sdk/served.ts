@@ -86,7 +86,9 @@ export class Service {
     const proc = await launchScript(script, opts);
     try {
       // the runtime fails with E_DEAD when the script exits; closing it leaves the script running
-      const rt = await ProcessRuntime.open(proc.endpoint, undefined, opts, { ...proc, kill: async () => undefined });
+      const raw = opts.key ?? opts.env?.LIAISON_KEY ?? process.env.LIAISON_KEY;
+      const key = typeof raw === 'string' ? Buffer.from(raw) : raw;
+      const rt = await ProcessRuntime.open(proc.endpoint, key, opts, { ...proc, kill: async () => undefined });
       return await Service.open(rt, opts, proc);
     } catch (e) {
       await proc.kill();
@@ -99,7 +101,7 @@ export class Service {
       const h = rt.call('serve_attach', []) as Tensor;
       const info = (await h.info()) as unknown as { models: string[]; optimizer_params: Record<string, string[]>; step: number };
       h.free();
-      const raw = opts.key ?? process.env.LIAISON_KEY;
+      const raw = opts.key ?? (opts as LaunchOptions).env?.LIAISON_KEY ?? process.env.LIAISON_KEY;
       const key = typeof raw === 'string' ? Buffer.from(raw) : raw;
       const events = new Connection({ endpoint: rt.endpoint, key, heartbeatMs: 0, timeoutMs: 0 });
       return new Service(rt, events, info, opts, script);
@@ -206,8 +208,9 @@ export class Service {
   }
 
   private check(what: string): void {
-    if (this.failure) throw this.failure;
     if (this.closing) throw new LiaisonError('E_CLOSED', `Service.${what}: the service is closed`);
+    if (this.rt.closed) throw new LiaisonError('E_DEAD', `Service.${what}: the connection to the served script is gone (the script ended or died${this.script ? `; last output:\n${this.script.stderrTail()}` : ''})`);
+    if (this.failure) throw this.failure;
   }
 
   private async op(name: string, kw: Record<string, unknown>): Promise<Record<string, unknown>> {

@@ -81,6 +81,7 @@ class Service:
         self.lock = self._turns.lock
         self._in_step = False
         self._installed: dict[str, Installed] = {}  # active, in install order
+        self._points: dict[str, list[Program]] = {}  # their programs by traced point
         self._pending: dict[str, Installed | None] = {}  # staged (None: an uninstall)
         self._pending_lock = threading.Lock()
         self._client: str | None = None  # the attached service's session id
@@ -269,6 +270,8 @@ class Service:
                     self._installed[key] = inst
                     if inst.update is not None:
                         self.optimizer._adopt_state(inst, self._param_names[inst.model])
+            # each moment's programs, in install order: what a step replays
+            self._points = {p: [i.points[p] for i in self._installed.values() if p in i.points] for p in TRACED}
 
     def _leave_step(self) -> None:
         if self._in_step:
@@ -276,14 +279,13 @@ class Service:
             self.lock.release()
 
     def _run(self, point: str) -> None:
-        if not self._installed:
+        progs = self._points.get(point)
+        if not progs:
             return
         args = [self._lr_tensor(self.optimizer.param_groups[0]["lr"]), self._step_t]
         with torch.no_grad():
-            for inst in list(self._installed.values()):
-                prog = inst.points.get(point)
-                if prog is not None:
-                    prog(args)
+            for prog in progs:
+                prog(args)
 
     def _lr_tensor(self, lr: float) -> torch.Tensor:
         if lr != self._lr:
@@ -363,7 +365,8 @@ class Service:
         if self._in_step:
             raise RuntimeError(f"liaison_runtime.serve: {point} inside a step (between zero_grad() and step()); "
                                "call it between steps")
-        if self._client is None or (point not in self._watch and not any(point in i.loops for i in self._installed.values())):
+        wanted = point in self._watch or any(point in i.loops for i in self._installed.values())
+        if self._client is None or not wanted:
             return
         values = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float, torch.Tensor))}
         with self._ev_lock:

@@ -35,9 +35,7 @@ class PluginOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self._svc.before_step()
-        super().zero_grad(set_to_none)
-        if self._fallback is not None:
-            self._fallback.zero_grad(set_to_none)
+        super().zero_grad(set_to_none)  # the fallback's parameters are these: zeroed with them
 
     def step(self, closure: Callable | None = None):
         loss = None

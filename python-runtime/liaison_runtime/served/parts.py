@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from ..errors import RuntimeFault
 from ..models import Described
 from ..program import Program
 from ..server import Server
@@ -77,8 +78,14 @@ class ServedServer(Server):
         self.wake_fd = svc._wake_r
 
     def handle(self, ident, header, buffers):
-        if header.get("kind") == "ping" and "events" in header:
+        kind = header.get("kind")
+        if kind == "ping" and "events" in header:
             return self._events(ident, header)
+        if kind == "shutdown":  # the script ends its own serving (svc.close()), not a client
+            raise RuntimeFault("E_ARG", "shutdown: a served script is not shut down by a client; it stops serving "
+                               "when it calls svc.close() or ends")
+        if kind != "batch":  # hello, ping, close touch no object a step uses
+            return self.exec.handle(header, buffers)
         turns = self.svc._turns
         turns.server_acquire()
         try:

@@ -1,0 +1,99 @@
+// A PyTorch script that exists already, served (python-runtime/liaison_runtime/serve.py) and
+// extended from TypeScript (sdk/served.ts): the plain digits script with nesterov and
+// magnitude installed trains exactly as the Trainer does with them, on the same data order
+// and init; the errors a service meets (a model name the script does not serve, a plugin
+// family it cannot take, a script that dies). Every script started here is killed in
+// afterAll; nothing waits on timing.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Runtime } from '../bridge/index.js';
+import { magnitude, nesterov, soft } from '../plugins/index.js';
+import { Dataset, Model, Service, Trainer } from '../sdk/index.js';
+import { startRuntime } from './helpers.js';
+
+const SCRIPT = 'examples/plain-pytorch/train_digits.py';
+const EPOCHS = 2;
+const ONE_THREAD = { OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+const made: Service[] = [];
+const runtimes: Runtime[] = [];
+const dir = mkdtempSync(join(tmpdir(), 'liaison-served-test-'));
+
+afterAll(async () => {
+  for (const s of made) await s.kill().catch(() => undefined);
+  for (const rt of runtimes) await rt.close();
+});
+
+const config = () => ({ opt: nesterov({ lr: 0.05, momentum: 0.9 }), pruner: magnitude({ sparsity: 0.8, scope: 'layer', atEpoch: 1 }) });
+
+describe('a plain PyTorch script served to a TypeScript service', () => {
+  it('with nesterov and magnitude installed, gives the Trainer\'s losses on the same data order and init', async () => {
+    const losses = join(dir, 'losses.json');
+    const svc = await Service.launch(SCRIPT, { args: ['--epochs', String(EPOCHS), '--losses', losses], env: ONE_THREAD, waitForClientS: 120 });
+    made.push(svc);
+    expect(svc.models).toEqual(['model']);
+    const served = await svc.model('model');
+    const init = await Promise.all(served.params.map(async (p) => ({ name: p.name, shape: p.shape, data: (await served.param(p.name).data()).data as Float32Array })));
+
+    // what a served script cannot take, refused before anything is installed
+    await expect(svc.model('nope')).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/no model named 'nope'.*'model'/) });
+    await expect(svc.install(config().opt, { model: 'nope' })).rejects.toMatchObject({ code: 'E_ARG' });
+    await expect(svc.install(soft({}) as never)).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/cannot take a router plugin/) });
+
+    const { opt, pruner } = config();
+    await svc.install(opt);
+    await svc.install(pruner);
+    const epochs: number[] = [];
+    await svc.watch((e) => { if (e.point === 'epochEnd') epochs.push(e.epoch); });
+    await svc.ready();
+    expect(await svc.finished()).toBe('exited with code 0');
+    const got = JSON.parse(readFileSync(losses, 'utf8')) as number[];
+    expect(epochs).toEqual([0, 1]); // the pruning event ran at the first epoch's end
+    await svc.close();
+
+    // the Trainer, on the same rows in the same order, from the same weights
+    const rt = await startRuntime();
+    runtimes.push(rt);
+    const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 128, 10] });
+    const names = model.params.map((p) => p.name);
+    init.forEach((w, i) => { model.param(names[i]).copy_(rt.tensor(w.data, w.shape)); });
+    const [train] = (await Dataset.builtin(rt, 'digits')).split(0.2, 0);
+    const t = config();
+    const trainer = new Trainer({ model, optimizer: t.opt, plugins: [t.pruner], epochs: EPOCHS, batchSize: 64, seed: 0, loss: 'cross_entropy', logEvery: 1 });
+    const want: number[] = [];
+    trainer.on('progress', (e) => want.push(e.loss));
+    await trainer.fit(train);
+    expect(got.length).toBe(want.length);
+    expect(got.length).toBe(EPOCHS * Math.ceil(1438 / 64));
+    const worst = Math.max(...got.map((l, i) => Math.abs(l - want[i])));
+    expect(worst).toBeLessThan(1e-5);
+    expect(got.at(-1)!).toBeLessThan(got[0] / 2); // it did learn
+  }, 180_000);
+
+  it('fails with E_DEAD once the script dies (tcp, signed)', async () => {
+    const script = join(dir, 'hold.py');
+    // serves on tcp with a key (every message signed), then trains until it is killed
+    writeFileSync(script, [
+      'import torch, liaison_runtime',
+      'm = torch.nn.Linear(3, 2)',
+      'svc = liaison_runtime.serve(m, torch.optim.SGD(m.parameters(), lr=0.1))',
+      'x = torch.randn(4, 3)',
+      'while True:',
+      '    svc.optimizer.zero_grad()',
+      '    m(x).square().mean().backward()',
+      '    svc.optimizer.step()',
+    ].join('\n'));
+    const key = 'a-key-only-this-test-knows-0123456789';
+    const svc = await Service.launch(script, { env: { ...ONE_THREAD, LIAISON_SERVE_ENDPOINT: 'tcp://127.0.0.1:0', LIAISON_KEY: key }, waitForClientS: 0 });
+    made.push(svc);
+    expect(svc.rt.endpoint).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
+    expect((await svc.model('model')).params.map((p) => p.name)).toEqual(['weight', 'bias']);
+    await svc.install(config().opt); // taken between two of its steps
+    expect(svc.script!.child.kill('SIGKILL')).toBe(true);
+    expect(await svc.finished()).toBe('was killed by SIGKILL');
+    await expect(svc.install(magnitude({ sparsity: 0.5 }))).rejects.toMatchObject({ code: 'E_DEAD' });
+    await expect(svc.model('model')).rejects.toMatchObject({ code: 'E_DEAD' });
+    await svc.close(); // the long poll pending when it died does not hold this up
+  }, 120_000);
+});
