@@ -53,6 +53,16 @@ def _seconds(raw: str) -> float:
     return v
 
 
+def _say(line: str) -> None:
+    """One line on stdout in one write: a group's ranks share torchrun's stdout, and print()
+    writes the text and its newline apart, so two ranks' unbuffered lines could interleave
+    (a pipe keeps a write of up to 4 KiB whole)."""
+    sys.stdout.flush()
+    data = (line + "\n").encode()
+    while data:
+        data = data[os.write(sys.stdout.fileno(), data):]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="liaison-runtime", description=__doc__.splitlines()[0])
     ap.add_argument("--endpoint", required=True, help="ipc://PATH, tcp://HOST:PORT (port 0: any free one)")
@@ -145,7 +155,7 @@ def _serve(args, env: dict | None) -> int:
             extra["bound"] = server.bound
     if args.watch_pid is not None:
         group.watch_pid(args.watch_pid, server.stop, lambda: remove_ipc_files(server.endpoint))
-    print(ready_line(server, extra), flush=True)
+    _say(ready_line(server, extra))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
