@@ -71,6 +71,8 @@ export interface StepHost {
   step: number;
   /** The () rate tensor for step `step` (kept by the loop; the same one while the rate stays). */
   rate(step: number): { lr: number; t: Tensor };
+  /** Throws unless a step may run now (the loop is live, its plugins attached). */
+  check(): void;
   /** Called right behind each step's run (snapshots due then). */
   after(step: number): void;
   /** One step queued: send a group when one is full, waiting while too many are in flight. */
@@ -111,6 +113,7 @@ export class TrainStep<I extends Placeholders = Placeholders> {
     const missing = this.inputNames.filter((k) => !(inputs as Record<string, Tensor>)?.[k]);
     if (missing.length) throw new LiaisonError('E_ARG', `step '${this.name}': run() needs input ${missing.map((k) => `'${k}'`).join(', ')} (the spec's inputs are ${this.inputNames.join(', ') || 'none'})`, { param: 'inputs' });
     const h = this.host;
+    h.check();
     const step = h.step + 1;
     const { lr, t } = h.rate(step); // a bad rate throws before anything is counted or queued
     const program = this.current();

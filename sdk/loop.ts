@@ -94,6 +94,8 @@ export class TrainingLoop {
   /** @internal parameters, freezing and snapshots, as plugins reach them through their hooks */
   readonly control: ParamControl;
   private attaching: Promise<void> | null = null;
+  /** The plugins' attach() has finished: steps may run. */
+  private ready = false;
   private readonly steps = new Set<TrainStep<never>>();
   private lr = NaN;
   private lrT: Tensor | null = null;
@@ -139,6 +141,7 @@ export class TrainingLoop {
       for (const [i, p] of this.plugins.entries()) await p.attach(this.hooks.forPlugin(i));
       syncParams(this.rt, this.params.all().map((e) => e.param)); // on a group: every rank starts from rank 0's
       await this.rt.flush();
+      this.ready = true;
     })();
     return this.attaching;
   }
@@ -301,6 +304,10 @@ export class TrainingLoop {
       get step() { return self.step; },
       set step(n: number) { self.step = n; },
       rate: (step) => this.rate(step),
+      check: () => {
+        this.checkLive('run');
+        if (!this.ready && this.plugins.length) throw new LiaisonError('E_ARG', `TrainingLoop: its plugins have not attached${this.attaching ? ' yet (await loop.attach() before running a step)' : '; make it with TrainingLoop.create(), or await loop.attach() before the first step'}`, { param: 'plugins' });
+      },
       after: (step) => this.snaps.after(step),
       pace: async () => {
         this.window.add();

@@ -1,11 +1,11 @@
 /**
- * The Trainer's side of sdk/hooks.ts: what plugins attached, by point, in the order they
- * attached. The Trainer traces the traced points into its step program and awaits the
- * loop points; plugins see only the {@link TrainingHooks} surface, one view per plugin
- * ({@link HookRegistry.forPlugin}).
+ * The loop's side of sdk/hooks.ts: what plugins attached, by point, in the order they
+ * attached. A TrainingLoop (sdk/loop.ts; the Trainer's) traces the traced points into its
+ * step programs (sdk/loop-step.ts) and awaits the loop points; plugins see only the
+ * {@link TrainingHooks} surface, one view per plugin ({@link HookRegistry.forPlugin}).
  *
  * Names are per plugin. Two plugins of one kind (two pruners) ask for the same state
- * prefix (`pruner`) and loss name; the first plugin in the Trainer's list to ask keeps the
+ * prefix (`pruner`) and loss name; the first plugin in the loop's list to ask keeps the
  * name as it asked, and a later one at position i (from 0) gets `<name>#<i>`: checkpoint
  * entries `pruner.layers.0.weight` and `pruner#1.layers.2.weight`. The list is the same
  * on resume (checked), so the names are too. One plugin asking twice for a name is an error.

@@ -110,6 +110,12 @@ describe('an own loop on the public parts', () => {
     }
     got.forEach((v, k) => expect(Math.abs(v - want[k])).toBeLessThan(1e-5));
     expect(() => two.step.queue({} as never)).toThrow(/needs input 'x', 'y'/);
+    // a loop made with `new` runs no step before its plugins attached
+    const bare = new TrainingLoop({ model, optimizer: adam({ lr: 0.01 }), plugins: [pruner()] });
+    const [b, ...rest] = train.batches(BATCH);
+    expect(() => bare.stepProgram({ inputs: { x: {}, y: {} }, loss: ({ x, y }) => lossOf('cross_entropy', model.forward(x), y, 1) }).queue(b)).toThrow(/plugins have not attached; make it with TrainingLoop.create\(\)/);
+    for (const r of [b, ...rest]) { r.x.free(); r.y.free(); }
+    bare.free();
     one.loop.free();
     two.loop.free();
   });
