@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Runtime } from '../bridge/index.js';
 import { magnitude, nesterov, soft } from '../plugins/index.js';
 import { Dataset, Model, Service, Trainer } from '../sdk/index.js';
-import { startRuntime } from './helpers.js';
+import { runExample, startRuntime } from './helpers.js';
 
 const SCRIPT = 'examples/plain-pytorch/train_digits.py';
 const EPOCHS = 2;
@@ -96,4 +96,19 @@ describe('a plain PyTorch script served to a TypeScript service', () => {
     await expect(svc.model('model')).rejects.toMatchObject({ code: 'E_DEAD' });
     await svc.close(); // the long poll pending when it died does not hold this up
   }, 120_000);
+
+  it('examples/serve-digits.ts: the fast variant starts the plain script, installs both plugins and reports each epoch', async () => {
+    const out = join(dir, 'example');
+    const { code, out: text, err } = await runExample(['examples/serve-digits.ts', '--out', out], { LIAISON_SERVED_EPOCHS: '2', ...ONE_THREAD });
+    expect(code, `${text}\n${err}`).toBe(0);
+    expect(text).toMatch(/it serves model/);
+    expect(text).toMatch(/script exited with code 0/);
+    // epoch 1 trained dense; its end pruned each weight to 80%, held through epoch 2
+    const rows = [...text.matchAll(/^\| (\d) \| (\d+) \| ([\d.]+) \| ([\d.]+)% \| ([\d.]+)% \|$/gm)].map((m) => m.slice(1).map(Number));
+    expect(rows.map((r) => r[0])).toEqual([1, 2]);
+    expect(rows.map((r) => r[1])).toEqual([23, 46]);
+    expect(rows[1][2]).toBeLessThan(rows[0][2]);
+    for (const r of rows) expect(r[4]).toBeCloseTo(80, 0);
+    expect(text).toMatch(/curves: .*serve-digits\.png/);
+  }, 180_000);
 });

@@ -43,6 +43,7 @@ import os
 import sys
 import tempfile
 import threading
+import types
 import warnings
 from collections.abc import Callable
 
@@ -466,3 +467,14 @@ def serve(model: torch.nn.Module | dict, optimizer: torch.optim.Optimizer | None
         warnings.warn(f"liaison: no service became ready within {wait_for_client:g} s; training without plugins",
                       stacklevel=2)
     return svc
+
+
+class _CallableModule(types.ModuleType):
+    """`import liaison_runtime.serve` before `liaison_runtime.serve(...)` leaves the package's
+    `serve` attribute naming this module (the import system sets it): calling it serves."""
+
+    def __call__(self, *args, **kwargs) -> Service:
+        return serve(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

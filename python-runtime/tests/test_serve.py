@@ -4,6 +4,7 @@ The client here is a bare DEALER speaking the protocol (the TypeScript side is
 test/served.test.ts). Programs are written as op records by hand: an SGD update over the
 model's parameters, a mask held after every step."""
 
+import copy
 import itertools
 import threading
 
@@ -262,7 +263,44 @@ def test_loop_points_wait_for_the_service_only_there(served):
     assert c.request("ping", events=0)["events"] == []  # a poll whose wait is up answers empty
 
 
-def test_extra_loss_is_zero_without_loss_terms(served):
+def test_extra_loss_sums_the_loss_programs_and_trains_through_them(served):
     model, make = served
-    svc, _, _ = make()
+    svc, c, _ = make(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert svc.extra_loss().item() == 0.0
+    lr, step, w, sq, total, prog = (c.handle() for _ in range(6))
+    recs = [op("model_param", [w], H(2), "2.weight"), op("square", [sq], w), op("sum", [total], sq)]
+    c.ops(op("program_define", [prog], "l2", recs, [lr, step], [total]))
+    c.ops(op("serve_install", [c.handle()], key="l2", model="model", loss=prog))
+    svc.optimizer.zero_grad()  # the install is active from this step
+    extra = svc.extra_loss()
+    torch.testing.assert_close(extra, model[2].weight.square().sum())
+    extra.backward()  # a term of the script's loss: its gradient reaches the weight
+    torch.testing.assert_close(model[2].weight.grad, 2 * model[2].weight.detach())
+    svc.optimizer.step()
+
+
+def test_optimizer_state_dict_round_trips_into_the_programs_tensors(served):
+    model, make = served
+    svc, c, info = make(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    names = info["optimizer_params"]["model"]
+    bufs = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    lr, step = c.handle(), c.handle()
+    recs, state = [], {}
+    for n in names:  # b += grad (a momentum buffer without decay), p -= lr * b
+        b, g, p, d = put(svc, c, bufs[n]), c.handle(), c.handle(), c.handle()
+        state[n] = {"momentum": b}
+        recs += [op("model_grad", [g], H(2), n), op("add_", [c.handle()], b, g), op("model_param", [p], H(2), n),
+                 op("mul", [d], b, lr), op("sub_", [c.handle()], p, d)]
+    prog = c.handle()
+    c.ops(op("program_define", [prog], "mom", recs, [lr, step], []))
+    c.ops(op("serve_install", [c.handle()], key="mom", model="model", update=prog, params=names, state=state, lr=0.1))
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    train_step(model, svc, x, y)
+    saved = copy.deepcopy(svc.optimizer.state_dict())  # as torch.save would keep it
+    first = model[0].weight
+    assert svc.optimizer.state[first]["momentum"] is bufs["0.weight"]  # the program's own tensor
+    kept = bufs["0.weight"].clone()
+    train_step(model, svc, x, y)
+    svc.optimizer.load_state_dict(saved)
+    assert svc.optimizer.state[first]["momentum"] is bufs["0.weight"]  # still the captured one…
+    torch.testing.assert_close(bufs["0.weight"], kept)  # …holding the saved values
