@@ -263,6 +263,7 @@ export class Connection {
   }
 
   private onReply(frames: Buffer[]): void {
+    if (this.dead) return; // a reply read after fail(): its request was rejected already
     let r: ReturnType<typeof decode>;
     try {
       r = decode(frames, this.key);

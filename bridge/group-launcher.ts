@@ -9,7 +9,8 @@
  * covers a SIGKILLed Node with the agent still sitting in between.
  */
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { atProcessEnd } from './cleanup.js';
 import { LiaisonError } from './errors.js';
 import { limitArgs, own, privateEndpoint, resolvePython, runtimeEnv, type SpawnOptions } from './launcher.js';
@@ -25,6 +26,8 @@ export interface GroupSpawnOptions extends SpawnOptions {
   rdzvEndpoint?: string;
   /** How long the rendezvous may wait for every machine to join (default 60 s). */
   rdzvTimeoutS?: number;
+  /** The HMAC key of a group on several machines, whose ranks bind tcp (default LIAISON_KEY). */
+  key?: Uint8Array | string;
 }
 
 /** One rank as its ready line describes it. */
@@ -46,8 +49,6 @@ export interface GroupProcess {
   readonly exited: Promise<string>;
   /** Whether the agent has exited. */
   readonly agentGone: boolean;
-  /** The rank torchrun names as the root cause of a failure, once it has printed its report. */
-  rootCause(): { rank: number; why: string } | null;
   /** SIGTERM the agent and every rank, SIGKILL whoever is left after `graceMs`, and wait until all are gone. */
   kill(graceMs?: number): Promise<void>;
 }
@@ -68,7 +69,11 @@ export function groupArgs(opts: GroupSpawnOptions, endpoint: string): string[] {
   const perNode = opts.ranks / nnodes;
   const agent = ['-m', 'torch.distributed.run', '--nnodes', String(nnodes), '--nproc-per-node', String(perNode), '--max-restarts', '0'];
   if (nnodes === 1 && !opts.rdzvEndpoint) agent.push('--standalone');
-  else agent.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', opts.rdzvEndpoint!, '--rdzv-conf', `join_timeout=${opts.rdzvTimeoutS ?? 60}`);
+  else {
+    // join_timeout: every machine joined; read_timeout: the store answers (an unreachable host fails after it)
+    const s = opts.rdzvTimeoutS ?? 60;
+    agent.push('--rdzv-backend', 'c10d', '--rdzv-endpoint', opts.rdzvEndpoint!, '--rdzv-conf', `join_timeout=${s},read_timeout=${s}`);
+  }
   const rt = ['-m', 'liaison_runtime', '--group', '--endpoint', endpoint, '--watch-pid', String(process.pid)];
   if (opts.device) rt.push('--device', opts.device);
   if (opts.threads) rt.push('--threads', String(opts.threads));
@@ -85,12 +90,17 @@ export async function spawnGroup(opts: GroupSpawnOptions): Promise<GroupProcess>
   const python = resolvePython(opts.python);
   const nnodes = opts.nnodes ?? 1;
   const local = opts.ranks / nnodes;
+  const key = opts.key ?? process.env.LIAISON_KEY;
+  if (nnodes > 1 && !key?.length) throw new LiaisonError('E_ARG', 'Group.start: a group on several machines binds tcp, where every message is signed: pass { key } or set LIAISON_KEY', { param: 'key' });
   const { dir } = privateEndpoint();
   // a rank's endpoint: its own socket in the private folder (the runtime fills in {rank}),
   // or tcp on every interface when ranks on other machines must reach it
   const endpoint = nnodes > 1 ? 'tcp://0.0.0.0:0' : `ipc://${dir}/rank{rank}.sock`;
   const args = groupArgs(opts, endpoint);
-  if (nnodes > 1) args.push('--allow-remote');
+  if (nnodes > 1) {
+    writeFileSync(join(dir, 'key'), key!, { mode: 0o600 });
+    args.push('--allow-remote', '--key-file', join(dir, 'key'));
+  }
   const child = spawn(python, args, { env: runtimeEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   const owned = own(child, dir);
   if (!exitHook) {
@@ -110,11 +120,6 @@ export async function spawnGroup(opts: GroupSpawnOptions): Promise<GroupProcess>
     if (tail.length > 200) tail.splice(0, tail.length - 200);
   });
   const stderrTail = () => tail.join('').split('\n').slice(-30).join('\n').trim();
-  const rootCause = (): { rank: number; why: string } | null => {
-    const text = tail.join('');
-    const m = /Root Cause[^\n]*\n[\s\S]*?rank\s*:\s*(\d+)[\s\S]*?exitcode\s*:\s*([^\n]*)/.exec(text);
-    return m ? { rank: Number(m[1]), why: `exit code ${m[2].trim()}` } : null;
-  };
 
   const kill = async (graceMs = 2000): Promise<void> => {
     const pids = ranks.map((r) => r.pid);
@@ -128,7 +133,8 @@ export async function spawnGroup(opts: GroupSpawnOptions): Promise<GroupProcess>
     for (const pid of pids) rankPids.delete(pid);
   };
 
-  const startMs = opts.startTimeoutMs ?? 120_000 + (nnodes > 1 ? (opts.rdzvTimeoutS ?? 60) * 1000 : 0);
+  // several machines: the rendezvous' own timeouts, plus importing torch (a fallback, should torchrun hang)
+  const startMs = opts.startTimeoutMs ?? (nnodes > 1 ? (opts.rdzvTimeoutS ?? 60) * 2000 + 60_000 : 120_000);
   const what = () => (nnodes > 1 ? `the group's rendezvous at ${opts.rdzvEndpoint} (${nnodes} machines)` : `the group of ${opts.ranks} ranks`);
   try {
     await new Promise<void>((res, rej) => {
@@ -140,8 +146,13 @@ export async function spawnGroup(opts: GroupSpawnOptions): Promise<GroupProcess>
       });
       void owned.exited.then((how) => {
         clearTimeout(timer);
-        const rdzv = /Rendezvous(Timeout|Connection|Closed)?Error/.test(tail.join(''));
-        rej(new LiaisonError('E_SPAWN', `${rdzv ? `${what()} failed` : `torchrun ${how} before ${what()} was ready`} (${ranks.length} of ${local} ranks ready).\n${stderrTail()}`));
+        const text = tail.join('');
+        const rdzv = /Rendezvous\w*Error/.exec(text);
+        const last = /^\S*(?:Error|Exception)\b.*$/gm;
+        const cause = [...text.matchAll(last)].pop()?.[0];
+        rej(new LiaisonError('E_SPAWN', rdzv
+          ? `${what()} failed (rendezvous timeout ${opts.rdzvTimeoutS ?? 60} s): ${(cause ?? rdzv[0]).replace(/\.+$/, '')}. Is torchrun started on every machine with the same --rdzv-endpoint, and can this machine reach it?`
+          : `torchrun ${how} before ${what()} was ready (${ranks.length} of ${local} ranks ready)${failureOf(text)}`));
       });
       child.stdout!.setEncoding('utf8').on('data', (s: string) => {
         buf += s;
@@ -168,5 +179,17 @@ export async function spawnGroup(opts: GroupSpawnOptions): Promise<GroupProcess>
     throw e;
   }
   ranks.sort((a, b) => a.rank - b.rank);
-  return { pid: child.pid!, ranks, stderrTail, exited: owned.exited, get agentGone() { return agentGone; }, rootCause, kill };
+  return { pid: child.pid!, ranks, stderrTail, exited: owned.exited, get agentGone() { return agentGone; }, kill };
+}
+
+/**
+ * What a failed start says: torchrun's root cause (which rank, its exit code) and the
+ * ranks' own last lines, which come before the agent's traceback and report.
+ */
+function failureOf(text: string): string {
+  const agent = text.indexOf('torch/distributed/run.py", line');
+  const ranks = agent < 0 ? text : text.slice(0, Math.max(0, text.lastIndexOf('Traceback (most recent call last):', agent)));
+  const root = /Root Cause[^\n]*\n[\s\S]*?rank\s*:\s*(\d+)[\s\S]*?exitcode\s*:\s*(-?\d+)/.exec(text);
+  const own = ranks.split('\n').filter((l) => l.trim() && !/^\*+$|OMP_NUM_THREADS|^[WEI]\d{4} .*torch\/distributed\//.test(l)).slice(-15).join('\n');
+  return `${root ? `: rank ${root[1]} exited with code ${root[2]}` : ''}.${own ? `\nThe ranks' last output:\n${own}` : ''}`;
 }

@@ -196,8 +196,9 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
     const t = this.newTensor();
     this.ranks.forEach((r, i) => {
       const q = r.opQueue;
-      q.push({ op: 'upload', out: [t.ref], args: [], kw: { dtype: dt, shape: shapes[i], ...q.upload(parts[i]) } });
+      q.push({ op: 'upload', out: [t.ref], args: [], kw: { dtype: dt, shape: shapes[i], ...q.upload(parts[i]) } }, false);
     });
+    this.sendIfFull();
     const same = shapes.every((s) => s.length === shapes[0].length && s.every((d, k) => d === shapes[0][k]));
     if (same) t.sh = [...shapes[0]];
     else t.lost = `tensor #${t.id} holds a part of a different shape on each rank (${shapes.map((s) => `[${s}]`).join(', ')})`;
@@ -215,8 +216,16 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
     if (outputs > 0) inferShapes(op, args, kw, out, recorder);
     const rec = { op, out: out.map((t) => t.ref), args: wireArgs, ...(wireKw ? { kw: wireKw } : {}) };
     if (recorder) recorder.record(rec);
-    else for (const r of this.ranks) r.opQueue.push(rec);
+    else {
+      for (const r of this.ranks) r.opQueue.push(rec, false);
+      this.sendIfFull();
+    }
     return outputs === 1 ? out[0] : out;
+  }
+
+  /** A full queue goes out once every rank has the op: no rank's batch may end between two ranks' copies of it. */
+  private sendIfFull(): void {
+    if (this.ranks.some((r) => r.opQueue.full)) this.sendAll();
   }
 
   /** A group has no pythonia hatch: adopt on one rank's session is not possible either (they run under torchrun). */

@@ -55,9 +55,15 @@ export class OpQueue {
 
   constructor(private readonly conn: Connection, private readonly sid: string, private readonly opts: QueueOptions) {}
 
-  push(rec: OpRecord): void {
+  /** Queue an op; past `maxOps` / `maxBytes` the queue goes out, unless `autoSend` is off (a group checks {@link full} once every rank has it). */
+  push(rec: OpRecord, autoSend = true): void {
     this.ops.push(rec);
-    if (this.ops.length >= this.opts.maxOps || this.queuedBytes >= this.opts.maxBytes) this.send();
+    if (autoSend && this.full) this.send();
+  }
+
+  /** Past `maxOps` or `maxBytes`: time to send. */
+  get full(): boolean {
+    return this.ops.length >= this.opts.maxOps || this.queuedBytes >= this.opts.maxBytes;
   }
 
   /**
