@@ -119,4 +119,24 @@ describe('an own loop on the public parts', () => {
     one.loop.free();
     two.loop.free();
   });
+
+  it('stops at a non-finite loss: E_NONFINITE from the loop, its step count back to the last step that ran', async () => {
+    const model = await mlp();
+    const loop = await TrainingLoop.create({ model, optimizer: nesterov({ lr: 0.05, momentum: 0.9 }) });
+    // the loss divided by d: d = 0 makes step 3's loss infinite
+    const step = loop.stepProgram({ inputs: { x: {}, y: {}, d: { dtype: 'f32', shape: [] } }, loss: ({ x, y, d }) => lossOf('cross_entropy', model.forward(x), y, 1).div(d) });
+    const [b, ...rest] = train.batches(BATCH);
+    const one = rt.full([], 1), zero = rt.full([], 0);
+    const err = await (async () => {
+      for (const d of [one, one, zero, one]) await step.run({ x: b.x, y: b.y, d });
+      await loop.sync();
+    })().then(() => null, (e: unknown) => e as Error & { code?: string });
+    expect(err?.code).toBe('E_NONFINITE');
+    expect(loop.step).toBe(2);
+    const again = await step.run({ x: b.x, y: b.y, d: one }); // goes on from there
+    expect(again.step).toBe(3);
+    expect(Number.isFinite(await again.loss.item())).toBe(true);
+    for (const r of [b, ...rest]) { r.x.free(); r.y.free(); }
+    loop.free();
+  });
 });
