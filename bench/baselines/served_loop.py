@@ -33,10 +33,10 @@ torch.set_num_threads(1)
 
 x, y = digits_train()
 sizes = [64, *(int(h) for h in args.hidden.split(",")), 10]
+torch.manual_seed(0)
 layers = []
 for a, b in itertools.pairwise(sizes):
     layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-torch.manual_seed(0)
 served = torch.nn.Sequential(*layers[:-1])
 plain = copy.deepcopy(served)
 
