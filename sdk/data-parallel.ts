@@ -23,6 +23,9 @@
  * every rank computes the same loss on the same windows, weighted 1/N — correct, with no
  * speed-up.
  *
+ * The collectives skip their shape meeting (`check: false`): the same program on every
+ * rank gives every rank the same gradient shapes.
+ *
  * On a plain runtime {@link dataParallel} returns null and the step is traced as before
  * (the dist ops would be a group of one there: the same numbers, a few ops more).
  *
@@ -75,12 +78,12 @@ export function dataParallel(rt: Runtime): DataParallelStep | null {
       return rt.where(weight.gt(0), loss.mul(weight), 0);
     },
     total(local) {
-      return noGrad(rt, () => rt.call('dist_all_reduce', [local], { op: 'sum' }) as Tensor);
+      return noGrad(rt, () => rt.call('dist_all_reduce', [local], { op: 'sum', check: false }) as Tensor);
     },
     reduceGrads(grads) {
       if (!grads.length) return;
       noGrad(rt, () => {
-        const summed = rt.call('dist_all_reduce_many', [grads], { op: 'sum' }, grads.length) as Tensor | Tensor[];
+        const summed = rt.call('dist_all_reduce_many', [grads], { op: 'sum', check: false }, grads.length) as Tensor | Tensor[];
         const list = Array.isArray(summed) ? summed : [summed];
         grads.forEach((g, i) => { g.copy_(list[i]); });
       });

@@ -37,7 +37,7 @@ function predecessorsOf(rt: Runtime, lambda: Tensor, ids: Tensor, dtype: DType):
 }
 
 /** Every rank's (…, A) part gathered along `dim`, in worker order (`order` (a,) i64). */
-const gathered = (rt: Runtime, t: Tensor, dim: number, order: Tensor) => (rt.call('dist_all_gather', [t], { dim }) as Tensor).indexSelect(dim, order);
+const gathered = (rt: Runtime, t: Tensor, dim: number, order: Tensor) => (rt.call('dist_all_gather', [t], { dim, check: false }) as Tensor).indexSelect(dim, order);
 
 /** The ranks' blocks of Parallel Deflation's workers, one program run per round; see the module comment. */
 export class RankedDeflationBlock implements Ranked<DeflationWorker, DeflationMessage, Broadcast> {
