@@ -64,7 +64,7 @@ async function trainerRun(seed: number): Promise<Run> {
 async function scriptRun(loop: keyof typeof SCRIPTS, seed: number): Promise<Run> {
   const t0 = performance.now();
   const { path, accuracy: key } = SCRIPTS[loop];
-  const svc = await Service.launch(path, { args: ['--epochs', String(EPOCHS), '--seed', String(seed)], onOutput: (line) => { if (/held-out/.test(line)) console.log(`  ${loop} | ${line}`); } });
+  const svc = await Service.launch(path, { args: ['--epochs', String(EPOCHS), '--seed', String(seed)], onOutput: (line) => { if (/held-out|stepped by/.test(line)) console.log(`  ${loop} | ${line}`); } });
   const run: Run = { loop, seed, accuracy: [], sparsity: NaN, seconds: 0 };
   try {
     const model = await svc.model();
