@@ -89,6 +89,11 @@ class ServedServer(Server):
         turns = self.svc._turns
         turns.server_acquire()
         try:
+            # the wait for a long step is not the client's silence: its session must not
+            # expire for it at the check this request makes first
+            sess = self.exec.sessions._by_id.get(header.get("sid")) if isinstance(header.get("sid"), str) else None
+            if sess is not None:
+                self.exec.sessions.touch(sess)
             return self.exec.handle(header, buffers)
         finally:
             turns.lock.release()
