@@ -74,7 +74,8 @@ export class Service {
 
   /** Connect to a script serving at `endpoint` (ipc, or tcp with its key: every message signed). */
   static async connect(endpoint: string, opts: ServiceOptions = {}): Promise<Service> {
-    return Service.open(await ProcessRuntime.connect(endpoint, opts), opts);
+    // a script that exits drops the connection: its requests fail with E_DEAD at once (ipc too)
+    return Service.open(await ProcessRuntime.connect(endpoint, { watchPeer: true, ...opts }), opts);
   }
 
   /**

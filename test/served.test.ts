@@ -90,6 +90,8 @@ describe('a plain PyTorch script served to a TypeScript service', () => {
     expect(svc.rt.endpoint).toMatch(/^tcp:\/\/127\.0\.0\.1:\d+$/);
     expect((await svc.model('model')).params.map((p) => p.name)).toEqual(['weight', 'bias']);
     await svc.install(config().opt); // taken between two of its steps
+    // one service at a time: a second one connecting (with the key, as it must on tcp) is refused
+    await expect(Service.connect(svc.rt.endpoint, { key })).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/another service is attached/) });
     expect(svc.script!.child.kill('SIGKILL')).toBe(true);
     expect(await svc.finished()).toBe('was killed by SIGKILL');
     await expect(svc.install(magnitude({ sparsity: 0.5 }))).rejects.toMatchObject({ code: 'E_DEAD' });

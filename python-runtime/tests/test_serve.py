@@ -182,6 +182,10 @@ def test_masks_are_held_after_every_step_and_an_install_waits_for_the_next_step(
     c.ops(op("serve_install", [c.handle()], key="sgd", model="model", update=sgd, params=names, lr=0.1))
     train_step(model, svc, x, y)
     assert torch.all(model[0].weight[mask == 0] == 0)
+    c.ops(op("serve_uninstall", [c.handle()], key="mask"))
+    train_step(model, svc, x, y)  # from this step on the masks are no longer held
+    assert (model[0].weight * (1 - mask)).abs().sum() > 0
+    assert list(svc._installed) == ["sgd"]
 
 
 def test_a_half_installed_plugin_never_runs(served):
