@@ -15,7 +15,7 @@ import { BASELINES, type BenchOptions, type BenchResult, median, result } from '
 const LIMIT = 1.1;
 
 export async function benchLoopPythonOptimizer(opts: BenchOptions): Promise<BenchResult[]> {
-  const c = { lr: 0.05, momentum: 0.9, warmup: opts.quick ? 0 : 2, rounds: opts.quick ? 1 : 10 };
+  const c = { lr: 0.05, momentum: 0.9, warmup: opts.quick ? 0 : 2, rounds: opts.quick ? 1 : 30 };
   let line = '';
   const svc = await Service.launch(join(BASELINES, 'served_loop.py'), {
     args: ['--lr', String(c.lr), '--momentum', String(c.momentum), '--warmup', String(c.warmup), '--rounds', String(c.rounds)],
