@@ -5,7 +5,8 @@
  *   router plugin — soft, topk k = 2, expert-choice c = 2, soft-moe — as the traced program at
  *   the layer's router hook, the experts run batched by the runtime (models/moe_dispatch.py),
  *   against the same router and batched experts written in plain PyTorch
- *   (`baselines/router_forward.py`: the experts held as stacked parameters). The baseline
+ *   (`baselines/router_forward.py`: on a CPU the layer's per-expert Linears on the rows grouped
+ *   by expert, on a GPU stacked parameters in one bmm, as the runtime runs them). The baseline
  *   builds the same layer from the same wire spec and seed, so the losses must agree
  *   (checked). The record sums the per-router medians; the note gives each router's ratio,
  *   and the target holds when every router's does.
@@ -71,7 +72,8 @@ function steps(rt: Runtime, model: Model, x: Tensor): (n: number) => Promise<{ s
 }
 
 async function benchForward(opts: BenchOptions, s: Sizes): Promise<BenchResult> {
-  const o = opts.quick ? { warmup: 1, rounds: 1, perRound: 1 } : { warmup: 3, rounds: 6, perRound: 5 };
+  // short rounds, many of them: on a shared machine the load drifts, and both sides should see the same
+  const o = opts.quick ? { warmup: 1, rounds: 1, perRound: 1 } : { warmup: 3, rounds: 12, perRound: 4 };
   return using(async (defer) => {
     // every baseline process starts at once (each imports torch), beside one runtime for all routers
     const cases = routers().map((r) => {
@@ -82,20 +84,22 @@ async function benchForward(opts: BenchOptions, s: Sizes): Promise<BenchResult> 
     const rt = await Runtime.start({ env: ENV });
     defer(() => rt.close());
     const x = rt.randn([s.tokens, s.dim], { seed: 1 });
-    const per: { name: string; v: number; b: number }[] = [];
+    const per: { name: string; v: number; b: number; fast: number }[] = [];
     for (const c of cases) {
       const model = await Model.build(rt, c.spec, { seed: 0 });
       const { sdk, py, sdkLoss, pyLoss } = await alternateEpochs(`router.forward (${c.name})`, c.baseline, steps(rt, model, x), o);
       c.baseline.ask(''); // done: the baseline exits
       model.free();
       const v = median(sdk) * 1000, b = median(py) * 1000;
-      opts.log(`router.forward ${c.name}: program ${v.toFixed(2)} ms, plain PyTorch ${b.toFixed(2)} ms (${(v / b).toFixed(2)}x); losses ${sdkLoss.toPrecision(7)} / ${pyLoss.toPrecision(7)}`);
-      per.push({ name: c.name, v, b });
+      // each side's fastest step: the one that ran undisturbed, when the machine is loaded
+      const fast = Math.min(...sdk) / Math.min(...py);
+      opts.log(`router.forward ${c.name}: program ${v.toFixed(2)} ms, plain PyTorch ${b.toFixed(2)} ms (${(v / b).toFixed(2)}x; fastest steps ${fast.toFixed(2)}x); losses ${sdkLoss.toPrecision(7)} / ${pyLoss.toPrecision(7)}`);
+      per.push({ name: c.name, v, b, fast });
     }
     const v = per.reduce((a, p) => a + p.v, 0), b = per.reduce((a, p) => a + p.b, 0);
     return result({
       name: 'router.forward', value: v, baseline: b, unit: 'ms', target: `<= ${FORWARD_LIMIT}x each`, met: per.every((p) => p.v / p.b <= FORWARD_LIMIT),
-      note: `MoE layer D ${s.dim}, ${s.experts} GELU experts of ${s.hidden}, ${s.tokens} tokens, fwd+bwd; sum of medians over routers: ${per.map((p) => `${p.name} ${(p.v / p.b).toFixed(2)}x`).join(', ')}; ${o.rounds * o.perRound} steps each, alternating; 1 thread`,
+      note: `MoE layer D ${s.dim}, ${s.experts} GELU experts of ${s.hidden}, ${s.tokens} tokens, fwd+bwd; sum of medians over routers: ${per.map((p) => `${p.name} ${(p.v / p.b).toFixed(2)}x`).join(', ')}; fastest steps: ${per.map((p) => `${p.name} ${p.fast.toFixed(2)}x`).join(', ')}; ${o.rounds * o.perRound} steps each, alternating; 1 thread`,
     });
   });
 }
