@@ -1,7 +1,7 @@
 /** Small helpers the example scripts share: knobs from the environment, the output folder, timings. */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LiaisonError } from '../bridge/index.js';
+import { Group, LiaisonError, Runtime, type StartOptions } from '../bridge/index.js';
 
 /** The value of `--name VALUE` (or `--name=VALUE`) on the command line; undefined when absent. */
 export function flag(argv: readonly string[], name: string): string | undefined {
@@ -36,4 +36,17 @@ export function positiveNumbers(name: string, fallback: number[]): number[] {
   const xs = raw.split(',').map((v) => Number(v.trim()));
   if (!xs.every((x) => Number.isFinite(x) && x > 0)) throw new LiaisonError('E_ARG', `${name} must be positive numbers separated by commas, got ${JSON.stringify(raw)}`);
   return xs;
+}
+
+/**
+ * The runtime an example runs on: a group of runtimes when LIAISON_GROUP=N (a local one of N
+ * ranks under torchrun) or LIAISON_GROUP_ENDPOINT=tcp://… (one started with torchrun; its
+ * key from LIAISON_KEY) is set, a remote runtime when LIAISON_ENDPOINT is, else a fresh
+ * local one. A group is a `Runtime` too: an example written against it runs on either.
+ */
+export async function startRuntime(opts: StartOptions = {}): Promise<Runtime> {
+  const group = await Group.fromEnv(opts);
+  if (group) return group;
+  const ep = process.env.LIAISON_ENDPOINT;
+  return ep ? Runtime.connect(ep, opts) : Runtime.start(opts);
 }

@@ -7,6 +7,7 @@ import { Group, LiaisonError, type Tensor } from '../bridge/index.js';
 import { alive } from '../bridge/group-launcher.js';
 import { HandleRef } from '../bridge/protocol.js';
 import { trace } from '../sdk/program.js';
+import { startRuntime } from '../examples/env.js';
 
 const CHILD = fileURLToPath(new URL('./fixtures/group-child.ts', import.meta.url));
 const values = (d: { data: ArrayLike<number | bigint> }) => Array.from(d.data, Number);
@@ -129,6 +130,20 @@ describe('a group of 2 ranks', () => {
       await h.close();
     }
     expect(values(await g.ones([1]).data())).toEqual([1]); // closing a connected group leaves the ranks running
+  });
+
+  it('is what the examples run on when LIAISON_GROUP_ENDPOINT is set', async () => {
+    const keep = process.env.LIAISON_GROUP_ENDPOINT;
+    process.env.LIAISON_GROUP_ENDPOINT = g.endpoint;
+    try {
+      const rt = await startRuntime();
+      expect(rt).toBeInstanceOf(Group);
+      expect(rt.info.group?.worldSize).toBe(2);
+      await rt.close();
+    } finally {
+      if (keep === undefined) delete process.env.LIAISON_GROUP_ENDPOINT;
+      else process.env.LIAISON_GROUP_ENDPOINT = keep;
+    }
   });
 });
 
