@@ -74,6 +74,7 @@ export function traceOptimizer(rt: Runtime, key: string, model: Model, modelName
   if (moving !== undefined) {
     throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(optimizer).id} changes its learning rate over the steps (${lr} at step 1, ${optimizer.learningRate(moving)} at step ${moving}); a served script's rate is its optimizer's param_groups[0]['lr']: give the plugin a constant rate and put a torch LR scheduler on svc.optimizer`, { param: 'plugin' });
   }
+  if (!names.length) throw new LiaisonError('E_ARG', `Service.install: the script's optimizer holds no parameter of model '${modelName}': serve it with optimizer= over that model's parameters`, { param: 'model' });
   const made: { free(): void }[] = [];
   const entries = names.map((name) => {
     const info = model.params.find((p) => p.name === name);
