@@ -9,9 +9,10 @@
  *     npx tsx examples/serve-callbacks.ts                   # 10 epochs, 3 seeds; PNG in examples/out
  *     LIAISON_CALLBACKS_EPOCHS=3 LIAISON_CALLBACKS_SEEDS=1 npx tsx examples/serve-callbacks.ts --out runs
  *
- * It prints one row per run (final held-out accuracy, the weights' sparsity read from the
- * script at its last evaluation, time) and one per loop (mean, range and standard deviation
- * over the seeds), and writes serve-callbacks.png (held-out accuracy per epoch, seed 0).
+ * The three loops of a seed run side by side. It prints one row per run (final held-out
+ * accuracy, the weights' sparsity read from the script at its last evaluation, time) and
+ * one per loop (mean, range and standard deviation over the seeds), and writes
+ * serve-callbacks.png (held-out accuracy per epoch, seed 0).
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -98,11 +99,13 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   const runs: Run[] = [];
   for (let seed = 0; seed < SEEDS; seed++) {
-    for (const loop of ['trainer', 'lightning', 'hf'] as const) {
+    // the three loops of a seed side by side: each script spends most of its time importing
+    const one = async (loop: Loop) => {
       const r = loop === 'trainer' ? await trainerRun(seed) : await scriptRun(loop, seed);
-      runs.push(r);
       console.log(`${loop} seed ${seed}: held-out accuracy ${pct(r.accuracy.at(-1)!)}, sparsity ${pct(r.sparsity)} (${r.seconds.toFixed(1)} s)`);
-    }
+      return r;
+    };
+    runs.push(...await Promise.all((['trainer', 'lightning', 'hf'] as const).map(one)));
   }
   console.log(`\nnesterov (lr ${LR}, momentum ${MOMENTUM}) + magnitude (sparsity ${SPARSITY} after epoch ${PRUNE_AFTER}), ${EPOCHS} epochs of batch ${BATCH}, digits MLP 64-128-10\n`);
   console.log('| loop | seed | held-out accuracy | weight sparsity | seconds |');

@@ -26,6 +26,7 @@ const SEED_NOISE_PTS = 4;
 // find_spec does not import: the check costs no Lightning import
 const has = (mod: string) => spawnSync(resolvePython(), ['-c', `import importlib.util, sys; sys.exit(importlib.util.find_spec('${mod}') is None)`]).status === 0;
 const libs = has('lightning') && has('transformers');
+const SKIPPED = libs ? '' : ' (skipped: lightning or transformers is not installed; npm install puts them in .venv as python-runtime[dev])';
 
 let child: ChildProcess | null = null;
 const dir = mkdtempSync(join(tmpdir(), 'liaison-callbacks-'));
@@ -53,7 +54,7 @@ function run(timeoutMs: number): Promise<{ code: number | null; out: string }> {
 }
 
 describe('examples/serve-callbacks.ts', () => {
-  it.skipIf(!libs)('Lightning and HF scripts with nesterov + magnitude reach the Trainer\'s accuracy within seed noise', async () => {
+  it.skipIf(!libs)(`Lightning and HF scripts with nesterov + magnitude reach the Trainer's accuracy within seed noise${SKIPPED}`, async () => {
     const { code, out } = await run(540_000);
     expect(code, out).toBe(0);
     const row = (loop: string) => {
