@@ -176,8 +176,10 @@ export class TrainingLoop {
 
   /** An epoch's end: counts it ({@link epoch}), then the plugins' epochEnd hooks (a pruner's round). */
   async epochEnd(metrics: Record<string, number> = {}): Promise<void> {
+    this.checkLive('epochEnd');
+    await this.sync(); // a failed step fails here, before the epoch counts
     const epoch = this.epoch++;
-    await this.point('epochEnd', { epoch, metrics });
+    await this.hooks.runLoop('epochEnd', { epoch, step: this.step, metrics });
   }
 
   /** After an evaluation: the plugins' `evaluation` hooks see its figures. */
