@@ -32,7 +32,8 @@ export async function openRanks(where: string | readonly string[], opts: Connect
   const open = async (ep: string): Promise<ProcessRuntime> => {
     const slot = { rank: -1 };
     const rt = await ProcessRuntime.open(ep, ep.startsWith('tcp://') ? key : undefined, {
-      ...opts, watchPeer: true, onPeerLost: (e, how) => watch.rankLost(slot.rank, e.message, how),
+      ...opts, watchPeer: true,
+      onPeerLost: (_e, how) => watch.rankLost(slot.rank, how === 'heartbeat' ? 'it stopped answering heartbeats' : `its connection (${ep}) dropped`, how),
     });
     opened.push(rt);
     slot.rank = rt.info.group?.rank ?? -1;
