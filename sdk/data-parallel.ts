@@ -8,16 +8,17 @@
  * part of the batch (`dist_shard(x, 0)`: rows split as `torch.tensor_split` does, uneven
  * sizes allowed), computes its loss on it, and backward runs on that loss weighted by the
  * rank's share of the rows, n_r / n. The gradients are then summed over the ranks
- * (`dist_all_reduce_many`, one flat bucket as DDP does) before any afterBackward hook or
- * the optimizer sees them, so every rank applies
+ * (`dist_all_reduce_many`, one flat bucket as DDP does, the weighted loss riding in it)
+ * before any afterBackward hook or the optimizer sees them, so every rank applies
  *
  *     Σ_r (n_r / n) ∇L_r = ∇L                  (L the mean loss over the n rows)
  *
  * — the gradient one runtime computes on the concatenated batch — and the parameters stay
  * identical on every rank. A loss term that is not a mean over rows (a plugin's penalty)
  * is weighted the same way and sums back to itself. The loss the step reports is the
- * same weighted sum, all-reduced (no autograd), so the non-finite guard and the logged
- * loss see the global value and every rank skips (or stops at) the same steps.
+ * weighted losses' sum over the ranks, so the non-finite guard — on a group after
+ * backward, once that sum is known, still before any update — and the logged loss see
+ * the global value, and every rank skips (or stops at) the same steps.
  *
  * A step with no inputs (a text sampler drawing windows inside the step) cannot shard:
  * every rank computes the same loss on the same windows, weighted 1/N — correct, with no
@@ -51,10 +52,12 @@ export interface DataParallelStep {
   shard(inputs: Record<string, Tensor>, keep: readonly string[]): { inputs: Record<string, Tensor>; weight: Tensor };
   /** The loss backward runs on: `loss` × the rank's weight (0 for an empty shard, whose mean is NaN). */
   local(loss: Tensor, weight: Tensor): Tensor;
-  /** The global loss: the weighted losses summed over the ranks (no autograd). */
-  total(local: Tensor): Tensor;
-  /** Sum these gradients over the ranks, written back in place (so every later reader sees the sum). */
-  reduceGrads(grads: readonly Tensor[]): void;
+  /**
+   * After backward: these gradients and the weighted loss summed over the ranks in one
+   * collective (one flat bucket), the gradients written back in place (so every later
+   * reader sees the sums); returns the global loss (no autograd).
+   */
+  reduce(local: Tensor, grads: readonly Tensor[]): Tensor;
 }
 
 /** The data-parallel step of `rt` when it is a group of more than one rank, else null. */
@@ -77,15 +80,12 @@ export function dataParallel(rt: Runtime): DataParallelStep | null {
     local(loss, weight) {
       return rt.where(weight.gt(0), loss.mul(weight), 0);
     },
-    total(local) {
-      return noGrad(rt, () => rt.call('dist_all_reduce', [local], { op: 'sum', check: false }) as Tensor);
-    },
-    reduceGrads(grads) {
-      if (!grads.length) return;
-      noGrad(rt, () => {
-        const summed = rt.call('dist_all_reduce_many', [grads], { op: 'sum', check: false }, grads.length) as Tensor | Tensor[];
+    reduce(local, grads) {
+      return noGrad(rt, () => {
+        const summed = rt.call('dist_all_reduce_many', [[...grads, local]], { op: 'sum', check: false }, grads.length + 1) as Tensor | Tensor[];
         const list = Array.isArray(summed) ? summed : [summed];
         grads.forEach((g, i) => { g.copy_(list[i]); });
+        return list[grads.length];
       });
     },
   };

@@ -203,11 +203,13 @@ function traceStep<I extends Placeholders>(h: StepHost, spec: StepSpec<I>, name:
     // metrics see the step's forward and loss; read, not trained through
     const metrics = noGrad(rt, () => hooks.metrics.map((m) => m.fn(t)));
     if (part) local = dp!.local(local, part.weight);
-    const loss = part ? dp!.total(local) : local; // the global loss: every rank guards and reports the same
-    const ok = guardLoss(rt, h.nonFinite, loss, st.step, halt);
-    guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
+    const first = part ? null : guardLoss(rt, h.nonFinite, local, st.step, halt);
     rt.call('backward', [local], undefined, 0);
-    dp?.reduceGrads(params.trainable().map((e) => params.grad(e))); // summed over the ranks before any hook sees them
+    // on a group: the gradients and the loss summed over the ranks in one collective, before any hook
+    // sees them; the global loss is guarded then (after backward, still before any update)
+    const loss = part ? dp!.reduce(local, params.trainable().map((e) => params.grad(e))) : local;
+    const ok = part ? guardLoss(rt, h.nonFinite, loss, st.step, halt) : first;
+    guarded = () => ok ?? (rt.call('isfinite', [loss]) as Tensor);
     for (const fn of hooks.traced.afterBackward) fn(t);
     noGrad(rt, () => {
       // parameters whose state was made after step 0 count their own steps (sdk/trainer-params.ts)

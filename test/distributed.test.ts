@@ -31,11 +31,10 @@ function problemOn(rt: Runtime, mode: 'power' | 'hebbian'): DeflationProblem {
 /** Parallel Deflation's per-round broadcasts and result on `rt` with `execution`. */
 async function deflate(rt: Runtime, mode: 'power' | 'hebbian', execution: 'batched' | 'ranks') {
   const trail: number[][] = [];
-  const bytes: number[] = [];
   const r = await parallelDeflation({ mode, execution, localSteps: 3, rounds: 7, batchSize: 16, float64: true }).fit(problemOn(rt, mode), {
     rt, seed: 5, onRound: async (_r, v) => { trail.push(await list(v)); },
   });
-  return { trail, vectors: await list(r.vectors), values: await list(r.values), matvecs: r.matvecs, bytes };
+  return { trail, vectors: await list(r.vectors), values: await list(r.values), matvecs: r.matvecs };
 }
 
 /** Independent subnetwork training (4 subnets, a partition) on the digits' first rows: the merged network's losses and weights. */
@@ -111,10 +110,10 @@ describe('on one runtime (a group of one)', () => {
 });
 
 /** Data-parallel training of a small MLP: 180 digits in batches of 49 (the last 33: shards 17/16 on two ranks). */
-async function train(rt: Runtime, epochs: number, opts: { save?: string; resume?: string } = {}) {
+async function train(rt: Runtime, epochs: number, opts: { save?: string; resume?: string; lr?: number } = {}) {
   const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 16, 10] }, { seed: 4 });
   const [data] = (await Dataset.builtin(rt, 'digits')).split(0.9, 0);
-  const setup = { model, optimizer: nesterov({ lr: 0.2, momentum: 0.9 }), batchSize: 49, progress: 'none' as const };
+  const setup = { model, optimizer: nesterov({ lr: opts.lr ?? 0.2, momentum: 0.9 }), batchSize: 49, progress: 'none' as const };
   const trainer = opts.resume ? await Trainer.resume(opts.resume, setup) : new Trainer(setup);
   const history = await trainer.fit(data, { epochs });
   if (opts.save) await trainer.save(opts.save);
@@ -134,11 +133,13 @@ describe.each([2, 4])('on a group of %i ranks', (ranks) => {
   beforeAll(async () => { [g, rt] = await Promise.all([Group.start({ ranks, threads: 1 }), startRuntime()]); }, 120_000);
   afterAll(async () => { await Promise.all([g?.close(), rt?.close()]); });
 
-  it('parallel-deflation spreads its workers over the ranks and gives the single-runtime broadcasts, reporting the bytes gathered', async () => {
-    const a = await deflate(rt, 'power', 'batched');
-    const b = await deflate(g, 'power', 'ranks');
-    expect(worst(b.vectors, a.vectors)).toBeLessThan(1e-10);
-    a.trail.forEach((v, r) => expect(worst(b.trail[r], v), `round ${r + 1}`).toBeLessThan(1e-10));
+  it('parallel-deflation spreads its workers over the ranks and gives the single-runtime broadcasts, power and Hebbian', async () => {
+    for (const mode of ['power', 'hebbian'] as const) {
+      const a = await deflate(rt, mode, 'batched');
+      const b = await deflate(g, mode, 'ranks');
+      expect(worst(b.vectors, a.vectors), mode).toBeLessThan(1e-10);
+      a.trail.forEach((v, r) => expect(worst(b.trail[r], v), `${mode} round ${r + 1}`).toBeLessThan(1e-10));
+    }
   });
 
   it('independent subnetworks on the ranks give the single-runtime merged network; the merge is one all-reduce a round', async () => {
@@ -151,6 +152,16 @@ describe.each([2, 4])('on a group of %i ranks', (ranks) => {
     expect(b.bytes).toEqual([1, 2].map(() => entries * 4 * ranks));
   });
 
+  it("LoFT deals its workers' partitions to the ranks and gives the single-runtime pretraining; the bytes are the messages gathered", async () => {
+    const a = await loftRun(rt, 'batched');
+    const b = await loftRun(g, 'ranks');
+    expect(worst(b.loss, a.loss)).toBeLessThan(1e-6);
+    expect(worst(b.distance, a.distance)).toBeLessThan(1e-6);
+    expect(worst(b.w, a.w)).toBeLessThan(1e-6);
+    // each worker's sub-model (64-4-3-10: 315 parameters) and its loss, f32, from 4 workers; every other rank receives them
+    expect(b.bytes).toEqual([1, 2].map(() => ({ up: 4 * 316 * 4, down: 4 * 316 * 4 * (ranks - 1) })));
+  });
+
   it('the Trainer trains data-parallel: the losses and weights of one runtime on the whole batch', async () => {
     const a = await train(rt, 2);
     const before = await collectiveBytes(g);
@@ -159,6 +170,14 @@ describe.each([2, 4])('on a group of %i ranks', (ranks) => {
     expect(await collectiveBytes(g) - before).toBeGreaterThanOrEqual(8 * 1210 * 4 * ranks);
     expect(worst(b.losses, a.losses)).toBeLessThan(1e-5);
     expect(worst(b.w, a.w)).toBeLessThan(1e-5);
+  });
+
+  it('a loss that is not finite stops the group at the step one runtime stops at', async () => {
+    const failure = (r: Runtime) => train(r, 2, { lr: 1e20 }).then(() => null, (e: { code: string; message: string }) => e);
+    const [a, b] = [await failure(rt), await failure(g)];
+    expect(a?.code).toBe('E_NONFINITE');
+    expect(b?.code).toBe('E_NONFINITE');
+    expect(b!.message).toBe(a!.message); // the same step, named the same way
   });
 
   it('a checkpoint written on the group resumes on one runtime and on a group of another size', async () => {
