@@ -1,5 +1,6 @@
 /**
- * The training loop: one per SDK, with hook points where plugins of every family attach.
+ * `fit()`: the SDK's ready-made training loop, with hook points where plugins of every
+ * family attach (a loop of one's own on the same parts: sdk/loop.ts, docs/any-loop.md).
  *
  * ```ts
  * const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 128, 10] }, { seed: 0 });
