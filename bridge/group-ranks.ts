@@ -58,7 +58,8 @@ export async function openRanks(where: string | readonly string[], opts: Connect
   }
 }
 
-function checkAgreement(ranks: readonly ProcessRuntime[], expected?: number): void {
+/** @internal (exported for tests) E_GROUP naming what the ranks disagree about, if anything. */
+export function checkAgreement(ranks: readonly Pick<ProcessRuntime, 'info' | 'endpoint'>[], expected?: number): void {
   const bad = ranks.find((r) => !r.info.group);
   if (bad) throw new LiaisonError('E_GROUP', `the runtime at ${bad.endpoint} is not a rank of a group (its handshake reports none)`);
   const sizes = ranks.map((r) => r.info.group!.worldSize);
@@ -148,4 +149,24 @@ export class GroupWatch {
 function tailOf(proc: GroupProcess): string {
   const t = proc.stderrTail();
   return t ? `\nLast output of the group:\n${t}` : '';
+}
+
+/** How long closing waits for what was queued to finish before it drops the connections. */
+export const CLOSE_FLUSH_MS = 10_000;
+
+/** Whether `p` settles (either way) within `ms`. */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((res) => { timer = setTimeout(() => res(false), ms); });
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A rank's error as the group reports it: rank 0's as it is, another's naming its rank. */
+export function rankError(r: number, e: unknown): unknown {
+  if (r === 0 || !(e instanceof LiaisonError) || e.code === 'E_GROUP') return e;
+  return new LiaisonError(e.code, `rank ${r}: ${e.message}`, { op: e.op, index: e.index, param: e.param, handle: e.handle, traceback: e.pythonTraceback, cause: e });
 }

@@ -20,10 +20,11 @@
  * ```
  */
 import type { ArgOf, OpRecorder, RuntimeInfo, RuntimeOf, RuntimeStats, TensorData } from './contract.js';
-import { type DType, ITEMSIZE, type TypedArray, dtypeOf, isDType, toBytes } from './dtype.js';
+import { type DType, type TypedArray, dtypeOf } from './dtype.js';
 import { LiaisonError } from './errors.js';
 import { TensorFactories } from './factories.js';
-import { GroupWatch, openRanks, type GroupStartOptions } from './group-ranks.js';
+import { type Data, bytesOf, splitRows } from './group-parts.js';
+import { CLOSE_FLUSH_MS, GroupWatch, openRanks, rankError, settlesWithin, type GroupStartOptions } from './group-ranks.js';
 import { spawnGroup, type GroupProcess } from './group-launcher.js';
 import { Lifetimes, scope } from './lifetimes.js';
 import { HandleRef } from './protocol.js';
@@ -34,7 +35,6 @@ import { TraceHook, refused } from './trace.js';
 
 export type { GroupStartOptions } from './group-ranks.js';
 type Arg = ArgOf<Tensor>;
-type Data = TypedArray | readonly number[];
 
 export class Group extends TensorFactories implements RuntimeOf<Tensor> {
   /** Rank 0's, with `group.worldSize` the group's size. */
@@ -145,7 +145,7 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
   /** Upload the same data to every rank. */
   tensor(data: Data, shape?: readonly number[], dtype?: DType): Tensor {
     if (this.hook.recorder) return this.hook.paused(() => this.tensor(data, shape, dtype));
-    const { bytes, dt, shp } = this.bytesOf(data, shape, dtype);
+    const { bytes, dt, shp } = bytesOf(data, shape, dtype);
     return this.uploadEach(this.ranks.map(() => bytes), dt, this.ranks.map(() => shp));
   }
 
@@ -157,37 +157,16 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
     if (parts.length !== this.size) throw new LiaisonError('E_ARG', `tensorEach: ${parts.length} parts for a group of ${this.size} ranks`, { param: 'parts' });
     if (this.hook.recorder) return this.hook.paused(() => this.tensorEach(parts, shape, dtype));
     const dt: DType = dtype ?? (Array.isArray(parts[0]) ? 'f32' : dtypeOf(parts[0] as TypedArray));
-    const each = parts.map((p, r) => this.bytesOf(p, shape && Array.isArray(shape[0]) ? (shape as number[][])[r] : (shape as number[] | undefined), dt));
+    const each = parts.map((p, r) => bytesOf(p, shape && Array.isArray(shape[0]) ? (shape as number[][])[r] : (shape as number[] | undefined), dt));
     return this.uploadEach(each.map((e) => e.bytes), dt, each.map((e) => e.shp));
   }
 
   /** Split `data` (of `shape`) along dim 0 as `torch.tensor_split` does and give rank r part r. */
   shard(data: Data, shape: readonly number[], dtype?: DType): Tensor {
     if (this.hook.recorder) return this.hook.paused(() => this.shard(data, shape, dtype));
-    const { bytes, dt, shp } = this.bytesOf(data, shape, dtype);
-    if (shp.length === 0) throw new LiaisonError('E_SHAPE', 'shard: a scalar has no dim 0 to split', { param: 'shape' });
-    const rowBytes = (bytes.byteLength / Math.max(1, shp[0])) | 0;
-    const rows = shp[0], base = Math.floor(rows / this.size), extra = rows % this.size;
-    const parts: Uint8Array[] = [], shapes: number[][] = [];
-    let at = 0;
-    for (let r = 0; r < this.size; r++) {
-      const n = base + (r < extra ? 1 : 0);
-      parts.push(bytes.subarray(at * rowBytes, (at + n) * rowBytes));
-      shapes.push([n, ...shp.slice(1)]);
-      at += n;
-    }
+    const { bytes, dt, shp } = bytesOf(data, shape, dtype);
+    const { parts, shapes } = splitRows(bytes, shp, this.size);
     return this.uploadEach(parts, dt, shapes);
-  }
-
-  private bytesOf(data: Data, shape: readonly number[] | undefined, dtype?: DType): { bytes: Uint8Array; dt: DType; shp: number[] } {
-    const dt: DType = dtype ?? (Array.isArray(data) ? 'f32' : dtypeOf(data as TypedArray));
-    if (!isDType(dt)) throw new LiaisonError('E_DTYPE', `unknown dtype ${String(dt)}`);
-    const bytes = toBytes(data, dt);
-    const numel = bytes.byteLength / ITEMSIZE[dt];
-    const shp = shape ? [...shape] : [numel];
-    const want = shp.reduce((a, b) => a * b, 1);
-    if (want !== numel) throw new LiaisonError('E_SHAPE', `shape [${shp}] holds ${want} elements, the data has ${numel}`);
-    return { bytes, dt, shp };
   }
 
   /** One group tensor whose value on rank r is `parts[r]`. */
@@ -393,7 +372,11 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
     this.closing ??= (async () => {
       this.watch.stop();
       try {
-        if (!this.watch.failure) await this.flush().catch(() => undefined);
+        if (!this.watch.failure && !(await settlesWithin(this.flush(), CLOSE_FLUSH_MS))) {
+          // a rank still waits (in a collective its peers never joined?): do not wait with it
+          const e = new LiaisonError('E_CLOSED', `the group was closed while its ranks were still running ops (${CLOSE_FLUSH_MS} ms)`);
+          for (const r of this.ranks) r.failWith(e);
+        }
         await Promise.all(this.ranks.map((r) => r.close()));
       } finally {
         await this.watch.proc?.kill();
@@ -401,10 +384,4 @@ export class Group extends TensorFactories implements RuntimeOf<Tensor> {
     })();
     return this.closing;
   }
-}
-
-/** A rank's error as the group reports it: rank 0's as it is, another's naming its rank. */
-function rankError(r: number, e: unknown): unknown {
-  if (r === 0 || !(e instanceof LiaisonError) || e.code === 'E_GROUP') return e;
-  return new LiaisonError(e.code, `rank ${r}: ${e.message}`, { op: e.op, index: e.index, param: e.param, handle: e.handle, traceback: e.pythonTraceback, cause: e });
 }

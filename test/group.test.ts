@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Group, LiaisonError, type Tensor } from '../bridge/index.js';
 import { alive } from '../bridge/group-launcher.js';
+import { checkAgreement } from '../bridge/group-ranks.js';
 import { HandleRef } from '../bridge/protocol.js';
 import { trace } from '../sdk/program.js';
 import { startRuntime } from '../examples/env.js';
@@ -151,6 +152,16 @@ describe('starting a group', () => {
   it('refuses a wrong number of ranks before starting anything', async () => {
     for (const ranks of [0, 1.5, -2, Number.NaN]) await expectCode(Group.start({ ranks }), 'E_ARG', /ranks/);
     await expectCode(Group.start({ ranks: 3, nnodes: 2, rdzvEndpoint: 'x:1' }), 'E_ARG', /nnodes/);
+  });
+
+  it('refuses ranks that disagree about the group', async () => {
+    const rank = (r: number, world: number, ep = `ipc://r${r}`) => ({ endpoint: ep, info: { group: { rank: r, worldSize: world, localRank: r, backend: 'gloo', endpoints: [] } } }) as never;
+    expect(() => checkAgreement([rank(0, 2), rank(1, 2)], 2)).not.toThrow();
+    await expectCode(() => checkAgreement([rank(0, 2), rank(1, 3)]), 'E_GROUP', /disagree about the world size: ipc:\/\/r0 says 2, ipc:\/\/r1 says 3/);
+    await expectCode(() => checkAgreement([rank(0, 2), rank(0, 2)]), 'E_GROUP', /rank 1 .* answered as rank 0/);
+    await expectCode(() => checkAgreement([rank(0, 3), rank(1, 3)]), 'E_GROUP', /world of 3 ranks, 2 answered/);
+    await expectCode(() => checkAgreement([rank(0, 2), rank(1, 2)], 4), 'E_GROUP', /4 ranks was asked for/);
+    await expectCode(() => checkAgreement([rank(0, 2), { endpoint: 'ipc://plain', info: {} } as never]), 'E_GROUP', /ipc:\/\/plain is not a rank of a group/);
   });
 
   it('reads LIAISON_GROUP', async () => {
