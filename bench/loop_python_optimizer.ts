@@ -3,7 +3,8 @@
  * installed from TypeScript into the running script (liaison_runtime.serve; its update is a
  * program the script's `svc.optimizer.step()` replays) against the same loop with
  * `torch.optim.SGD(nesterov=True)` — both in one Python process (baselines/served_loop.py),
- * epochs alternating, one intra-op thread. A deep ReLU MLP on the digits (64 → 128 → 128 →
+ * stepping in turn batch by batch (a loaded machine's drift hits both alike), one intra-op
+ * thread. A deep ReLU MLP on the digits (64 → 128 → 128 →
  * 128 → 10, 23 steps of 64 per epoch); the same init and batches, so the last epoch's mean
  * losses must agree (checked).
  */
@@ -38,6 +39,6 @@ export async function benchLoopPythonOptimizer(opts: BenchOptions): Promise<Benc
   opts.log(`${name}: served + nesterov plugin ${value.toFixed(1)} ms / epoch, torch.optim.SGD(nesterov=True) ${base.toFixed(1)} ms; last losses ${r.served_loss.toFixed(5)} / ${r.sgd_loss.toFixed(5)}`);
   return [result({
     name, value, baseline: base, unit: 'ms', target: `<= ${LIMIT}x`, met: value / base <= LIMIT,
-    note: `plain PyTorch loop, MLP 64-128-128-128-10 on digits, 23 steps of 64; plugin installed from TypeScript vs SGD(nesterov=True); median of ${r.served_s.length} epochs each, alternating, one process, 1 thread`,
+    note: `plain PyTorch loop, MLP 64-128-128-128-10 on digits, 23 steps of 64; plugin installed from TypeScript vs SGD(nesterov=True); median of ${r.served_s.length} epochs each, the two loops stepping in turn, one process, 1 thread`,
   })];
 }

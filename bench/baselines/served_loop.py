@@ -2,8 +2,8 @@
 PyTorch loop on the digits whose model is served (liaison_runtime.serve) and stepped by
 `svc.optimizer` — the `nesterov` plugin a TypeScript service installed — and the same loop
 on a copy of the model stepped by `torch.optim.SGD(nesterov=True)`. Same init, batches and
-rate, so every step's loss must agree; epochs alternate (which goes first too), one
-intra-op thread. The service installs, calls ready(), then waits: nothing crosses to
+rate, so every step's loss must agree; the two step in turn, batch by batch, one intra-op
+thread. The service installs, calls ready(), then waits: nothing crosses to
 TypeScript during the timed epochs. Prints one JSON line: per-epoch seconds and both sides'
 last-epoch mean losses.
 """
@@ -45,26 +45,33 @@ assert svc.optimizer.plugin is None  # installed, active from the first step
 sgd = torch.optim.SGD(plain.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True)
 
 
-def epoch(model, opt, e: int) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    losses = []
-    for xb, yb in batches(x, y, e, args.batch):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return time.perf_counter() - t0, sum(losses) / len(losses)
+def step(model, opt, xb, yb) -> float:
+    opt.zero_grad()
+    loss = F.cross_entropy(model(xb), yb)
+    loss.backward()
+    opt.step()
+    return loss.item()
 
 
+# The two loops step in turn, batch by batch (which goes first alternates): a shared machine's
+# load changes from second to second, and both sides see the same. An epoch's time is the
+# sum of its steps' times.
 times = {"served": [], "sgd": []}
 loss = {}
+clock = time.perf_counter
+sides = [("served", served, svc.optimizer), ("sgd", plain, sgd)]
 for e in range(args.warmup + args.rounds):
-    sides = [("served", served, svc.optimizer), ("sgd", plain, sgd)]
-    for name, model, opt in sides if e % 2 == 0 else sides[::-1]:
-        s, loss[name] = epoch(model, opt, e)
+    spent = {"served": 0.0, "sgd": 0.0}
+    losses = {"served": [], "sgd": []}
+    for i, (xb, yb) in enumerate(batches(x, y, e, args.batch)):
+        for name, model, opt in sides if (e + i) % 2 == 0 else sides[::-1]:
+            t0 = clock()
+            losses[name].append(step(model, opt, xb, yb))
+            spent[name] += clock() - t0
+    for name, seconds in spent.items():
+        loss[name] = sum(losses[name]) / len(losses[name])
         if e >= args.warmup:
-            times[name].append(s)
+            times[name].append(seconds)
 print(json.dumps({"served_s": times["served"], "sgd_s": times["sgd"], "plugin": svc.optimizer.plugin,
                   "served_loss": loss["served"], "sgd_loss": loss["sgd"]}), flush=True)
 svc.close()
