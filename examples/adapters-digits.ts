@@ -18,6 +18,7 @@
  *
  * Knobs: LIAISON_ADAPTERS_SEEDS (3), LIAISON_ADAPTERS_EPOCHS (fine-tuning epochs, 8),
  * LIAISON_ADAPTERS_RANKS (average components per module, comma-separated: 2,4,8),
+ * LIAISON_ADAPTERS_METHODS (a comma-separated subset of lora, adalora, adapad, adapad-c1, adapad-auto: all),
  * LIAISON_ADAPTERS_PRETRAIN_EPOCHS (20; the pretrained CNN is cached as
  * `<out>/adapters-digits-base.safetensors` and reused).
  */
@@ -26,7 +27,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type CNNSpec, Dataset, evaluate, Trainer } from '../sdk/index.js';
-import { adapterRun, C1_NOTE, fresh, METHODS, patternText, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, AUTO_NOTE, C1_NOTE, fresh, selectedMethods, patternText, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
@@ -95,9 +96,9 @@ async function main(): Promise<void> {
     // 3. The adapters: each method at each budget, each seed, from the same base.
     const runs: Run[] = [];
     for (const rank of RANKS) {
-      for (const method of METHODS) {
+      for (const method of selectedMethods()) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          runs.push(await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, modules: MODULES.length, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
+          runs.push(await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, samples: BATCH, modules: MODULES.length, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
             const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
             await trainer.fit(trainNew);
             return { quality: (await evaluate(model, testNew, { loss: 'cross_entropy' })).accuracy!, free: () => trainer.free() };
@@ -112,7 +113,7 @@ async function main(): Promise<void> {
       before: [['none (base)', '—', '0', '0', '0%', pct(baseNew.accuracy!), '—']],
       after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullAcc, pct), '—']],
       summary: `Digits CNN (channels [32, 64], fc 128; ${int(total)} parameters) pretrained on 0–4, adapted to 5–9 for ${EPOCHS} epochs (${steps} steps of ${BATCH}, Adam lr ${LR}), digit d taught as class d − 5 (the head's slots of 0–4, head frozen), adapters on ${MODULES.join(', ')}; accuracy on the ${testNew.size} held-out digits 5–9, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      note: C1_NOTE,
+      note: `${C1_NOTE} ${AUTO_NOTE}`,
       json: { base: { old: baseOld.accuracy, new: baseNew.accuracy }, full: fullAcc, total, steps },
       title: 'digits 0–4 → 5–9: accuracy', ylabel: 'held-out accuracy on 5–9',
     });

@@ -18,6 +18,7 @@
  *       LIAISON_ADAPTERS_RANKS=1 npx tsx examples/adapters-gpt.ts --out /tmp/x
  *
  * Knobs: LIAISON_ADAPTERS_SEEDS (3), LIAISON_ADAPTERS_GPT_STEPS (fine-tuning steps, 240),
+ * LIAISON_ADAPTERS_METHODS (a comma-separated subset of lora, adalora, adapad, adapad-c1, adapad-auto: all),
  * LIAISON_ADAPTERS_RANKS (average components per module: 1,2,4), LIAISON_ADAPTERS_PRETRAIN_STEPS
  * (1500; the pretrained GPT is cached as `<out>/adapters-gpt-base.safetensors` and reused),
  * LIAISON_ADAPTERS_GPT_EVAL_WINDOWS (held-out windows of 128 bytes, 64).
@@ -27,7 +28,7 @@ import { join } from 'node:path';
 import { Runtime } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { type GPTSpec, loadCodeText, type Model, TextCorpus, Trainer, type TrainerPlugin } from '../sdk/index.js';
-import { adapterRun, C1_NOTE, fresh, METHODS, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, AUTO_NOTE, C1_NOTE, fresh, selectedMethods, pretrained, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 
 const SEEDS = positiveInt('LIAISON_ADAPTERS_SEEDS', 3);
@@ -106,9 +107,9 @@ async function main(): Promise<void> {
     const runs: Run[] = [];
     let modules = 0;
     for (const rank of RANKS) {
-      for (const method of METHODS) {
+      for (const method of selectedMethods()) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          const run = await adapterRun(rt, path, { method, rank, seed, steps: STEPS, targets: TARGETS, show: (q) => `held-out loss ${nats(q)}` }, async (model, adapter) => {
+          const run = await adapterRun(rt, path, { method, rank, seed, steps: STEPS, targets: TARGETS, samples: BATCH, show: (q) => `held-out loss ${nats(q)}` }, async (model, adapter) => {
             const trainer = await tune(model, seed, LR, [adapter]);
             return { quality: await score(model), free: () => trainer.free() };
           });
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
       before: [['none (base)', '—', '0', '0', '0%', nats(baseLoss), '—']],
       after: [['full fine-tuning', '—', int(total), int(total), '100%', spread(fullLoss, nats), '—']],
       summary: `Byte-level GPT (width 64, 2 blocks, context ${CONTEXT}; ${int(total)} parameters) pretrained on pydoc English, adapted to standard-library sources for ${STEPS} steps of ${BATCH} windows (Adam lr ${LR}; full fine-tuning lr 3e-3), adapters on the ${modules} Linears of the blocks; held-out loss over ${EVAL_WINDOWS} windows of ${CONTEXT} bytes of unseen source files, mean (min–max) over ${SEEDS} seed${SEEDS === 1 ? '' : 's'}.`,
-      note: `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. ${C1_NOTE}`,
+      note: `Rank patterns list the modules in the order ${Object.keys(runs[0].pattern).join(', ')}. ${C1_NOTE} ${AUTO_NOTE}`,
       json: { base: baseLoss, full: fullLoss, total, steps: STEPS, modules },
       title: 'GPT pydoc → Python sources: held-out loss', ylabel: 'held-out loss (nats/byte)',
     });

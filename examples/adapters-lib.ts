@@ -5,7 +5,7 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Runtime } from '../bridge/index.js';
+import { LiaisonError, type Runtime } from '../bridge/index.js';
 import { adalora } from '../plugins/adapters/adalora.js';
 import { type Adapad, adapad } from '../plugins/adapters/adapad.js';
 import { lora } from '../plugins/adapters/lora.js';
@@ -16,13 +16,31 @@ import { markdownTable, textTable } from './tables.js';
 /**
  * The plugins compared; `adapad-c1` is adapad with `curvature: 1`, its deflation targets on
  * (the default, 0, trains the components jointly): the ablation that says what the
- * deflation itself does.
+ * deflation itself does; `adapad-auto` the same with `curvature: 'auto'` (each component's
+ * curvature estimated from the batch gradients).
  */
-export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c1'] as const;
+export const METHODS = ['lora', 'adalora', 'adapad', 'adapad-c1', 'adapad-auto'] as const;
 
-/** What the `adapad-c1` rows are, for the reports' notes. */
+/** What the `adapad-c1` (and `adapad-auto`) rows are, for the reports' notes. */
 export const C1_NOTE = 'adapad-c1: adapad with `curvature: 1` (its deflation targets on; adapad\'s default, 0, trains the components jointly).';
+export const AUTO_NOTE = 'adapad-auto: adapad with `curvature: \'auto\'` (the deflation targets on, each component\'s curvature estimated from the batch gradients, curvatureSamples the batch).';
 export type Method = (typeof METHODS)[number];
+
+/**
+ * The methods an example runs: `LIAISON_ADAPTERS_METHODS` (comma-separated names of
+ * {@link METHODS}) if set, else `fallback`; always in METHODS' order.
+ */
+export function selectedMethods(fallback: readonly Method[] = METHODS): Method[] {
+  const raw = process.env.LIAISON_ADAPTERS_METHODS?.trim();
+  if (!raw) return [...fallback];
+  const names = raw.split(',').map((m) => m.trim());
+  const bad = names.filter((m) => !(METHODS as readonly string[]).includes(m));
+  if (bad.length) throw new LiaisonError('E_ARG', `LIAISON_ADAPTERS_METHODS: unknown method${bad.length > 1 ? 's' : ''} ${bad.join(', ')} (known: ${METHODS.join(', ')})`);
+  return METHODS.filter((m) => names.includes(m));
+}
+
+/** The AdaPaD variants, in the order their reach columns and rank panels come. */
+const VARIANTS = ['adapad', 'adapad-c1', 'adapad-auto'] as const;
 
 /**
  * The model of `path` when a run already wrote it (the pretraining is skipped), else one
@@ -61,9 +79,10 @@ export function historyOf(adapter: Adapter): Run['history'] {
  * ends with `rank · modules` components in all. LoRA holds `rank` in each module; AdaLoRA
  * starts at 1.5 × rank (PEFT's init_r 12 for target_r 8) and prunes to its target on its
  * cubic schedule by `steps − tfinal`; AdaPaD starts each module at 1 and grows the most
- * important module until the shared budget is spent (`adapad-c1` the same with `curvature: 1`).
+ * important module until the shared budget is spent (`adapad-c1` the same with `curvature: 1`,
+ * `adapad-auto` with `curvature: 'auto'` and `samples`, the batch, as its curvatureSamples).
  */
-export function makeAdapter(method: Method, o: { rank: number; modules: number; steps: number; seed: number; targets: string }): Adapter {
+export function makeAdapter(method: Method, o: { rank: number; modules: number; steps: number; seed: number; targets: string; samples: number }): Adapter {
   const { rank, modules, steps, seed, targets } = o;
   if (method === 'lora') return lora({ r: rank, targets, seed });
   if (method === 'adalora') {
@@ -74,7 +93,8 @@ export function makeAdapter(method: Method, o: { rank: number; modules: number; 
   // module may take up to 4× the average (A and B are allocated that wide from the start)
   const budget = rank * modules;
   const growEvery = Math.max(1, Math.floor(steps / 2 / Math.max(1, budget - modules)));
-  return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed, ...(method === 'adapad-c1' ? { curvature: 1 } : {}) });
+  return adapad({ budget, maxRank: Math.min(budget - modules + 1, 4 * rank), growEvery, targets, seed,
+    ...(method === 'adapad-c1' ? { curvature: 1 } : method === 'adapad-auto' ? { curvature: 'auto' as const, curvatureSamples: o.samples } : {}) });
 }
 
 /**
@@ -85,7 +105,7 @@ export function makeAdapter(method: Method, o: { rank: number; modules: number; 
  */
 export async function adapterRun(
   rt: Runtime, path: string,
-  o: { method: Method; rank: number; seed: number; steps: number; targets: string; modules?: number; show: (quality: number) => string },
+  o: { method: Method; rank: number; seed: number; steps: number; targets: string; samples: number; modules?: number; show: (quality: number) => string },
   fit: (model: Model, adapter: Adapter) => Promise<{ quality: number; free(): void }>,
 ): Promise<Run & { modules: number }> {
   const t0 = performance.now();
@@ -93,7 +113,7 @@ export async function adapterRun(
   const model = await fresh(rt, path);
   try {
     const modules = o.modules ?? model.hookModules.weight.filter((n) => new RegExp(`^(?:${targets})$`).test(n)).length;
-    const adapter = makeAdapter(method, { rank, modules, steps, seed, targets });
+    const adapter = makeAdapter(method, { rank, modules, steps, seed, targets, samples: o.samples });
     const { quality, free } = await fit(model, adapter);
     const run = {
       method, rank, seed, quality, params: await adapter.parameterCount(), allocated: await allocatedParams(adapter), pattern: await adapter.rankPattern(),
@@ -165,12 +185,12 @@ export function smallestReaching(groups: ReturnType<typeof grouped>, method: Met
 
 /**
  * The adapter size each AdaPaD variant needs to reach LoRA's quality: for every LoRA rank, its
- * mean quality and parameters, and the smallest adapad (adapad-c1) budget whose mean quality
+ * mean quality and parameters, and the smallest adapad (adapad-c1, adapad-auto) budget whose mean quality
  * is at least as good (`better(a, b)`: a at least as good as b; `f` formats a quality).
  */
 export function reachTable(groups: ReturnType<typeof grouped>, better: (a: number, b: number) => boolean, f: (x: number) => string): { header: string[]; rows: string[][] } {
   const int = (x: number) => Math.round(x).toLocaleString('en-US');
-  const variants = (['adapad', 'adapad-c1'] as const).filter((m) => groups.some((g) => g.method === m));
+  const variants = VARIANTS.filter((m) => groups.some((g) => g.method === m));
   const rows = groups.filter((g) => g.method === 'lora').map((g) => {
     const q = mean(g.runs.map((r) => r.quality)), p = mean(g.runs.map((r) => r.params));
     return [`lora r ${g.rank}`, f(q), int(p), ...variants.map((m) => {
@@ -183,9 +203,9 @@ export function reachTable(groups: ReturnType<typeof grouped>, better: (a: numbe
 
 /** AdaPaD's rank pattern over training (seed 0, the largest budget): one panel per variant, one line per module. */
 export function rankSeries(runs: readonly Run[], top: number): { panels: string[]; series: { label: string; x: number[]; y: number[]; style: string; panel: number }[] } {
-  const variants = (['adapad', 'adapad-c1'] as const).map((m) => runs.find((r) => r.method === m && r.rank === top && r.seed === 0)).filter((r): r is Run => !!r?.history?.length);
+  const variants = VARIANTS.map((m) => runs.find((r) => r.method === m && r.rank === top && r.seed === 0)).filter((r): r is Run => !!r?.history?.length);
   return {
-    panels: variants.map((r) => (r.method === 'adapad' ? 'adapad (curvature 0: no deflation)' : 'adapad-c1 (curvature 1: deflation)')),
+    panels: variants.map((r) => ({ adapad: 'adapad (curvature 0: no deflation)', 'adapad-c1': 'adapad-c1 (curvature 1: deflation)', 'adapad-auto': 'adapad-auto (estimated curvature: deflation)' })[r.method as string]!),
     series: variants.flatMap((r, panel) => Object.keys(r.pattern).map((m) => ({
       label: m, x: [0, ...r.history!.map((h) => h.step)], y: [1, ...r.history!.map((h) => h.ranks[m] ?? 0)], style: 'o-', panel,
     }))),
@@ -205,7 +225,7 @@ export async function plotRuns(dir: string, name: string, o: { title: string; yl
   const paths = [join(dir, `${name}.png`)];
   await plotLines({
     path: paths[0], title: o.title, xlabel: 'adapter parameters (log scale)', ylabel: o.ylabel, logx: true,
-    series: METHODS.map((m) => {
+    series: METHODS.filter((m) => groups.some((g) => g.method === m)).map((m) => {
       const gs = groups.filter((g) => g.method === m);
       return { label: m, x: gs.map((g) => mean(g.runs.map((r) => r.params))), y: gs.map((g) => mean(g.runs.map((r) => r.quality))), style: 'o-' };
     }),

@@ -28,7 +28,8 @@
  *     LIAISON_MINILM_PER_CLASS=10 LIAISON_MINILM_EPOCHS=1 LIAISON_ADAPTERS_RANKS=1 \
  *       npx tsx examples/adapters-minilm.ts --out /tmp/x
  *
- * Knobs: LIAISON_ADAPTERS_SEEDS (1), LIAISON_ADAPTERS_RANKS (average components per module:
+ * Knobs: LIAISON_ADAPTERS_SEEDS (1), LIAISON_ADAPTERS_METHODS (a comma-separated subset of lora, adalora,
+ * adapad, adapad-c1: all four), LIAISON_ADAPTERS_RANKS (average components per module:
  * 2,4), LIAISON_MINILM_EPOCHS (2), LIAISON_MINILM_PER_CLASS (pages per section, at most the
  * smallest section's: 197 here), LIAISON_MINILM_TOKENS (32, [CLS] and [SEP] included),
  * LIAISON_MINILM_LAYERS (top layers fine-tuned, 2; 6: the whole encoder, nothing cached).
@@ -39,7 +40,7 @@ import { join } from 'node:path';
 import { LiaisonError, resolvePython, Runtime, runtimeEnv, type Tensor } from '../bridge/index.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset, evaluate, FILE_SEPARATOR, Model, type ModelSpec, Tokenizer, Trainer } from '../sdk/index.js';
-import { adapterRun, C1_NOTE, fresh, METHODS, type Run, spread, writeReport } from './adapters-lib.js';
+import { adapterRun, C1_NOTE, fresh, METHODS, selectedMethods, type Run, spread, writeReport } from './adapters-lib.js';
 import { outDir, positiveInt, positiveNumbers, secs } from './env.js';
 import { loadManPages, type ManPage, SECTIONS } from './manpages.js';
 
@@ -217,9 +218,9 @@ async function main(): Promise<void> {
     const runs: Run[] = [];
     let modules = 0;
     for (const rank of RANKS) {
-      for (const method of METHODS) {
+      for (const method of selectedMethods(METHODS.filter((m) => m !== 'adapad-auto'))) {
         for (let seed = 0; seed < SEEDS; seed++) {
-          const run = await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
+          const run = await adapterRun(rt, path, { method, rank, seed, steps, targets: TARGETS, samples: BATCH, show: (q) => `accuracy ${pct(q)}` }, async (model, adapter) => {
             const trainer = new Trainer({ model, optimizer: adam({ lr: LR }), epochs: EPOCHS, batchSize: BATCH, loss: 'cross_entropy', progress: 'none', seed, plugins: [adapter] });
             await trainer.fit(train);
             return { quality: (await evaluate(model, test, { loss: 'cross_entropy' })).accuracy!, free: () => trainer.free() };

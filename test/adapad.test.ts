@@ -10,6 +10,7 @@ import { LiaisonError, type Runtime, type Tensor } from '../bridge/index.js';
 import { adapad, type Adapad } from '../plugins/adapters/adapad.js';
 import { adam } from '../plugins/momentum/adam.js';
 import { Dataset } from '../sdk/data.js';
+import { componentSlope, curvatureOf, curvatureState, updateCurvature } from '../sdk/families/adapters/curvature.js';
 import { deflationCoefficients, deflationLoss, deflationMasks } from '../sdk/families/adapters/deflation.js';
 import { advanceGrowth, componentSensitivity, type GrowthState, growthChoice, UNBORN, updateImportance } from '../sdk/families/adapters/growth.js';
 import { Model } from '../sdk/model.js';
@@ -48,7 +49,7 @@ describe('the deflation loss (sdk/families/adapters/deflation.ts)', () => {
     // Per module, the loss is (c/2)‖ΔW − T‖² with ΔW the live sum (its Hessian is c·I), a ghost
     // in the forward as ghost·(P − sg(P)) (value 0, its gradient), plus the deflation loss.
     // Module 0: K = 4 on (3, 5), components 0 and 1 in the sum, 2 a ghost, 3 not born yet;
-    // module 1: (4, 2), component 0 in the sum, 1 a ghost. Scales differ, so the weights are (M,).
+    // module 1: (4, 2), component 0 in the sum, 1 a ghost. Scales differ, so the weights are (M, 1, 1).
     const K = 4, c = 1.3;
     const mods = [
       { m: 3, n: 5, scale: 0.7, exists: [1, 1, 1, 0], inSum: [1, 1, 0, 0], seed: 1 },
@@ -63,7 +64,7 @@ describe('the deflation loss (sdk/families/adapters/deflation.ts)', () => {
       for (const x of [t.A, t.B]) rt.call('set_requires_grad', [x, true], undefined, 0);
       return t;
     });
-    const weights = rt.tensor(mods.map((d) => c * d.scale ** 2), [2], 'f64');
+    const weights = rt.tensor(mods.map((d) => c * d.scale ** 2), [2, 1, 1], 'f64');
     const prog = await trace(rt, { name: 'deflation-grad' }, () => {
       let loss = deflationLoss(rt, mods.map((d, i) => ({ live: live[i], hat: { A: upload(d.Ah), B: upload(d.Bh) } })), coef, weights);
       mods.forEach((d, i) => {
@@ -95,6 +96,77 @@ describe('the deflation loss (sdk/families/adapters/deflation.ts)', () => {
     });
     prog.free();
     for (const t of live) { t.A.free(); t.B.free(); }
+  });
+});
+
+describe("per-component curvature ('auto': sdk/families/adapters/curvature.ts, deflation.ts)", () => {
+  const read = async (t: Tensor) => Array.from(await t.to('f64').toArray() as Float64Array);
+
+  it('weights each term of D_k by its own component\'s curvature: the gradient of component k is Σ_j c_j·coef[k, j]·X_j', async () => {
+    // one module (3, 4), K = 3: components 0, 1 in the sum, 2 a ghost; c_j = 0.5, 2, 3
+    const K = 3, m = 3, n = 4, scale = 0.8, cs = [0.5, 2, 3], exists = [1, 1, 1], inSum = [1, 1, 0];
+    const [A, B, Ah, Bh] = [matrix(K, n, 3), matrix(m, K, 4), matrix(K, n, 5), matrix(m, K, 6)];
+    const row = (v: number[]) => rt.tensor(v, [1, K], 'f64');
+    const coef = deflationCoefficients(mapValues(deflationMasks(rt, K), (t) => t.to('f64')), row(exists), row(inSum), row(exists.map((e, k) => e - inSum[k])));
+    const live = { A: upload(A).keep(), B: upload(B).keep() };
+    for (const x of [live.A, live.B]) rt.call('set_requires_grad', [x, true], undefined, 0);
+    const weights = rt.tensor(cs.map((c) => c * scale ** 2), [1, 1, K], 'f64');
+    const prog = await trace(rt, { name: 'deflation-per-component' }, () => {
+      const loss = deflationLoss(rt, [{ live, hat: { A: upload(Ah), B: upload(Bh) } }], coef, weights);
+      rt.call('backward', [loss], undefined, 0);
+      return [rt.call('grad_of', [live.A]) as Tensor, rt.call('grad_of', [live.B]) as Tensor];
+    });
+    const [gotA, gotB] = await Promise.all((prog.run({}) as Tensor[]).map(read));
+    for (let k = 0; k < K; k++) {
+      // D_k with every P_j (and P̂_j) weighted by c_j: predecessors' copies minus their live values, the
+      // successors' live values out, a ghost's own P_k back
+      const D = Array.from({ length: m }, () => new Array<number>(n).fill(0));
+      for (let j = 0; j < K; j++) {
+        if (j < k) { addTo(D, rankOne(Ah, Bh, j, scale), cs[j]); addTo(D, rankOne(A, B, j, scale), -cs[j] * inSum[j]); }
+        if (j > k) addTo(D, rankOne(A, B, j, scale), -cs[j] * inSum[j]);
+        if (j === k) addTo(D, rankOne(A, B, j, scale), cs[j] * (1 - inSum[j]));
+      }
+      for (let q = 0; q < n; q++) expect(gotA[k * n + q], `A[${k}, ${q}]`).toBeCloseTo(scale * D.reduce((acc, r, i) => acc + r[q] * B[i][k], 0), 10);
+      for (let i = 0; i < m; i++) expect(gotB[i * K + k], `B[${i}, ${k}]`).toBeCloseTo(scale * D[i].reduce((acc, v, q) => acc + v * A[k][q], 0), 10);
+    }
+    prog.free();
+    live.A.free();
+    live.B.free();
+  });
+
+  it('measures the gradient along each unit component, u_kᵀG, from A and its gradient; undefined while B is zero', async () => {
+    const K = 2, m = 3, n = 4, scale = 0.5;
+    const [A, B, G] = [matrix(K, n, 11), matrix(m, K, 12), matrix(m, n, 13)];
+    B.forEach((r) => { r[1] = 0; }); // component 1 has no direction yet
+    // ∇a_k = scale·Gᵀ b_k
+    const gA = A.map((_, k) => Array.from({ length: n }, (_, q) => scale * G.reduce((acc, r, i) => acc + r[q] * B[i][k], 0)));
+    const { y, valid } = componentSlope(upload(A), upload(gA), upload(B), scale);
+    const P = rankOne(A, B, 0, scale);
+    const norm = Math.sqrt(P.flat().reduce((a, v) => a + v * v, 0));
+    const want = P.flat().reduce((acc, v, i) => acc + v * G.flat()[i], 0) / norm;
+    const got = await read(y);
+    expect(got[0]).toBeCloseTo(want, 10);
+    expect(got[1]).toBe(0);
+    expect(Array.from(await valid.toArray() as Uint8Array, Boolean)).toEqual([true, false]);
+  });
+
+  it('estimates N·Var(y) from successive differences, bias-corrected, clipped; unmeasured and skipped steps change nothing', async () => {
+    // component 0 alternates ±1 (each difference squared over 2: 2, so N·2 = 8 at once, bias
+    // corrected); component 1 drifts by 0.1 a step (0.005: the drift barely counts); component 2 is
+    // never valid (0); component 3 alternates ±3 (N·18 = 72, clipped to 50)
+    const st = curvatureState(rt, 1, 4);
+    const N = 4, beta = 0.9, finite = rt.full([], 1).gt(0);
+    for (let t = 0; t < 6; t++) {
+      const s = t % 2 ? -1 : 1;
+      updateCurvature(st, rt.tensor([s, 0.1 * t, 5, 3 * s], [1, 4]), rt.tensor([1, 1, 0, 1], [1, 4]).gt(0), finite, beta);
+    }
+    const c = await read(curvatureOf(st, N, beta, 50));
+    [8, N * 0.005, 0, 50].forEach((v, i) => expect(c[i], `component ${i}`).toBeCloseTo(v, 5));
+    expect(await read(st.count)).toEqual([5, 5, 0, 5]);
+    // a skipped step (NaN gradients) leaves everything as it was
+    const before = await Promise.all([st.prev, st.ema, st.count, st.seen].map(read));
+    updateCurvature(st, rt.full([1, 4], NaN), rt.tensor([1, 1, 1, 1], [1, 4]).gt(0), rt.full([], 0).gt(0), beta);
+    expect(await Promise.all([st.prev, st.ema, st.count, st.seen].map(read))).toEqual(before);
   });
 });
 
@@ -211,13 +283,13 @@ describe('adapad (plugins/adapters/adapad.ts)', () => {
     plugin.free();
   }, 30_000);
 
-  it('resumed mid-run it trains as a straight run: from growth under way, and from past its end (where the straight run has dropped the growth ops and the ghost term)', async () => {
+  it.each([1, 'auto'] as const)('resumed mid-run it trains as a straight run: from growth under way, and from past its end (where the straight run has dropped the growth ops and the ghost term); curvature %s', async (curvature) => {
     // growths at steps 2, 4, 6, 8 spend the budget of 6; the last ghost joins at step 11, so the
     // straight run finds growth over at the end of epoch 4 (step 12) and traces a leaner step;
     // resumed from epoch 2 growth is under way, resumed from epoch 4 the fresh plugin still runs
     // the full step for an epoch: every path must train the same
     const dir = tempDir();
-    const make = () => adapad({ maxRank: 3, budget: 6, growEvery: 2, advance: 3, localSteps: 2, curvature: 1 }); // the deflation's copies resumed too
+    const make = () => adapad({ maxRank: 3, budget: 6, growEvery: 2, advance: 3, localSteps: 2, curvature, curvatureSamples: 600 }); // the deflation's copies (and estimates) resumed too
     const straight = new Trainer({ ...(await setup(make())), checkpointDir: dir, checkpointEvery: 2 });
     const full = await straight.fit(digits, { epochs: 6 });
     const want = (straight.plugins[0] as Adapad);

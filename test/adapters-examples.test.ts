@@ -16,7 +16,7 @@ const sum = (p: Record<string, number>) => Object.values(p).reduce((a, b) => a +
 const byMethod = (runs: Run[], m: string) => runs.find((r) => r.method === m)!;
 
 describe('examples/adapters-digits.ts', () => {
-  it('pretrains the CNN on 0-4 (cached), adapts it to 5-9 with lora, adalora, adapad and adapad at curvature 1 at one budget, tabulates and plots', async () => {
+  it('pretrains the CNN on 0-4 (cached), adapts it to 5-9 with lora, adalora, adapad, adapad at curvature 1 and adapad at curvature auto at one budget, tabulates and plots', async () => {
     const dir = join(OUT, 'digits');
     const env = { LIAISON_ADAPTERS_SEEDS: '1', LIAISON_ADAPTERS_EPOCHS: '1', LIAISON_ADAPTERS_RANKS: '2', LIAISON_ADAPTERS_PRETRAIN_EPOCHS: '2' };
     const { code, out, err } = await runExample(['examples/adapters-digits.ts', '--out', dir], env);
@@ -24,7 +24,7 @@ describe('examples/adapters-digits.ts', () => {
     expect(out).toMatch(/pretrained model: 2 epochs of Adam on 0–4 in [\d.]+ s, saved to /);
     expect(out).toMatch(/none \(base\) +— +0 +0 +0% +[\d.]+%/);
     const { runs, steps } = JSON.parse(readFileSync(join(dir, 'adapters-digits.json'), 'utf8')) as { runs: Run[]; steps: number };
-    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1']);
+    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1', 'adapad-auto']);
     expect(steps).toBe(23); // one epoch of 722 digits 5-9 in batches of 32
     // the head is left out: 2 components on convs.0 (9 + 32), convs.1 (288 + 64) and fc (256 + 128)
     const lora = byMethod(runs, 'lora');
@@ -32,7 +32,7 @@ describe('examples/adapters-digits.ts', () => {
     expect(lora.params).toBe(2 * (41 + 352 + 384));
     expect(lora.allocated).toBe(lora.params);
     // the adaptive ones end with the same number of components, placed as they chose
-    for (const m of ['adalora', 'adapad', 'adapad-c1']) expect(sum(byMethod(runs, m).pattern), m).toBe(6);
+    for (const m of ['adalora', 'adapad', 'adapad-c1', 'adapad-auto']) expect(sum(byMethod(runs, m).pattern), m).toBe(6);
     const adapad = byMethod(runs, 'adapad');
     for (const r of Object.values(adapad.pattern)) expect(r).toBeGreaterThanOrEqual(1); // components never leave
     expect(adapad.history!.at(-1)!.ranks).toEqual(adapad.pattern);
@@ -40,12 +40,15 @@ describe('examples/adapters-digits.ts', () => {
     for (const f of ['adapters-digits.md', 'adapters-digits.png', 'adapters-digits-ranks.png']) expect(existsSync(join(dir, f)), f).toBe(true);
 
     // a second run reuses the pretrained CNN
-    const again = await runExample(['examples/adapters-digits.ts', '--out', dir], { ...env, LIAISON_ADAPTERS_RANKS: '1' });
+    // (and runs the methods LIAISON_ADAPTERS_METHODS names, in METHODS' order)
+    const again = await runExample(['examples/adapters-digits.ts', '--out', dir], { ...env, LIAISON_ADAPTERS_RANKS: '1', LIAISON_ADAPTERS_METHODS: 'adapad-auto,lora,adapad' });
     expect(again.code, `${again.out}\n${again.err}`).toBe(0);
     expect(again.out).toMatch(/pretrained model: .*adapters-digits-base\.safetensors reused/);
     const second = (JSON.parse(readFileSync(join(dir, 'adapters-digits.json'), 'utf8')) as { runs: Run[] }).runs;
+    expect(second.map((r) => r.method)).toEqual(['lora', 'adapad', 'adapad-auto']);
     // one component per module and nothing to grow: adapad's deflation term is zero, so it trains what lora trains
     expect(byMethod(second, 'adapad').quality).toBeCloseTo(byMethod(second, 'lora').quality, 6);
+    expect(byMethod(second, 'adapad-auto').quality).toBeCloseTo(byMethod(second, 'lora').quality, 6);
     expect(byMethod(second, 'adapad').params).toBe(41 + 352 + 384);
   }, 240_000);
 });
@@ -59,10 +62,10 @@ describe('examples/adapters-gpt.ts', () => {
     expect(out).toMatch(/pretrained model: 8 steps of Adam on pydoc in [\d.]+ s, saved to /);
     const { runs, base, full, modules } = JSON.parse(readFileSync(join(dir, 'adapters-gpt.json'), 'utf8')) as { runs: Run[]; base: number; full: number[]; modules: number };
     expect(modules).toBe(8); // qkv, proj, fc, proj of two blocks; the head left out
-    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1']);
+    expect(runs.map((r) => r.method)).toEqual(['lora', 'adalora', 'adapad', 'adapad-c1', 'adapad-auto']);
     // one component on each: qkv 64 + 192, proj 64 + 64, fc 64 + 256, proj 256 + 64, twice
     expect(byMethod(runs, 'lora').params).toBe(2 * (256 + 128 + 320 + 320));
-    expect(byMethod(runs, 'adapad').quality).toBeCloseTo(byMethod(runs, 'lora').quality, 6);
+    for (const m of ['adapad', 'adapad-auto']) expect(byMethod(runs, m).quality, m).toBeCloseTo(byMethod(runs, 'lora').quality, 6);
     expect(sum(byMethod(runs, 'adalora').pattern)).toBe(8);
     // eight steps are too few for the full fine-tune to beat the base reliably (it did, and did not,
     // across runs): only that both were measured

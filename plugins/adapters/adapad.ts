@@ -14,17 +14,15 @@
  * Our choices where the paper is silent (docs/adapters.md):
  * - **Deflation targets.** One round = `localSteps` Trainer steps; at a round's end every
  *   component broadcasts its estimate P̂_k (a copy), and successors deflate with the copies.
- *   The target of component k enters as a gradient correction: with G = ∂L/∂ΔW at the live
- *   sum and a local quadratic model of curvature c·I (`curvature`), the gradient at
- *   ΔW_{≤k} = Σ_{j<k} P̂_j + P_k is G + c·D_k, D_k = Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j (a
- *   ghost, outside the forward, adds its own P_k back) — one auxiliary loss, a term per
- *   module from K×K Gram products, the modules' stacked (sdk/families/adapters/deflation.ts),
- *   in the same forward and backward as the task loss. Exact for a quadratic loss with
- *   Hessian c·I (least squares with whitened inputs: c = 2/out for a mean squared error).
- *   Its value is taken back out (aux − sg(aux)): the loss reported is the model's.
+ *   With G = ∂L/∂ΔW at the live sum and a local quadratic model of curvature c·I
+ *   (`curvature`), the gradient at ΔW_{≤k} = Σ_{j<k} P̂_j + P_k is G + c·D_k,
+ *   D_k = Σ_{j<k}(P̂_j − P_j) − Σ_{j>k} P_j: one auxiliary loss of K×K Gram products per
+ *   module, the modules' stacked (sdk/families/adapters/deflation.ts), its value taken back
+ *   out (aux − sg(aux)). Exact where the loss's Hessian is c·I (whitened least squares).
  *   **Off by default** (`curvature: 0`): where the true curvature c′ is not c, component k's
- *   target is off by (c/c′ − 1)·Σ_{j>k} P_j, fed back round over round past c ≈ 2c′; through
- *   a network c′ is unknown and varies 100× (docs/adapters.md). Set it where the loss is that quadratic.
+ *   target is off by (c/c′ − 1)·Σ_{j>k} P_j, fed back past c ≈ 2c′, and through a network
+ *   c′ varies 100× (docs/adapters.md). `'auto'` estimates c′ per component, the empirical
+ *   Fisher along it (sdk/families/adapters/curvature.ts), each P_j in D_k weighted by its own.
  * - **Advance learning.** A component is born as a ghost (AdapterSet's `ghost`: its gradient
  *   as if in the sum, nothing in the forward) for `advance` steps, then its gate turns 1.
  * - **Rank discovery.** Importance of a module = EMA (`beta`) of Σ|θ·∇θ| over its active
@@ -35,9 +33,8 @@
  *   (sdk/families/adapters/growth.ts). Components never leave: the budget is spent, not reallocated.
  *
  * All of it runs inside the Trainer's step program: nothing to call per step, nothing read back.
- * Each module holds `maxRank` rows of A and columns of B from the start (unborn ones get no
- * gradient), so growing never changes the parameter set or retraces the step. Once growth is
- * over (checked at epoch ends) the step is traced once more without its bookkeeping.
+ * A and B are `maxRank` wide from the start (unborn components get no gradient), so growing
+ * never retraces the step; once growth is over it is traced once more without its bookkeeping.
  *
  * ```ts
  * const adapter = adapad({ maxRank: 8, budget: 24, growEvery: 50 });
@@ -49,8 +46,9 @@ import { type Static, Type } from '@sinclair/typebox';
 import { LiaisonError, type Tensor } from '../../bridge/index.js';
 import type { AdapterSite } from '../../sdk/adapters.js';
 import { AdapterBase, AdapterFields, fanIn } from '../../sdk/families/adapters/base.js';
+import { componentSlope, CURVATURE_BETA, type CurvatureState, curvatureOf, curvatureState, updateCurvature } from '../../sdk/families/adapters/curvature.js';
 import { asMatrices, broadcastAtRoundEnd, deflationCoefficients, deflationLoss, deflationMasks } from '../../sdk/families/adapters/deflation.js';
-import { advanceGrowth, componentSensitivity, growthChoice, type GrowthState, UNBORN, updateImportance } from '../../sdk/families/adapters/growth.js';
+import { advanceGrowth, componentSensitivity, growthChoice, type GrowthState, rowsOf, UNBORN, updateImportance } from '../../sdk/families/adapters/growth.js';
 import type { TrainingHooks } from '../../sdk/hooks.js';
 import { definePlugin } from '../../sdk/plugin.js';
 import { noGrad, traceEach } from '../../sdk/program.js';
@@ -62,7 +60,9 @@ export const AdapadConfig = Type.Object({
   growEvery: Type.Integer({ minimum: 1, default: 50, description: 'steps between growths: after every growEvery-th step the module of highest importance per component grows by one, while the budget lasts' }),
   advance: Type.Integer({ minimum: 0, default: 10, description: 'steps a new component trains as a ghost (a gradient, no forward contribution) before it joins the sum' }),
   localSteps: Type.Integer({ minimum: 1, default: 10, description: "T: steps per round; the estimates successors deflate with are refreshed at each round's end" }),
-  curvature: Type.Number({ minimum: 0, default: 0, description: "c: the curvature of the local quadratic model behind the deflation targets, exact where the loss's Hessian in ΔW is c·I (2/out for a mean squared error on whitened inputs); 0, the default, turns the deflation off (the components train jointly): a c above the loss's true curvature biases the components and past about twice it diverges" }),
+  curvature: Type.Union([Type.Number({ minimum: 0 }), Type.Literal('auto')], { default: 0, description: "c: the curvature of the local quadratic model behind the deflation targets, exact where the loss's Hessian in ΔW is c·I (2/out for a mean squared error on whitened inputs); 0, the default, turns the deflation off (the components train jointly): a c above the loss's true curvature biases the components and past about twice it diverges; 'auto': estimated per component from the batch gradients (empirical Fisher: curvatureSamples × their variance along the component), clipped to curvatureMax" }),
+  curvatureSamples: Type.Integer({ minimum: 1, default: 32, description: "with curvature 'auto': N, the independent samples a step's mean loss averages (the batch size; for a language model the sequences, not their tokens); too small only underestimates, the stable side" }),
+  curvatureMax: Type.Number({ exclusiveMinimum: 0, default: 10, description: "with curvature 'auto': the estimate's upper clip" }),
   beta: Type.Number({ minimum: 0, exclusiveMaximum: 1, default: 0.85, description: 'smoothing of the importance EMA of Σ|θ·∇θ|' }),
   ...AdapterFields,
 }, { additionalProperties: false });
@@ -92,10 +92,8 @@ export class Adapad extends AdapterBase<AdapadConfig> {
   }
 
   protected override join(hooks: TrainingHooks): void {
-    const { rt } = hooks;
-    const c = this.config;
-    const K = c.maxRank;
-    const M = this.sites.length;
+    const [{ rt }, c] = [hooks, this.config];
+    const [K, M] = [c.maxRank, this.sites.length];
     const budget = c.budget ?? 4 * M;
     if (budget < M) throw new LiaisonError('E_ARG', `${this.id}: config field 'budget' (${budget}) is below the ${M} adapted modules, each of which starts with one component`, { param: 'budget' });
     const set = this.set!;
@@ -114,32 +112,39 @@ export class Adapad extends AdapterBase<AdapadConfig> {
     for (const t of Object.values(masks)) this.hold(t);
     const slots = this.hold(rt.arange(0, K, 1, 'f32').reshape([1, K]));
     const modules = this.hold(rt.arange(0, M, 1, 'i64'));
+    const scale = this.scaleOf(K); // every module has rank maxRank, so one scale
+    const stack = (ts: Tensor[]) => (M === 1 ? ts[0].unsqueeze(0) : rt.stack(ts));
+    const grads = (s: AdapterSite) => { const f = set.factors[s.module]; return asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K, s.kind !== 'linear'); };
+    const curv: CurvatureState | null = c.curvature === 'auto' ? mapValues(curvatureState(rt, M, K), (t) => this.hold(t)) : null;
     // resume copies these back in place: the step program keeps its captures
     hooks.addState('adapad', () => ({
       age: st.age, born: st.born, importance: st.importance,
       ...Object.fromEntries(this.sites.flatMap((s, i) => [[`${s.module}.hat_A`, hats[i].A], [`${s.module}.hat_B`, hats[i].B]])),
+      ...(curv ? Object.fromEntries(Object.entries(curv).map(([k, t]) => [`curvature_${k}`, t])) : {}),
     }));
     let fixed: { hat: Tensor; live: Tensor } | null = null; // the coefficients once growth is over
-    if (c.curvature > 0) {
-      const weight = c.curvature * this.scaleOf(K) ** 2; // every module has rank maxRank, so one scale
+    if (curv || (c.curvature as number) > 0) {
+      // 'auto': component j's term of D_k weighted by its own estimate c_j, (M, 1, K)
+      const weight = () => (curv ? curvatureOf(curv, c.curvatureSamples, CURVATURE_BETA, c.curvatureMax).mul(scale ** 2).unsqueeze(1) : (c.curvature as number) * scale ** 2);
       hooks.addLoss('deflation', () => {
         const coef = fixed ?? deflationCoefficients(masks, st.born, st.gate, st.ghost);
-        const aux = deflationLoss(rt, this.sites.map((s, i) => ({ live: matrices(s), hat: hats[i] })), coef, weight);
+        const aux = deflationLoss(rt, this.sites.map((s, i) => ({ live: matrices(s), hat: hats[i] })), coef, weight());
         return aux.sub(noGrad(rt, () => aux.clone())); // value 0, gradient the deflation's
       });
     }
+    // the curvature measured every step, growth over or not: it moves as the components do
+    if (curv) hooks.on('afterBackward', ({ finite }) => noGrad(rt, () => {
+      const ys: Tensor[] = [], valid: Tensor[] = [];
+      traceEach(rt, this.sites, (s) => { const m = componentSlope(matrices(s).A, grads(s).A, matrices(s).B, scale); ys.push(m.y); valid.push(m.valid); });
+      updateCurvature(curv, stack(ys), stack(valid), finite, CURVATURE_BETA);
+    }));
     // per module the same ops over different tensors: the runtime replays them side by side (traceEach)
     hooks.on('afterBackward', ({ finite }) => {
       if (this.grown) return;
       noGrad(rt, () => {
         const sens: Tensor[] = [];
-        traceEach(rt, this.sites, (s) => {
-          const f = set.factors[s.module];
-          const g = asMatrices({ A: rt.call('grad_of', [f.A]) as Tensor, B: rt.call('grad_of', [f.B]) as Tensor }, K, s.kind !== 'linear');
-          const { A, B } = matrices(s);
-          sens.push(componentSensitivity(A, g.A, B, g.B));
-        });
-        updateImportance(st, M === 1 ? sens[0].unsqueeze(0) : rt.stack(sens), c.beta, finite); // a skipped step leaves it
+        traceEach(rt, this.sites, (s) => { const [g, { A, B }] = [grads(s), matrices(s)]; sens.push(componentSensitivity(A, g.A, B, g.B)); });
+        updateImportance(st, stack(sens), c.beta, finite); // a skipped step leaves it
       });
     });
     hooks.on('afterOptimizerStep', ({ step }) => {
@@ -158,9 +163,8 @@ export class Adapad extends AdapterBase<AdapadConfig> {
       if (this.grown || set.merged) return;
       const [born, ghosts] = await Promise.all([st.born.sum().item(), st.ghost.sum().item()]);
       if (born < capacity || ghosts > 0) return;
-      // Growth is over for good: the step is traced again without the importance and growth
-      // ops, with the (now constant) coefficients made once, and the side paths without the
-      // ghost term (all ghosts 0: it added nothing and moved nothing). The same arithmetic, cheaper.
+      // Growth is over for good: the step is traced again without the importance and growth ops, with the (now
+      // constant) coefficients made once, and without the ghost term (all ghosts 0). The same arithmetic, cheaper.
       this.grown = true;
       fixed = mapValues(deflationCoefficients(masks, st.born, st.gate, st.ghost), (t) => this.hold(t));
       set.remove();
@@ -180,17 +184,13 @@ export class Adapad extends AdapterBase<AdapadConfig> {
 
   override free(): void {
     super.free();
-    this.rows = null;
-    this.growth = null;
+    [this.rows, this.growth] = [null, null];
   }
 }
 
-const mapValues = <T extends Record<string, Tensor>>(o: T, f: (t: Tensor) => Tensor) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, f(v)])) as T;
+const mapValues = <T extends { [K in keyof T]: Tensor }>(o: T, f: (t: Tensor) => Tensor) => Object.fromEntries(Object.entries<Tensor>(o).map(([k, v]) => [k, f(v)])) as T;
 
-/** M rows of K: `first` in column 0, `rest` elsewhere. */
-const rowsOf = (M: number, K: number, first: number, rest: number): number[] => Array.from({ length: M * K }, (_, i) => (i % K === 0 ? first : rest));
-
-/** The `adapad` registration: `adapad({ maxRank, budget, growEvery, advance, localSteps, curvature, beta, targets, alpha, rslora, seed, merge })`. */
+/** The `adapad` registration: `adapad({ maxRank, budget, growEvery, advance, localSteps, curvature, curvatureSamples, curvatureMax, beta, targets, alpha, rslora, seed, merge })`. */
 export const adapad = definePlugin({
   name: 'adapad', version: '1.1.0', family: 'adapter', schema: AdapadConfig,
   description: 'AdaPaD: rank-1 components trained in parallel, each against the deflation target of its predecessors\' broadcast estimates, with advance learning and per-module rank growth by importance under a shared budget',

@@ -61,9 +61,11 @@ export function deflationCoefficients(masks: { lower: Tensor; negOff: Tensor; ey
 
 /**
  * Σ_m w_m Σ_k e_k ⟨sg(D_k), P_k⟩ / scale_m² over the modules, () f32, with w_m = c·scale_m²
- * (`weights`: a number when every module has the same scale, else (M,)): its gradient with
- * respect to each module's a_k and b_k is what c·D_k gives through P_k = scale·b_k a_kᵀ (see
- * the file's comment). `live`: the factors being trained, as matrices; `hat`: their copies at
+ * (`weights`: a number when every module has the same c and scale, else a tensor that
+ * broadcasts to (M, K, K): (M, 1, 1) per module, (M, 1, K) per component j, each term of D_k
+ * then weighted by its own component's curvature c_j): its gradient with respect to each
+ * module's a_k and b_k is what c·D_k gives through P_k = scale·b_k a_kᵀ (see the file's
+ * comment). `live`: the factors being trained, as matrices; `hat`: their copies at
  * the last broadcast, A (K, n) and B (m, K), no gradient. `coef` from
  * {@link deflationCoefficients}. Must run inside a traced step: the stop-gradient copies of
  * `live` are made under {@link noGrad}, which only a trace records.
@@ -81,7 +83,7 @@ export function deflationLoss(rt: Runtime, modules: readonly { live: RankOneFact
   }
   const stack = (ts: Tensor[]) => (ts.length === 1 ? ts[0].unsqueeze(0) : rt.stack(ts)); // (M, K, K)
   const terms = stack(gram.bHat).mul(stack(gram.aHat)).mul(coef.hat).add(stack(gram.bSg).mul(stack(gram.aSg)).mul(coef.live));
-  return typeof weights === 'number' ? terms.sum().mul(weights) : terms.sum([1, 2]).mul(weights).sum();
+  return typeof weights === 'number' ? terms.sum().mul(weights) : terms.mul(weights).sum();
 }
 
 /**

@@ -81,3 +81,6 @@ export function advanceGrowth(st: GrowthState, grows: Tensor, bornCount: Tensor,
   st.gate.copy_(st.age.ge(advance));
   st.ghost.copy_(st.born.sub(st.gate));
 }
+
+/** M rows of K, flat: `first` in column 0, `rest` elsewhere (the first component's state apart from the others'). */
+export const rowsOf = (M: number, K: number, first: number, rest: number): number[] => Array.from({ length: M * K }, (_, i) => (i % K === 0 ? first : rest));
