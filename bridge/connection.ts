@@ -244,7 +244,7 @@ export class Connection {
         }
       }
     } catch (e) {
-      if (!this.dead) this.fail(new LiaisonError('E_DEAD', `sending to ${this.endpoint} failed: ${(e as Error).message}`));
+      this.broken(new LiaisonError('E_DEAD', `sending to ${this.endpoint} failed: ${(e as Error).message}`));
     } finally {
       this.sending = false;
     }
@@ -258,7 +258,7 @@ export class Connection {
         this.onReply(frames);
       }
     } catch (e) {
-      if (!this.dead) this.fail(new LiaisonError('E_DEAD', `receiving from ${this.endpoint} failed: ${(e as Error).message}`));
+      this.broken(new LiaisonError('E_DEAD', `receiving from ${this.endpoint} failed: ${(e as Error).message}`));
     }
   }
 
@@ -334,6 +334,13 @@ export class Connection {
       });
     }, everyMs);
     this.hbTimer.unref?.();
+  }
+
+  /** The socket itself failed: the owner hears of it first (a group fails all its ranks), then this fails. */
+  private broken(e: LiaisonError): void {
+    if (this.dead) return;
+    this.onPeerLost?.(e, 'disconnect');
+    if (!this.dead) this.fail(e);
   }
 
   /** The peer is gone or hung: fail, unless an owner decides (a group, for all its ranks at once). */

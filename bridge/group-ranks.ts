@@ -136,10 +136,11 @@ export class GroupWatch {
 
   /**
    * What a failed batch reports: a collective the runtime failed (E_GROUP) while a peer was
-   * dying is reported as that peer's death, as every other pending request is.
+   * dying, or a connection that broke (E_DEAD), is reported as the rank's death that explains
+   * it, as every other pending request is.
    */
   async translate(e: LiaisonError): Promise<LiaisonError> {
-    if (this.failure || e.code !== 'E_GROUP' || this.stopped) return this.failure ?? e;
+    if (this.failure || (e.code !== 'E_GROUP' && e.code !== 'E_DEAD') || this.stopped) return this.failure ?? e;
     const until = Date.now() + EXPLAIN_MS;
     while (!this.failure && !this.stopped && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
     return this.failure ?? e;
