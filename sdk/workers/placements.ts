@@ -10,6 +10,8 @@
  *   round trip, one dispatch. A spec with a co-located form (`colocated`) runs as that
  *   block; otherwise every worker's `step` and `publish` are traced side by side into one
  *   program, retraced only when the set of workers or the shapes change.
+ * - `ranks` (sdk/workers/ranks.ts): the workers spread over the ranks of a runtime group,
+ *   the spec's ranked form run on every rank, the boundary crossed with collectives.
  */
 import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import { define, type Program } from '../program.js';

@@ -12,8 +12,9 @@
  *      j·N + rank, so worker k deflates with its predecessors only, mask [k', j] = k' < id_j;
  *   2. T local steps of its own columns against the last broadcast (V (d, a), λ (a,)), as
  *      the co-located block does for all of them (`powerSteps` / `hebbianSteps`);
- *   3. the broadcast: `dist_all_gather` of every rank's (d, A) block and (A,) values,
- *      put in worker order by an index_select — the same (V, λ) on every rank.
+ *   3. the broadcast: one `dist_all_gather` of every rank's (d, A) block with its (A,)
+ *      values as one more row, put in worker order by an index_select — the same (V, λ)
+ *      on every rank.
  *
  * The same numbers as the co-located block up to the order of floating-point sums (each
  * column's products are computed in a matrix of another width); test/distributed.test.ts
@@ -36,8 +37,14 @@ function predecessorsOf(rt: Runtime, lambda: Tensor, ids: Tensor, dtype: DType):
   return k.lt(ids).to(dtype);
 }
 
-/** Every rank's (…, A) part gathered along `dim`, in worker order (`order` (a,) i64). */
-const gathered = (rt: Runtime, t: Tensor, dim: number, order: Tensor) => (rt.call('dist_all_gather', [t], { dim, check: false }) as Tensor).indexSelect(dim, order);
+/**
+ * The broadcast from every rank's columns x (d, A) and values (A,): one `dist_all_gather` of
+ * [x; values] (d + 1, A) along the columns, put in worker order (`order` (a,) i64).
+ */
+function broadcastOf(rt: Runtime, d: number, x: Tensor, values: Tensor, order: Tensor): { vectors: Tensor; values: Tensor } {
+  const all = (rt.call('dist_all_gather', [rt.cat([x, values.unsqueeze(0)], 0)], { dim: 1, check: false }) as Tensor).indexSelect(1, order);
+  return { vectors: all.narrow(0, 0, d), values: all.narrow(0, d, 1).reshape([-1]) };
+}
 
 /** The ranks' blocks of Parallel Deflation's workers, one program run per round; see the module comment. */
 export class RankedDeflationBlock implements Ranked<DeflationWorker, DeflationMessage, Broadcast> {
@@ -49,20 +56,20 @@ export class RankedDeflationBlock implements Ranked<DeflationWorker, DeflationMe
   private readonly pending: Tensor[] = []; // start columns (d, 1) of the workers joining next round
   private readonly program: Program;
 
-  /** `dtype` the working one; `d` the dimension when known here (the broadcast's shapes are then known without a round trip). */
-  constructor(private readonly rt: Runtime, private readonly rule: LocalRule, private readonly ranks: RankLayout, private readonly dtype: DType, d?: number) {
-    const col = d === undefined ? {} : { shape: [d, 'A'] };
-    const bcol = d === undefined ? {} : { shape: [d, 'a'] };
+  /** `dtype` the working one, `d` the dimension. */
+  constructor(private readonly rt: Runtime, private readonly rule: LocalRule, private readonly ranks: RankLayout, private readonly dtype: DType, d: number) {
+    const col = { shape: [d, 'A'] };
+    const bcol = { shape: [d, 'a'] };
     const world = ranks.world;
     const deflation = (x: Tensor, v: Tensor, lambda: Tensor) => ({ v, lambda, mask: predecessorsOf(rt, lambda, slotWorkers(rt, x, world, dtype), dtype) });
     this.program = rule.mode === 'power'
       ? define(rt, { name: 'parallel-deflation.power.ranks', inputs: { x: col, sx: col, v: bcol, lambda: { shape: ['a'] }, order: { shape: ['a'] } } }, ({ x, sx, v, lambda, order }) => {
         const out = powerSteps(rule, x, sx, deflation(x, v, lambda));
-        return { x: out.x, sx: out.sx, vectors: gathered(rt, out.x, 1, order), values: gathered(rt, out.values, 0, order) };
+        return { x: out.x, sx: out.sx, ...broadcastOf(rt, d, out.x, out.values, order) };
       })
       : define(rt, { name: 'parallel-deflation.hebbian.ranks', inputs: { x: col, v: bcol, lambda: { shape: ['a'] }, rows: {}, age: { shape: ['A'] }, order: { shape: ['a'] } } }, ({ x, v, lambda, rows, age, order }) => {
         const out = hebbianSteps(rule, x, deflation(x, v, lambda), rows, age);
-        return { x: out.x, age: age.add(rule.steps), vectors: gathered(rt, out.x, 1, order), values: gathered(rt, out.values, 0, order) };
+        return { x: out.x, age: age.add(rule.steps), ...broadcastOf(rt, d, out.x, out.values, order) };
       });
   }
 
@@ -89,11 +96,11 @@ export class RankedDeflationBlock implements Ranked<DeflationWorker, DeflationMe
       let x = wider(this.x, zcols);
       // newcomers' slots (worker id in from..to−1 on this rank) take their starts; the rest stay
       const ids = keep(slotWorkers(rt, x, ranks.world, this.dtype)); // (1, A)
-      const fresh = keep(ids.ge(from).logicalAnd(ids.lt(to)));
-      const pick = keep(ids.sub(from).clamp(0, p - 1).to('i64').reshape([-1]));
+      const fresh = keep(keep(ids.ge(from)).logicalAnd(keep(ids.lt(to))));
+      const pick = keep(keep(keep(ids.sub(from)).clamp(0, p - 1)).to('i64').reshape([-1]));
       const chosen = keep(starts.indexSelect(1, pick)); // (d, A)
       x = keep(rt.where(fresh, chosen, x));
-      if (rule.mode === 'power') this.sx = this.replace(this.sx, keep(rt.where(fresh, rule.cov.matmul(chosen), wider(this.sx, zcols))));
+      if (rule.mode === 'power') this.sx = this.replace(this.sx, keep(rt.where(fresh, keep(rule.cov.matmul(chosen)), wider(this.sx, zcols))));
       else this.age = this.replace(this.age, keep(rt.where(fresh.reshape([-1]), 0, wider(this.age, zcols ? zcols.narrow(0, 0, 1).reshape([-1]) : null))));
       this.x = this.replace(this.x, x);
       // their broadcast columns are zero this round: they deflate nothing yet
