@@ -10,8 +10,9 @@ docs/protocol.md "Hook points"), typically a program traced from TypeScript:
 
 The layer owns the router's parameters (declared in the spec, so they train with the model
 and appear in `named_parameters`), the experts, and the dispatch. The experts run batched
-(moe_dispatch.py: their weights stacked, one batched matmul per layer) unless the spec says
-`batched: false` or an expert's Linear carries a hook, which only its own forward runs.
+(moe_dispatch.py: grouped by expert on a CPU, one batched matmul over their stacked weights
+on an accelerator) unless the spec says `batched: false` or an expert's Linear carries a
+hook, which only its own forward runs.
 """
 
 from __future__ import annotations
