@@ -17,13 +17,13 @@
  * The same program drives a runtime on another machine when given its endpoint and key:
  *
  *     LIAISON_ENDPOINT=tcp://gpu-box:5555 LIAISON_KEY=… npm run demo
+ *     LIAISON_GROUP=2 npm run demo           # a group of 2 runtimes under torchrun, data-parallel
  *
  * (the data and the model then live on that machine; only the plot is drawn here).
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, relative } from 'node:path';
-import { Runtime } from '../bridge/index.js';
-import { outDir, positiveInt, secs } from './env.js';
+import { outDir, positiveInt, secs, startRuntime } from './env.js';
 import { gd } from '../plugins/index.js';
 import { Dataset, Model, plotLines, Trainer } from '../sdk/index.js';
 
@@ -47,10 +47,12 @@ async function main(): Promise<void> {
   const tty = process.stderr.isTTY === true;
   const t0 = performance.now();
 
-  // 1. A runtime: our own local one, or a remote one given its endpoint (and LIAISON_KEY).
+  // 1. A runtime: our own local one, a remote one given its endpoint (and LIAISON_KEY), or a
+  //    group of runtimes (LIAISON_GROUP=N): the Trainer then trains data-parallel on it.
   const remote = process.env.LIAISON_ENDPOINT;
-  const rt = remote ? await Runtime.connect(remote) : await Runtime.start();
-  const where = remote ? `remote runtime at ${remote}` : `local runtime (pid ${rt.info.pid})`;
+  const rt = await startRuntime();
+  const group = rt.info.group;
+  const where = group ? `group of ${group.worldSize} runtimes (${group.backend})` : remote ? `remote runtime at ${remote}` : `local runtime (pid ${rt.info.pid})`;
   console.log(`${where}: torch ${rt.info.torch} on ${rt.info.device} (${rt.info.threads} thread${rt.info.threads === 1 ? '' : 's'}), ready in ${secs(t0)}`);
   try {
     // 2. Data, loaded by the runtime (nothing is uploaded), and a seeded held-out split.
