@@ -25,7 +25,7 @@ import { Connection, type ConnectOptions, LiaisonError, ProcessRuntime, type Ten
 import { pluginRecord } from './checkpoint.js';
 import { LOOP_POINTS, type LoopPoint } from './hooks.js';
 import { Model } from './model.js';
-import { attachPlugin, checkServable, isOptimizer, retrace, type ServedPlugin, type Traced, traceOptimizer } from './served/install.js';
+import { attachPlugin, checkServable, isOptimizer, isRouter, retrace, type ServedPlugin, type Traced, traceOptimizer } from './served/install.js';
 import { type LaunchedScript, type LaunchOptions, launchScript } from './served/launch.js';
 
 export type { ServedPlugin } from './served/install.js';
@@ -126,7 +126,8 @@ export class Service {
 
   /**
    * Install `plugin` into served model `opts.model` (default: the only one): an optimizer
-   * plugin's update becomes what `svc.optimizer.step()` replays; any other plugin attaches
+   * plugin's update becomes what `svc.optimizer.step()` replays; a router goes into the
+   * model's MoE layers (a liaison MoE model the script built); any other plugin attaches
    * to hooks whose traced points are replayed at the script's step moments. Takes effect
    * at the script's next step. A plugin a served script cannot take is E_ARG, naming why.
    */
@@ -137,6 +138,18 @@ export class Service {
     const name = opts.model ?? this.only();
     const model = await this.model(name);
     const key = `${pluginRecord(plugin).id}#${++this.installs}`;
+    if (isRouter(plugin)) {
+      // into the model's hook points, as for any Model: its forward (in the script) runs it
+      try {
+        model.setRouter(plugin);
+        await this.rt.flush();
+      } catch (e) {
+        if (!(e instanceof LiaisonError) || e.code !== 'E_ARG') throw e;
+        throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin).id}: the served model '${name}' cannot take a router plugin: ${e.message}`, { param: 'plugin', cause: e });
+      }
+      this.installed.set(plugin, { key, model: name, fields: {}, made: [] });
+      return;
+    }
     const t = isOptimizer(plugin)
       ? traceOptimizer(this.rt, key, model, name, plugin, this.optimizerParams[name] ?? [])
       : await attachPlugin(this.rt, key, model, name, plugin, () => this.step);
@@ -154,6 +167,7 @@ export class Service {
     this.check('uninstall');
     const t = this.installed.get(plugin);
     if (!t) throw new LiaisonError('E_ARG', `Service.uninstall: ${pluginRecord(plugin).id} is not installed`, { param: 'plugin' });
+    if (isRouter(plugin)) throw new LiaisonError('E_ARG', `Service.uninstall: ${pluginRecord(plugin).id} is a router: its model's MoE layers need one; install another in its place`, { param: 'plugin' });
     this.installed.delete(plugin);
     await this.op('serve_uninstall', { key: t.key });
     for (const m of t.made) m.free();

@@ -7,6 +7,9 @@
  * - An optimizer plugin (the momentum-optimizer family): `update()` traced over every
  *   parameter the script's optimizer holds (traceEach, as the Trainer does), its state made
  *   by `init()`; the program `svc.optimizer.step()` replays. Inputs: lr () and step ().
+ * - A router: set into the served model's MoE layers (`Model.setRouter`): a liaison MoE
+ *   model the script built has router hook points, which its forward runs; a plain
+ *   `nn.Module` has none (E_ARG).
  * - Any other plugin with `attach(hooks)` (a pruner): attached to a {@link HookRegistry};
  *   each traced point it used becomes a program (inputs lr, step), its loss terms one more
  *   (`svc.extra_loss()` runs it), and its loop points stay TypeScript functions run when the
@@ -20,13 +23,14 @@ import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import { pluginRecord } from '../checkpoint.js';
 import { traceUpdate } from '../families/momentum/base.js';
 import type { MomentumOptimizer } from '../families/momentum/types.js';
+import type { Router } from '../families/routers/types.js';
 import { LOOP_POINTS, type LoopPoint, type ParamControl, type StepTrace, TRACED_POINTS, type TrainerPlugin } from '../hooks.js';
 import type { Model } from '../model.js';
 import { define, noGrad, type Program, traceEach } from '../program.js';
 import { HookRegistry } from '../training-hooks.js';
 
-/** The plugins a served script takes: an optimizer, or a plugin that attaches to training hooks. */
-export type ServedPlugin = MomentumOptimizer | TrainerPlugin;
+/** The plugins a served script takes: an optimizer, a plugin that attaches to training hooks, a router (for a served liaison MoE model). */
+export type ServedPlugin = MomentumOptimizer | TrainerPlugin | Router;
 
 /** One plugin's programs and what they hold, as installed under `key`. */
 export interface Traced {
@@ -47,10 +51,13 @@ const SCHEDULE_PROBES = [1, 2, 10, 100, 1000, 10_000, 100_000];
 
 const FAMILY_WHY: Record<string, string> = {
   deflator: 'a deflator is not a training plugin (it runs in PCA)',
-  router: "a router goes into a liaison MoE model's hook points (model.setRouter); a served script's own nn.Module has none",
   'kv-policy': "a KV policy goes into a liaison GPT's KV cache at generation; a served script's own nn.Module has none",
   adapter: 'an adapter adds parameters of its own, which a served script does not optimize yet',
 };
+
+export function isRouter(p: unknown): p is Router {
+  return (p as { meta?: { family?: string } })?.meta?.family === 'router';
+}
 
 export function isOptimizer(p: unknown): p is MomentumOptimizer {
   return (p as { meta?: { family?: string } })?.meta?.family === 'momentum-optimizer';
@@ -62,7 +69,7 @@ export function checkServable(plugin: unknown): void {
   if (family && FAMILY_WHY[family]) {
     throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin as object).id}: a served script cannot take a ${family} plugin: ${FAMILY_WHY[family]}`, { param: 'plugin' });
   }
-  if (!isOptimizer(plugin) && typeof (plugin as TrainerPlugin)?.attach !== 'function') {
+  if (!isOptimizer(plugin) && !isRouter(plugin) && typeof (plugin as TrainerPlugin)?.attach !== 'function') {
     throw new LiaisonError('E_ARG', 'Service.install: plugin must be an optimizer plugin (momentum-optimizer family) or a plugin with attach(hooks) (a pruner)', { param: 'plugin' });
   }
 }
