@@ -214,9 +214,6 @@ class Server:
         reply["v"], reply["id"], reply["ok"] = 1, rid, True
         self._send(ident, reply, [], [])
 
-    def send_fault(self, ident: bytes, rid, fault: RuntimeFault) -> None:
-        self._send_error(ident, rid, fault)
-
     def stop(self) -> None:
         self._running = False
 
