@@ -89,7 +89,7 @@ export const MoESpec = Type.Object({
   hidden: posInt('Hidden width of each expert\'s 2-layer MLP.'),
   every: Type.Optional(posInt('Every `every`-th block (blocks every-1, 2·every-1, … counting from 0) is an MoE layer; 1: all.', { default: 1 })),
   router: routerField('Weighs the experts per token (a router plugin instance); its `params()` become each layer\'s `…moe.router.<name>` parameters.'),
-  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched (stacked weights, one batched matmul per layer); false: one expert at a time over the tokens it serves.' })),
+  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched: on a CPU grouped by expert (one gather, each expert on its rows), on an accelerator stacked into one batched matmul per layer; false: one expert at a time over the tokens it serves.' })),
 }, { additionalProperties: false, description: 'Mixture-of-experts feed-forward layers in a GPT.' });
 /** Mixture-of-experts feed-forward layers in a GPT. */
 export type MoESpec = Static<typeof MoESpec>;
@@ -124,7 +124,7 @@ export const MoEModelSpec = Type.Object({
   activation: Type.Optional(oneOf(['relu', 'gelu', 'tanh', 'sigmoid'] as const, 'Each expert\'s activation between `fc` and `proj`.', 'relu')),
   bias: Type.Optional(Type.Boolean({ default: false, description: 'Biases on the experts\' `fc` and `proj`.' })),
   outputBias: Type.Optional(Type.Boolean({ default: false, description: 'A learnt `output_bias` (outputs,) added to the mixture.' })),
-  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched (stacked weights, one batched matmul); false: one expert at a time over the inputs it serves.' })),
+  batched: Type.Optional(Type.Boolean({ default: true, description: 'Run the experts batched: on a CPU grouped by expert (one gather, each expert on its rows), on an accelerator stacked into one batched matmul; false: one expert at a time over the inputs it serves.' })),
 }, {
   additionalProperties: false,
   description: 'A mixture of experts on its own (the soft-routed MoE of "Guided by the Experts"): (B, inputs) → (B, outputs), y = Σ_e route(x)_e · proj_e(act(fc_e(x))). Parameters `moe.experts.<e>.fc.weight` (hidden, inputs), `moe.experts.<e>.proj.weight` (outputs, hidden), `moe.router.<name>`, `output_bias`. The layer is a router hook point, as a GPT\'s MoE layers are.',
