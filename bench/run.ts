@@ -25,6 +25,9 @@ import { benchDecodeLong } from './kv.js';
 import { benchPolicyProgram } from './kv_policy_program.js';
 import { benchAdapters } from './adapters.js';
 import { benchRouter } from './router.js';
+import { benchDist } from './dist.js';
+import { benchLoopCustomTs } from './loop_custom_ts.js';
+import { benchLoopPythonOptimizer } from './loop_python_optimizer.js';
 import { type Bench, type BenchOptions, type BenchResult, jsonLine, table } from './lib.js';
 
 /** Benchmark groups: the names of the records each one yields, and how to run it. */
@@ -46,6 +49,9 @@ export const GROUPS: readonly { names: readonly string[]; run: Bench }[] = [
   { names: ['kv.policy_program'], run: benchPolicyProgram },
   { names: ['adapter.forward', 'adapad.step'], run: benchAdapters },
   { names: ['router.forward', 'router.experts_batched'], run: benchRouter },
+  { names: ['dist.ddp_step', 'dist.parallel_deflation'], run: benchDist },
+  { names: ['loop.custom_ts'], run: benchLoopCustomTs },
+  { names: ['loop.python_optimizer'], run: benchLoopPythonOptimizer },
 ];
 
 export const BENCHMARKS: readonly string[] = GROUPS.flatMap((g) => g.names);

@@ -32,7 +32,7 @@ describe('bench --quick', () => {
   it('knows every benchmark of the brief', () => {
     expect([...BENCHMARKS].sort()).toEqual([
       'adapad.step', 'adapter.forward', 'bridge.batched_ops', 'bridge.batched_ops_program', 'bridge.pipelined', 'bridge.roundtrip', 'bridge.transfer64mb',
-      'bridge.transfer64mb_socket', 'bridge.vs_pythonia', 'deflation.parallel_vs_sequential', 'deflation.vs_eigh', 'kv.decode_long', 'kv.memory', 'kv.policy_program', 'momentum.step', 'pruner.edge_popup_step', 'pruner.loft_comm', 'pruner.mask_overhead', 'router.experts_batched', 'router.forward', 'sdk.program_replay', 'sdk.train_step', 'sdk.weight_hook',
+      'bridge.transfer64mb_socket', 'bridge.vs_pythonia', 'deflation.parallel_vs_sequential', 'deflation.vs_eigh', 'dist.ddp_step', 'dist.parallel_deflation', 'kv.decode_long', 'kv.memory', 'kv.policy_program', 'loop.custom_ts', 'loop.python_optimizer', 'momentum.step', 'pruner.edge_popup_step', 'pruner.loft_comm', 'pruner.mask_overhead', 'router.experts_batched', 'router.forward', 'sdk.program_replay', 'sdk.train_step', 'sdk.weight_hook',
     ]);
   });
 });
