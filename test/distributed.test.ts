@@ -38,11 +38,11 @@ async function deflate(rt: Runtime, mode: 'power' | 'hebbian', execution: 'batch
 }
 
 /** Independent subnetwork training (4 subnets, a partition) on the digits' first rows: the merged network's losses and weights. */
-async function subnets(rt: Runtime, placement: string) {
+async function subnets(rt: Runtime, placement: string, count = 4) {
   const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 12, 10] }, { seed: 1 });
   const [data] = (await Dataset.builtin(rt, 'digits')).split(0.9, 0); // 180 rows
   const bytes: (number | null)[] = [];
-  const ist = maskedNeurons({ subnets: 4, split: 'partition', localSteps: 2, lr: 0.3, batchSize: 16, loss: 'cross_entropy', seed: 2 });
+  const ist = maskedNeurons({ subnets: count, split: 'partition', localSteps: 2, lr: 0.3, batchSize: 16, loss: 'cross_entropy', seed: 2 });
   const { loss } = await ist.train(model, data, { rounds: 2, placement, onRound: (r) => { bytes.push(r.bytes?.up ?? null); } });
   const w = await list(model.param('layers.0.weight'));
   model.free();
@@ -150,6 +150,11 @@ describe.each([2, 4])('on a group of %i ranks', (ranks) => {
     // per round: the merged sums and counts of every weight and bias (64·12 + 12 + 12·10 + 10 entries, f32, twice) from each rank
     const entries = 2 * (64 * 12 + 12 + 12 * 10 + 10);
     expect(b.bytes).toEqual([1, 2].map(() => entries * 4 * ranks));
+    // 3 subnets: a padding slot trains a copy that counts for nothing
+    const c = await subnets(rt, 'batched', 3);
+    const d = await subnets(g, 'ranks', 3);
+    expect(worst(d.loss, c.loss)).toBeLessThan(1e-5);
+    expect(worst(d.w, c.w)).toBeLessThan(1e-5);
   });
 
   it("LoFT deals its workers' partitions to the ranks and gives the single-runtime pretraining; the bytes are the messages gathered", async () => {
