@@ -8,6 +8,8 @@
  * const svc = await Service.launch('train_digits.py');      // or Service.connect(endpoint, { key })
  * await svc.install(nesterov({ lr: 0.05, momentum: 0.9 }));  // its update replays in optimizer.step()
  * await svc.install(magnitude({ sparsity: 0.8 }));           // masks held after every step
+ * // a served liaison GPT: its svc.generate / svc.kv_eval decode through this policy's cache
+ * await svc.install(h2o({ budget: 64 }));
  * await svc.ready();                                         // the script's serve(wait_for_client=…) goes on
  * await svc.finished();                                      // a launched script ran to its end
  * ```
@@ -25,7 +27,7 @@ import { Connection, type ConnectOptions, LiaisonError, ProcessRuntime, type Ten
 import { pluginRecord } from './checkpoint.js';
 import { LOOP_POINTS, type LoopPoint } from './hooks.js';
 import { Model } from './model.js';
-import { attachPlugin, checkServable, isOptimizer, isRouter, retrace, type ServedPlugin, type Traced, traceOptimizer } from './served/install.js';
+import { attachPlugin, checkServable, isKVPolicy, isOptimizer, isRouter, retrace, type ServedPlugin, type Traced, traceOptimizer } from './served/install.js';
 import { type LaunchedScript, type LaunchOptions, launchScript } from './served/launch.js';
 
 export type { ServedPlugin } from './served/install.js';
@@ -127,27 +129,35 @@ export class Service {
   /**
    * Install `plugin` into served model `opts.model` (default: the only one): an optimizer
    * plugin's update becomes what `svc.optimizer.step()` replays; a router goes into the
-   * model's MoE layers (a liaison MoE model the script built); any other plugin attaches
-   * to hooks whose traced points are replayed at the script's step moments. Takes effect
-   * at the script's next step. A plugin a served script cannot take is E_ARG, naming why.
+   * model's MoE layers (a liaison MoE model the script built), a KV policy into its
+   * attention layers (a liaison GPT; all, or `opts.layers`; one installed before on those
+   * layers is replaced there, as `Model.setKVPolicy` does); any other plugin attaches to
+   * hooks whose traced points are replayed at the script's step moments. Takes effect at the
+   * script's next step (a KV policy: at its next `svc.generate` / `svc.kv_eval`). A plugin a
+   * served script cannot take is E_ARG, naming why.
    */
-  async install(plugin: ServedPlugin, opts: { model?: string } = {}): Promise<void> {
+  async install(plugin: ServedPlugin, opts: { model?: string; layers?: number[] } = {}): Promise<void> {
     this.check('install');
     checkServable(plugin);
     if (this.installed.has(plugin)) throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin).id} is installed already`, { param: 'plugin' });
     const name = opts.model ?? this.only();
     const model = await this.model(name);
     const key = `${pluginRecord(plugin).id}#${++this.installs}`;
-    if (isRouter(plugin)) {
-      // into the model's hook points, as for any Model: its forward (in the script) runs it
+    if (isRouter(plugin) || isKVPolicy(plugin)) {
+      // into the model's hook points, as for any Model: the script's forward (a router) or
+      // its cached decoding (a KV policy) runs it; the Model frees the program it replaces
+      const kv = isKVPolicy(plugin);
       try {
-        model.setRouter(plugin);
+        if (kv) model.setKVPolicy(plugin, { layers: opts.layers });
+        else model.setRouter(plugin, { layers: opts.layers });
         await this.rt.flush();
       } catch (e) {
         if (!(e instanceof LiaisonError) || e.code !== 'E_ARG') throw e;
-        throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin).id}: the served model '${name}' cannot take a router plugin: ${e.message}`, { param: 'plugin', cause: e });
+        throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin).id}: the served model '${name}' cannot take a ${kv ? 'KV policy' : 'router plugin'}: ${e.message}`, { param: 'plugin', cause: e });
       }
-      this.installed.set(plugin, { key, model: name, fields: {}, made: [] });
+      const layers = kv ? (opts.layers ?? Array.from({ length: model.hookPoints.kv }, (_, i) => i)) : undefined;
+      if (layers) this.takeLayers(name, layers);
+      this.installed.set(plugin, { key, model: name, fields: {}, made: [], layers });
       return;
     }
     const t = isOptimizer(plugin)
@@ -169,6 +179,11 @@ export class Service {
     if (!t) throw new LiaisonError('E_ARG', `Service.uninstall: ${pluginRecord(plugin).id} is not installed`, { param: 'plugin' });
     if (isRouter(plugin)) throw new LiaisonError('E_ARG', `Service.uninstall: ${pluginRecord(plugin).id} is a router: its model's MoE layers need one; install another in its place`, { param: 'plugin' });
     this.installed.delete(plugin);
+    if (isKVPolicy(plugin)) { // its layers' caches keep every token again, from the script's next decoding
+      (await this.model(t.model)).setKVPolicy(null, { layers: t.layers });
+      await this.rt.flush();
+      return;
+    }
     await this.op('serve_uninstall', { key: t.key });
     for (const m of t.made) m.free();
   }
@@ -216,6 +231,15 @@ export class Service {
   }
 
   // ---- internals ----
+
+  /** A KV policy set on `layers` of model `name` takes them from those installed before (one left with none is gone). */
+  private takeLayers(name: string, layers: readonly number[]): void {
+    for (const [p, t] of this.installed) {
+      if (!isKVPolicy(p) || t.model !== name) continue;
+      t.layers = t.layers!.filter((i) => !layers.includes(i));
+      if (!t.layers.length) this.installed.delete(p);
+    }
+  }
 
   private only(): string {
     if (this.models.length !== 1) throw new LiaisonError('E_ARG', `Service: the script serves ${this.models.length} models (${this.models.join(', ')}); name one ({ model: '…' })`, { param: 'model' });

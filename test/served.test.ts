@@ -8,14 +8,15 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Runtime } from '../bridge/index.js';
-import { magnitude, nesterov, soft, topk } from '../plugins/index.js';
+import type { Runtime, Tensor } from '../bridge/index.js';
+import { h2o, magnitude, nesterov, soft, topk } from '../plugins/index.js';
 import { Dataset, Model, Service, Trainer } from '../sdk/index.js';
 import { runExample, startRuntime } from './helpers.js';
 
 const SCRIPT = 'examples/plain-pytorch/train_digits.py';
 const EPOCHS = 2;
 const ONE_THREAD = { OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
+const GPT = { kind: 'gpt', vocab: 32, context: 64, dim: 16, layers: 2, heads: 2 } as const;
 const made: Service[] = [];
 const runtimes: Runtime[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'liaison-served-test-'));
@@ -24,6 +25,20 @@ afterAll(async () => {
   for (const s of made) await s.kill().catch(() => undefined);
   for (const rt of runtimes) await rt.close();
 });
+
+/** One runtime of its own for the file's references (started at first use). */
+async function runtime(): Promise<Runtime> {
+  if (!runtimes.length) runtimes.push(await startRuntime());
+  return runtimes[0];
+}
+
+/** The served model's parameters, read over the wire, copied into `model` (on another runtime). */
+async function copyWeights(from: Model, to: Model): Promise<void> {
+  for (const p of from.params) {
+    const d = await from.param(p.name).data();
+    to.param(p.name).copy_(to.rt.tensor(d.data as Float32Array, p.shape));
+  }
+}
 
 const config = () => ({ opt: nesterov({ lr: 0.05, momentum: 0.9 }), pruner: magnitude({ sparsity: 0.8, scope: 'layer', atEpoch: 1 }) });
 
@@ -40,6 +55,7 @@ describe('a plain PyTorch script served to a TypeScript service', () => {
     await expect(svc.model('nope')).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/no model named 'nope'.*'model'/) });
     await expect(svc.install(config().opt, { model: 'nope' })).rejects.toMatchObject({ code: 'E_ARG' });
     await expect(svc.install(soft({}))).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/cannot take a router plugin/) });
+    await expect(svc.install(h2o({ budget: 8 }))).rejects.toMatchObject({ code: 'E_ARG', message: expect.stringMatching(/cannot take a KV policy/) });
 
     const { opt, pruner } = config();
     await svc.install(opt);
@@ -53,8 +69,7 @@ describe('a plain PyTorch script served to a TypeScript service', () => {
     await svc.close();
 
     // the Trainer, on the same rows in the same order, from the same weights
-    const rt = await startRuntime();
-    runtimes.push(rt);
+    const rt = await runtime();
     const model = await Model.build(rt, { kind: 'mlp', sizes: [64, 128, 10] });
     const names = model.params.map((p) => p.name);
     init.forEach((w, i) => { model.param(names[i]).copy_(rt.tensor(w.data, w.shape)); });
@@ -105,6 +120,54 @@ describe('a plain PyTorch script served to a TypeScript service', () => {
     await expect(svc.install(magnitude({ sparsity: 0.5 }))).rejects.toMatchObject({ code: 'E_DEAD' });
     await expect(svc.model('model')).rejects.toMatchObject({ code: 'E_DEAD' });
     await svc.close(); // the long poll pending when it died does not hold this up
+  }, 120_000);
+
+  it('a KV policy into a served liaison GPT: the script\'s cached decoding keeps what the same policy keeps on a runtime of its own', async () => {
+    const script = join(dir, 'gpt.py');
+    const out = join(dir, 'gpt.json');
+    // a tiny liaison GPT the script built; it decodes through svc.kv_eval / svc.generate, tells
+    // the service at an evaluation point (where the service uninstalls the policy), decodes again
+    writeFileSync(script, [
+      'import json, sys, torch, liaison_runtime',
+      'from liaison_runtime.models import build',
+      'torch.manual_seed(0)',
+      `m = build(${JSON.stringify(GPT)}, torch.device("cpu"))`,
+      'svc = liaison_runtime.serve(m)  # waits for the service\'s ready() (Service.launch asks it to)',
+      'tokens = torch.randint(0, 32, (2, 40))',
+      'out = {"tokens": tokens.tolist(), "nll": svc.kv_eval(tokens, 8).tolist(), "gen": svc.generate(tokens[:, :8], 24).tolist()}',
+      'svc.evaluation({"decoded": 1})',
+      'out["full"] = svc.kv_eval(tokens, 8).tolist()',
+      'json.dump(out, open(sys.argv[1], "w"))',
+      'svc.close()',
+    ].join('\n'));
+    const svc = await Service.launch(script, { args: [out], env: ONE_THREAD, waitForClientS: 120 });
+    made.push(svc);
+    const served = await svc.model();
+    const policy = () => h2o({ budget: 12, recent: 4 }); // per-token state (acc), evicting from the prefill on
+    const installed = policy();
+    await svc.install(installed);
+    await svc.watch(async (e) => { if (e.point === 'evaluation') await svc.uninstall(installed); }, ['evaluation']);
+    const rt = await runtime();
+    const ref = await Model.build(rt, GPT);
+    await copyWeights(served, ref);
+    await svc.ready();
+    expect(await svc.finished()).toBe('exited with code 0');
+    const got = JSON.parse(readFileSync(out, 'utf8')) as Record<'tokens' | 'nll' | 'gen' | 'full', number[][]>;
+    await svc.close();
+
+    const tokens = rt.tensor(BigInt64Array.from(got.tokens.flat(), BigInt), [2, 40], 'i64');
+    const prompt = rt.tensor(BigInt64Array.from(got.tokens.flatMap((r) => r.slice(0, 8)), BigInt), [2, 8], 'i64');
+    const nll = async () => Array.from((await (rt.call('kv_eval', [ref.handle, tokens, 8]) as Tensor).data()).data as Float32Array);
+    const worst = (a: number[], b: number[]) => Math.max(...a.map((x, i) => Math.abs(x - b[i])));
+    ref.setKVPolicy(policy());
+    const want = await nll();
+    const gen = Array.from((await ref.generate(prompt, { steps: 24 }).data()).data as BigInt64Array, Number);
+    ref.setKVPolicy(null);
+    const full = await nll();
+    expect(worst(got.nll.flat(), want)).toBeLessThan(1e-5);
+    expect(got.gen.flat()).toEqual(gen);
+    expect(worst(got.full.flat(), full)).toBeLessThan(1e-5); // uninstalled at the event: the full cache after it
+    expect(worst(want, full)).toBeGreaterThan(1e-3); // the policy did decide what the cache kept
   }, 120_000);
 
   it('examples/serve-digits.ts: the fast variant starts the plain script, installs both plugins and reports each epoch', async () => {

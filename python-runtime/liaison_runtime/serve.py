@@ -23,6 +23,9 @@ the service's ops land between steps, never inside one. An install is staged and
 active when the next step begins: its programs all run from that step on, or none do. A
 waiting request is let in before the script's next step takes the lock again (the
 `_Turns` below), so the loop cannot starve the service.
+A served liaison GPT decodes through `svc.generate` / `svc.kv_eval` (served/decoding.py)
+with the KV policy the service installed at its `kv` hook point; a decoding holds the lock
+as a step does, so a policy installed meanwhile is used from the next decoding on.
 
 Loop points (`epoch_end`, `evaluation`, `fit_end`) are where the service's TypeScript runs
 (a pruner's event): the script queues an event, the server answers the service's long poll
@@ -50,6 +53,7 @@ import torch
 
 from . import policy
 from .program import Program
+from .served.decoding import ServiceDecoding
 from .served.ops import ServiceOps
 from .served.optimizer import PluginOptimizer
 from .served.parts import TRACED, Installed, ServedServer, Turns
@@ -59,8 +63,9 @@ from .server import remove_ipc_files
 class ServiceStopped(RuntimeError):
     """Raised by the next step after the service disconnected, when serve(on_disconnect="stop")."""
 
-class Service(ServiceOps):
-    """A served script's end: the step moments, the loop points, the lock, the optimizer."""
+class Service(ServiceOps, ServiceDecoding):
+    """A served script's end: the step moments, the loop points, the lock, the optimizer, the
+    cached decoding of a served GPT (`generate`, `kv_eval`: served/decoding.py)."""
 
     def __init__(self, models: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer | None,
                  endpoint: str | None, key: bytes | None, on_disconnect: str, idle_timeout: float,
@@ -148,8 +153,7 @@ class Service(ServiceOps):
     def _enter_step(self) -> None:
         if self._in_step:
             return
-        if self.stopped:
-            raise ServiceStopped("the service disconnected and this script was served with on_disconnect='stop'")
+        self._check_running()
         self._turns.step_acquire()
         self._in_step = True
         self.steps += 1
@@ -165,6 +169,10 @@ class Service(ServiceOps):
                         self.optimizer._adopt_state(inst, self._param_names[inst.model])
             # each moment's programs, in install order: what a step replays
             self._points = {p: [i.points[p] for i in self._installed.values() if p in i.points] for p in TRACED}
+
+    def _check_running(self) -> None:
+        if self.stopped:
+            raise ServiceStopped("the service disconnected and this script was served with on_disconnect='stop'")
 
     def _leave_step(self) -> None:
         if self._in_step:

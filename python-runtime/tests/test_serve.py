@@ -308,3 +308,43 @@ def test_optimizer_state_dict_round_trips_into_the_programs_tensors(served):
     svc.optimizer.load_state_dict(saved)
     assert svc.optimizer.state[first]["momentum"] is bufs["0.weight"]  # still the captured one…
     torch.testing.assert_close(bufs["0.weight"], kept)  # …holding the saved values
+
+
+def test_a_served_gpt_decodes_with_its_kv_hook_under_the_lock(tmp_path):
+    from liaison_runtime.models import build
+    from liaison_runtime.ops.model import model_hook
+
+    torch.manual_seed(0)
+    gpt = build({"kind": "gpt", "vocab": 32, "context": 32, "dim": 16, "layers": 2, "heads": 2}, torch.device("cpu"))
+    mlp = torch.nn.Linear(4, 2)
+    svc = liaison_runtime.serve({"gpt": gpt, "mlp": mlp}, torch.optim.SGD(gpt.parameters(), lr=0.1),
+                                endpoint=f"ipc://{tmp_path}/g.sock")
+    c = Client(svc.endpoint)
+    try:
+        c.sid = c.request("hello")["sid"]
+        c.ops(op("serve_attach", [H(1)]), op("serve_model", [H(2)], name="gpt"))
+        toks = torch.randint(0, 32, (2, 24))
+        full = svc.kv_eval(toks, 4, model="gpt")
+        seen = []
+
+        def newest(ins):  # keys, values, attn, pos -> scores: the newest tokens stay (a sliding window)
+            seen.append(svc.lock.locked())
+            return [ins[3].float()]
+
+        model_hook(None, gpt, "kv", newest, {"budget": 6})  # what Model.setKVPolicy's op does
+        win = svc.kv_eval(toks, 4, model="gpt")
+        assert seen and all(seen) and not svc.lock.locked()  # the decoding held the lock, and let it go
+        assert (win - full).abs().max() > 1e-3  # the hook decided what the cache kept
+        c.ops(op("kv_eval", [H(4)], H(2), put(svc, c, toks), 4))  # the runtime's own op, over the wire
+        torch.testing.assert_close(win, svc.server.exec.sessions.get(c.sid).objects[4])
+        svc.optimizer.zero_grad()  # inside a step (this thread holds the lock): no deadlock
+        assert svc.generate(toks[:, :4], 6, model="gpt", lengths=[4, 2]).shape == (2, 10)
+        svc.optimizer.step()
+        with pytest.raises(ValueError, match="name one"):
+            svc.generate(toks[:, :4], 2)
+        with pytest.raises(ValueError, match="'gpt' spec"):
+            svc.kv_eval(toks, 4, model="mlp")
+        assert not svc.lock.locked()
+    finally:
+        c.close()
+        svc.close()

@@ -10,6 +10,9 @@
  * - A router: set into the served model's MoE layers (`Model.setRouter`): a liaison MoE
  *   model the script built has router hook points, which its forward runs; a plain
  *   `nn.Module` has none (E_ARG).
+ * - A KV policy: set into the served model's attention layers (`Model.setKVPolicy`): a
+ *   liaison GPT the script built has a `kv` hook point per layer, which its cached decoding
+ *   (`svc.generate`, `svc.kv_eval` in the script) runs; a plain `nn.Module` has none (E_ARG).
  * - Any other plugin with `attach(hooks)` (a pruner): attached to a {@link HookRegistry};
  *   each traced point it used becomes a program (inputs lr, step), its loss terms one more
  *   (`svc.extra_loss()` runs it), and its loop points stay TypeScript functions run when the
@@ -23,14 +26,15 @@ import { LiaisonError, type Runtime, type Tensor } from '../../bridge/index.js';
 import { pluginRecord } from '../checkpoint.js';
 import { traceUpdate } from '../families/momentum/base.js';
 import type { MomentumOptimizer } from '../families/momentum/types.js';
+import type { KVPolicy } from '../families/kv-policies/types.js';
 import type { Router } from '../families/routers/types.js';
 import { LOOP_POINTS, type LoopPoint, type ParamControl, type StepTrace, TRACED_POINTS, type TrainerPlugin } from '../hooks.js';
 import type { Model } from '../model.js';
 import { define, noGrad, type Program, traceEach } from '../program.js';
 import { HookRegistry } from '../training-hooks.js';
 
-/** The plugins a served script takes: an optimizer, a plugin that attaches to training hooks, a router (for a served liaison MoE model). */
-export type ServedPlugin = MomentumOptimizer | TrainerPlugin | Router;
+/** The plugins a served script takes: an optimizer, a plugin that attaches to training hooks, a router (for a served liaison MoE model), a KV policy (for a served liaison GPT). */
+export type ServedPlugin = MomentumOptimizer | TrainerPlugin | Router | KVPolicy;
 
 /** One plugin's programs and what they hold, as installed under `key`. */
 export interface Traced {
@@ -42,6 +46,8 @@ export interface Traced {
   made: { free(): void }[];
   /** The hooks it attached (not for an optimizer): loop points run here. */
   hooks?: HookRegistry;
+  /** A KV policy's attention layers (those it still holds: a later policy takes over the layers it is set on). */
+  layers?: number[];
 }
 
 const STEP_INPUTS = { lr: { dtype: 'f32', shape: [] }, step: { dtype: 'f32', shape: [] } } as const;
@@ -51,12 +57,15 @@ const SCHEDULE_PROBES = [1, 2, 10, 100, 1000, 10_000, 100_000];
 
 const FAMILY_WHY: Record<string, string> = {
   deflator: 'a deflator is not a training plugin (it runs in PCA)',
-  'kv-policy': "a KV policy goes into a liaison GPT's KV cache at generation; a served script's own nn.Module has none",
   adapter: 'an adapter adds parameters of its own, which a served script does not optimize yet',
 };
 
 export function isRouter(p: unknown): p is Router {
   return (p as { meta?: { family?: string } })?.meta?.family === 'router';
+}
+
+export function isKVPolicy(p: unknown): p is KVPolicy {
+  return (p as { meta?: { family?: string } })?.meta?.family === 'kv-policy';
 }
 
 export function isOptimizer(p: unknown): p is MomentumOptimizer {
@@ -69,8 +78,8 @@ export function checkServable(plugin: unknown): void {
   if (family && FAMILY_WHY[family]) {
     throw new LiaisonError('E_ARG', `Service.install: ${pluginRecord(plugin as object).id}: a served script cannot take a ${family} plugin: ${FAMILY_WHY[family]}`, { param: 'plugin' });
   }
-  if (!isOptimizer(plugin) && !isRouter(plugin) && typeof (plugin as TrainerPlugin)?.attach !== 'function') {
-    throw new LiaisonError('E_ARG', 'Service.install: plugin must be an optimizer plugin (momentum-optimizer family) or a plugin with attach(hooks) (a pruner)', { param: 'plugin' });
+  if (!isOptimizer(plugin) && !isRouter(plugin) && !isKVPolicy(plugin) && typeof (plugin as TrainerPlugin)?.attach !== 'function') {
+    throw new LiaisonError('E_ARG', 'Service.install: plugin must be an optimizer plugin (momentum-optimizer family), a router, a KV policy, or a plugin with attach(hooks) (a pruner)', { param: 'plugin' });
   }
 }
 
