@@ -40,7 +40,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if cuda else torch.device("cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}") if cuda else torch.device("cpu")
     xtr, ytr = (t.to(device) for t in digits_train())
     model = build({"kind": "mlp", "sizes": [64] + [a.hidden] * a.layers + [10], "seed": 0}, device)
     ddp = torch.nn.parallel.DistributedDataParallel(model)

@@ -380,7 +380,8 @@ def test_op_is_documented(name):
 
 
 def test_split_like_ops_have_variable_outputs():
-    assert {n for n, d in OPS.items() if d.outputs == -1} == {"split", "chunk", "unbind", "model_state", "program_run", "dist_all_reduce_many"}
+    variable = {"split", "chunk", "unbind", "model_state", "program_run", "dist_all_reduce_many"}
+    assert {n for n, d in OPS.items() if d.outputs == -1} == variable
 
 
 def test_decompositions_reconstruct():
