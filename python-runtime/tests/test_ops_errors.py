@@ -98,13 +98,24 @@ def test_bool_is_not_an_int():
     fault("E_ARG", "unsqueeze", "dim", f32, True)
 
 
-@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("name", sorted(n for n, d in OPS.items() if d.params))
 def test_every_op_reports_its_missing_first_argument(name):
     first = OPS[name].params[0]
     with pytest.raises(RuntimeFault) as info:
         OPS[name].bind([], {}, Session("t"))
     assert info.value.code == "E_ARG"
     assert info.value.message == f"{name}: missing argument '{first.name}'"
+
+
+def test_ops_without_arguments_refuse_one():
+    # dist_rank and dist_world_size take nothing: a stray argument is still E_ARG
+    bare = sorted(n for n, d in OPS.items() if not d.params)
+    assert bare == ["dist_rank", "dist_world_size"]
+    for name in bare:
+        OPS[name].bind([], {}, Session("t"))
+        with pytest.raises(RuntimeFault) as info:
+            OPS[name].bind([1], {}, Session("t"))
+        assert info.value.code == "E_ARG", name
 
 
 _TENSOR_PARAMS = [(n, p.name) for n, d in sorted(OPS.items()) for p in d.params
