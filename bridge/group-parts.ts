@@ -1,5 +1,5 @@
 /**
- * The data of a group's uploads (bridge/group.ts): typed arrays or numbers as bytes with
+ * The data of uploads: typed arrays or numbers as bytes with
  * their shape checked, and one array split into the ranks' parts along dim 0.
  */
 import { type DType, ITEMSIZE, type TypedArray, dtypeOf, isDType, toBytes } from './dtype.js';

@@ -9,7 +9,8 @@
  */
 import { Connection, type ConnectionOptions } from './connection.js';
 import type { ArgOf, GroupInfo, HatchProcess, OpRecord, OpRecorder, PythonHatch, PyObject, RuntimeInfo, RuntimeOf, RuntimeStats, TensorData } from './contract.js';
-import { type DType, ITEMSIZE, type TypedArray, dtypeOf, isDType, toBytes } from './dtype.js';
+import type { DType, TypedArray } from './dtype.js';
+import { bytesOf } from './group-parts.js';
 import { LiaisonError } from './errors.js';
 import { TensorFactories } from './factories.js';
 import { spawnRuntime, type RuntimeProcess, type SpawnOptions } from './launcher.js';
@@ -147,13 +148,7 @@ export class ProcessRuntime extends TensorFactories implements RuntimeOf<Tensor>
     // Data a traced function uploads is a constant of the program: upload it now, for
     // real, and let the program capture it.
     if (this.hook.recorder) return this.hook.paused(() => this.tensor(data, shape, dtype));
-    const dt: DType = dtype ?? (Array.isArray(data) ? 'f32' : dtypeOf(data as TypedArray));
-    if (!isDType(dt)) throw new LiaisonError('E_DTYPE', `unknown dtype ${String(dt)}`);
-    const bytes = toBytes(data, dt);
-    const numel = bytes.byteLength / ITEMSIZE[dt];
-    const shp = shape ? [...shape] : [numel];
-    const want = shp.reduce((a, b) => a * b, 1);
-    if (want !== numel) throw new LiaisonError('E_SHAPE', `shape [${shp}] holds ${want} elements, the data has ${numel}`);
+    const { bytes, dt, shp } = bytesOf(data, shape, dtype);
     if (this.conn.closed) throw new LiaisonError('E_CLOSED', 'runtime is closed; cannot queue upload');
     return this.call('upload', [], { dtype: dt, shape: shp, ...this.queue.upload(bytes) }) as Tensor;
   }
