@@ -18,8 +18,6 @@
  *   multiplies it by its own workers' columns, so a product reads all of Σ on every rank:
  *   at this width the products are bound by memory bandwidth, which the ranks share.
  */
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
 import { Group, Runtime } from '../bridge/index.js';
 import { gd, parallelDeflation } from '../plugins/index.js';
 import { Dataset } from '../sdk/data.js';
@@ -28,29 +26,13 @@ import { Model } from '../sdk/model.js';
 import { Trainer } from '../sdk/trainer.js';
 import { collectiveBytes } from '../sdk/workers/ranks.js';
 import { exponentialSpectrum } from './deflation.js';
-import { alternateEpochs, BASELINES, type BenchOptions, type BenchResult, median, nowUs, result, type ServedBaseline, spawnPython, stop, trainerEpochs, using } from './lib.js';
+import { alternateEpochs, type BenchOptions, type BenchResult, median, nowUs, result, type ServedBaseline, serveBaseline, trainerEpochs, using } from './lib.js';
 
 const RANKS = 2;
 
 /** baselines/ddp_mlp.py under torchrun with RANKS ranks, served as the other epoch baselines are (rank 0 answers). */
 function serveDdp(args: string[], defer: (f: () => unknown) => void): ServedBaseline {
-  const py = spawnPython('-m', ['torch.distributed.run', '--standalone', '--nproc-per-node', String(RANKS), '--max-restarts', '0', join(BASELINES, 'ddp_mlp.py'), ...args], 'pipe', { OMP_NUM_THREADS: '1' });
-  defer(() => stop(py));
-  let err = '';
-  py.stderr!.setEncoding('utf8').on('data', (s: string) => { err = (err + s).slice(-4000); });
-  const lines = createInterface({ input: py.stdout! })[Symbol.asyncIterator]();
-  return {
-    ask: (line) => { py.stdin!.write(`${line}\n`); },
-    next: async <T>() => {
-      // torchrun may pass other lines through (warnings): the protocol's lines are JSON objects
-      for (;;) {
-        const r = await lines.next();
-        if (r.done) throw new Error(`ddp_mlp.py exited early.\n${err.trim()}`);
-        const l = String(r.value).trim();
-        if (l.startsWith('{')) return JSON.parse(l) as T;
-      }
-    },
-  };
+  return serveBaseline('ddp_mlp.py', args, defer, { OMP_NUM_THREADS: '1' }, ['-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', String(RANKS), '--max-restarts', '0']);
 }
 
 async function ddpStep(opts: BenchOptions, g: Group, defer: (f: () => unknown) => void): Promise<BenchResult> {

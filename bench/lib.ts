@@ -149,11 +149,14 @@ export function spawnPython(script: string, args: string[], stdin: 'ignore' | 'p
  * A baseline script in serve mode (`baselines/*.py --serve`): it answers each line written
  * with `ask` by one JSON line, read with `next`. Stopped by `defer` when the bench ends.
  */
-export function serveBaseline(script: string, args: string[], defer: (f: () => unknown) => void, env: Record<string, string> = {}): {
+export function serveBaseline(script: string, args: string[], defer: (f: () => unknown) => void, env: Record<string, string> = {}, launcher: readonly string[] = []): {
   ask(line: string): void;
   next<T = Record<string, number | boolean>>(): Promise<T>;
 } {
-  const py = spawnPython(join(BASELINES, script), args, 'pipe', env);
+  // with a launcher (`-m torch.distributed.run …`) the script is its argument
+  const py = launcher.length
+    ? spawnPython(launcher[0], [...launcher.slice(1), join(BASELINES, script), ...args], 'pipe', env)
+    : spawnPython(join(BASELINES, script), args, 'pipe', env);
   defer(() => stop(py));
   let err = '';
   py.stderr!.setEncoding('utf8').on('data', (s: string) => { err = (err + s).slice(-4000); });
@@ -161,9 +164,13 @@ export function serveBaseline(script: string, args: string[], defer: (f: () => u
   return {
     ask: (line) => { py.stdin!.write(`${line}\n`); },
     next: async <T>() => {
-      const r = await lines.next();
-      if (r.done) throw new Error(`${script} exited early.\n${err.trim()}`);
-      return JSON.parse(r.value as string) as T;
+      // a launcher may pass other lines through (torchrun's warnings): the protocol's lines are JSON objects
+      for (;;) {
+        const r = await lines.next();
+        if (r.done) throw new Error(`${script} exited early.\n${err.trim()}`);
+        const l = String(r.value).trim();
+        if (l.startsWith('{')) return JSON.parse(l) as T;
+      }
     },
   };
 }
