@@ -69,8 +69,11 @@ export async function distillEpoch(d: DistillLoop, train: Dataset, batchSize: nu
   }
   const all = rt.stack(losses);
   const mean = all.mean();
-  const loss = await mean.item();
+  const read = mean.item();
+  // freed in the read's own batch (a batch drops its frees after its reads): the epoch's
+  // end then has nothing left to send, no extra round trip
   for (const t of [all, mean, ...losses]) t.free();
+  const loss = await read;
   await loop.epochEnd({ loss });
   return loss;
 }
