@@ -128,6 +128,21 @@ def test_models_by_name_and_unknown_name(served):
     assert not r["ok"] and r["error"]["code"] == "E_ARG" and "'model'" in r["error"]["message"]
 
 
+def test_only_the_attached_service_installs_and_malformed_installs_name_their_field(served):
+    _model, make = served
+    svc, c, _info = make()
+    other = Client(svc.endpoint)
+    other.sid = other.request("hello")["sid"]
+    try:
+        r = other.request("batch", ops=[op("serve_install", [H(5)], key="x", model="model")])
+        assert not r["ok"] and r["error"]["code"] == "E_ARG" and "not the service attached" in r["error"]["message"]
+    finally:
+        other.close()
+    for field, bad in (("points", ["afterBackward"]), ("params", "w"), ("state", [1])):
+        r = c.request("batch", ops=[op("serve_install", [c.handle()], key="x", model="model", **{field: bad})])
+        assert not r["ok"] and r["error"]["code"] == "E_ARG" and r["error"].get("param") == field, r["error"]
+
+
 def test_plugin_optimizer_replays_the_program_as_sgd_would(served):
     model, make = served
     ref = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))

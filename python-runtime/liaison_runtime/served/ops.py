@@ -21,6 +21,13 @@ class ServiceOps:
         self._client = sess.sid
         return Info(self._info())
 
+    def _attached(self, sess, op: str) -> None:
+        # the other ops belong to the one attached service: a second session of the same user
+        # (or key holder) must not install into a script another service is driving
+        if sess.sid != self._client:
+            raise RuntimeFault("E_ARG", f"{op}: this session is not the service attached to the script "
+                               "(serve_attach first; one service at a time)")
+
     def _model_name(self, name, op: str) -> str:
         if name not in self.models:
             raise RuntimeFault("E_ARG", f"{op}: this script serves no model named {name!r}; it serves "
@@ -28,15 +35,21 @@ class ServiceOps:
         return name
 
     def _op_model(self, ctx, sess, args, kw):
+        self._attached(sess, "serve_model")
         return self.models[self._model_name(kw.get("name", args[0] if args else None), "serve_model")]
 
     def _op_install(self, ctx, sess, args, kw):
         """serve_install(key, model, points={point: program}, loss=program, update=program,
         params=[names], state={name: {k: tensor}}, loops=[points], lr=number): staged; active
         from the next step on (replacing an install under the same key)."""
+        self._attached(sess, "serve_install")
         key = kw.get("key")
         if not isinstance(key, str) or not key:
             raise RuntimeFault("E_ARG", "serve_install: key must be a non-empty string", param="key")
+        for field, kind in (("points", dict), ("state", dict), ("params", list), ("loops", list)):
+            if kw.get(field) is not None and not isinstance(kw[field], kind):
+                raise RuntimeFault("E_ARG", f"serve_install: {field} must be a {'map' if kind is dict else 'list'}, "
+                                   f"got {type(kw[field]).__name__}", param=field)
         inst = Installed(key, self._model_name(kw.get("model"), "serve_install"))
 
         def program(v, what):
@@ -55,13 +68,20 @@ class ServiceOps:
         if kw.get("update") is not None:
             inst.update = program(kw["update"], "update")
             names = kw.get("params") or []
+            if not all(isinstance(n, str) for n in names):
+                raise RuntimeFault("E_ARG", "serve_install: params must be parameter names (strings)", param="params")
             known = self._param_names[inst.model]
             bad = [n for n in names if n not in known]
             if bad:
                 raise RuntimeFault("E_ARG", f"serve_install: the optimizer holds no parameter {bad[0]!r} of "
                                    f"model {inst.model!r}", param="params")
             inst.params = list(names)
-            inst.state = {n: {k: sess.get(h.id) for k, h in (kw.get("state") or {}).get(n, {}).items()} for n in names}
+            state = kw.get("state") or {}
+            if not all(isinstance(state.get(n, {}), dict) and all(hasattr(h, "id") for h in state.get(n, {}).values())
+                       for n in names):
+                raise RuntimeFault("E_ARG", "serve_install: state must map each parameter name to "
+                                   "{name: tensor handle}", param="state")
+            inst.state = {n: {k: sess.get(h.id) for k, h in state.get(n, {}).items()} for n in names}
             lr = kw.get("lr")
             inst.lr = float(lr) if isinstance(lr, (int, float)) else None
         loops = kw.get("loops") or []
@@ -73,6 +93,7 @@ class ServiceOps:
         return Info({"key": key, "staged": True})
 
     def _op_uninstall(self, ctx, sess, args, kw):
+        self._attached(sess, "serve_uninstall")
         key = kw.get("key")
         with self._pending_lock:
             if key not in self._installed and key not in self._pending:
@@ -81,6 +102,7 @@ class ServiceOps:
         return Info({"key": key, "staged": True})
 
     def _op_ack(self, ctx, sess, args, kw):
+        self._attached(sess, "serve_ack")
         with self._ev_lock:
             ack = self._acks.get(kw.get("id"))
         if ack is not None:
@@ -91,6 +113,7 @@ class ServiceOps:
     def _op_watch(self, ctx, sess, args, kw):
         """serve_watch(points): the service wants these loop points' events even with no hook there
         (to follow training: the metrics the script passes)."""
+        self._attached(sess, "serve_watch")
         points = kw.get("points") or []
         if not isinstance(points, list) or any(p not in LOOP for p in points):
             raise RuntimeFault("E_ARG", f"serve_watch: points must name loop points among {', '.join(LOOP)}",
@@ -99,6 +122,7 @@ class ServiceOps:
         return Info({"watching": sorted(self._watch)})
 
     def _op_ready(self, ctx, sess, args, kw):
+        self._attached(sess, "serve_ready")
         self._ready.set()
         return Info({"ready": True})
 
