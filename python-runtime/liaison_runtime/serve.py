@@ -86,6 +86,7 @@ class Service(ServiceOps, ServiceDecoding):
         self._in_step = False
         self._installed: dict[str, Installed] = {}  # active, in install order
         self._points: dict[str, list[Program]] = {}  # their programs by traced point
+        self._updater: Installed | None = None  # the last installed optimizer plugin, which steps
         self._pending: dict[str, Installed | None] = {}  # staged (None: an uninstall)
         self._pending_lock = threading.Lock()
         self._client: str | None = None  # the attached service's session id
@@ -169,6 +170,7 @@ class Service(ServiceOps, ServiceDecoding):
                         self.optimizer._adopt_state(inst, self._param_names[inst.model])
             # each moment's programs, in install order: what a step replays
             self._points = {p: [i.points[p] for i in self._installed.values() if p in i.points] for p in TRACED}
+            self._updater = next((i for i in reversed(self._installed.values()) if i.update is not None), None)
 
     def _check_running(self) -> None:
         if self.stopped:
@@ -195,10 +197,7 @@ class Service(ServiceOps, ServiceDecoding):
         return self._lr_t
 
     def _optimizer_plugin(self) -> Installed | None:
-        for inst in reversed(self._installed.values()):
-            if inst.update is not None:
-                return inst
-        return None
+        return self._updater
 
     def before_step(self) -> None:
         """A step begins (before the forward): the 'beforeStep' programs; the step holds the lock from here.
