@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from runner import Runner, fault
 
 from liaison_runtime.ops import OPS
+from liaison_runtime.ops.registry import Ctx
 
 
 def gen(seed: int) -> torch.Generator:
@@ -469,3 +470,15 @@ def test_conv_refuses_what_does_not_fit_naming_the_field():
         assert f.extra.get("param") == field and f"'{field}'" in f.message, (kw, f.message)
     same = run("conv", img, rn(5, 3, 3, 3), padding="same")
     assert same.shape == (2, 5, 6, 5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA device (on a CPU the op draws on the CPU anyway)")
+def test_seeded_randperm_gives_the_same_order_on_every_device():
+    # a data order (Dataset.batches) follows its seed, whatever device the runtime has
+    run = Runner()
+    run.ctx = Ctx(torch.device("cuda"), run.session)
+    p = run("randperm", 1438, seed=7)
+    assert p.device.type == "cuda"
+    assert torch.equal(p.cpu(), torch.randperm(1438, generator=gen(7)))
+    assert run("randperm", 5).device.type == "cuda"  # unseeded: the session's own stream, on the device

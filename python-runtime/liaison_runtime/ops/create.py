@@ -104,10 +104,16 @@ def normal(ctx, mean, std, shape, dtype, seed):
 
 @op("randperm", P("n", "int"), P("dtype", "dtype", torch.int64), P("seed", "int?", None))
 def randperm(ctx, n, dtype, seed):
-    """randperm(n, dtype='i64', seed=None): a random permutation of 0..n-1."""
+    """randperm(n, dtype='i64', seed=None): a random permutation of 0..n-1.
+
+    A seeded permutation is drawn on the CPU and moved to the device, so a seed gives the same
+    order on every device (CUDA's randperm draws another one): a data order, and the training
+    it makes, reproduce across machines. Unseeded draws use the session's stream on the device."""
     if n < 0:
         raise RuntimeFault("E_ARG", f"randperm: 'n' must be >= 0, got {n}", param="n")
-    return torch.randperm(n, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
+    if seed is None or ctx.device.type == "cpu":
+        return torch.randperm(n, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
+    return torch.randperm(n, dtype=dtype, generator=torch.Generator().manual_seed(seed)).to(ctx.device)
 
 
 @op("eye", P("n", "int"), P("m", "int?", None), P("dtype", "dtype", torch.float32))
