@@ -6,14 +6,15 @@ and the runtime's own cost.
 
 The layer is the runtime's own `{"kind": "moe"}` build from the wire spec the SDK side sends
 (`--spec`, seed included), so its weights (copied into the stacked parameters) and router
-parameters are the SDK's; x is the runtime's `randn` with the SDK's seed. Each timed step:
-grads cleared, forward, loss = mean(y²), backward, the loss read back (a GPU syncs too).
+parameters are the SDK's; x is the runtime's `randn` with the SDK's seed. Each timed group:
+`--group` steps of grads cleared, forward, loss = mean(y²), backward, then the last loss read
+back (a GPU syncs too), as the SDK side reads its loss once a group.
 
     python router_forward.py --spec JSON --router soft|topk|expert-choice|soft-moe --config JSON
-                             --tokens N [--seed 1]
+                             --tokens N [--seed 1] [--group 1]
 
-Serves: prints {"ready": true}, then answers each stdin line N with N timed steps:
-{"epoch_s": [...], "loss": the last step's loss}.
+Serves: prints {"ready": true}, then answers each stdin line N with N timed groups:
+{"epoch_s": [a group's seconds / group, ...], "loss": the last step's loss}.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main() -> None:
     ap.add_argument("--config", default="{}")
     ap.add_argument("--tokens", type=int, required=True)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--group", type=int, default=1, help="steps per timed group (the loss read after the last)")
     a = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec, cfg = json.loads(a.spec), json.loads(a.config)
@@ -169,13 +171,14 @@ def main() -> None:
 
     def step() -> tuple[float, float]:
         t0 = time.perf_counter()
-        for t in everything:
-            t.grad = None
-        form, ra, rb, _aux, _z, _probs = route(a.router, cfg, x, params, e)
-        loss = experts(x, form, ra, rb).square().mean()
-        loss.backward()
+        for _ in range(a.group):
+            for t in everything:
+                t.grad = None
+            form, ra, rb, _aux, _z, _probs = route(a.router, cfg, x, params, e)
+            loss = experts(x, form, ra, rb).square().mean()
+            loss.backward()
         v = loss.item()
-        return time.perf_counter() - t0, v
+        return (time.perf_counter() - t0) / a.group, v
 
     serve(step)
 
