@@ -133,7 +133,8 @@ def _batched_weights(moe, flat, r: Route):
     # (token, expert) pairs grouped by expert (nonzero of (E, N) is in expert-major order)
     ex, tok = nz.T.nonzero(as_tuple=True)  # (P,) each
     # padding every group to the largest costs (E·M − P) rows of wasted work: one bmm beats
-    # E small launches up to half again the work (not measured: no GPU here)
+    # E small launches up to half again the work (the 1.5 is not tuned; on one H200 the batched layer
+    # took 0.43–0.59x of the per-expert loop's time, docs/routers.md)
     if not bmm or e * m > 1.5 * pairs:
         return _grouped(moe, flat, tok, weights[tok, ex], sizes)
     starts = counts.cumsum(0) - counts  # (E,) where each group begins among the P pairs
