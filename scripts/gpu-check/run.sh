@@ -98,6 +98,28 @@ ts "A: CUDA smoke (Runtime.start, hello, matmul)"
 run_step 90 "$OUT/smoke.log" node node_modules/tsx/dist/cli.mjs .gpu/smoke.mts
 note "A smoke rc=$? ($(grep -m1 '^device' "$OUT/smoke.log"))"
 
+if [ "${1:-}" = --profile ]; then
+  # the runtime under cProfile (LIAISON_PYTHON names a wrapper), router.forward only
+  mkdir -p /tmp/rtprof
+  printf '#!/usr/bin/env bash\nexec %s -m cProfile -o /tmp/rtprof/p-$$.prof "$@"\n' "$PY" > /tmp/pyprof; chmod +x /tmp/pyprof
+  ts "P: router.forward with the runtime under cProfile"
+  LIAISON_PYTHON=/tmp/pyprof NO_COLOR=1 run_step 150 "$OUT/bench-profiled.log" node node_modules/tsx/dist/cli.mjs bench/run.ts router.forward
+  note "P bench rc=$?"
+  "$PY" - > "$OUT/profile.txt" 2>&1 <<'PYEOF'
+import glob, os, pstats
+files = sorted(glob.glob("/tmp/rtprof/*.prof"), key=os.path.getsize)
+print("profiles:", [(f, os.path.getsize(f)) for f in files])
+for f in files:
+    s = pstats.Stats(f)
+    if not any("program.py" in k[0] for k in s.stats):  # the runtime's, not a baseline's
+        continue
+    print("=====", f)
+    s.sort_stats("tottime").print_stats(45)
+    s.sort_stats("cumulative").print_stats(60)
+PYEOF
+  note "P profile rc=$?"
+  cat "$SUM"; exit 0
+fi
 if [ "${1:-}" = --more ]; then
   ts "M: vitest, the served scripts and the examples on CUDA"
   LIAISON_THREADS=2 NO_COLOR=1 run_step 250 "$OUT/vitest-more.log" node node_modules/vitest/vitest.mjs run test/served.test.ts test/serve-callbacks.test.ts test/distill.test.ts test/moe-teacher-student.test.ts test/moe-gpt.test.ts test/demo.test.ts test/examples.test.ts test/kv-compare.test.ts test/code-gpt.test.ts --maxWorkers 9 --reporter=default
