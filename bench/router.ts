@@ -101,7 +101,7 @@ async function benchForward(opts: BenchOptions, s: Sizes): Promise<BenchResult> 
       c.baseline.ask(''); // done: the baseline exits
       model.free();
       const v = median(sdk) * 1000, b = median(py) * 1000;
-      // each side's fastest step: the one that ran undisturbed, when the machine is loaded
+      // each side's fastest group: the one that ran undisturbed, when the machine is loaded
       const fast = Math.min(...sdk) / Math.min(...py);
       opts.log(`router.forward ${c.name}: program ${v.toFixed(2)} ms, plain PyTorch ${b.toFixed(2)} ms a step (${(v / b).toFixed(2)}x; fastest groups ${fast.toFixed(2)}x); losses ${sdkLoss.toPrecision(7)} / ${pyLoss.toPrecision(7)}`);
       per.push({ name: c.name, v, b, fast });
