@@ -159,6 +159,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--group", type=int, default=1, help="steps per timed group (the loss read after the last)")
     a = ap.parse_args()
+    if a.group < 1:
+        ap.error(f"--group must be at least 1, got {a.group}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec, cfg = json.loads(a.spec), json.loads(a.config)
     layer = build(spec, device).moe
