@@ -107,7 +107,7 @@ class Pools:
             if kind == "tensor|scalar" and rng.random() < 0.5:
                 return self.handle(rng.choice(_tensors()))
             return rng.choice(SCALARS)
-        if kind == "int":
+        if kind in ("int", "seed"):
             return rng.choice(INTS)
         if kind == "float":
             return rng.choice(FLOATS + INTS[:6])

@@ -350,3 +350,13 @@ def test_session_stream_replays_after_manual_seed(name, args):
     other = Runner()
     other("manual_seed", 5)
     assert torch.equal(other(name, *args), first), "same seed, same stream in another session"
+
+
+def test_a_seed_outside_what_a_generator_takes_is_refused_naming_it():
+    # msgpack carries integers up to 2^64 - 1 and down to -2^63; torch's generators take that range
+    for seed in (1 << 64, -(1 << 63) - 1):
+        fault("E_ARG", "randn", "seed", [2], seed=seed)
+        fault("E_ARG", "randperm", "seed", 5, seed=seed)
+        fault("E_ARG", "manual_seed", "seed", seed)
+    run = Runner()
+    assert torch.equal(run("randperm", 5, seed=-1), run("randperm", 5, seed=(1 << 64) - 1))  # torch wraps negatives

@@ -8,6 +8,8 @@ from ..errors import RuntimeFault
 from .checks import need_float
 from .registry import DTYPE_NAMES, FLOATS, P, op
 
+_CPU = torch.device("cpu")  # where a seeded randperm draws (the same order on every device)
+
 
 def _float_dtype(name: str, dtype: torch.dtype, param: str = "dtype") -> None:
     if dtype not in FLOATS:
@@ -42,21 +44,21 @@ def arange(ctx, start, end, step, dtype):
     return torch.arange(start, end, step, dtype=dtype, device=ctx.device)
 
 
-@op("manual_seed", P("seed", "int"), outputs=0)
+@op("manual_seed", P("seed", "seed"), outputs=0)
 def manual_seed(ctx, seed):
     """manual_seed(seed): reseed this session's random stream (ops called without a seed)."""
     ctx.session.seed(ctx.device, seed)
     return ()
 
 
-@op("rand", P("shape", "shape"), P("dtype", "dtype", torch.float32), P("seed", "int?", None))
+@op("rand", P("shape", "shape"), P("dtype", "dtype", torch.float32), P("seed", "seed?", None))
 def rand(ctx, shape, dtype, seed):
     """rand(shape, dtype='f32', seed=None): uniform on [0, 1)."""
     _float_dtype("rand", dtype)
     return torch.rand(shape, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
 
 
-@op("randn", P("shape", "shape"), P("dtype", "dtype", torch.float32), P("seed", "int?", None))
+@op("randn", P("shape", "shape"), P("dtype", "dtype", torch.float32), P("seed", "seed?", None))
 def randn(ctx, shape, dtype, seed):
     """randn(shape, dtype='f32', seed=None): standard normal."""
     _float_dtype("randn", dtype)
@@ -75,7 +77,7 @@ def clone(ctx, input):
     return input.clone()
 
 
-@op("bernoulli", P("p", "tensor"), P("seed", "int?", None))
+@op("bernoulli", P("p", "tensor"), P("seed", "seed?", None))
 def bernoulli(ctx, p, seed):
     """bernoulli(p, seed=None): 0/1 samples with probabilities p (floating tensor)."""
     need_float("bernoulli", "p", p)
@@ -83,7 +85,7 @@ def bernoulli(ctx, p, seed):
 
 
 @op("randint", P("low", "int"), P("high", "int"), P("shape", "shape"), P("dtype", "dtype", torch.int64),
-    P("seed", "int?", None))
+    P("seed", "seed?", None))
 def randint(ctx, low, high, shape, dtype, seed):
     """randint(low, high, shape, dtype='i64', seed=None): uniform integers in [low, high)."""
     if high <= low:
@@ -93,7 +95,7 @@ def randint(ctx, low, high, shape, dtype, seed):
 
 
 @op("normal", P("mean", "float"), P("std", "float"), P("shape", "shape"), P("dtype", "dtype", torch.float32),
-    P("seed", "int?", None))
+    P("seed", "seed?", None))
 def normal(ctx, mean, std, shape, dtype, seed):
     """normal(mean, std, shape, dtype='f32', seed=None): Gaussian samples."""
     _float_dtype("normal", dtype)
@@ -102,7 +104,7 @@ def normal(ctx, mean, std, shape, dtype, seed):
     return torch.normal(mean, std, shape, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
 
 
-@op("randperm", P("n", "int"), P("dtype", "dtype", torch.int64), P("seed", "int?", None))
+@op("randperm", P("n", "int"), P("dtype", "dtype", torch.int64), P("seed", "seed?", None))
 def randperm(ctx, n, dtype, seed):
     """randperm(n, dtype='i64', seed=None): a random permutation of 0..n-1.
 
@@ -111,9 +113,9 @@ def randperm(ctx, n, dtype, seed):
     it makes, reproduce across machines. Unseeded draws use the session's stream on the device."""
     if n < 0:
         raise RuntimeFault("E_ARG", f"randperm: 'n' must be >= 0, got {n}", param="n")
-    if seed is None or ctx.device.type == "cpu":
-        return torch.randperm(n, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
-    return torch.randperm(n, dtype=dtype, generator=torch.Generator().manual_seed(seed)).to(ctx.device)
+    if seed is None:
+        return torch.randperm(n, dtype=dtype, device=ctx.device, generator=ctx.generator(None))
+    return torch.randperm(n, dtype=dtype, generator=ctx.generator(seed, _CPU)).to(ctx.device)
 
 
 @op("eye", P("n", "int"), P("m", "int?", None), P("dtype", "dtype", torch.float32))
@@ -162,7 +164,7 @@ def _random_like(name: str, fn):
         return fn(input.shape, dtype=dtype, device=ctx.device, generator=ctx.generator(seed))
 
     run.__doc__ = f"{name}(input, dtype=None, seed=None): random values with input's shape (float dtypes)."
-    op(name, P("input", "tensor"), P("dtype", "dtype?", None), P("seed", "int?", None))(run)
+    op(name, P("input", "tensor"), P("dtype", "dtype?", None), P("seed", "seed?", None))(run)
 
 
 _random_like("rand_like", torch.rand)

@@ -197,7 +197,7 @@ def mse_loss(ctx, input, target, reduction):
 
 
 @op("dropout", P("input", "tensor"), P("p", "float", 0.5), P("training", "bool", True),
-    P("seed", "int?", None))
+    P("seed", "seed?", None))
 def dropout(ctx, input, p, training, seed):
     """dropout(input, p=0.5, training=True, seed=None): zero with probability p, scale the rest by 1/(1-p)."""
     need_float("dropout", "input", input)

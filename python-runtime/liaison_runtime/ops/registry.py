@@ -42,11 +42,12 @@ class Ctx:
         self.session = session
         self.guard = guard
 
-    def generator(self, seed):
-        """A generator for a seeded op, or the session's own stream when seed is None."""
+    def generator(self, seed, device: torch.device | None = None):
+        """A generator for a seeded op (on `device`, default the runtime's), or the session's
+        own stream on the runtime's device when seed is None."""
         if seed is None:
             return self.session.generator(self.device)
-        g = torch.Generator(device=self.device)
+        g = torch.Generator(device=device or self.device)
         g.manual_seed(seed)
         return g
 
@@ -123,6 +124,16 @@ def _int(op, p, v, store):
     raise _fail(op, p, "an integer", v)
 
 
+# what torch's generators take: manual_seed wraps a negative seed into the u64 range
+_SEED_MIN, _SEED_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _seed(op, p, v, store):
+    if _is_int(v) and _SEED_MIN <= v <= _SEED_MAX:
+        return v
+    raise _fail(op, p, f"an integer seed from {_SEED_MIN} to {_SEED_MAX}", v)
+
+
 def _float(op, p, v, store):
     if _is_num(v):
         return float(v)
@@ -191,7 +202,7 @@ def _any(op, p, v, store):
 
 
 CHECKERS: dict[str, Callable] = {
-    "tensor": _tensor, "scalar": _scalar, "tensor|scalar": _tensor_or_scalar, "int": _int,
+    "tensor": _tensor, "scalar": _scalar, "tensor|scalar": _tensor_or_scalar, "int": _int, "seed": _seed,
     "float": _float, "bool": _bool, "str": _str, "ints": _ints, "int|ints": _int_or_ints, "shape": _shape,
     "tensors": _tensors, "dtype": _dtype, "object": _object, "any": _any,
 }

@@ -136,7 +136,7 @@ def _lengths(lengths, prompt: torch.Tensor) -> list[int] | None:
 
 
 @op("generate", P("model", "object"), P("prompt", "tensor"), P("steps", "int"), P("temperature", "float", 0.0),
-    P("seed", "int?", None), P("lengths", "tensor?", None))
+    P("seed", "seed?", None), P("lengths", "tensor?", None))
 def generate(ctx, model, prompt, steps, temperature, seed, lengths):
     """generate(model, prompt, steps, temperature=0, seed=None, lengths=None): (B, T0) -> (B, T0 + steps).
 
