@@ -250,7 +250,8 @@ export function specJSON(spec: ModelSpec): string {
 type Json = Record<string, unknown>;
 
 /** `seed` is Model.build's option, not a spec field; on the wire it rides in the spec. */
-const SEED = { type: ['integer', 'null'], default: null, description: 'Seed of the initial weights (`Model.build`\'s `seed` option; null: drawn from the runtime\'s random stream, which is left alone either way).' };
+// the integers a TypeScript number holds exactly (torch's generators take -2^63 to 2^64 − 1)
+const SEED = { type: ['integer', 'null'], minimum: -(2 ** 53), exclusiveMaximum: 2 ** 53, default: null, description: 'Seed of the initial weights (`Model.build`\'s `seed` option; null: drawn from the runtime\'s random stream, which is left alone either way).' };
 
 /**
  * A field's schema as the runtime checks it: TypeBox's symbols dropped, objects in wire

@@ -91,6 +91,9 @@ def test_the_builders_use_the_schema_defaults():
     ({**GPT, "moe": {"experts": 2, "hidden": 8, "params": {"g": {"shape": [2, -1]}}}},
      "moe.params.g.shape", "a list of items, each an integer >= 0", "list [2, -1]"),
     ({"kind": "factory", "ref": 3}, "ref", "a string", "int 3"),
+    # a seed torch's generator would refuse with "Overflow when unpacking long long"
+    ({"kind": "mlp", "sizes": [4, 2], "seed": 2**64}, "seed",
+     "an integer in [-9007199254740992, 9007199254740992) or null", f"int {2**64}"),
 ])
 def test_a_refused_value_names_the_path_the_expected_and_the_got(spec, field, must, got):
     with pytest.raises(RuntimeFault) as e:
