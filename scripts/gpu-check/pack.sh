@@ -6,8 +6,8 @@
 #                tsup's bundlers, type declarations, zeromq's builds for other platforms);
 #   wheels/      pyzmq for CPython 3.12 on x86-64 Linux (the GPU image's Python);
 #   run.sh, smoke.mts  the check itself (scripts/gpu-check/run.sh says what it runs).
-# Then, on the GPU machine, from the repository's root: `bash .gpu/run.sh [--bench-only |
-# --final | --more]`, with `.gpu` carried; its logs come back in $OUT. docs/gpu.md.
+# Then, on the GPU machine, from the repository's root: `bash .gpu/run.sh [MODE]` (its header lists
+# the modes), with `.gpu` carried; its logs come back in $OUT. docs/gpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -d node_modules ] || { echo "run npm install first" >&2; exit 1; }

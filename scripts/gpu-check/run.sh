@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# CUDA check of Liaison on a GPU machine: `bash .gpu/run.sh [--more | --final | --bench-only]` from the
-# repo root, .gpu/ built by scripts/gpu-check/pack.sh beside it (docs/gpu.md).
-# Unpacks node + node_modules, installs pyzmq into /tmp/pylib, then
-#   A: SDK smoke test (runtime hello must say cuda)  B: vitest on runtime-heavy files  C: benches.
+# CUDA check of Liaison on a GPU machine, from the repository's root with .gpu/ beside it
+# (scripts/gpu-check/pack.sh builds it; docs/gpu.md):
+#   bash .gpu/run.sh               A: SDK smoke test (the runtime's hello must say cuda),
+#                                  B: vitest on the runtime-heavy files, C: benchmarks, D: the demo
+#   bash .gpu/run.sh --more        A, then the served-script and example tests
+#   bash .gpu/run.sh --final       A, then the CUDA-only pytest cases and `router`, `roundtrip`
+#   bash .gpu/run.sh --bench-only  A, C, D
+#   bash .gpu/run.sh --profile     A, then router.forward with the runtime under cProfile
+#   bash .gpu/run.sh --setup-only  unpack and install only (a dry run of the packaging)
 # Logs and a summary go to $OUT. Not `set -e`: each step runs whatever the previous did.
-# Worst case ~9 min (timeouts 90 + 230 + 180 s plus setup); pass timeout_s 600.
+# The default's worst case is about 13 min of timeouts (90 + 230 + 240 + 150 + 150 s).
 set -u
 REPO=$(pwd)
 OUT=${OUT:-$REPO/.gpu/out}
@@ -91,87 +96,81 @@ cat "$OUT/env.txt"
 node -e "require('zeromq'); console.log('node zeromq ok')" 2>&1 | tee -a "$OUT/env.txt"
 PYTHONPATH=python-runtime:$PYTHONPATH "$PY" -c "import liaison_runtime; print('liaison_runtime import ok')" 2>&1 | tee -a "$OUT/env.txt"
 
-if [ "${1:-}" = --setup-only ]; then ts "setup only: stop"; exit 0; fi
+MODE=${1:-}
+if [ "$MODE" = --setup-only ]; then ts "setup only: stop"; exit 0; fi
 
 # ---------------------------------------------------------------- A: smoke
 ts "A: CUDA smoke (Runtime.start, hello, matmul)"
 run_step 90 "$OUT/smoke.log" node node_modules/tsx/dist/cli.mjs .gpu/smoke.mts
 note "A smoke rc=$? ($(grep -m1 '^device' "$OUT/smoke.log"))"
 
-if [ "${1:-}" = --profile ]; then
-  # the runtime under cProfile (LIAISON_PYTHON names a wrapper), router.forward only
+case "$MODE" in
+--profile)
+  # the runtime under cProfile (LIAISON_PYTHON names a wrapper; the baselines run under it too)
   mkdir -p /tmp/rtprof
   printf '#!/usr/bin/env bash\nexec %s -m cProfile -o /tmp/rtprof/p-$$.prof "$@"\n' "$PY" > /tmp/pyprof; chmod +x /tmp/pyprof
   ts "P: router.forward with the runtime under cProfile"
   LIAISON_PYTHON=/tmp/pyprof NO_COLOR=1 run_step 150 "$OUT/bench-profiled.log" node node_modules/tsx/dist/cli.mjs bench/run.ts router.forward
   note "P bench rc=$?"
   "$PY" - > "$OUT/profile.txt" 2>&1 <<'PYEOF'
-import glob, os, pstats
-files = sorted(glob.glob("/tmp/rtprof/*.prof"), key=os.path.getsize)
-print("profiles:", [(f, os.path.getsize(f)) for f in files])
-for f in files:
+import glob, pstats
+for f in glob.glob("/tmp/rtprof/*.prof"):
     s = pstats.Stats(f)
-    if not any("program.py" in k[0] for k in s.stats):  # the runtime's, not a baseline's
+    if not any(k[0].endswith("liaison_runtime/executor.py") for k in s.stats):  # a baseline's
         continue
     print("=====", f)
     s.sort_stats("tottime").print_stats(45)
     s.sort_stats("cumulative").print_stats(60)
 PYEOF
   note "P profile rc=$?"
-  cat "$SUM"; exit 0
-fi
-if [ "${1:-}" = --more ]; then
+  ;;
+--more)
   ts "M: vitest, the served scripts and the examples on CUDA"
   LIAISON_THREADS=2 NO_COLOR=1 run_step 250 "$OUT/vitest-more.log" node node_modules/vitest/vitest.mjs run test/served.test.ts test/serve-callbacks.test.ts test/distill.test.ts test/moe-teacher-student.test.ts test/moe-gpt.test.ts test/demo.test.ts test/examples.test.ts test/kv-compare.test.ts test/code-gpt.test.ts --maxWorkers 9 --reporter=default
   note "M vitest rc=$? | $(grep -E '^ *(Test Files|Tests) ' "$OUT/vitest-more.log" | tr -s ' ' | tr '\n' ' ')"
-  cat "$SUM"; exit 0
-fi
-if [ "${1:-}" = --final ]; then
-  ts "F: pytest randperm on CUDA"
-  ( cd python-runtime/tests && timeout 120 python3 -m pytest -q -x test_ops.py -k "randperm or topk_frac" ) 2>&1 | tee $OUT/pytest.log | tail -3
+  ;;
+--final)
+  ts "F: the CUDA-only pytest cases"
+  ( cd python-runtime/tests && timeout 120 "$PY" -m pytest -q -x test_ops.py -k "randperm or topk_frac" ) 2>&1 | tee "$OUT/pytest.log" | tail -3
   note "F pytest rc=${PIPESTATUS[0]}"
   ts "F: bench"
   NO_COLOR=1 run_step 200 "$OUT/bench.log" node node_modules/tsx/dist/cli.mjs bench/run.ts router roundtrip
   note "F bench rc=$?"
-  cat "$SUM"; exit 0
-fi
-if [ "${1:-}" != --bench-only ]; then
-# ---------------------------------------------------------------- B: vitest
-# Runtime-heavy files: tensor ops, models (GPT, MoE, KV), routers, trainer, adapters,
-# pruners, momentum, programs. Skipped: bench, group/distributed* (torchrun, 2 ranks),
-# package, pyenv, import-graph (need npm/typescript), adapters-minilm (PyPI model),
-# python-hatch/weight-hooks-adopted (pythonia), the example-running files (demo, examples,
-# moe-gpt, code-gpt, kv-compare, ...: 240-300 s timeouts each; generation.test.ts covers the
-# MoE GPT with KV decoding in-process). To add them, append here: `npx tsx` works via the shim.
-ts "B: vitest"
-FILES=(
-  test/bridge.test.ts test/bridge-lifetimes.test.ts test/shapes.test.ts test/faults.test.ts
-  test/model.test.ts test/program.test.ts test/data.test.ts test/units.test.ts
-  test/generation.test.ts test/kv-policies.test.ts
-  test/routers.test.ts test/routers-runtime.test.ts test/routers-suite.test.ts test/templates-routers.test.ts
-  test/trainer.test.ts test/own-loop.test.ts test/extension-params.test.ts test/hardening-nonfinite.test.ts
-  test/adapters.test.ts test/adapters-base.test.ts test/adapters-family.test.ts test/adapters-peft.test.ts test/adapad.test.ts
-  test/pruners-imp.test.ts test/pruners-loft.test.ts test/pruners-edge-popup.test.ts test/pruners-masked-neurons.test.ts test/templates-pruners.test.ts
-  test/momentum.test.ts test/momentum-equivalence.test.ts test/templates-momentum.test.ts
-  test/weight-hooks.test.ts test/weight-hooks-trainer.test.ts test/plugins.test.ts test/conformance.test.ts
-)
-LIAISON_THREADS=${LIAISON_THREADS:-2} NO_COLOR=1 run_step 230 "$OUT/vitest.log" node node_modules/vitest/vitest.mjs run "${FILES[@]}" \
-  --maxWorkers 8 --reporter=default --reporter=junit --outputFile.junit="$OUT/junit.xml"
-note "B vitest rc=$? (124 = timed out) | $(grep -E '^ *(Test Files|Tests) ' "$OUT/vitest.log" | tr -s ' ' | tr '\n' ' ')"
-
-fi
-# ---------------------------------------------------------------- C: bench
-ts "C: bench"
-NO_COLOR=1 run_step 240 "$OUT/bench.log" node node_modules/tsx/dist/cli.mjs bench/run.ts router adapter.forward kv.decode_long
-note "C bench rc=$? (124 = timed out)"
-NO_COLOR=1 run_step 150 "$OUT/bench-cpu-baselines.log" node node_modules/tsx/dist/cli.mjs bench/run.ts sdk.train_step momentum.step
-note "C2 bench rc=$?"
-
-if [ -n "${DEMO:-}" ]; then
-ts "D: demo"
-NO_COLOR=1 run_step 150 "$OUT/demo.log" node node_modules/tsx/dist/cli.mjs examples/quickstart.ts
-note "D demo rc=$?"
-fi
+  ;;
+*)
+  if [ "$MODE" != --bench-only ]; then
+    # Runtime-heavy files: tensor ops, models (GPT, MoE, KV), routers, trainer, adapters,
+    # pruners, momentum, programs. Left to --more: the served scripts and the example-running
+    # files. Skipped: bench, group/distributed* (torchrun, 2 ranks), package, pyenv,
+    # import-graph (need npm/typescript), adapters-minilm (a PyPI model), python-hatch and
+    # weight-hooks-adopted (pythonia).
+    ts "B: vitest"
+    FILES=(
+      test/bridge.test.ts test/bridge-lifetimes.test.ts test/shapes.test.ts test/faults.test.ts
+      test/model.test.ts test/program.test.ts test/data.test.ts test/units.test.ts
+      test/generation.test.ts test/kv-policies.test.ts
+      test/routers.test.ts test/routers-runtime.test.ts test/routers-suite.test.ts test/templates-routers.test.ts
+      test/trainer.test.ts test/own-loop.test.ts test/extension-params.test.ts test/hardening-nonfinite.test.ts
+      test/adapters.test.ts test/adapters-base.test.ts test/adapters-family.test.ts test/adapters-peft.test.ts test/adapad.test.ts
+      test/pruners-imp.test.ts test/pruners-loft.test.ts test/pruners-edge-popup.test.ts test/pruners-masked-neurons.test.ts test/templates-pruners.test.ts
+      test/momentum.test.ts test/momentum-equivalence.test.ts test/templates-momentum.test.ts
+      test/weight-hooks.test.ts test/weight-hooks-trainer.test.ts test/plugins.test.ts test/conformance.test.ts
+    )
+    LIAISON_THREADS=${LIAISON_THREADS:-2} NO_COLOR=1 run_step 230 "$OUT/vitest.log" node node_modules/vitest/vitest.mjs run "${FILES[@]}" \
+      --maxWorkers 8 --reporter=default --reporter=junit --outputFile.junit="$OUT/junit.xml"
+    note "B vitest rc=$? (124 = timed out) | $(grep -E '^ *(Test Files|Tests) ' "$OUT/vitest.log" | tr -s ' ' | tr '\n' ' ')"
+  fi
+  ts "C: bench"
+  NO_COLOR=1 run_step 240 "$OUT/bench.log" node node_modules/tsx/dist/cli.mjs bench/run.ts router adapter.forward kv.decode_long
+  note "C bench rc=$? (124 = timed out)"
+  # their baselines run on the CPU whatever the runtime's device: the losses must agree, the ratios do not compare
+  NO_COLOR=1 run_step 150 "$OUT/bench-cpu-baselines.log" node node_modules/tsx/dist/cli.mjs bench/run.ts sdk.train_step momentum.step
+  note "C2 bench rc=$?"
+  ts "D: demo"
+  NO_COLOR=1 run_step 150 "$OUT/demo.log" node node_modules/tsx/dist/cli.mjs examples/quickstart.ts
+  note "D demo rc=$?"
+  ;;
+esac
 ts "done"
 note "total $(( $(date +%s) - T0 )) s"
 cat "$SUM"

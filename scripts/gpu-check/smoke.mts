@@ -1,4 +1,4 @@
-// CUDA smoke test: start a runtime through the SDK, print its hello, do one matmul on it.
+// CUDA smoke test (run from .gpu/, where pack.sh copies it): start a runtime through the SDK, print its hello, do one matmul.
 import { Runtime } from '../bridge/index.js';
 
 const t0 = Date.now();
